@@ -1,0 +1,383 @@
+"""The `shipyard` command: registry views, alias moves and predictions against any Shipyard stack.
+
+Every command honours the standard AWS environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL),
+so the same command drives a deployed stack and the local cloud. The stack is found by name
+(`--stack`, else `SHIPYARD_STACK`, else `stack_name` in ./cdk.json, else "Shipyard") and its
+outputs say where the registry table and the API are.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import getpass
+import io
+import json
+import math
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A failure the user can act on: printed as one line, exit code 1."""
+
+
+# --------------------------------------------------------------------------- stack discovery
+
+
+def _project_config(path: Path = Path("cdk.json")) -> dict:
+    try:
+        return json.loads(path.read_text()).get("context", {}).get("shipyard", {}) or {}
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise CliError(f"{path} is not valid JSON: {err}") from err
+
+
+def _stack_name(args) -> str:
+    return args.stack or os.environ.get("SHIPYARD_STACK") or _project_config().get("stack_name") or "Shipyard"
+
+
+def stack_outputs(stack: str, session=None) -> dict[str, str]:
+    """The stack's outputs by OutputKey (ApiUrl, RegistryTableName, …)."""
+    import boto3
+    from botocore.exceptions import ClientError, NoCredentialsError, EndpointConnectionError
+
+    client = (session or boto3.Session()).client("cloudformation")
+    try:
+        stacks = client.describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as err:
+        raise CliError(
+            f"stack {stack!r} not found ({err.response['Error'].get('Message', err)}); deploy it with "
+            "`cdk deploy`, start it locally with `shipyard local up`, or name it with --stack"
+        ) from err
+    except (NoCredentialsError, EndpointConnectionError) as err:
+        raise CliError(f"cannot reach AWS to find stack {stack!r}: {err}") from err
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+def _output(outputs: dict, key: str, stack: str) -> str:
+    if key not in outputs:
+        raise CliError(f"stack {stack!r} has no output {key!r} (has: {', '.join(sorted(outputs)) or 'none'})")
+    return outputs[key]
+
+
+def _registry(args):
+    from functions.core.registry import Registry
+
+    stack = _stack_name(args)
+    table = _output(stack_outputs(stack), "RegistryTableName", stack)
+    known = list((_project_config().get("models") or {}).keys())
+    return Registry(table, known_models=known)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name in some containers
+        return "cli"
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [[("-" if c is None else str(c)) for c in row] for row in [header, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt_metrics(metrics: dict | None) -> str:
+    if not metrics:
+        return "-"
+    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return " ".join(f"{k}={v:.4g}" for k, v in sorted(flat.items())) or "-"
+
+
+# --------------------------------------------------------------------------- registry commands
+
+
+def cmd_models(args) -> int:
+    registry = _registry(args)
+    models = registry.list_models()
+    if args.json:
+        print(json.dumps({"models": models}, indent=2))
+        return EXIT_OK
+    if not models:
+        print("no models configured or registered")
+        return EXIT_OK
+    rows = []
+    for m in models:
+        versions = registry.list_versions(m["name"])
+        latest = versions[-1] if versions else None
+        rows.append([m["name"], m["production"], len(versions),
+                     latest and f"v{latest['version']} {latest['status']}"])
+    print(_table(rows, ["model", "production", "versions", "latest"]))
+    return EXIT_OK
+
+
+def cmd_lineage(args) -> int:
+    registry = _registry(args)
+    model = registry.get_model(args.model)
+    versions = registry.list_versions(args.model)
+    history = registry.history(args.model)
+    if args.version is not None:
+        versions = [registry.get_version(args.model, args.version)]
+        history = [e for e in history if args.version in (e.get("from_version"), e.get("to_version"))]
+    if args.json:
+        print(json.dumps({"model": model, "versions": versions, "history": history}, indent=2, default=str))
+        return EXIT_OK
+    print(f"model {args.model}: production = {model['aliases'].get('production', '-')}")
+    for v in versions:
+        ds = (v.get("lineage") or {}).get("dataset") or {}
+        print(f"\nv{v['version']}  {v['status']}  created {v.get('created_at', '-')}")
+        if ds:
+            print(f"  dataset    s3://{ds.get('bucket')}/{ds.get('key')} (version {ds.get('version_id', '-')}, "
+                  f"sha256 {str(ds.get('sha256', '-'))[:12]}…)")
+        if v.get("execution_arn"):
+            print(f"  execution  {v['execution_arn']}")
+        if v.get("estimator"):
+            print(f"  estimator  {v['estimator']} {json.dumps(v.get('params') or {})}")
+        if v.get("artifact_key"):
+            print(f"  artifact   {v['artifact_key']} (sha256 {str(v.get('artifact_sha256'))[:12]}…)")
+        if v.get("metrics"):
+            print(f"  metrics    {_fmt_metrics(v['metrics'])}")
+        if v.get("reason"):
+            print(f"  reason     {v['reason']}")
+    print("\nproduction alias history:")
+    if not history:
+        print("  (no alias moves yet)")
+    for e in history:
+        print(f"  #{e['seq']} {e['at']}  v{e.get('from_version') or '-'} -> v{e['to_version']}  "
+              f"by {e['actor']}: {e['reason']}")
+    return EXIT_OK
+
+
+def cmd_promote(args) -> int:
+    registry = _registry(args)
+    event = registry.promote(args.model, args.version, reason=args.reason or "promoted by hand", actor=_actor())
+    print(f"{args.model}: production v{event.get('from_version') or '-'} -> v{event['to_version']} (event #{event['seq']})")
+    return EXIT_OK
+
+
+def cmd_rollback(args) -> int:
+    registry = _registry(args)
+    event = registry.rollback(args.model, reason=args.reason or "rolled back by hand", actor=_actor())
+    print(f"{args.model}: production v{event.get('from_version') or '-'} -> v{event['to_version']} (event #{event['seq']})")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def read_instances(path: Path) -> list:
+    """Instances from a CSV file (header row = feature names) or a JSON file (list or {"instances": […]})."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise CliError(f"cannot read {path}: {err.strerror}") from err
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise CliError(f"{path} is not valid JSON: {err}") from err
+        instances = data.get("instances") if isinstance(data, dict) else data
+        if not isinstance(instances, list):
+            raise CliError(f"{path}: expected a JSON list of instances or an object with an 'instances' list")
+        return instances
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        if not rows:
+            raise CliError(f"{path}: expected a header row and at least one data row")
+        return [{k: _csv_value(v) for k, v in row.items() if k is not None} for row in rows]
+    raise CliError(f"{path}: expected a .csv or .json file")
+
+
+def _csv_value(text: str | None):
+    """CSV cells are text: numbers become numbers, empty cells become null (missing)."""
+    if text is None or text.strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else text
+
+
+def signed_request(method: str, url: str, body: bytes | None, auth: str, api_key: str | None = None,
+                   session=None) -> tuple[int, dict, bytes]:
+    """One HTTP request to the API, SigV4-signed for `execute-api` when auth is iam."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if auth == "iam":
+        import boto3
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        session = session or boto3.Session()
+        credentials = session.get_credentials()
+        if credentials is None:
+            raise CliError("the API uses IAM auth but no AWS credentials were found (set AWS_PROFILE or keys)")
+        region = session.region_name or os.environ.get("AWS_REGION") or "us-east-1"
+        aws_request = AWSRequest(method=method, url=url, data=body or b"", headers=headers)
+        SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(aws_request)
+        headers = dict(aws_request.headers.items())
+    elif auth == "api_key":
+        if not api_key:
+            raise CliError("the API uses an API key: pass --api-key or set SHIPYARD_API_KEY")
+        headers["x-api-key"] = api_key
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers.items()), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers.items()), err.read()
+    except urllib.error.URLError as err:
+        raise CliError(f"cannot reach the API at {url}: {err.reason}") from err
+
+
+def cmd_predict(args) -> int:
+    instances = read_instances(Path(args.file))
+    stack = _stack_name(args)
+    api_url = args.api_url or os.environ.get("SHIPYARD_API_URL") or _output(stack_outputs(stack), "ApiUrl", stack)
+    auth = args.auth or (_project_config().get("api") or {}).get("auth") or "iam"
+    url = f"{api_url.rstrip('/')}/models/{urllib.parse.quote(args.model, safe='')}/predict"
+    if args.version is not None:
+        url += f"?version={args.version}"
+    status, headers, body = signed_request(
+        "POST", url, json.dumps({"instances": instances}).encode(), auth,
+        api_key=args.api_key or os.environ.get("SHIPYARD_API_KEY"))
+    try:
+        answer = json.loads(body or b"{}")
+    except json.JSONDecodeError:
+        answer = {"message": body.decode(errors="replace")[:500]}
+    if status != 200:
+        raise CliError(f"the API answered {status}: {answer.get('message', answer)}")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return EXIT_OK
+    print(f"model {answer.get('model')} v{answer.get('version')}")
+    header = ["#", "prediction"]
+    rows = []
+    for i, prediction in enumerate(answer.get("predictions", [])):
+        row = [i, prediction]
+        if answer.get("probabilities"):
+            row.append(f"{max(answer['probabilities'][i]):.3f}")
+        rows.append(row)
+    if answer.get("probabilities"):
+        header.append("probability")
+    print(_table(rows, header))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- other commands
+
+
+def cmd_layers_build(args) -> int:
+    try:
+        from layers import builder
+    except ImportError as err:
+        raise CliError(f"the layer builder is not available: {err}") from err
+    argv = ["build"]
+    for arch in args.arch or []:
+        argv += ["--arch", arch]
+    for layer in args.layer or []:
+        argv += ["--layer", layer]
+    return builder.main(argv)
+
+
+def not_built(what: str):
+    def not_built_yet(args) -> int:
+        print(f"shipyard: `{what}` is not built yet in this version of Shipyard", file=sys.stderr)
+        return EXIT_USAGE
+    return not_built_yet
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shipyard", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", help="CloudFormation stack name (default: SHIPYARD_STACK, cdk.json, 'Shipyard')")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("models", help="list models and what serves each")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_models)
+
+    p = sub.add_parser("lineage", help="dataset → execution → version → alias moves")
+    p.add_argument("model")
+    p.add_argument("version", nargs="?", type=int)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_lineage)
+
+    p = sub.add_parser("promote", help="point production at a version (audited)")
+    p.add_argument("model")
+    p.add_argument("version", type=int)
+    p.add_argument("--reason", help="why (kept in the audit log)")
+    p.set_defaults(run=cmd_promote)
+
+    p = sub.add_parser("rollback", help="point production back at the previous production version (audited)")
+    p.add_argument("model")
+    p.add_argument("--reason", help="why (kept in the audit log)")
+    p.set_defaults(run=cmd_rollback)
+
+    p = sub.add_parser("predict", help="predict with the served model from a CSV or JSON file")
+    p.add_argument("model")
+    p.add_argument("file", help="FILE.csv (header = feature names) or FILE.json")
+    p.add_argument("--version", type=int, help="pin a version instead of production")
+    p.add_argument("--api-url", help="API base URL (default: the stack's ApiUrl output)")
+    p.add_argument("--auth", choices=["iam", "api_key", "none"], help="API auth (default: cdk.json api.auth)")
+    p.add_argument("--api-key", help="API key when auth is api_key (default: SHIPYARD_API_KEY)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("train", help="start a pipeline run by hand")
+    p.add_argument("model")
+    p.add_argument("--dataset", help="s3://bucket/key of the CSV (default: the model's latest dataset)")
+    p.set_defaults(run=not_built("shipyard train"))
+
+    drift = sub.add_parser("drift", help="drift monitoring").add_subparsers(dest="drift_command", required=True)
+    p = drift.add_parser("check", help="run a drift check now")
+    p.add_argument("model")
+    p.set_defaults(run=not_built("shipyard drift check"))
+
+    local = sub.add_parser("local", help="the local cloud").add_subparsers(dest="local_command", required=True)
+    p = local.add_parser("up", help="run the synthesized stack locally")
+    p.add_argument("--aws-port", type=int, default=5000)
+    p.add_argument("--api-port", type=int, default=3000)
+    p.set_defaults(run=not_built("shipyard local up"))
+
+    p = sub.add_parser("demo", help="the whole loop locally, end to end")
+    p.set_defaults(run=not_built("shipyard demo"))
+
+    layers = sub.add_parser("layers", help="Lambda dependency layers").add_subparsers(dest="layers_command", required=True)
+    p = layers.add_parser("build", help="build the dependency layers without Docker")
+    p.add_argument("--arch", action="append", choices=["arm64", "x86_64"], help="architecture (repeatable)")
+    p.add_argument("--layer", action="append", choices=["inference", "training"], help="layer (repeatable)")
+    p.set_defaults(run=cmd_layers_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from functions.core.registry import RegistryError
+
+    try:
+        return args.run(args)
+    except (CliError, RegistryError) as err:
+        print(f"shipyard: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
