@@ -1,0 +1,86 @@
+"""Sampled capture of inference inputs and outputs to Firehose. Never fails a prediction."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+# Firehose refuses records over 1,000 KiB: skip such a request (and log it) rather than fail.
+MAX_RECORD_BYTES = 1_000 * 1024
+
+
+class Capture:
+    def __init__(
+        self,
+        streams: dict[str, str] | None = None,
+        sample_rate: float = 1.0,
+        client: Any = None,
+        rng: Callable[[], float] = random.random,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
+        self.streams = dict(streams or {})
+        self.sample_rate = min(max(float(sample_rate), 0.0), 1.0)
+        self._client = client
+        self._random = rng
+        self._clock = clock
+
+    @classmethod
+    def from_env(cls, client: Any = None) -> "Capture":
+        """From ``CAPTURE_STREAMS`` (JSON model -> stream) and ``CAPTURE_SAMPLE_RATE`` (0..1).
+
+        A malformed setting turns capture off (and says so in the log) instead of breaking serving.
+        """
+        try:
+            streams = json.loads(os.environ.get("CAPTURE_STREAMS") or "{}")
+            if not isinstance(streams, dict) or not all(isinstance(v, str) for v in streams.values()):
+                raise ValueError("expected a JSON object of model name -> stream name")
+        except ValueError as exc:
+            logger.warning("capture off: bad CAPTURE_STREAMS (%s)", exc)
+            streams = {}
+        try:
+            rate = float(os.environ.get("CAPTURE_SAMPLE_RATE") or 1.0)
+        except ValueError:
+            logger.warning("bad CAPTURE_SAMPLE_RATE %r; using 1.0", os.environ.get("CAPTURE_SAMPLE_RATE"))
+            rate = 1.0
+        return cls(streams, rate, client=client)
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("firehose")
+        return self._client
+
+    def enabled(self, model: str) -> bool:
+        return model in self.streams and self.sample_rate > 0
+
+    def record(self, model: str, version: int, instances: list, response: dict) -> bool:
+        """Put one JSON line for this request; True when a record was sent. Never raises."""
+        try:
+            if not self.enabled(model) or self._random() >= self.sample_rate:
+                return False
+            line = {
+                "model": model,
+                "version": version,
+                "captured_at": self._clock().isoformat(),
+                "instances": instances,
+                "predictions": response.get("predictions"),
+            }
+            if "probabilities" in response:
+                line["probabilities"] = response["probabilities"]
+            data = (json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n").encode()
+            if len(data) > MAX_RECORD_BYTES:
+                logger.warning("capture skipped: record of %d bytes exceeds Firehose's limit", len(data))
+                return False
+            self.client.put_record(DeliveryStreamName=self.streams[model], Record={"Data": data})
+            return True
+        except Exception:
+            # A capture failure must never fail a prediction: log it and carry on.
+            logger.exception("capture failed for model %s version %s", model, version)
+            return False

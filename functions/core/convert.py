@@ -1,0 +1,233 @@
+"""scikit-learn pipelines (framework preprocessing + the user's estimator) and their ONNX form.
+
+No pandas: training data is a 2-D numpy object array whose columns are the schema's features in
+order; the ColumnTransformer selects them by integer index. The ONNX graph gets one ``[None, 1]``
+input per feature, in the same order, named as the feature. skl2onnx maps integer column ``i`` of
+a multi-input graph to its i-th input when every input is one column wide
+(``skl2onnx.common.utils.get_column_index``), so the fitted pipeline converts as it is.
+
+Imports of scikit-learn and skl2onnx are local to the functions that need them: the inference
+function imports this package's siblings without shipping the training stack.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .schema import NUMBER, STRING, FeatureSchema, SchemaError, coerce_labels, is_missing, parse_number
+
+# Missing string cells are "" in training arrays and at inference (ONNX strings cannot be null).
+MISSING_STRING = ""
+FILL_STRING = "__missing__"
+
+
+class ConvertError(ValueError):
+    """A pipeline cannot be built or converted; the message names what and why."""
+
+
+# ---- estimator resolution ----------------------------------------------------------------------
+
+
+def resolve_estimator(path: str, task: str | None = None) -> type:
+    """The estimator class named by a dotted path under ``sklearn.``; nothing else is importable.
+
+    ``task`` ("classification"/"regression") additionally requires a classifier/regressor.
+    """
+    from sklearn.base import BaseEstimator
+
+    if not isinstance(path, str) or not path.startswith("sklearn.") or path.count(".") < 2:
+        raise ConvertError(
+            f"estimator {path!r} is not allowed: expected a dotted path to a scikit-learn class, "
+            "e.g. 'sklearn.linear_model.LogisticRegression'"
+        )
+    module_name, _, class_name = path.rpartition(".")
+    parts = path.split(".")
+    if any(not p.isidentifier() or p.startswith("_") for p in parts):
+        raise ConvertError(f"estimator {path!r} is not allowed: private or malformed name")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConvertError(f"estimator {path!r}: no module {module_name!r} in scikit-learn") from exc
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConvertError(f"estimator {path!r}: {module_name} has no {class_name!r}")
+    if not (inspect.isclass(cls) and issubclass(cls, BaseEstimator)) or inspect.isabstract(cls):
+        raise ConvertError(f"estimator {path!r} is not a scikit-learn estimator class")
+    if task is not None and _default_constructible(cls):
+        _check_task(cls(), path, task)
+    return cls
+
+
+def _check_task(model, path: str, task: str) -> None:
+    from sklearn.base import is_classifier, is_regressor
+
+    if task == "classification" and not is_classifier(model):
+        raise ConvertError(f"estimator {path!r} is not a classifier, but the task is classification")
+    if task == "regression" and not is_regressor(model):
+        raise ConvertError(f"estimator {path!r} is not a regressor, but the task is regression")
+
+
+def build_pipeline(schema: FeatureSchema, estimator: str, params: Mapping[str, Any] | None = None):
+    """An unfitted Pipeline: numeric median-impute + scale, string impute + one-hot, estimator."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    cls = resolve_estimator(estimator, schema.task)
+    params = dict(params or {})
+    valid = set(cls().get_params(deep=False)) if _default_constructible(cls) else None
+    unknown = sorted(set(params) - valid) if valid is not None else []
+    if unknown:
+        raise ConvertError(
+            f"estimator {estimator}: unknown params {unknown}; valid params are {sorted(valid)}"
+        )
+    try:
+        model = cls(**params)
+    except TypeError as exc:
+        raise ConvertError(f"estimator {estimator}: bad params {params!r} ({exc})") from exc
+    _check_task(model, estimator, schema.task)
+
+    numeric = [i for i, f in enumerate(schema.features) if f.type == NUMBER]
+    strings = [i for i, f in enumerate(schema.features) if f.type == STRING]
+    transformers = []
+    if numeric:
+        transformers.append((
+            "num",
+            Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+            numeric,
+        ))
+    if strings:
+        transformers.append((
+            "cat",
+            Pipeline([
+                # skl2onnx converts string imputers only when missing_values is a string.
+                ("impute", SimpleImputer(strategy="constant", missing_values=MISSING_STRING,
+                                         fill_value=FILL_STRING)),
+                # Dense output: not every estimator accepts sparse input.
+                ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+            ]),
+            strings,
+        ))
+    return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", model)])
+
+
+def _default_constructible(cls) -> bool:
+    try:
+        cls()
+        return True
+    except Exception:
+        return False
+
+
+# ---- training arrays ---------------------------------------------------------------------------
+
+
+def matrix(schema: FeatureSchema, rows: Iterable[Any], columns: Sequence[str] | None = None) -> np.ndarray:
+    """The training array: an ``[n, n_features]`` object array in schema order.
+
+    ``rows`` are records (dicts) or, with ``columns``, sequences of cells (e.g. CSV rows; extra
+    columns such as the target are ignored). Numbers become floats (NaN when missing), strings
+    stay strings ("" when missing), matching what ``FeatureSchema.to_feeds`` gives ONNX.
+    """
+    rows = list(rows)
+    positions = _positions(schema.names, columns)
+    X = np.empty((len(rows), len(schema.features)), dtype=object)
+    for i, row in enumerate(rows):
+        for j, f in enumerate(schema.features):
+            v = _get(row, f.name, positions, i)
+            if is_missing(v):
+                X[i, j] = math.nan if f.type == NUMBER else MISSING_STRING
+            elif f.type == NUMBER:
+                x = parse_number(v)
+                if x is None:
+                    raise SchemaError(f"row {i}: feature {f.name!r} must be a finite number, got {v!r}")
+                X[i, j] = x
+            else:
+                X[i, j] = str(v)
+    return X
+
+
+def target(schema: FeatureSchema, rows: Iterable[Any], columns: Sequence[str] | None = None) -> np.ndarray:
+    """The target vector: floats for regression, labels typed like ``schema.classes`` otherwise."""
+    rows = list(rows)
+    positions = _positions([schema.target], columns)
+    values = [_get(row, schema.target, positions, i) for i, row in enumerate(rows)]
+    for i, v in enumerate(values):
+        if is_missing(v):
+            raise SchemaError(f"row {i}: target {schema.target!r} is missing")
+    if schema.task == "regression":
+        ys = [parse_number(v) for v in values]
+        bad = next((i for i, y in enumerate(ys) if y is None), None)
+        if bad is not None:
+            raise SchemaError(f"row {bad}: target {schema.target!r} must be a finite number, got {values[bad]!r}")
+        return np.asarray(ys, dtype=np.float64)
+    labels = coerce_labels(values)
+    if schema.classes and all(isinstance(c, str) for c in schema.classes):
+        labels = [str(v) for v in values]
+    return np.asarray(labels, dtype=object if isinstance(labels[0], str) else np.int64)
+
+
+def _positions(names: Sequence[str], columns: Sequence[str] | None) -> dict[str, int] | None:
+    if columns is None:
+        return None
+    columns = list(columns)
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise SchemaError(f"columns {missing} not found; columns are {columns}")
+    return {n: columns.index(n) for n in names}
+
+
+def _get(row: Any, name: str, positions: dict[str, int] | None, i: int) -> Any:
+    if positions is None:
+        if not isinstance(row, Mapping):
+            raise SchemaError(f"row {i}: expected a record (dict) when no column names are given")
+        if name not in row:
+            raise SchemaError(f"row {i}: column {name!r} is missing")
+        return row[name]
+    return row[positions[name]]
+
+
+# ---- ONNX --------------------------------------------------------------------------------------
+
+
+def fitted_classes(pipeline) -> list[Any]:
+    """The fitted classifier's classes as plain Python values (the order of its probabilities)."""
+    return [c.item() if isinstance(c, np.generic) else c for c in pipeline.classes_]
+
+
+def to_onnx(pipeline, schema: FeatureSchema) -> bytes:
+    """Serialized ONNX of a fitted pipeline, in the model format of docs/architecture.md."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    inputs = [
+        (f.name, FloatTensorType([None, 1]) if f.type == NUMBER else StringTensorType([None, 1]))
+        for f in schema.features
+    ]
+    estimator = pipeline.steps[-1][1]
+    options = None
+    if schema.is_classifier:
+        classes = fitted_classes(pipeline)
+        if list(schema.classes or ()) != classes:
+            raise ConvertError(
+                f"the schema's classes {list(schema.classes or ())} differ from the fitted model's "
+                f"{classes}; fit on data with every class or update the schema's classes"
+            )
+        # zipmap=False: plain `label` and `probabilities` tensors instead of a list of maps.
+        options = {id(estimator): {"zipmap": False}}
+    try:
+        onx = convert_sklearn(pipeline, initial_types=inputs, options=options)
+    except Exception as exc:  # skl2onnx raises many types; name the estimator in one error
+        raise ConvertError(
+            f"skl2onnx cannot convert {type(estimator).__module__}.{type(estimator).__name__}: {exc}"
+        ) from exc
+    outputs = [o.name for o in onx.graph.output]
+    expected = ["label", "probabilities"] if schema.is_classifier else ["variable"]
+    if outputs != expected:
+        raise ConvertError(f"converted graph has outputs {outputs}, expected {expected}")
+    return onx.SerializeToString()

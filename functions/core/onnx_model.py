@@ -1,0 +1,64 @@
+"""OnnxModel: an onnxruntime session over a model in Shipyard's format, with JSON-safe answers."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .schema import FeatureSchema
+
+
+class ModelFormatError(ValueError):
+    """The ONNX graph does not match the model format (inputs per feature, named outputs)."""
+
+
+class OnnxModel:
+    def __init__(self, session: ort.InferenceSession, schema: FeatureSchema):
+        self.session = session
+        self.schema = schema
+        self._check_format()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, schema: FeatureSchema) -> "OnnxModel":
+        opts = ort.SessionOptions()
+        # Lambda gives a fraction of a core per request; thread pools only add contention.
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelFormatError(f"not a loadable ONNX model: {exc}") from exc
+        return cls(session, schema)
+
+    def _check_format(self) -> None:
+        inputs = [i.name for i in self.session.get_inputs()]
+        if inputs != self.schema.names:
+            raise ModelFormatError(f"model inputs {inputs} differ from the schema's features {self.schema.names}")
+        outputs = [o.name for o in self.session.get_outputs()]
+        expected = ["label", "probabilities"] if self.schema.is_classifier else ["variable"]
+        if outputs[: len(expected)] != expected:
+            raise ModelFormatError(f"model outputs {outputs}, expected {expected}")
+        self._outputs = expected
+
+    def predict(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        """``{"predictions": [...]}`` plus ``"probabilities"`` and ``"classes"`` for classifiers."""
+        results = self.session.run(self._outputs, feeds)
+        if self.schema.is_classifier:
+            labels, probabilities = results
+            return {
+                "predictions": [_plain(v) for v in np.asarray(labels).ravel()],
+                "probabilities": np.asarray(probabilities, dtype=np.float64).tolist(),
+                "classes": list(self.schema.classes or ()),
+            }
+        (values,) = results
+        return {"predictions": np.asarray(values, dtype=np.float64).ravel().tolist()}
+
+
+def _plain(v: Any) -> Any:
+    # numpy scalars (int64 labels, numpy str) are not JSON serializable as such.
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    return v
