@@ -1,0 +1,492 @@
+"""Model registry: versions, aliases, audit log and lineage in one DynamoDB table.
+
+Table layout (docs/architecture.md):
+  model    pk=MODELS          sk=<model>                  name, next_version, aliases, alias_seq, created_at
+  version  pk=MODEL#<model>   sk=V#<10-digit version>     the version record (+ dataset_ref/version_ref for the GSI)
+  event    pk=MODEL#<model>   sk=E#<alias>#<10-digit seq> model, alias, from_version, to_version, reason, actor, at, seq
+
+Every state change is guarded by a condition expression, so concurrent writers
+cannot corrupt it; alias moves are one TransactWriteItems.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import re
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Iterable
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+STATUSES = ("training", "candidate", "rejected", "failed", "production", "archived")
+# Versions an alias may point at; failed/rejected/training never serve.
+ALIAS_ELIGIBLE = ("candidate", "archived", "production")
+RECORD_KEYS = (
+    "model", "version", "status", "created_at", "updated_at", "artifact_key", "artifact_sha256",
+    "schema", "metrics", "estimator", "params", "lineage", "execution_arn", "reason",
+)
+_INTERNAL_KEYS = {"pk", "sk", "dataset_ref", "version_ref"}
+_MODELS_PK = "MODELS"
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_MAX_MOVE_ATTEMPTS = 5
+
+
+class RegistryError(Exception):
+    """Base class of every registry error."""
+
+
+class ModelNotFound(RegistryError):
+    """The model is neither configured nor stored."""
+
+
+class VersionNotFound(RegistryError):
+    """The model has no such version."""
+
+
+class AliasConflict(RegistryError):
+    """The alias did not point where the caller expected (a concurrent move won)."""
+
+
+class InvalidTransition(RegistryError):
+    """The version's status does not allow the requested change."""
+
+
+# ---------------------------------------------------------------- value conversion
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _to_dynamo(value: Any, path: str = "value") -> Any:
+    """JSON-like value -> DynamoDB-safe value (floats become Decimal); rejects NaN/inf."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{path} must be a finite number, got {value}")
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        if not math.isfinite(f):
+            raise ValueError(f"{path} must be a finite number, got {f!r} (NaN and infinity cannot be stored)")
+        if f != 0.0 and not 1e-130 < abs(f) < 1e125:
+            raise ValueError(f"{path}={f!r} is outside DynamoDB's number range (1e-130 .. 1e125)")
+        # str() is the shortest repr that round-trips, so no binary noise is stored.
+        return Decimal(str(f))
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{path} has a non-string key {k!r}; keys must be strings")
+            out[k] = _to_dynamo(v, f"{path}.{k}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_to_dynamo(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    raise ValueError(f"{path} has unsupported type {type(value).__name__}; use JSON-compatible values")
+
+
+def _from_dynamo(value: Any) -> Any:
+    """Deserialized DynamoDB value -> plain JSON value (Decimal -> int or float)."""
+    if isinstance(value, Decimal):
+        # Integers written as such stay exact; integral floats within float precision become
+        # ints (DynamoDB itself returns 1.0 as "1"); everything else is a float.
+        if value == value.to_integral_value() and (value.as_tuple().exponent == 0 or abs(value) < 2**53):
+            return int(value)
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+_SER = TypeSerializer()
+_DES = TypeDeserializer()
+
+
+def _av(value: Any, path: str = "value") -> dict:
+    return _SER.serialize(_to_dynamo(value, path))
+
+
+def _item(attrs: dict) -> dict:
+    return {k: _av(v, k) for k, v in attrs.items()}
+
+
+def _plain(item: dict) -> dict:
+    return {k: _from_dynamo(_DES.deserialize(v)) for k, v in item.items()}
+
+
+def _vsk(version: int) -> str:
+    return f"V#{int(version):010d}"
+
+
+def _esk(alias: str, seq: int) -> str:
+    return f"E#{alias}#{seq:010d}"
+
+
+def _check_model(model: str) -> str:
+    if not isinstance(model, str) or not model or "#" in model:
+        raise ValueError(f"model name must be a non-empty string without '#', got {model!r}")
+    return model
+
+
+def _check_alias(alias: str) -> str:
+    if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+        raise ValueError(f"alias must match {_ALIAS_RE.pattern}, got {alias!r}")
+    return alias
+
+
+def _is_conditional_failure(err: ClientError) -> bool:
+    return err.response.get("Error", {}).get("Code") in (
+        "ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+class Registry:
+    """Versions, aliases and audit log of Shipyard models (DynamoDB low-level client)."""
+
+    def __init__(self, table_name: str, *, client=None, known_models: Iterable[str] = ()):
+        self.table_name = table_name
+        self.client = client if client is not None else boto3.client("dynamodb")
+        self.known_models = tuple(sorted({_check_model(m) for m in known_models}))
+
+    @classmethod
+    def from_env(cls) -> "Registry":
+        """Build from REGISTRY_TABLE and SHIPYARD_MODELS (JSON list of model names)."""
+        table = os.environ.get("REGISTRY_TABLE")
+        if not table:
+            raise RegistryError("environment variable REGISTRY_TABLE is not set (the registry table name)")
+        raw = os.environ.get("SHIPYARD_MODELS") or "[]"
+        try:
+            models = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise RegistryError(f"SHIPYARD_MODELS must be a JSON list of model names, got {raw!r}: {e}") from None
+        if isinstance(models, dict):  # tolerate {"name": {...}} as well
+            models = list(models)
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise RegistryError(f"SHIPYARD_MODELS must be a JSON list of model names, got {raw!r}")
+        return cls(table, known_models=models)
+
+    # ------------------------------------------------------------ low-level helpers
+
+    def _get(self, pk: str, sk: str, **kw) -> dict | None:
+        resp = self.client.get_item(TableName=self.table_name, Key={"pk": {"S": pk}, "sk": {"S": sk}},
+                                    ConsistentRead=True, **kw)
+        return _plain(resp["Item"]) if "Item" in resp else None
+
+    def _query(self, **kw) -> list[dict]:
+        """One logical Query (follows pagination past 1 MB pages)."""
+        items, kw = [], {"TableName": self.table_name, **kw}
+        while True:
+            resp = self.client.query(**kw)
+            items.extend(_plain(i) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return items
+            kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    @staticmethod
+    def _record(item: dict) -> dict:
+        rec = {k: None for k in RECORD_KEYS}
+        rec.update({k: v for k, v in item.items() if k not in _INTERNAL_KEYS})
+        return rec
+
+    def _model_item(self, model: str) -> dict | None:
+        return self._get(_MODELS_PK, _check_model(model))
+
+    # ------------------------------------------------------------ models
+
+    def ensure_model(self, model: str) -> None:
+        """Create the model item if missing (idempotent; never resets counters or aliases)."""
+        self._upsert_model(model, add_version=False)
+
+    def _upsert_model(self, model: str, *, add_version: bool) -> dict:
+        expr = ("SET #name = if_not_exists(#name, :name), aliases = if_not_exists(aliases, :empty), "
+                "alias_seq = if_not_exists(alias_seq, :empty), created_at = if_not_exists(created_at, :now)")
+        values = {":name": {"S": model}, ":empty": {"M": {}}, ":now": {"S": _now()}}
+        if add_version:
+            expr += " ADD next_version :one"
+            values[":one"] = {"N": "1"}
+        else:
+            expr += ", next_version = if_not_exists(next_version, :zero)"
+            values[":zero"] = {"N": "0"}
+        resp = self.client.update_item(
+            TableName=self.table_name, Key={"pk": {"S": _MODELS_PK}, "sk": {"S": _check_model(model)}},
+            UpdateExpression=expr, ExpressionAttributeNames={"#name": "name"},
+            ExpressionAttributeValues=values, ReturnValues="UPDATED_NEW")
+        return _plain(resp.get("Attributes", {}))
+
+    def list_models(self) -> list[dict]:
+        """All models (configured or stored) with their production version, sorted by name."""
+        found = {i["name"]: (i.get("aliases") or {}).get("production")
+                 for i in self._query(KeyConditionExpression="pk = :pk",
+                                      ExpressionAttributeValues={":pk": {"S": _MODELS_PK}},
+                                      ConsistentRead=True)}
+        for m in self.known_models:
+            found.setdefault(m, None)
+        return [{"name": n, "production": found[n]} for n in sorted(found)]
+
+    def get_model(self, model: str) -> dict:
+        item = self._model_item(model)
+        if item is None:
+            if model not in self.known_models:
+                raise ModelNotFound(f"model {model!r} is not configured and has no versions")
+            return {"name": model, "aliases": {}, "latest_version": None}
+        return {"name": model, "aliases": dict(item.get("aliases") or {}),
+                "latest_version": item.get("next_version") or None}
+
+    # ------------------------------------------------------------ versions
+
+    def allocate_version(self, model: str, *, execution_arn: str | None = None, dataset: dict | None = None,
+                         estimator: str | None = None, params: dict | None = None) -> dict:
+        """Atomically take the next version number and record it as `training`."""
+        _check_model(model)
+        if dataset is not None:
+            missing = [k for k in ("bucket", "key", "version_id") if not dataset.get(k)]
+            if missing:
+                raise ValueError(f"dataset for model {model!r} is missing {missing}; "
+                                 "lineage needs bucket, key, version_id (and sha256)")
+        version = self._upsert_model(model, add_version=True)["next_version"]
+        now = _now()
+        rec = {"model": model, "version": version, "status": "training", "created_at": now, "updated_at": now,
+               "artifact_key": None, "artifact_sha256": None, "schema": None, "metrics": {},
+               "estimator": estimator, "params": params if params is not None else {},
+               "lineage": {"dataset": dict(dataset)} if dataset is not None else {},
+               "execution_arn": execution_arn, "reason": None}
+        item = {"pk": f"MODEL#{model}", "sk": _vsk(version), **rec}
+        if dataset is not None:
+            item["dataset_ref"] = f"s3://{dataset['bucket']}/{dataset['key']}?versionId={dataset['version_id']}"
+            item["version_ref"] = f"{model}#{version:010d}"
+        # The counter makes the number unique; the condition guards against a reset counter.
+        try:
+            self.client.put_item(TableName=self.table_name, Item=_item(item),
+                                 ConditionExpression="attribute_not_exists(sk)")
+        except ClientError as e:
+            if _is_conditional_failure(e):
+                raise RegistryError(f"model {model!r} version {version} already exists; "
+                                    "the version counter is behind the stored versions") from None
+            raise
+        return self._record(_plain(_item(item)))
+
+    def get_version(self, model: str, version: int) -> dict:
+        item = self._get(f"MODEL#{_check_model(model)}", _vsk(version))
+        if item is None:
+            raise VersionNotFound(f"model {model!r} has no version {version}")
+        return self._record(item)
+
+    def list_versions(self, model: str) -> list[dict]:
+        """All versions of a model, ascending (empty for an unknown model)."""
+        items = self._query(KeyConditionExpression="pk = :pk AND begins_with(sk, :v)",
+                            ExpressionAttributeValues={":pk": {"S": f"MODEL#{_check_model(model)}"},
+                                                       ":v": {"S": "V#"}},
+                            ConsistentRead=True)
+        return [self._record(i) for i in items]
+
+    def _transition(self, model: str, version: int, to_status: str, allowed: tuple[str, ...],
+                    fields: dict, *, merge: dict | None = None, idempotent_on: dict | None = None) -> dict:
+        """Conditional status change: applies only if the stored status is in `allowed`.
+
+        `idempotent_on` lets an identical retry (e.g. a Step Functions retry) succeed when the
+        version already has `to_status` and those attribute values.
+        """
+        names = {"#status": "status"}
+        values = {":to": {"S": to_status}, ":now": {"S": _now()}}
+        sets = ["#status = :to", "updated_at = :now"]
+        for i, (k, v) in enumerate(fields.items()):
+            names[f"#f{i}"], values[f":f{i}"] = k, _av(v, k)
+            sets.append(f"#f{i} = :f{i}")
+        for attr, sub in (merge or {}).items():
+            for j, (k, v) in enumerate(sub.items()):
+                names[f"#m{attr}"], names[f"#m{attr}{j}"] = attr, k
+                values[f":m{attr}{j}"] = _av(v, f"{attr}.{k}")
+                sets.append(f"#m{attr}.#m{attr}{j} = :m{attr}{j}")
+        allowed_ph = []
+        for i, s in enumerate(allowed):
+            values[f":a{i}"] = {"S": s}
+            allowed_ph.append(f":a{i}")
+        cond = f"#status IN ({', '.join(allowed_ph)})"
+        if idempotent_on:
+            same = ["#status = :to"]
+            for i, (k, v) in enumerate(idempotent_on.items()):
+                names[f"#i{i}"], values[f":i{i}"] = k, _av(v, k)
+                same.append(f"#i{i} = :i{i}")
+            cond = f"({cond}) OR ({' AND '.join(same)})"
+        try:
+            resp = self.client.update_item(
+                TableName=self.table_name,
+                Key={"pk": {"S": f"MODEL#{_check_model(model)}"}, "sk": {"S": _vsk(version)}},
+                UpdateExpression="SET " + ", ".join(sets), ConditionExpression=cond,
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
+        except ClientError as e:
+            if not _is_conditional_failure(e):
+                raise
+            current = self.get_version(model, version)  # raises VersionNotFound
+            raise InvalidTransition(
+                f"model {model!r} version {version} is {current['status']!r}; "
+                f"only {' or '.join(allowed)} can become {to_status!r}") from None
+        return self._record(_plain(resp["Attributes"]))
+
+    def record_candidate(self, model: str, version: int, *, artifact_key: str, artifact_sha256: str,
+                         schema: dict, metrics: dict, lineage: dict | None = None,
+                         extra: dict | None = None) -> dict:
+        """training -> candidate, with artifact, schema and metrics; `lineage` keys are merged in."""
+        fields = {"artifact_key": artifact_key, "artifact_sha256": artifact_sha256,
+                  "schema": schema, "metrics": metrics}
+        for k in extra or {}:
+            if k in RECORD_KEYS or k in _INTERNAL_KEYS:
+                raise ValueError(f"extra attribute {k!r} for model {model!r} version {version} is reserved")
+        fields.update(extra or {})
+        return self._transition(model, version, "candidate", ("training",), fields,
+                                merge={"lineage": lineage} if lineage else None,
+                                idempotent_on={"artifact_sha256": artifact_sha256})
+
+    def record_failure(self, model: str, version: int, reason: str) -> dict:
+        """training|candidate -> failed, with the reason."""
+        return self._transition(model, version, "failed", ("training", "candidate"), {"reason": reason},
+                                idempotent_on={"reason": reason})
+
+    def record_rejection(self, model: str, version: int, reason: str, metrics: dict | None = None) -> dict:
+        """candidate -> rejected, with the reason; `metrics` keys are merged into the stored metrics."""
+        return self._transition(model, version, "rejected", ("candidate",), {"reason": reason},
+                                merge={"metrics": metrics} if metrics else None,
+                                idempotent_on={"reason": reason})
+
+    # ------------------------------------------------------------ aliases
+
+    def get_alias(self, model: str, alias: str = "production") -> int | None:
+        """Version the alias points at, or None (one GetItem)."""
+        resp = self.client.get_item(
+            TableName=self.table_name, Key={"pk": {"S": _MODELS_PK}, "sk": {"S": _check_model(model)}},
+            ProjectionExpression="aliases.#a", ExpressionAttributeNames={"#a": _check_alias(alias)},
+            ConsistentRead=True)
+        return _plain(resp.get("Item", {})).get("aliases", {}).get(alias)
+
+    def move_alias(self, model: str, alias: str, to_version: int, *, expected: int | None,
+                   reason: str, actor: str) -> dict:
+        """Atomically point `alias` at `to_version` if it currently is `expected`; append an audit event."""
+        _check_model(model), _check_alias(alias)
+        to_version = int(to_version)
+        for _ in range(_MAX_MOVE_ATTEMPTS):
+            item = self._model_item(model)
+            if item is None:
+                if model not in self.known_models:
+                    raise ModelNotFound(f"model {model!r} is not configured and has no versions")
+                raise VersionNotFound(f"model {model!r} has no version {to_version}")
+            actual = (item.get("aliases") or {}).get(alias)
+            if actual != expected:
+                raise AliasConflict(f"model {model!r} alias {alias!r}: expected version {expected}, "
+                                    f"found {actual}; nothing was changed")
+            seq_prev = (item.get("alias_seq") or {}).get(alias)
+            event = {"model": model, "alias": alias, "from_version": expected, "to_version": to_version,
+                     "reason": reason, "actor": actor, "at": _now(), "seq": (seq_prev or 0) + 1}
+            try:
+                self.client.transact_write_items(
+                    TransactItems=self._move_ops(model, alias, event, seq_prev))
+                return event
+            except ClientError as e:
+                if not _is_conditional_failure(e) and e.response["Error"]["Code"] not in (
+                        "TransactionConflictException", "TransactionConflict"):
+                    raise
+            # Cancelled: find out why. A changed alias or an ineligible target is final; anything
+            # else (the seq moved but the alias came back to `expected`, a transient conflict) retries.
+            actual = self.get_alias(model, alias)
+            if actual != expected:
+                raise AliasConflict(f"model {model!r} alias {alias!r}: expected version {expected}, "
+                                    f"found {actual} (a concurrent move won); nothing was changed")
+            status = self.get_version(model, to_version)["status"]  # raises VersionNotFound
+            if status not in ALIAS_ELIGIBLE:
+                raise InvalidTransition(f"model {model!r} version {to_version} is {status!r}; alias {alias!r} "
+                                        f"can only point at a {', '.join(ALIAS_ELIGIBLE)} version")
+        raise RegistryError(f"model {model!r} alias {alias!r}: move to version {to_version} kept conflicting "
+                            f"after {_MAX_MOVE_ATTEMPTS} attempts; retry later")
+
+    def _move_ops(self, model: str, alias: str, event: dict, seq_prev: int | None) -> list[dict]:
+        """The TransactWriteItems operations of one alias move (one operation per item)."""
+        table, pk, now = self.table_name, f"MODEL#{model}", event["at"]
+        expected, to_version = event["from_version"], event["to_version"]
+        names = {"#a": alias}
+        values = {":to": {"N": str(to_version)}, ":seq": {"N": str(event["seq"])}, ":now": {"S": now}}
+        cond = ["attribute_exists(sk)"]
+        if expected is None:
+            cond.append("attribute_not_exists(aliases.#a)")
+        else:
+            cond.append("aliases.#a = :expected")
+            values[":expected"] = {"N": str(expected)}
+        if seq_prev is None:
+            cond.append("attribute_not_exists(alias_seq.#a)")
+        else:
+            cond.append("alias_seq.#a = :seq_prev")
+            values[":seq_prev"] = {"N": str(seq_prev)}
+        ops = [
+            {"Update": {"TableName": table, "Key": {"pk": {"S": _MODELS_PK}, "sk": {"S": model}},
+                        "UpdateExpression": "SET aliases.#a = :to, alias_seq.#a = :seq, updated_at = :now",
+                        "ConditionExpression": " AND ".join(cond),
+                        "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}},
+            {"Put": {"TableName": table, "Item": _item({"pk": pk, "sk": _esk(alias, event["seq"]), **event}),
+                     "ConditionExpression": "attribute_not_exists(sk)"}},
+        ]
+        eligible = {f":e{i}": {"S": s} for i, s in enumerate(ALIAS_ELIGIBLE)}
+        target_key = {"pk": {"S": pk}, "sk": {"S": _vsk(to_version)}}
+        target_cond = f"#status IN ({', '.join(eligible)})"
+        if alias != "production":
+            # Other aliases leave statuses alone but still refuse failed/rejected/training targets.
+            ops.append({"ConditionCheck": {"TableName": table, "Key": target_key, "ConditionExpression": target_cond,
+                                           "ExpressionAttributeNames": {"#status": "status"},
+                                           "ExpressionAttributeValues": eligible}})
+            return ops
+        ops.append({"Update": {"TableName": table, "Key": target_key,
+                               "UpdateExpression": "SET #status = :production, updated_at = :now",
+                               "ConditionExpression": target_cond,
+                               "ExpressionAttributeNames": {"#status": "status"},
+                               "ExpressionAttributeValues": {**eligible, ":production": {"S": "production"},
+                                                             ":now": {"S": now}}}})
+        # Re-promoting the current version touches only that item (a transaction may not
+        # hold two operations on one item), so there is nothing to archive.
+        if expected is not None and expected != to_version:
+            ops.append({"Update": {"TableName": table, "Key": {"pk": {"S": pk}, "sk": {"S": _vsk(expected)}},
+                                   "UpdateExpression": "SET #status = :archived, updated_at = :now",
+                                   "ConditionExpression": "attribute_exists(sk)",
+                                   "ExpressionAttributeNames": {"#status": "status"},
+                                   "ExpressionAttributeValues": {":archived": {"S": "archived"},
+                                                                 ":now": {"S": now}}}})
+        return ops
+
+    def promote(self, model: str, version: int, *, reason: str, actor: str, expected: Any = ...) -> dict:
+        """Make `version` production; `expected=...` reads the current production version first."""
+        if expected is ...:
+            expected = self.get_alias(model, "production")
+        return self.move_alias(model, "production", version, expected=expected, reason=reason, actor=actor)
+
+    def rollback(self, model: str, *, reason: str, actor: str) -> dict:
+        """Point production back at the version that was production before the current one (new event)."""
+        # Only the newest event matters: a single page of one item, newest first.
+        resp = self.client.query(TableName=self.table_name, KeyConditionExpression="pk = :pk AND begins_with(sk, :e)",
+                                 ExpressionAttributeValues={":pk": {"S": f"MODEL#{_check_model(model)}"},
+                                                            ":e": {"S": "E#production#"}},
+                                 ScanIndexForward=False, Limit=1, ConsistentRead=True)
+        last = [_plain(i) for i in resp.get("Items", [])]
+        if not last or last[0]["from_version"] is None:
+            raise RegistryError(f"model {model!r} has no previous production version to roll back to")
+        current, previous = last[0]["to_version"], last[0]["from_version"]
+        return self.move_alias(model, "production", previous, expected=current, reason=reason, actor=actor)
+
+    def history(self, model: str, alias: str = "production") -> list[dict]:
+        """Audit events of one alias, oldest first (one query)."""
+        items = self._query(KeyConditionExpression="pk = :pk AND begins_with(sk, :e)",
+                            ExpressionAttributeValues={":pk": {"S": f"MODEL#{_check_model(model)}"},
+                                                       ":e": {"S": f"E#{_check_alias(alias)}#"}},
+                            ConsistentRead=True)
+        return [{k: v for k, v in i.items() if k not in _INTERNAL_KEYS} for i in items]
+
+    # ------------------------------------------------------------ lineage
+
+    def versions_from_dataset(self, bucket: str, key: str, version_id: str) -> list[dict]:
+        """Versions (of any model) trained on this exact S3 object version (one GSI query)."""
+        items = self._query(IndexName="by-dataset", KeyConditionExpression="dataset_ref = :d",
+                            ExpressionAttributeValues={":d": {"S": f"s3://{bucket}/{key}?versionId={version_id}"}})
+        return [self._record(i) for i in items]
