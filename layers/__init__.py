@@ -1,0 +1,1 @@
+"""Lambda dependency layers: requirement files and the builder that makes them without Docker."""
