@@ -89,11 +89,16 @@ def category_counts(column: Any, name: str = "?") -> tuple[dict[str, int], int]:
     if values.size == 0:
         return {}, n_missing
     if values.dtype.kind == "O":
-        widest = max(map(len, map(str, values.tolist())))
+        items = values.tolist()
+        try:
+            widest = max(map(len, items))
+        except TypeError:  # not all str: compare their str() forms
+            items = [str(v) for v in items]
+            values = np.array(items, dtype=object)
+            widest = max(map(len, items))
         if widest * 4 * values.size <= _MAX_FIXED_WIDTH_BYTES:
             values = values.astype(str)  # fixed-width text sorts in C, ~4x faster than objects
-        else:
-            values = np.array([str(v) for v in values.tolist()], dtype=object)
+        # else: very wide text; np.unique sorts the str objects rather than a huge fixed-width copy
     elif values.dtype.kind not in "US":
         values = values.astype(str)
     cats, counts = np.unique(values, return_counts=True)
@@ -214,9 +219,14 @@ def ks_sketch(quantiles: Any, cur_sorted: np.ndarray, *,
     n = x.size
     if n == 0:
         raise ValueError("the current sample has no finite values")
-    j = np.arange(n, dtype=float)
-    above = np.max((j + 1.0) / n - _sketch_cdf(p, q, x, left=False))
-    below = np.max(_sketch_cdf(p, q, x, left=True) - j / n)
+    steps = np.arange(n + 1, dtype=float) / n  # F_cur just below / at each current value
+    if np.all(q[1:] > q[:-1]):  # continuous sketch: F_ref has no jumps, F(x-) = F(x)
+        f_right = f_left = np.interp(x, q, p)
+    else:
+        f_right = _sketch_cdf(p, q, x, left=False)
+        f_left = _sketch_cdf(p, q, x, left=True)
+    above = np.max(steps[1:] - f_right)
+    below = np.max(f_left - steps[:-1])
     return float(min(max(above, below, 0.0), 1.0))
 
 
@@ -460,7 +470,7 @@ def _categorical_report(fb: Mapping[str, Any], column: Any, name: str, rows: int
 
 
 def _column_length(column: Any) -> int:
-    return int(np.asarray(column).reshape(-1).shape[0]) if not hasattr(column, "__len__") else len(column)
+    return len(column) if hasattr(column, "__len__") else int(np.asarray(column).size)
 
 
 def check_drift(baseline: Mapping[str, Any], columns: Mapping[str, Any], *,
