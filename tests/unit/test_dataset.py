@@ -1,0 +1,497 @@
+"""functions.core.dataset: CSV validation and typing, the holdout split, training views."""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from functions.core.dataset import (
+    FLOAT32_MAX,
+    Dataset,
+    DatasetError,
+    feature_columns,
+    holdout_split,
+    load_csv,
+    rows_matrix,
+)
+
+
+def make_csv(header, rows, newline="\n") -> bytes:
+    lines = [",".join(header)] + [",".join(str(c) for c in r) for r in rows]
+    return (newline.join(lines) + newline).encode("utf-8")
+
+
+def numeric_rows(n=30):
+    return [[i, round(i * 0.25, 2), i % 2] for i in range(n)]
+
+
+def load(data, target="y", task="classification", **kw) -> Dataset:
+    return load_csv(data, target=target, task=task, **kw)
+
+
+def error(data, target="y", task="classification", **kw) -> str:
+    with pytest.raises(DatasetError) as exc:
+        load(data, target=target, task=task, **kw)
+    return str(exc.value)
+
+
+# ---- happy paths ------------------------------------------------------------------------------
+
+
+def test_numeric_only_with_integer_labels():
+    data = make_csv(["a", "b", "y"], numeric_rows())
+    d = load(data)
+    assert d.rows == 30 and d.n_columns == 3
+    assert d.schema == {
+        "target": "y",
+        "task": "classification",
+        "features": [{"name": "a", "type": "number"}, {"name": "b", "type": "number"}],
+        "classes": [0, 1],
+    }
+    assert list(d.columns) == ["a", "b"]
+    assert d.columns["a"].dtype == np.float64 and d.columns["a"][5] == 5.0
+    assert d.target.dtype == np.int64 and d.target.tolist()[:3] == [0, 1, 0]
+    assert d.missing == {"a": 0, "b": 0}
+    assert d.sha256 == hashlib.sha256(data).hexdigest()
+    assert d.feature_names == ["a", "b"]
+
+
+def test_mixed_string_and_numeric_with_string_labels_and_missing_cells():
+    colours = ["red", "blue", "green"]
+    rows = []
+    for i in range(30):
+        num = "" if i % 7 == 0 else ("NaN" if i % 11 == 0 else i / 2)
+        colour = "" if i % 5 == 0 else colours[i % 3]
+        rows.append([num, colour, ["setosa", "virginica", "versicolor"][i % 3]])
+    d = load(make_csv(["x", "colour", "species"], rows), target="species")
+    feats = d.schema["features"]
+    assert feats == [
+        {"name": "x", "type": "number"},
+        {"name": "colour", "type": "string", "categories": ["blue", "green", "red"]},
+    ]
+    assert d.schema["classes"] == ["setosa", "versicolor", "virginica"]
+    assert d.target.dtype == object and set(d.target) == {"setosa", "versicolor", "virginica"}
+    x = d.columns["x"]
+    assert math.isnan(x[0]) and math.isnan(x[11]) and x[1] == 0.5
+    assert d.missing["x"] == sum(1 for i in range(30) if i % 7 == 0 or i % 11 == 0)
+    colour = d.columns["colour"]
+    assert colour.dtype == object and colour[0] is None and colour[1] == "blue"
+    assert d.missing["colour"] == 6
+
+
+def test_regression_target_is_float():
+    rows = [[i, i * 2.5 + 0.1] for i in range(25)]
+    d = load(make_csv(["x", "price"], rows), target="price", task="regression")
+    assert d.target.dtype == np.float64 and d.target[2] == pytest.approx(5.1)
+    assert "classes" not in d.schema and d.schema["task"] == "regression"
+
+
+def test_integer_looking_labels_with_signs_and_spaces_stay_int64():
+    rows = [[i, [" -1", "+2", "3 "][i % 3]] for i in range(21)]
+    d = load(make_csv(["x", "y"], rows))
+    assert d.target.dtype == np.int64 and d.schema["classes"] == [-1, 2, 3]
+
+
+def test_float_labels_are_kept_as_strings():
+    rows = [[i, ["0.0", "1.0"][i % 2]] for i in range(20)]
+    d = load(make_csv(["x", "y"], rows))
+    assert d.target.dtype == object and d.schema["classes"] == ["0.0", "1.0"]
+
+
+def test_utf8_bom_and_crlf_line_endings():
+    data = b"\xef\xbb\xbf" + make_csv(["a", "b", "y"], numeric_rows(), newline="\r\n")
+    d = load(data)
+    assert list(d.columns) == ["a", "b"] and d.rows == 30
+    assert d.sha256 == hashlib.sha256(data).hexdigest()  # of the bytes as uploaded, BOM included
+
+
+def test_quoted_fields_with_commas_quotes_and_newlines():
+    lines = ['name,"note, free text",y']
+    for i in range(20):
+        lines.append(f'{i},"a, ""quoted"" value {i % 2}",{i % 2}')
+    lines.append('20,"two\nlines",1')
+    d = load("\n".join(lines).encode())
+    assert list(d.columns) == ["name", "note, free text"]
+    assert d.columns["note, free text"][0] == 'a, "quoted" value 0'
+    assert d.columns["note, free text"][20] == "two\nlines"
+    assert d.rows == 21
+
+
+def test_blank_lines_are_skipped_and_header_names_are_stripped():
+    data = b" a , y \n" + b"\n".join(f"{i},{i % 2}".encode() for i in range(20)) + b"\n\n\n"
+    d = load(data)
+    assert list(d.columns) == ["a"] and d.rows == 20
+
+
+def test_cell_whitespace_rules():
+    rows = [[f" {i} ", ["x", " x"][i % 2], i % 2] for i in range(20)]
+    d = load(make_csv(["n", "s", "y"], rows))
+    assert d.schema["features"][0]["type"] == "number" and d.columns["n"][3] == 3.0
+    # String values are kept verbatim: what is served must match what was trained on.
+    assert d.schema["features"][1]["categories"] == [" x", "x"]
+
+
+def test_mostly_text_column_is_a_string_column_even_with_numbers():
+    rows = [[("12" if i % 2 else f"code{i}"), i % 2] for i in range(20)]
+    d = load(make_csv(["c", "y"], rows))
+    assert d.schema["features"][0]["type"] == "string"
+    assert "12" in d.schema["features"][0]["categories"]
+
+
+def test_inf_is_just_a_category_in_a_string_column():
+    rows = [[["inf", "low", "high"][i % 3], i % 2] for i in range(21)]
+    d = load(make_csv(["c", "y"], rows))
+    assert d.schema["features"][0]["categories"] == ["high", "inf", "low"]
+
+
+def test_memoryview_and_bytearray_are_accepted():
+    data = make_csv(["a", "b", "y"], numeric_rows())
+    assert load(bytearray(data)).rows == 30
+    assert load(memoryview(data)).rows == 30
+
+
+def test_str_input_is_a_type_error():
+    with pytest.raises(TypeError, match="bytes"):
+        load_csv("a,y\n", target="y", task="classification")
+
+
+# ---- error paths ------------------------------------------------------------------------------
+
+
+def test_too_large_names_size_and_limit():
+    data = make_csv(["a", "b", "y"], numeric_rows())
+    msg = error(data, max_bytes=100)
+    assert f"{len(data):,} bytes" in msg and "limit is 100 bytes" in msg
+
+
+def test_default_limit_is_100_mib():
+    msg = error(b"a" * (100 * 2**20 + 1))
+    assert "104,857,601 bytes" in msg and "104,857,600 bytes (100.0 MiB)" in msg
+
+
+@pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf", b"\n\n", b"  \r\n "])
+def test_empty_file(data):
+    msg = error(data)
+    assert "empty" in msg and "header" in msg
+
+
+def test_no_header_blank_first_line():
+    msg = error(b"\na,y\n1,0\n")
+    assert "no header" in msg and "line 1" in msg
+
+
+def test_no_header_numbers_on_first_line():
+    msg = error(make_csv(["1", "2.5", "0"], numeric_rows()))
+    assert "no header" in msg and "line 1" in msg and "column names" in msg
+
+
+def test_not_utf8():
+    data = "a,colour,y\n1,rouge café,0\n".encode("latin-1")
+    msg = error(data)
+    assert "not UTF-8" in msg and "line 2" in msg and "UTF-8 CSV" in msg
+
+
+def test_duplicate_column_names():
+    msg = error(make_csv(["a", "b", "a", "y"], [[1, 2, 3, 0]] * 20))
+    assert "duplicate column names" in msg and "['a']" in msg
+
+
+def test_blank_column_name():
+    msg = error(make_csv(["a", " ", "y"], [[1, 2, 0]] * 20))
+    assert "blank column name" in msg and "position 2" in msg
+
+
+def test_wrong_number_of_fields_names_the_line():
+    rows = numeric_rows()
+    lines = make_csv(["a", "b", "y"], rows).decode().splitlines()
+    lines[5] = "1,2,3,4"  # line 6 of the file
+    msg = error("\n".join(lines).encode())
+    assert "line 6 has 4 fields, expected 3" in msg and "a, b, y" in msg
+
+
+def test_wrong_number_of_fields_after_a_multiline_field_counts_physical_lines():
+    lines = ["a,b,y", '1,"x\ny",0'] + ["2,z,1"] * 20 + ["3,w"]
+    msg = error("\n".join(lines).encode())
+    assert "line 24 has 2 fields" in msg
+
+
+def test_missing_target_lists_columns():
+    msg = error(make_csv(["a", "b", "label"], numeric_rows()))
+    assert "target column 'y' not found" in msg and "['a', 'b', 'label']" in msg
+
+
+def test_missing_target_suggests_case_mismatch():
+    msg = error(make_csv(["a", "b", "Y"], numeric_rows()))
+    assert "did you mean 'Y'" in msg
+
+
+def test_no_feature_columns():
+    msg = error(make_csv(["y"], [[i % 2] for i in range(30)]))
+    assert "no feature columns" in msg and "'y'" in msg
+
+
+def test_target_with_missing_values_names_lines():
+    rows = numeric_rows()
+    rows[3][2] = ""
+    rows[8][2] = "nan"
+    msg = error(make_csv(["a", "b", "y"], rows))
+    assert "target column 'y' has 2 missing values" in msg and "lines 5, 10" in msg
+
+
+def test_too_few_rows_says_count_and_minimum():
+    msg = error(make_csv(["a", "b", "y"], numeric_rows(7)))
+    assert "7 data rows" in msg and "at least 20" in msg
+    msg = error(make_csv(["a", "b", "y"], numeric_rows(7)), min_rows=50)
+    assert "at least 50" in msg
+
+
+def test_single_class_is_named():
+    rows = [[i, "yes"] for i in range(25)]
+    msg = error(make_csv(["a", "y"], rows))
+    assert "at least 2 classes" in msg and "'yes'" in msg and "'y'" in msg
+
+
+def test_regression_target_not_numeric():
+    rows = [[i, i * 1.5] for i in range(25)]
+    rows[4][1] = "expensive"
+    msg = error(make_csv(["a", "price"], rows), target="price", task="regression")
+    assert "regression target 'price' must be numeric" in msg and "line 6" in msg and "'expensive'" in msg
+
+
+def test_regression_target_infinite():
+    rows = [[i, i * 1.5] for i in range(25)]
+    rows[0][1] = "inf"
+    msg = error(make_csv(["a", "price"], rows), target="price", task="regression")
+    assert "line 2" in msg and "'inf'" in msg
+
+
+def test_regression_target_constant():
+    rows = [[i, 3] for i in range(25)]
+    msg = error(make_csv(["a", "price"], rows), target="price", task="regression")
+    assert "constant" in msg and "'price'" in msg
+
+
+def test_unparsable_value_in_numeric_column_names_column_line_and_value():
+    rows = numeric_rows()
+    rows[12][1] = "abc"
+    msg = error(make_csv(["a", "b", "y"], rows))
+    assert "column 'b' is numeric (29 of 30 values are numbers)" in msg
+    assert "line 14" in msg and "'abc'" in msg and "expected a number" in msg
+
+
+def test_numeric_share_threshold_is_ninety_percent():
+    # 18 numbers + 2 words = 90 %: an error. 17 numbers + 3 words = 85 %: a string column.
+    rows = [[i if i >= 2 else f"w{i}", i % 2] for i in range(20)]
+    assert "column 'c' is numeric" in error(make_csv(["c", "y"], rows))
+    rows = [[i if i >= 3 else f"w{i}", i % 2] for i in range(20)]
+    assert load(make_csv(["c", "y"], rows)).schema["features"][0]["type"] == "string"
+
+
+@pytest.mark.parametrize("literal", ["inf", "-Infinity", "+INF"])
+def test_infinite_literal_in_numeric_column(literal):
+    rows = numeric_rows()
+    rows[0][0] = literal
+    msg = error(make_csv(["a", "b", "y"], rows))
+    assert "column 'a'" in msg and "line 2" in msg and "infinite value" in msg and repr(literal) in msg
+
+
+def test_overflowing_number_in_numeric_column():
+    rows = numeric_rows()
+    rows[2][0] = "1e999"
+    msg = error(make_csv(["a", "b", "y"], rows))
+    assert "column 'a'" in msg and "line 4" in msg and "too large" in msg
+
+
+def test_number_beyond_float32_range():
+    rows = numeric_rows()
+    rows[2][0] = "1e300"
+    msg = error(make_csv(["a", "b", "y"], rows))
+    assert "column 'a'" in msg and "line 4" in msg and "out of range" in msg and "float32" in msg
+    rows[2][0] = str(FLOAT32_MAX)
+    assert load(make_csv(["a", "b", "y"], rows)).columns["a"][2] == FLOAT32_MAX
+
+
+@pytest.mark.parametrize("token", ["", "nan", "NaN", "NAN", "  "])
+def test_missing_tokens_in_numeric_column(token):
+    rows = numeric_rows()
+    rows[4][0] = token
+    d = load(make_csv(["a", "b", "y"], rows))
+    assert math.isnan(d.columns["a"][4]) and d.missing["a"] == 1
+
+
+def test_underscored_numbers_are_not_numbers():
+    rows = [[f"1_{i:03d}", i % 2] for i in range(20)]
+    assert load(make_csv(["a", "y"], rows)).schema["features"][0]["type"] == "string"
+
+
+def test_empty_feature_column():
+    rows = [[i, "", i % 2] for i in range(20)]
+    msg = error(make_csv(["a", "empty", "y"], rows))
+    assert "column 'empty' has no values" in msg
+
+
+def test_too_many_categories():
+    rows = [[f"id-{i}", i, i % 2] for i in range(30)]
+    msg = error(make_csv(["id", "a", "y"], rows), max_categories=10)
+    assert "column 'id'" in msg and "30 distinct values" in msg and "limit of 10" in msg
+    assert load(make_csv(["id", "a", "y"], rows), max_categories=None).rows == 30
+
+
+def test_bad_task_and_target_arguments():
+    data = make_csv(["a", "b", "y"], numeric_rows())
+    assert "task must be one of" in error(data, task="clustering")
+    assert "target must be a column name" in error(data, target="")
+
+
+def test_nul_byte_is_reported():
+    data = make_csv(["a", "b", "y"], numeric_rows()).replace(b"3,0.75", b"3\x00,0.75")
+    msg = error(data)
+    assert "line 5" in msg
+
+
+def test_validation_order_header_before_rows():
+    # A bad header is reported even when there are also too few rows.
+    assert "duplicate" in error(b"a,a,y\n1,2,0\n")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300) | st.text(alphabet=",\"\n\r ay01x.-e\ufeff", max_size=200).map(str.encode))
+def test_arbitrary_bytes_fail_only_with_dataset_error(data):
+    try:
+        d = load_csv(data, target="y", task="classification", min_rows=1)
+    except DatasetError as exc:
+        assert str(exc)
+    else:
+        assert d.rows >= 1 and len(d.target) == d.rows
+
+
+# ---- holdout split ----------------------------------------------------------------------------
+
+
+def test_split_is_deterministic_and_seed_dependent():
+    a = holdout_split(100, 0.2, 7)
+    b = holdout_split(100, 0.2, 7)
+    c = holdout_split(100, 0.2, 8)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+    assert len(a[1]) == 20 and len(a[0]) == 80
+    assert a[0].dtype == np.int64 and np.all(np.diff(a[1]) > 0)
+
+
+def test_split_pinned_values():
+    # The split is part of a version's lineage (seed recorded): it must not change across releases.
+    train, test = holdout_split(10, 0.3, 42)
+    assert test.tolist() == sorted(np.random.Generator(np.random.PCG64(42)).permutation(10)[:3].tolist())
+    assert sorted(train.tolist() + test.tolist()) == list(range(10))
+
+
+def test_split_always_leaves_a_row_on_each_side():
+    train, test = holdout_split(2, 0.01, 0)
+    assert len(train) == 1 and len(test) == 1
+    train, test = holdout_split(5, 0.99, 0)
+    assert len(train) == 1 and len(test) == 4
+
+
+def test_stratified_split_keeps_class_proportions():
+    y = np.array(["a"] * 60 + ["b"] * 30 + ["c"] * 10, dtype=object)
+    train, test = holdout_split(100, 0.2, 3, stratify=y)
+    assert len(test) == 20
+    assert sorted(y[test].tolist()) == ["a"] * 12 + ["b"] * 6 + ["c"] * 2
+    same = holdout_split(100, 0.2, 3, stratify=y)
+    assert np.array_equal(test, same[1])
+
+
+def test_stratified_split_rare_classes():
+    y = np.array([0] * 30 + [1] * 2 + [2], dtype=np.int64)
+    train, test = holdout_split(33, 0.1, 0, stratify=y)
+    assert set(y[train]) == {0, 1, 2}  # every class in train
+    assert 1 in set(y[test])  # a class with 2 rows is also held out
+    assert 2 not in set(y[test])  # the single row of class 2 stays in train
+
+
+def test_stratified_split_more_classes_than_holdout_size():
+    y = np.repeat(np.arange(10), 2)
+    train, test = holdout_split(20, 0.05, 0, stratify=y)
+    assert sorted(y[test].tolist()) == list(range(10))  # guarantee wins over fraction
+    assert sorted(y[train].tolist()) == list(range(10))
+
+
+def test_split_errors():
+    with pytest.raises(DatasetError, match="at least 2 rows"):
+        holdout_split(1, 0.2, 0)
+    for bad in (0, 1, 1.5, -0.1, float("nan"), "0.2", True):
+        with pytest.raises(DatasetError, match="strictly between 0 and 1"):
+            holdout_split(10, bad, 0)
+    with pytest.raises(DatasetError, match="non-negative integer"):
+        holdout_split(10, 0.2, -1)
+    with pytest.raises(DatasetError, match="3 labels for 10 rows"):
+        holdout_split(10, 0.2, 0, stratify=[0, 1, 0])
+    with pytest.raises(DatasetError, match="each of the 3 classes has a single row"):
+        holdout_split(3, 0.5, 0, stratify=["a", "b", "c"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 5), min_size=2, max_size=80),
+    st.floats(0.01, 0.99),
+    st.integers(0, 2**32),
+)
+def test_stratified_split_properties(labels, fraction, seed):
+    y = np.array(labels)
+    counts = {c: labels.count(c) for c in set(labels)}
+    if all(v == 1 for v in counts.values()):
+        with pytest.raises(DatasetError):
+            holdout_split(len(y), fraction, seed, stratify=y)
+        return
+    train, test = holdout_split(len(y), fraction, seed, stratify=y)
+    assert len(train) >= 1 and len(test) >= 1
+    assert not set(train.tolist()) & set(test.tolist())
+    assert sorted(train.tolist() + test.tolist()) == list(range(len(y)))
+    assert set(y[train].tolist()) == set(labels)
+    assert {c for c, n in counts.items() if n >= 2} <= set(y[test].tolist())
+    again = holdout_split(len(y), fraction, seed, stratify=y)
+    assert np.array_equal(train, again[0]) and np.array_equal(test, again[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 500), st.floats(0.01, 0.99), st.integers(0, 2**32))
+def test_plain_split_properties(n, fraction, seed):
+    train, test = holdout_split(n, fraction, seed)
+    assert len(test) == min(max(round(n * fraction), 1), n - 1)
+    assert not set(train.tolist()) & set(test.tolist())
+    assert sorted(train.tolist() + test.tolist()) == list(range(n))
+
+
+# ---- training views ---------------------------------------------------------------------------
+
+
+def test_rows_matrix_and_feature_columns():
+    rows = [[i if i != 3 else "", ["r", "g", ""][i % 3], i % 2] for i in range(20)]
+    d = load(make_csv(["n", "s", "y"], rows))
+    X = rows_matrix(d, [0, 3, 5])
+    assert X.shape == (3, 2) and X.dtype == object
+    assert X[0].tolist() == [0.0, "r"]
+    assert math.isnan(X[1, 0]) and X[1, 1] == "r"
+    assert X[2].tolist() == [5.0, None]
+    assert type(X[0, 0]) is float
+    cols = feature_columns(d, np.array([1, 2]))
+    assert list(cols) == ["n", "s"] and cols["n"].tolist() == [1.0, 2.0] and cols["s"].tolist() == ["g", None]
+    assert rows_matrix(d).shape == (20, 2)
+    assert rows_matrix(d, []).shape == (0, 2)
+    with pytest.raises(DatasetError, match="row indices"):
+        rows_matrix(d, [20])
+    with pytest.raises(DatasetError, match="integers"):
+        feature_columns(d, [0.5])
+
+
+def test_split_then_views_end_to_end():
+    rows = [[i, ["x", "y"][i % 2], ["a", "b", "c"][i % 3]] for i in range(60)]
+    d = load(make_csv(["n", "s", "label"], rows), target="label")
+    train, test = holdout_split(d.rows, 0.25, 11, stratify=d.target)
+    X_train, X_test = rows_matrix(d, train), rows_matrix(d, test)
+    assert X_train.shape == (45, 2) and X_test.shape == (15, 2)
+    assert set(d.target[test]) == {"a", "b", "c"}
