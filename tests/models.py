@@ -1,6 +1,7 @@
 """Small synthetic models for tests: real scikit-learn, converted to ONNX by functions.core.convert."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,3 +75,86 @@ def classifier() -> Trained:
 
 def regressor() -> Trained:
     return train(*regression_table(), "price", "regression", "sklearn.linear_model.Ridge", {"alpha": 0.5})
+
+
+# ---- API Gateway REST proxy events ---------------------------------------------------------------
+
+ROUTES = ["/models", "/models/{name}", "/models/{name}/versions/{version}", "/models/{name}/predict"]
+
+
+def _resource(path: str) -> tuple[str, dict | None]:
+    """The API Gateway resource a path matches, and its path parameters (as API Gateway gives them)."""
+    parts = path.strip("/").split("/")
+    for route in ROUTES:
+        template = route.strip("/").split("/")
+        if len(template) == len(parts) and all(t == p or t.startswith("{") for t, p in zip(template, parts)):
+            params = {t[1:-1]: p for t, p in zip(template, parts) if t.startswith("{")}
+            return route, params or None
+    return "/{proxy+}", {"proxy": path.lstrip("/")}
+
+
+def rest_event(method: str, path: str, *, body: str | None = None, query: dict | None = None,
+               headers: dict | None = None, base64: bool = False) -> dict:
+    """An API Gateway REST API (v1) Lambda proxy event, shaped as API Gateway sends it."""
+    import uuid
+
+    resource, params = _resource(path)
+    headers = {"Accept": "application/json", "Host": "abc123.execute-api.us-east-1.amazonaws.com",
+               "User-Agent": "pytest", **({"Content-Type": "application/json"} if body is not None else {}),
+               **(headers or {})}
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": dict(query) if query else None,
+        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
+        "pathParameters": params,
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "abc123",
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": f"/prod{path}",
+            "stage": "prod",
+            "requestId": str(uuid.uuid4()),
+            "extendedRequestId": "abc=",
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "protocol": "HTTP/1.1",
+            "requestTime": "01/Jan/2025:00:00:00 +0000",
+            "requestTimeEpoch": 1735689600000,
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": "pytest", "accountId": None, "caller": None,
+                         "user": None, "userArn": None, "accessKey": None},
+        },
+        "body": body,
+        "isBase64Encoded": base64,
+    }
+
+
+class LambdaContext:
+    function_name = "shipyard-inference"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:shipyard-inference"
+    memory_limit_in_mb = 1024
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    log_group_name = "/aws/lambda/shipyard-inference"
+    log_stream_name = "stream"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+def invoke(method: str, path: str, *, body: Any = None, raw_body: str | None = None,
+           query: dict | None = None, headers: dict | None = None) -> tuple[int, dict, Any]:
+    """Call the inference Lambda handler; returns (status, headers, parsed JSON body)."""
+    from functions.inference.handler import lambda_handler
+
+    text = raw_body if raw_body is not None else (json.dumps(body) if body is not None else None)
+    response = lambda_handler(rest_event(method, path, body=text, query=query, headers=headers), LambdaContext())
+    headers = dict(response.get("headers") or {})
+    headers.update({k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items() if v})
+    return response["statusCode"], headers, json.loads(response["body"])

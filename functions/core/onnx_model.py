@@ -13,6 +13,10 @@ class ModelFormatError(ValueError):
     """The ONNX graph does not match the model format (inputs per feature, named outputs)."""
 
 
+class PredictionError(ValueError):
+    """The model produced a non-finite output for some instances (inputs far outside its range)."""
+
+
 class OnnxModel:
     def __init__(self, session: ort.InferenceSession, schema: FeatureSchema):
         self.session = session
@@ -46,13 +50,26 @@ class OnnxModel:
         results = self.session.run(self._outputs, feeds)
         if self.schema.is_classifier:
             labels, probabilities = results
+            probabilities = _finite(np.asarray(probabilities, dtype=np.float64))
             return {
                 "predictions": [_plain(v) for v in np.asarray(labels).ravel()],
-                "probabilities": np.asarray(probabilities, dtype=np.float64).tolist(),
+                "probabilities": probabilities.tolist(),
                 "classes": list(self.schema.classes or ()),
             }
         (values,) = results
-        return {"predictions": np.asarray(values, dtype=np.float64).ravel().tolist()}
+        return {"predictions": _finite(np.asarray(values, dtype=np.float64)).ravel().tolist()}
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    # Extreme (yet float32) inputs can overflow inside the graph; JSON has no inf/NaN to say so.
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:10].tolist()
+        raise PredictionError(
+            f"instances {rows} gave non-finite outputs; their values are too far outside the range the "
+            "model was trained on (expected values of a magnitude like the training data)"
+        )
+    return values
 
 
 def _plain(v: Any) -> Any:

@@ -1,0 +1,336 @@
+"""The HTTP API end to end through the Lambda handler: API Gateway REST events in, JSON out.
+
+Real scikit-learn -> skl2onnx -> onnxruntime models; S3, DynamoDB and Firehose are moto.
+"""
+import json
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from functions.core.artifacts import put_artifact
+from functions.core.registry import Registry
+from tests import models
+from tests.models import invoke
+from tests.support import create_artifact_bucket, create_registry_table
+
+CONFIGURED = ["iris", "prices", "empty"]
+
+
+class Clock:
+    """Injected monotonic clock: tests move time instead of sleeping."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return models.classifier()
+
+
+@pytest.fixture(scope="module")
+def reg():
+    return models.regressor()
+
+
+@pytest.fixture(scope="module")
+def aws(clf, reg):
+    """One moto account for the module: table, bucket, capture stream, two served models."""
+    mp = pytest.MonkeyPatch()
+    with mock_aws():
+        ddb, s3, firehose = boto3.client("dynamodb"), boto3.client("s3"), boto3.client("firehose")
+        create_registry_table(ddb)
+        create_artifact_bucket(s3)
+        firehose.create_delivery_stream(
+            DeliveryStreamName="capture-iris",
+            ExtendedS3DestinationConfiguration={
+                "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+                "BucketARN": "arn:aws:s3:::artifacts",
+                "Prefix": "capture/iris/",
+            },
+        )
+        mp.setenv("REGISTRY_TABLE", "registry")
+        mp.setenv("ARTIFACT_BUCKET", "artifacts")
+        mp.setenv("SHIPYARD_MODELS", json.dumps(CONFIGURED))
+        mp.setenv("CAPTURE_STREAMS", json.dumps({"iris": "capture-iris", "prices": "no-such-stream"}))
+        registry = Registry("registry", client=ddb, known_models=CONFIGURED)
+        publish(registry, s3, "iris", clf)
+        publish(registry, s3, "prices", reg)
+        yield {"registry": registry, "s3": s3, "firehose": firehose}
+    mp.undo()
+
+
+def publish(registry, s3, name, trained, promote=True) -> int:
+    """What the training pipeline does: allocate, upload with sha256, record, promote."""
+    version = registry.allocate_version(name, estimator="test", params={})["version"]
+    key = f"models/{name}/v{version}/model.onnx"
+    digest = put_artifact(s3, "artifacts", key, trained.onnx)
+    registry.record_candidate(name, version, artifact_key=key, artifact_sha256=digest,
+                              schema=trained.schema.to_dict(), metrics={"accuracy": 0.9},
+                              lineage={"dataset": {"bucket": "data", "key": f"datasets/{name}/a.csv"}})
+    if promote:
+        registry.promote(name, version, reason="test", actor="tests")
+    return version
+
+
+@pytest.fixture
+def clock(aws):
+    from functions.inference import handler
+
+    c = Clock()
+    handler.reset(clock=c)
+    yield c
+    handler.reset()
+
+
+def predict(name, body, query=None):
+    return invoke("POST", f"/models/{name}/predict", body=body, query=query)
+
+
+# ---- predictions -------------------------------------------------------------------------------
+
+
+def test_classifier_predicts_string_classes_with_probabilities(clock, clf):
+    records = clf.records(30)
+    status, headers, body = predict("iris", {"instances": records})
+    assert status == 200, body
+    assert headers["X-Model-Version"] == "1"
+    assert body["model"] == "iris" and body["version"] == 1
+    assert body["classes"] == models.CLASSES
+    X = clf.sklearn_matrix(records)
+    assert body["predictions"] == clf.pipeline.predict(X).tolist()
+    probs = np.array(body["probabilities"])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs, clf.pipeline.predict_proba(X), atol=1e-4)
+
+
+def test_records_and_arrays_give_identical_predictions(clock, clf):
+    _, _, a = predict("iris", {"instances": clf.records(20)})
+    _, _, b = predict("iris", {"instances": clf.arrays(20)})
+    assert a == b
+
+
+def test_regressor_matches_sklearn(clock, reg):
+    records = reg.records(25)
+    status, headers, body = predict("prices", {"instances": records})
+    assert status == 200, body
+    assert set(body) == {"model", "version", "predictions"}
+    np.testing.assert_allclose(body["predictions"], reg.pipeline.predict(reg.sklearn_matrix(records)),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_category_and_nulls_are_tolerated(clock, clf):
+    records = [{"x1": 0.1, "x2": 2.0, "colour": "ultraviolet"}, {"x1": None, "x2": None, "colour": None}]
+    status, _, body = predict("iris", {"instances": records})
+    assert status == 200, body
+    np.testing.assert_allclose(body["probabilities"], clf.pipeline.predict_proba(clf.sklearn_matrix(records)),
+                               atol=1e-4)
+
+
+def test_version_pinning(clock, aws, clf):
+    v2 = publish(aws["registry"], aws["s3"], "iris", clf, promote=False)
+    status, headers, body = predict("iris", {"instances": clf.records(2)}, query={"version": str(v2)})
+    assert status == 200, body
+    assert body["version"] == v2 and headers["X-Model-Version"] == str(v2)
+    status, headers, body = predict("iris", {"instances": clf.records(2)})
+    assert body["version"] == 1 and headers["X-Model-Version"] == "1"
+
+
+def test_session_cache_does_not_download_again(clock, clf):
+    from functions.inference import handler
+
+    gets = []
+    handler.server().s3.meta.events.register("before-call.s3.GetObject", lambda **kw: gets.append(1))
+    for _ in range(3):
+        assert predict("iris", {"instances": clf.records(1)})[0] == 200
+    assert len(gets) == 1
+
+
+def test_alias_move_is_visible_after_the_ttl(clock, aws, clf):
+    registry, s3 = aws["registry"], aws["s3"]
+    v1 = publish(registry, s3, "ttl", clf)
+    assert predict("ttl", {"instances": clf.records(1)})[2]["version"] == v1
+    v2 = publish(registry, s3, "ttl", clf)  # promoted now
+    clock.now += 59
+    assert predict("ttl", {"instances": clf.records(1)})[2]["version"] == v1  # cached alias
+    clock.now += 1
+    status, headers, body = predict("ttl", {"instances": clf.records(1)})
+    assert body["version"] == v2 and headers["X-Model-Version"] == str(v2)
+
+
+def test_capture_writes_a_json_line(clock, aws, clf):
+    s3 = aws["s3"]
+    before = {o["Key"] for o in s3.list_objects_v2(Bucket="artifacts", Prefix="capture/iris/").get("Contents", [])}
+    records = clf.records(3)
+    status, _, body = predict("iris", {"instances": records})
+    assert status == 200
+    new = [o["Key"] for o in s3.list_objects_v2(Bucket="artifacts", Prefix="capture/iris/").get("Contents", [])
+           if o["Key"] not in before]
+    assert len(new) == 1
+    line = json.loads(s3.get_object(Bucket="artifacts", Key=new[0])["Body"].read().decode().strip())
+    assert line["model"] == "iris" and line["version"] == body["version"]
+    assert line["instances"] == records and line["predictions"] == body["predictions"]
+
+
+def test_broken_capture_never_fails_a_prediction(clock, reg):
+    # "prices" captures to a stream that does not exist: put_record fails, the answer does not.
+    status, _, body = predict("prices", {"instances": reg.records(2)})
+    assert status == 200 and len(body["predictions"]) == 2
+
+
+# ---- reads -------------------------------------------------------------------------------------
+
+
+def test_list_models(clock):
+    status, _, body = invoke("GET", "/models")
+    assert status == 200
+    by_name = {m["name"]: m["production"] for m in body["models"]}
+    assert by_name["iris"] == 1 and by_name["prices"] == 1 and by_name["empty"] is None
+    assert set(body) == {"models"} and all(set(m) == {"name", "production"} for m in body["models"])
+
+
+def test_get_model(clock):
+    status, _, body = invoke("GET", "/models/prices")
+    assert status == 200
+    assert body == {
+        "name": "prices",
+        "aliases": {"production": 1},
+        "versions": [{"version": 1, "status": "production", "metrics": {"accuracy": 0.9},
+                      "created_at": body["versions"][0]["created_at"]}],
+    }
+    status, _, body = invoke("GET", "/models/empty")
+    assert status == 200 and body == {"name": "empty", "aliases": {"production": None}, "versions": []}
+
+
+def test_get_version_includes_lineage(clock, reg):
+    status, _, body = invoke("GET", "/models/prices/versions/1")
+    assert status == 200
+    assert body["version"] == 1 and body["status"] == "production"
+    assert body["lineage"]["dataset"]["key"] == "datasets/prices/a.csv"
+    assert body["schema"] == reg.schema.to_dict()
+
+
+# ---- errors: every row of the contract's error table ------------------------------------------
+
+
+def assert_error(response, status, *words):
+    got, _, body = response
+    assert got == status, body
+    assert set(body) == {"message"}, body
+    for w in words:
+        assert w in body["message"], body["message"]
+
+
+@pytest.mark.parametrize("raw, words", [
+    ('{"instances": [', ["not valid JSON"]),
+    ("not json", ["not valid JSON"]),
+    ("", ["body", "expected a JSON object"]),
+    ("[1, 2]", ["expected a JSON object"]),
+    ('{"instances": 3}', ["instances", "valid list"]),
+    ('{"rows": []}', ["instances", "Field required"]),
+    ('{"instances": [], "extra": 1}', ["extra"]),
+    ("[" * 100000 + "]" * 100000, ["not valid JSON"]),
+    ('{"instances": [[' + "9" * 5000 + ', 1, "red"]]}', ["not valid JSON"]),
+])
+def test_400_malformed_body(clock, raw, words):
+    assert_error(invoke("POST", "/models/iris/predict", raw_body=raw), 400, *words)
+
+
+@pytest.mark.parametrize("instances, words", [
+    ([], ["'instances' is empty"]),
+    ([{"x1": 1, "x2": 2}], ["missing features ['colour']", "expected exactly ['x1', 'x2', 'colour']"]),
+    ([{"x1": 1, "x2": 2, "colour": "red", "x3": 0}], ["unknown features ['x3']"]),
+    ([[1, 2]], ["array has 2 values, expected 3"]),
+    ([[1, 2, 3]], ["'colour' must be a string"]),
+    ([["1", 2, "red"]], ["'x1' must be a number", "got string '1'"]),
+    ([[True, 2, "red"]], ["'x1' must be a number", "got boolean"]),
+    (["x"], ["instance 0: expected a record"]),
+    ([[1e300, 1, "red"]], ["out of range"]),
+])
+def test_400_wrong_features_or_types(clock, instances, words):
+    assert_error(predict("iris", {"instances": instances}), 400, *words)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_400_non_finite_numbers(clock, literal):
+    raw = '{"instances": [[%s, 1.0, "red"]]}' % literal
+    assert_error(invoke("POST", "/models/iris/predict", raw_body=raw), 400, "'x1' must be a finite number")
+
+
+def test_400_bad_version_parameter(clock, clf):
+    assert_error(predict("iris", {"instances": clf.records(1)}, query={"version": "abc"}), 400, "version")
+    assert_error(predict("iris", {"instances": clf.records(1)}, query={"version": "0"}), 400, "version")
+    assert_error(invoke("GET", "/models/iris/versions/x"), 400, "version")
+
+
+def test_404_unknown_model(clock, clf):
+    assert_error(predict("nope", {"instances": clf.records(1)}), 404, "'nope'", "GET /models")
+    assert_error(invoke("GET", "/models/nope"), 404, "'nope'")
+    assert_error(invoke("GET", "/models/nope/versions/1"), 404, "'nope'")
+    assert_error(invoke("GET", "/models/a%23b"), 404)
+    assert_error(invoke("GET", "/models/a#b"), 404)
+
+
+def test_404_unknown_version(clock, clf):
+    assert_error(predict("iris", {"instances": clf.records(1)}, query={"version": "99"}), 404, "no version 99")
+    assert_error(invoke("GET", "/models/iris/versions/99"), 404, "no version 99")
+    assert_error(invoke("GET", "/models/iris/versions/123456789012345678901234567890"), 404, "no version")
+
+
+def test_404_unknown_route(clock):
+    assert_error(invoke("GET", "/nope"), 404, "no route for GET /nope", "POST /models/{name}/predict")
+    assert_error(invoke("DELETE", "/models/iris"), 404, "no route")
+    assert_error(invoke("GET", "/models/iris/predict"), 404)
+
+
+def test_409_configured_model_without_production(clock, clf):
+    assert_error(predict("empty", {"instances": clf.records(1)}), 409, "'empty' has no production version")
+
+
+def test_404_pinned_version_without_artifact(clock, aws, clf):
+    v = aws["registry"].allocate_version("empty")["version"]
+    assert_error(predict("empty", {"instances": clf.records(1)}, query={"version": str(v)}), 404, "no model artifact")
+
+
+def test_413_too_many_instances(clock, clf):
+    assert_error(predict("iris", {"instances": clf.records(1) * 1001}), 413, "1001 instances", "at most 1000")
+    assert predict("iris", {"instances": clf.records(1) * 1000})[0] == 200
+
+
+def test_503_tampered_artifact_is_never_served(clock, aws, clf):
+    registry, s3 = aws["registry"], aws["s3"]
+    v = publish(registry, s3, "tampered", clf)
+    key = f"models/tampered/v{v}/model.onnx"
+    s3.put_object(Bucket="artifacts", Key=key, Body=clf.onnx[:-1] + bytes([clf.onnx[-1] ^ 1]))
+    for _ in range(2):  # a failed check is not cached as a good model
+        status, headers, body = predict("tampered", {"instances": clf.records(1)})
+        assert status == 503 and set(body) == {"message"}
+        assert "sha256" in body["message"] and key in body["message"]
+        assert "predictions" not in body and "X-Model-Version" not in headers
+
+
+def test_unexpected_errors_do_not_leak(clock, aws, monkeypatch):
+    from functions.inference import handler
+
+    def boom(*a, **kw):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(handler.server().registry, "list_models", boom)
+    status, _, body = invoke("GET", "/models")
+    assert status == 500 and body == {"message": "internal error; the request was logged"}
+
+
+def test_openapi_document_describes_the_routes():
+    from functions.inference.openapi import openapi_schema
+
+    doc = openapi_schema()
+    assert set(doc["paths"]) == {"/models", "/models/{name}", "/models/{name}/versions/{version}",
+                                 "/models/{name}/predict"}
+    post = doc["paths"]["/models/{name}/predict"]["post"]
+    assert {"200", "400", "404", "409", "413", "503"} <= set(post["responses"])
+    assert "422" not in json.dumps(doc["paths"])
