@@ -129,7 +129,7 @@ def load_csv(
     for line, row in records:
         if len(row) != n_columns:
             raise DatasetError(
-                f"line {line} has {len(row)} fields, expected {n_columns} (one per column of the "
+                f"line {line} has {len(row)} field{'s' if len(row) != 1 else ''}, expected {n_columns} (one per column of the "
                 f"header: {_names_short(names)}); quote values that contain commas"
             )
 
@@ -345,8 +345,9 @@ def _feature(
             else:
                 what = "a value that is not a number"
                 expected = "a number"
+            finite = present - len(problems)
             raise DatasetError(
-                f"column {name!r} is numeric ({numeric} of {present} values are numbers) but line "
+                f"column {name!r} is numeric ({finite} of {present} values are numbers) but line "
                 f"{lines[i]} has {what}: {_short(cell)}; expected {expected}, or an empty cell for a "
                 f"missing value ({len(problems)} such value{'s' if len(problems) > 1 else ''} in the column)"
             )
@@ -513,7 +514,7 @@ def _object_array(values: Sequence[Any]) -> np.ndarray:
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 def _short(value: str, limit: int = 40) -> str:
