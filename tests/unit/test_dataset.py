@@ -353,6 +353,11 @@ def test_nul_byte_is_reported():
     assert "line 5" in msg
 
 
+def test_unreadable_csv_field_too_long():
+    msg = error(b"a,y\n" + b"x" * 200_000 + b",1\n")
+    assert msg.startswith("line 2: the CSV cannot be read") and "field limit" in msg
+
+
 def test_validation_order_header_before_rows():
     # A bad header is reported even when there are also too few rows.
     assert "duplicate" in error(b"a,a,y\n1,2,0\n")
