@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -83,19 +84,25 @@ ROUTES = ["/models", "/models/{name}", "/models/{name}/versions/{version}", "/mo
 
 
 def _resource(path: str) -> tuple[str, dict | None]:
-    """The API Gateway resource a path matches, and its path parameters (as API Gateway gives them)."""
+    """The API Gateway resource a path matches, and its path parameters.
+
+    As REST APIs do: ``path`` stays percent-encoded, ``pathParameters`` are decoded.
+    """
     parts = path.strip("/").split("/")
     for route in ROUTES:
         template = route.strip("/").split("/")
         if len(template) == len(parts) and all(t == p or t.startswith("{") for t, p in zip(template, parts)):
-            params = {t[1:-1]: p for t, p in zip(template, parts) if t.startswith("{")}
+            params = {t[1:-1]: unquote(p) for t, p in zip(template, parts) if t.startswith("{")}
             return route, params or None
-    return "/{proxy+}", {"proxy": path.lstrip("/")}
+    return "/{proxy+}", {"proxy": unquote(path.lstrip("/"))}
 
 
 def rest_event(method: str, path: str, *, body: str | None = None, query: dict | None = None,
                headers: dict | None = None, base64: bool = False) -> dict:
-    """An API Gateway REST API (v1) Lambda proxy event, shaped as API Gateway sends it."""
+    """An API Gateway REST API (v1) Lambda proxy event, shaped as API Gateway sends it.
+
+    ``path`` is the request path as sent on the wire (percent-encoded where needed).
+    """
     import uuid
 
     resource, params = _resource(path)

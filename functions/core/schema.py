@@ -277,6 +277,13 @@ def _cell(i: int, f: Feature, v: Any) -> Any:
         raise SchemaError(
             f"instance {i}: feature {f.name!r} must be a string (or null), got {_json_type(v)} {_short(v)}"
         )
+    try:
+        v.encode("utf-8")  # JSON "\ud800" escapes decode to lone surrogates, which ONNX cannot take
+    except UnicodeEncodeError:
+        raise SchemaError(
+            f"instance {i}: feature {f.name!r} is not valid Unicode text (it has a lone surrogate); "
+            "expected a UTF-8 encodable string"
+        ) from None
     return v
 
 

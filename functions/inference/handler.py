@@ -16,6 +16,7 @@ import time
 import warnings
 from collections import OrderedDict
 from typing import Annotated, Any, Callable
+from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -224,8 +225,13 @@ def _error(status: int, message: str) -> Response:
     return _json(status, {"message": message})
 
 
-def _check_name(name: str) -> str:
-    """Names that cannot be a model are unknown models (and never reach DynamoDB)."""
+def _model_name(raw: str) -> str:
+    """The decoded model name of the path; names that cannot be a model are unknown models.
+
+    API Gateway REST APIs keep the path percent-encoded and Powertools matches on it, so the
+    segment is decoded here. Invalid names never reach DynamoDB.
+    """
+    name = unquote(raw)
     ok = 0 < len(name) <= MAX_NAME_LENGTH and "#" not in name and name.isprintable()
     try:
         name.encode("utf-8")
@@ -250,7 +256,8 @@ def list_models():
 @app.get("/models/<name>", summary="A model's aliases and versions", responses=_doc("the model", _MODEL, 404))
 def get_model(name: Annotated[str, Path(description="model name")]):
     registry = server().registry
-    model = registry.get_model(_check_name(name))
+    name = _model_name(name)
+    model = registry.get_model(name)
     aliases = {"production": None, **(model.get("aliases") or {})}
     versions = [{k: v.get(k) for k in ("version", "status", "metrics", "created_at")}
                 for v in registry.list_versions(name)]
@@ -264,7 +271,7 @@ def get_version(
     version: Annotated[int, Path(ge=1, description="version number")],
 ):
     registry = server().registry
-    _check_name(name)
+    name = _model_name(name)
     try:
         record = registry.get_version(name, _check_version(name, version))
     except VersionNotFound:
@@ -282,7 +289,7 @@ def predict(
     version: Annotated[int | None, Query(ge=1, description="pin this version instead of production")] = None,
 ):
     srv = server()
-    _check_name(name)
+    name = _model_name(name)
     n = len(request.instances)
     if n > srv.max_instances:
         raise ApiError(413, f"{n} instances in one request; at most {srv.max_instances} are accepted, "
@@ -361,7 +368,7 @@ def _unsupported_content_type(exc: RequestUnsupportedContentType):
                        "sent as application/json")
 
 
-@app.exception_handler((binascii.Error, UnicodeDecodeError))
+@app.exception_handler([binascii.Error, UnicodeDecodeError])
 def _undecodable_body(exc: Exception):
     # isBase64Encoded bodies that are not base64, or bytes that are not UTF-8.
     return _error(400, f"malformed request: body cannot be decoded ({type(exc).__name__}); expected UTF-8 JSON")

@@ -24,7 +24,7 @@ def openapi_schema() -> dict[str, Any]:
         for operation in operations.values():
             operation.get("responses", {}).pop("422", None)
     schemas = doc.get("components", {}).get("schemas", {})
-    for unused in ("HTTPValidationError", "ValidationError"):
+    for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
         schemas.pop(unused, None)
     return doc
 

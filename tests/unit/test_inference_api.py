@@ -15,6 +15,8 @@ from tests import models
 from tests.models import invoke
 from tests.support import create_artifact_bucket, create_registry_table
 
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics")
+
 CONFIGURED = ["iris", "prices", "empty"]
 
 
@@ -203,6 +205,7 @@ def test_get_model(clock):
         "versions": [{"version": 1, "status": "production", "metrics": {"accuracy": 0.9},
                       "created_at": body["versions"][0]["created_at"]}],
     }
+    assert invoke("GET", "/models/pr%69ces")[2]["name"] == "prices"  # REST APIs pass the path still encoded
     status, _, body = invoke("GET", "/models/empty")
     assert status == 200 and body == {"name": "empty", "aliases": {"production": None}, "versions": []}
 

@@ -138,6 +138,7 @@ def test_null_is_missing_and_unknown_category_is_accepted(schema):
     ([[float("inf"), "red"]], "must be a finite number, got inf"),
     ([[-float("inf"), "red"]], "must be a finite number, got -inf"),
     ([[10 ** 400, "red"]], "must be a finite number, got <a very large integer>"),
+    ([[1.0, "\ud800"]], "feature 'colour' is not valid Unicode text"),
     ([[1e39, "red"]], "out of range \\(1e\\+39\\); expected a magnitude of at most 3.403e\\+38"),
 ])
 def test_invalid_instances_say_what_and_what_was_expected(schema, instances, words):
