@@ -1,0 +1,420 @@
+"""Typed Shipyard configuration: ``cdk.json`` → ``context.shipyard`` → :class:`ShipyardConfig`.
+
+Every key but a model's ``target`` has a default (documented in ``docs/configuration.md``).
+A bad configuration raises :class:`ConfigError`, whose message names the model (when the key
+belongs to one), the key, what was found and what was expected — ``cdk synth`` prints it as is.
+
+This module does not import scikit-learn (the CDK app must not need the training stack): the
+estimator is checked against a catalogue of the scikit-learn estimators that skl2onnx converts
+and that need no nested estimator object in ``params``.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = [
+    "ApiConfig",
+    "ConfigError",
+    "DriftConfig",
+    "ModelSpec",
+    "ShipyardConfig",
+    "CLASSIFIERS",
+    "REGRESSORS",
+    "METRICS",
+    "load_config",
+    "validate_schedule",
+]
+
+
+class ConfigError(ValueError):
+    """A bad ``context.shipyard``. ``model`` is ``None`` for keys outside ``models``."""
+
+    def __init__(self, key: str, problem: str, *, model: str | None = None):
+        self.model = model
+        self.key = key
+        self.problem = problem
+        where = f"model '{model}', key '{key}'" if model is not None else f"key '{key}'"
+        super().__init__(f"invalid shipyard config: {where}: {problem}")
+
+
+# --------------------------------------------------------------------------- catalogues
+
+TASKS = ("classification", "regression")
+
+METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "f1", "roc_auc"),
+    "regression": ("r2", "rmse", "mae"),
+}
+
+DEFAULT_ESTIMATOR = {
+    "classification": "sklearn.linear_model.LogisticRegression",
+    "regression": "sklearn.linear_model.Ridge",
+}
+DEFAULT_METRIC = {"classification": "accuracy", "regression": "r2"}
+
+# scikit-learn estimators that skl2onnx 1.20 converts (checked against
+# skl2onnx._supported_operators), minus meta-estimators that need an estimator object in
+# their params (Stacking*, Voting*, OneVsRest/OneVsOne, MultiOutput*, TunedThreshold*) and
+# multi-target-only regressors (MultiTask*), which a JSON config cannot express or use.
+CLASSIFIERS = frozenset(
+    "sklearn." + name
+    for name in """
+    calibration.CalibratedClassifierCV
+    discriminant_analysis.LinearDiscriminantAnalysis
+    discriminant_analysis.QuadraticDiscriminantAnalysis
+    ensemble.AdaBoostClassifier ensemble.BaggingClassifier ensemble.ExtraTreesClassifier
+    ensemble.GradientBoostingClassifier ensemble.HistGradientBoostingClassifier
+    ensemble.RandomForestClassifier
+    gaussian_process.GaussianProcessClassifier
+    linear_model.LogisticRegression linear_model.LogisticRegressionCV
+    linear_model.PassiveAggressiveClassifier linear_model.Perceptron
+    linear_model.RidgeClassifier linear_model.RidgeClassifierCV linear_model.SGDClassifier
+    naive_bayes.BernoulliNB naive_bayes.CategoricalNB naive_bayes.ComplementNB
+    naive_bayes.GaussianNB naive_bayes.MultinomialNB
+    neighbors.KNeighborsClassifier neighbors.RadiusNeighborsClassifier
+    neural_network.MLPClassifier
+    svm.LinearSVC svm.NuSVC svm.SVC
+    tree.DecisionTreeClassifier tree.ExtraTreeClassifier
+    """.split()
+)
+REGRESSORS = frozenset(
+    "sklearn." + name
+    for name in """
+    cross_decomposition.PLSRegression
+    ensemble.AdaBoostRegressor ensemble.BaggingRegressor ensemble.ExtraTreesRegressor
+    ensemble.GradientBoostingRegressor ensemble.HistGradientBoostingRegressor
+    ensemble.RandomForestRegressor
+    gaussian_process.GaussianProcessRegressor
+    linear_model.ARDRegression linear_model.BayesianRidge linear_model.ElasticNet
+    linear_model.ElasticNetCV linear_model.GammaRegressor linear_model.HuberRegressor
+    linear_model.Lars linear_model.LarsCV linear_model.Lasso linear_model.LassoCV
+    linear_model.LassoLars linear_model.LassoLarsCV linear_model.LassoLarsIC
+    linear_model.LinearRegression linear_model.OrthogonalMatchingPursuit
+    linear_model.OrthogonalMatchingPursuitCV linear_model.PassiveAggressiveRegressor
+    linear_model.PoissonRegressor linear_model.QuantileRegressor linear_model.RANSACRegressor
+    linear_model.Ridge linear_model.RidgeCV linear_model.SGDRegressor
+    linear_model.TheilSenRegressor linear_model.TweedieRegressor
+    neighbors.KNeighborsRegressor neighbors.RadiusNeighborsRegressor
+    neural_network.MLPRegressor
+    svm.LinearSVR svm.NuSVR svm.SVR
+    tree.DecisionTreeRegressor tree.ExtraTreeRegressor
+    """.split()
+)
+ESTIMATORS = {"classification": CLASSIFIERS, "regression": REGRESSORS}
+_ESTIMATOR_SHAPE = re.compile(r"^sklearn(\.[a-z_][a-z0-9_]*)+\.[A-Z][A-Za-z0-9]*$")
+
+# Model names end up in S3 prefixes, DynamoDB keys (``MODEL#<name>``), CloudWatch dimensions,
+# resource names and ARNs: lower-case letters, digits, '-' and '_', starting with a letter.
+MODEL_NAME = re.compile(r"^[a-z](?:[a-z0-9_-]{0,30}[a-z0-9])?$")
+# CloudFormation stack names.
+STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+AUTH_MODES = ("iam", "api_key", "none")
+ARCHITECTURES = ("arm64", "x86_64")
+
+_RATE = re.compile(r"^rate\((\d+) ([a-z]+)\)$")
+_RATE_UNITS = ("minute", "hour", "day")
+_CRON = re.compile(r"^cron\((.*)\)$")
+_CRON_FIELD = [
+    ("minutes", re.compile(r"^[0-9,\-*/]+$")),
+    ("hours", re.compile(r"^[0-9,\-*/]+$")),
+    ("day-of-month", re.compile(r"^[0-9,\-*/?LW]+$")),
+    ("month", re.compile(r"^([0-9,\-*/]|JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)+$", re.I)),
+    ("day-of-week", re.compile(r"^([0-9,\-*/?L#]|SUN|MON|TUE|WED|THU|FRI|SAT)+$", re.I)),
+    ("year", re.compile(r"^[0-9,\-*/]+$")),
+]
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Scheduled drift check of one model's captured inputs against its training baseline."""
+
+    schedule: str = "rate(1 hour)"
+    """EventBridge schedule expression: ``rate(N unit)`` or ``cron(6 fields)``."""
+    threshold: float = 0.1
+    """Per-feature drift score above which a feature counts as drifted."""
+    share: float = 0.5
+    """Share of features (0..1] that must drift for the model to count as drifted."""
+    retrain: bool = False
+    """Start a pipeline run on the latest dataset when drift is detected."""
+    window: int = 500
+    """Most recent captured records compared with the baseline."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    target: str
+    task: str = "classification"
+    estimator: str = DEFAULT_ESTIMATOR["classification"]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    metric: str = DEFAULT_METRIC["classification"]
+    min_score: float = 0.0
+    max_regression: float = 0.0
+    holdout: float = 0.2
+    drift: DriftConfig = field(default_factory=DriftConfig)
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task == "classification"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    auth: str = "iam"
+    """``iam`` (SigV4), ``api_key`` (usage plan with throttling) or ``none`` (local/demo)."""
+    rate_limit: float = 100.0
+    """Stage (and usage plan) steady-state requests per second."""
+    burst_limit: int = 200
+    """Stage (and usage plan) burst capacity."""
+    cloudwatch_role: bool = True
+    """Create the regional API Gateway account CloudWatch Logs role (needed for API logs)."""
+
+
+@dataclass(frozen=True)
+class ShipyardConfig:
+    stack_name: str = "Shipyard"
+    alarm_email: str | None = None
+    architecture: str = "arm64"
+    api: ApiConfig = field(default_factory=ApiConfig)
+    models: Mapping[str, ModelSpec] = field(default_factory=dict)
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.models)
+
+
+# --------------------------------------------------------------------------- helpers
+
+TOP_KEYS = ("stack_name", "alarm_email", "architecture", "api", "models")
+API_KEYS = ("auth", "rate_limit", "burst_limit", "cloudwatch_role")
+MODEL_KEYS = (
+    "target", "task", "estimator", "params", "metric", "min_score", "max_regression",
+    "holdout", "drift",
+)
+DRIFT_KEYS = ("schedule", "threshold", "share", "retrain", "window")
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_keys(raw: Mapping, allowed, prefix: str, model: str | None) -> None:
+    for key in raw:
+        if not isinstance(key, str) or key not in allowed:
+            raise ConfigError(
+                f"{prefix}{key}",
+                f"unknown key{_suggest(str(key), allowed)}; expected one of: {', '.join(allowed)}",
+                model=model,
+            )
+
+
+def _mapping(value, key: str, model: str | None) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"expected an object, got {type(value).__name__} {value!r}", model=model)
+    return value
+
+
+def _number(value, key: str, model: str | None, *, low=None, high=None, low_open=False,
+            high_open=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(key, f"expected a finite number, got {value!r}", model=model)
+    bad = (
+        (low is not None and (value <= low if low_open else value < low))
+        or (high is not None and (value >= high if high_open else value > high))
+    )
+    if bad:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+        raise ConfigError(key, f"expected a number {' and '.join(x for x in (lo, hi) if x)}, got {value!r}",
+                          model=model)
+    return float(value)
+
+
+def _integer(value, key: str, model: str | None, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(key, f"expected an integer >= {low}, got {value!r}", model=model)
+    return value
+
+
+def _bool(value, key: str, model: str | None) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"expected true or false, got {value!r}", model=model)
+    return value
+
+
+def _choice(value, options, key: str, model: str | None, what: str = "") -> str:
+    if not isinstance(value, str) or value not in options:
+        hint = _suggest(value, options) if isinstance(value, str) else ""
+        raise ConfigError(
+            key, f"{value!r} is not a valid {what or key}{hint}; expected one of: {', '.join(options)}",
+            model=model,
+        )
+    return value
+
+
+def validate_schedule(expression) -> str | None:
+    """Return ``None`` when *expression* is a valid EventBridge schedule, else what is wrong."""
+    if not isinstance(expression, str):
+        return f"expected a string like 'rate(1 hour)' or 'cron(0 * * * ? *)', got {expression!r}"
+    rate = _RATE.match(expression)
+    if rate:
+        n, unit = int(rate.group(1)), rate.group(2)
+        base = unit[:-1] if unit.endswith("s") else unit
+        if base not in _RATE_UNITS:
+            return (f"{expression!r} has unit {unit!r}; expected minute(s), hour(s) or day(s)")
+        if n < 1:
+            return f"{expression!r}: the rate value must be a positive integer"
+        want = base if n == 1 else base + "s"
+        if unit != want:
+            return f"{expression!r}: expected 'rate({n} {want})' (singular unit for 1, plural otherwise)"
+        return None
+    cron = _CRON.match(expression)
+    if cron:
+        fields = cron.group(1).split()
+        if len(fields) != 6:
+            return (f"{expression!r} has {len(fields)} fields; expected 6 "
+                    "(minutes hours day-of-month month day-of-week year), e.g. 'cron(0 * * * ? *)'")
+        for (name, pattern), value in zip(_CRON_FIELD, fields):
+            if not pattern.match(value):
+                return f"{expression!r}: bad {name} field {value!r}"
+        if (fields[2] == "?") == (fields[4] == "?"):
+            return (f"{expression!r}: exactly one of day-of-month and day-of-week must be '?', "
+                    "e.g. 'cron(0 6 * * ? *)'")
+        return None
+    return (f"{expression!r} is not a schedule expression; expected 'rate(N minute|minutes|hour|hours|"
+            "day|days)' or 'cron(minutes hours day-of-month month day-of-week year)'")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _load_drift(raw, model: str) -> DriftConfig:
+    raw = _mapping(raw, "drift", model)
+    _check_keys(raw, DRIFT_KEYS, "drift.", model)
+    d = DriftConfig()
+    schedule = raw.get("schedule", d.schedule)
+    problem = validate_schedule(schedule)
+    if problem:
+        raise ConfigError("drift.schedule", problem, model=model)
+    return DriftConfig(
+        schedule=schedule,
+        threshold=_number(raw.get("threshold", d.threshold), "drift.threshold", model, low=0, low_open=True),
+        share=_number(raw.get("share", d.share), "drift.share", model, low=0, high=1, low_open=True),
+        retrain=_bool(raw.get("retrain", d.retrain), "drift.retrain", model),
+        window=_integer(raw.get("window", d.window), "drift.window", model, low=1),
+    )
+
+
+def _load_model(name, raw) -> ModelSpec:
+    if not isinstance(name, str) or not MODEL_NAME.match(name):
+        raise ConfigError(
+            "models", f"model name {name!r} is not safe for S3 keys and ARNs; expected 1-32 "
+            "characters: lower-case letters, digits, '-' or '_', starting with a letter and "
+            "ending with a letter or digit (e.g. 'iris', 'house-prices')",
+            model=str(name),
+        )
+    raw = _mapping(raw, "models." + name, None)
+    _check_keys(raw, MODEL_KEYS, "", name)
+    if "target" not in raw:
+        raise ConfigError("target", "missing; expected the name of the CSV column to predict", model=name)
+    target = raw["target"]
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError("target", f"expected a non-empty column name, got {target!r}", model=name)
+
+    task = _choice(raw.get("task", "classification"), TASKS, "task", name)
+    estimator = raw.get("estimator", DEFAULT_ESTIMATOR[task])
+    if not isinstance(estimator, str) or not _ESTIMATOR_SHAPE.match(estimator):
+        raise ConfigError(
+            "estimator", f"{estimator!r} is not a scikit-learn estimator path; expected a dotted "
+            f"'sklearn.<module>.<Class>' name such as '{DEFAULT_ESTIMATOR[task]}'", model=name,
+        )
+    if estimator not in ESTIMATORS[task]:
+        other = "regression" if task == "classification" else "classification"
+        if estimator in ESTIMATORS[other]:
+            raise ConfigError(
+                "estimator", f"{estimator!r} is a {other} estimator but task is {task!r}; expected a "
+                f"{task} estimator such as '{DEFAULT_ESTIMATOR[task]}'", model=name,
+            )
+        raise ConfigError(
+            "estimator", f"{estimator!r} is not a scikit-learn estimator Shipyard can convert to "
+            f"ONNX{_suggest(estimator, ESTIMATORS[task])}; expected one of: "
+            f"{', '.join(sorted(ESTIMATORS[task]))}", model=name,
+        )
+    params = raw.get("params", {})
+    if not isinstance(params, Mapping):
+        raise ConfigError("params", f"expected an object of estimator keyword arguments, got {params!r}",
+                          model=name)
+
+    metric = raw.get("metric", DEFAULT_METRIC[task])
+    if metric not in METRICS[task]:
+        other = "regression" if task == "classification" else "classification"
+        if isinstance(metric, str) and metric in METRICS[other]:
+            raise ConfigError("metric", f"{metric!r} is a {other} metric but task is {task!r}; "
+                              f"expected one of: {', '.join(METRICS[task])}", model=name)
+        _choice(metric, METRICS[task], "metric", name, what=f"{task} metric")
+
+    return ModelSpec(
+        name=name,
+        target=target,
+        task=task,
+        estimator=estimator,
+        params=dict(params),
+        metric=metric,
+        min_score=_number(raw.get("min_score", 0.0), "min_score", name),
+        max_regression=_number(raw.get("max_regression", 0.0), "max_regression", name, low=0),
+        holdout=_number(raw.get("holdout", 0.2), "holdout", name, low=0, high=1, low_open=True,
+                        high_open=True),
+        drift=_load_drift(raw.get("drift", {}), name),
+    )
+
+
+def _load_api(raw) -> ApiConfig:
+    raw = _mapping(raw, "api", None)
+    _check_keys(raw, API_KEYS, "api.", None)
+    d = ApiConfig()
+    auth = raw.get("auth", d.auth)
+    if not isinstance(auth, str) or auth not in AUTH_MODES:
+        _choice(auth, AUTH_MODES, "api.auth", None, what="API auth mode")
+    return ApiConfig(
+        auth=auth,
+        rate_limit=_number(raw.get("rate_limit", d.rate_limit), "api.rate_limit", None, low=0, low_open=True),
+        burst_limit=_integer(raw.get("burst_limit", d.burst_limit), "api.burst_limit", None, low=1),
+        cloudwatch_role=_bool(raw.get("cloudwatch_role", d.cloudwatch_role), "api.cloudwatch_role", None),
+    )
+
+
+def load_config(raw: Mapping | None) -> ShipyardConfig:
+    """Validate ``context.shipyard`` and return it typed, with every default filled in."""
+    raw = {} if raw is None else _mapping(raw, "shipyard", None)
+    _check_keys(raw, TOP_KEYS, "", None)
+    d = ShipyardConfig()
+
+    stack_name = raw.get("stack_name", d.stack_name)
+    if not isinstance(stack_name, str) or not STACK_NAME.match(stack_name):
+        raise ConfigError("stack_name", f"{stack_name!r} is not a CloudFormation stack name; expected "
+                          "letters, digits and '-', starting with a letter, at most 128 characters")
+    alarm_email = raw.get("alarm_email", d.alarm_email)
+    if alarm_email is not None and (not isinstance(alarm_email, str) or not EMAIL.match(alarm_email)):
+        raise ConfigError("alarm_email", f"expected an e-mail address or null, got {alarm_email!r}")
+    architecture = _choice(raw.get("architecture", d.architecture), ARCHITECTURES, "architecture", None,
+                           what="Lambda architecture")
+
+    models_raw = _mapping(raw.get("models", {}), "models", None)
+    models = {name: _load_model(name, spec) for name, spec in models_raw.items()}
+    return ShipyardConfig(
+        stack_name=stack_name,
+        alarm_email=alarm_email,
+        architecture=architecture,
+        api=_load_api(raw.get("api", {})),
+        models=models,
+    )

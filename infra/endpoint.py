@@ -1,0 +1,392 @@
+"""``InferenceApi``: the REST API, the inference function behind it and the capture streams.
+
+    client ──SigV4/API key──► API Gateway (REST, stage ``prod``) ──proxy──► inference function
+                                                                              │ PutRecordBatch
+                                                     artifacts bucket ◄── Firehose (one per model)
+                                                     capture/<model>/YYYY/MM/DD/HH/…
+
+The function gets only what it uses: read the registry table, read ``models/*`` of the
+artifacts bucket, put records to its own capture streams, write its own log group, X-Ray.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kinesisfirehose as firehose
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.registry import CAPTURE_ERROR_PREFIX, CAPTURE_PREFIX, ModelRegistry
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+HANDLER = "functions.inference.handler.handler"
+STAGE_NAME = "prod"
+AUTH_MODES = ("iam", "api_key", "none")
+
+# The Lambda asset is the project root filtered down to the ``functions`` package, so the
+# import path is ``functions.…`` both locally and in Lambda (docs/architecture.md).
+FUNCTIONS_ASSET_EXCLUDE = [
+    "*",
+    ".*",
+    "!functions",
+    "!functions/**",
+    "**/__pycache__",
+    "**/*.pyc",
+    "**/.*",
+]
+
+
+def functions_code(root: Path | str = PROJECT_ROOT) -> lambda_.Code:
+    """The ``functions/`` package as a Lambda code asset (shared by every Shipyard function)."""
+    return lambda_.Code.from_asset(str(root), exclude=FUNCTIONS_ASSET_EXCLUDE, ignore_mode=IgnoreMode.GLOB)
+
+
+def lambda_architecture(name: str) -> lambda_.Architecture:
+    return {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}[name]
+
+
+_ACCESS_LOG_FORMAT = {
+    "requestId": apigw.AccessLogField.context_request_id(),
+    "extendedRequestId": apigw.AccessLogField.context_extended_request_id(),
+    "requestTime": apigw.AccessLogField.context_request_time(),
+    "ip": apigw.AccessLogField.context_identity_source_ip(),
+    "caller": apigw.AccessLogField.context_identity_caller(),
+    "user": apigw.AccessLogField.context_identity_user(),
+    "apiKeyId": apigw.AccessLogField.context_identity_api_key_id(),
+    "httpMethod": apigw.AccessLogField.context_http_method(),
+    "resourcePath": apigw.AccessLogField.context_resource_path(),
+    "path": apigw.AccessLogField.context_path(),
+    "protocol": apigw.AccessLogField.context_protocol(),
+    "status": apigw.AccessLogField.context_status(),
+    "responseLength": apigw.AccessLogField.context_response_length(),
+    "responseLatency": apigw.AccessLogField.context_response_latency(),
+    "integrationLatency": apigw.AccessLogField.context_integration_latency(),
+    "errorMessage": apigw.AccessLogField.context_error_message(),
+    "xrayTraceId": apigw.AccessLogField.context_xray_trace_id(),
+}
+
+
+class InferenceApi(Construct):
+    """REST API → one inference function, with per-model capture to S3 through Firehose."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        registry: ModelRegistry,
+        models: Sequence[str],
+        auth: str = "iam",
+        architecture: str = "arm64",
+        layers: Sequence[lambda_.ILayerVersion] = (),
+        memory_size: int = 1024,
+        timeout: Duration = Duration.seconds(29),
+        rate_limit: float = 100,
+        burst_limit: int = 200,
+        max_instances: int = 1000,
+        alias_ttl_seconds: int = 60,
+        capture: bool = True,
+        capture_sample_rate: float = 1.0,
+        capture_buffer_interval: Duration = Duration.seconds(60),
+        capture_buffer_size_mib: int = 5,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        log_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        cloudwatch_role: bool = True,
+        code: lambda_.Code | None = None,
+    ) -> None:
+        """
+        :param registry: where the function reads models and the registry.
+        :param models: model names configured in cdk.json (``SHIPYARD_MODELS``, one capture
+            stream each).
+        :param auth: ``iam`` (SigV4, default), ``api_key`` (API key + usage plan) or ``none``.
+        :param architecture: ``arm64`` (default) or ``x86_64``; must match the layers.
+        :param layers: dependency layers (onnxruntime, numpy, Powertools).
+        :param memory_size: function memory in MB (default 1024).
+        :param timeout: function timeout, at most 29 s (the API Gateway integration limit).
+        :param rate_limit: stage (and, for ``api_key``, usage plan) requests per second.
+        :param burst_limit: stage (and usage plan) burst.
+        :param max_instances: most instances in one predict request (``MAX_INSTANCES``).
+        :param alias_ttl_seconds: alias lookup cache lifetime (``ALIAS_TTL_SECONDS``).
+        :param capture: create the capture streams (``CAPTURE_STREAMS``); off → ``{}``.
+        :param capture_sample_rate: share of requests captured (``CAPTURE_SAMPLE_RATE``).
+        :param capture_buffer_interval: Firehose buffering interval (default 60 s).
+        :param capture_buffer_size_mib: Firehose buffering size (default 5 MiB).
+        :param log_retention: retention of the function's and the API's log groups.
+        :param log_removal_policy: what happens to those log groups when removed.
+        :param cloudwatch_role: create the regional API Gateway account CloudWatch Logs role
+            (API access/execution logs need it once per account and region).
+        :param code: override the function code (default: the ``functions/`` package).
+        """
+        super().__init__(scope, id)
+        if auth not in AUTH_MODES:
+            raise ValueError(f"auth must be one of {AUTH_MODES}, got {auth!r}")
+        if timeout.to_seconds() > 29:
+            raise ValueError("timeout must be at most 29 seconds (API Gateway integration limit)")
+        if not 0 <= capture_sample_rate <= 1:
+            raise ValueError("capture_sample_rate must be within 0..1")
+        self.auth = auth
+        self.models = list(models)
+        stack = Stack.of(self)
+
+        # ------------------------------------------------------------ capture streams
+        self.capture_streams: dict[str, firehose.CfnDeliveryStream] = {}
+        self.capture_role: iam.Role | None = None
+        if capture and self.models:
+            self.capture_role = iam.Role(
+                self,
+                "CaptureDeliveryRole",
+                description="Firehose delivery of captured inference records to capture/ of the artifacts bucket",
+                assumed_by=iam.ServicePrincipal(
+                    "firehose.amazonaws.com",
+                    conditions={"StringEquals": {"sts:ExternalId": stack.account}},
+                ),
+            )
+            registry.grant_capture_delivery(self.capture_role)
+            for model in self.models:
+                stream = firehose.CfnDeliveryStream(
+                    self,
+                    f"Capture-{model}",
+                    delivery_stream_type="DirectPut",
+                    delivery_stream_encryption_configuration_input=firehose.CfnDeliveryStream.DeliveryStreamEncryptionConfigurationInputProperty(
+                        key_type="AWS_OWNED_CMK"
+                    ),
+                    extended_s3_destination_configuration=firehose.CfnDeliveryStream.ExtendedS3DestinationConfigurationProperty(
+                        bucket_arn=registry.artifact_bucket.bucket_arn,
+                        role_arn=self.capture_role.role_arn,
+                        # No expressions: Firehose appends YYYY/MM/DD/HH/ (UTC) to both prefixes.
+                        prefix=f"{CAPTURE_PREFIX}{model}/",
+                        error_output_prefix=f"{CAPTURE_ERROR_PREFIX}{model}/",
+                        buffering_hints=firehose.CfnDeliveryStream.BufferingHintsProperty(
+                            interval_in_seconds=int(capture_buffer_interval.to_seconds()),
+                            size_in_m_bs=capture_buffer_size_mib,
+                        ),
+                        # Plain JSON lines: the drift check (and the local cloud) read them as is;
+                        # the bucket encrypts them at rest (SSE-S3).
+                        compression_format="UNCOMPRESSED",
+                    ),
+                )
+                # Firehose checks its role's access when the stream is created.
+                stream.node.add_dependency(self.capture_role)
+                self.capture_streams[model] = stream
+
+        # ------------------------------------------------------------ function
+        self.log_group = logs.LogGroup(
+            self, "FunctionLogs", retention=log_retention, removal_policy=log_removal_policy
+        )
+        self.role = iam.Role(
+            self,
+            "FunctionRole",
+            description="Shipyard inference function",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        )
+        self.log_group.grant_write(self.role)
+
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description="Shipyard inference: serves model versions from the registry over ONNX",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_architecture(architecture),
+            handler=HANDLER,
+            code=code or functions_code(),
+            layers=list(layers),
+            memory_size=memory_size,
+            timeout=timeout,
+            tracing=lambda_.Tracing.ACTIVE,
+            role=self.role,
+            log_group=self.log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            environment={
+                "REGISTRY_TABLE": registry.table.table_name,
+                "ARTIFACT_BUCKET": registry.artifact_bucket.bucket_name,
+                "SHIPYARD_MODELS": json.dumps(self.models),
+                "ALIAS_TTL_SECONDS": str(alias_ttl_seconds),
+                "MAX_INSTANCES": str(max_instances),
+                "CAPTURE_STREAMS": stack.to_json_string(
+                    {model: stream.ref for model, stream in self.capture_streams.items()}
+                )
+                if self.capture_streams
+                else "{}",
+                "CAPTURE_SAMPLE_RATE": str(capture_sample_rate),
+                "POWERTOOLS_SERVICE_NAME": "shipyard-inference",
+                "POWERTOOLS_METRICS_NAMESPACE": "Shipyard",
+            },
+        )
+        registry.grant_read_registry(self.function)
+        registry.grant_read_models(self.function)
+        if self.capture_streams:
+            iam.Grant.add_to_principal(
+                grantee=self.function,
+                actions=["firehose:PutRecord", "firehose:PutRecordBatch"],
+                resource_arns=[stream.attr_arn for stream in self.capture_streams.values()],
+            )
+
+        # ------------------------------------------------------------ REST API
+        self.access_log_group = logs.LogGroup(
+            self, "AccessLogs", retention=log_retention, removal_policy=log_removal_policy
+        )
+        if auth == "iam":
+            method_options = apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM)
+        elif auth == "api_key":
+            method_options = apigw.MethodOptions(
+                authorization_type=apigw.AuthorizationType.NONE, api_key_required=True
+            )
+        else:
+            method_options = apigw.MethodOptions(authorization_type=apigw.AuthorizationType.NONE)
+
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            rest_api_name=f"{stack.stack_name}-inference",
+            description="Shipyard model inference API",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            cloud_watch_role=cloudwatch_role,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            api_key_source_type=apigw.ApiKeySourceType.HEADER if auth == "api_key" else None,
+            default_method_options=method_options,
+            deploy_options=apigw.StageOptions(
+                stage_name=STAGE_NAME,
+                tracing_enabled=True,
+                metrics_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # never log request bodies (features may be personal data)
+                throttling_rate_limit=rate_limit,
+                throttling_burst_limit=burst_limit,
+                access_log_destination=apigw.LogGroupLogDestination(self.access_log_group),
+                access_log_format=apigw.AccessLogFormat.custom(json.dumps(_ACCESS_LOG_FORMAT)),
+            ),
+        )
+
+        # The stack declares the contract's outputs (ApiUrl); drop RestApi's own Endpoint output.
+        self.api.node.try_remove_child("Endpoint")
+
+        # Errors are JSON {"message": …} (DESIGN.md), including API Gateway's own.
+        error_template = {"application/json": '{"message": $context.error.messageString}'}
+        for name, response_type in (
+            ("Default4XX", apigw.ResponseType.DEFAULT_4_XX),
+            ("Default5XX", apigw.ResponseType.DEFAULT_5_XX),
+        ):
+            self.api.add_gateway_response(name, type=response_type, templates=error_template)
+        self.api.add_gateway_response(
+            "BadRequestBody",
+            type=apigw.ResponseType.BAD_REQUEST_BODY,
+            templates={
+                "application/json": '{"message": $context.error.messageString, "expected": '
+                '"a JSON object {\\"instances\\": [...]} with at least one instance"}'
+            },
+        )
+
+        self.predict_validator = self.api.add_request_validator(
+            "PredictValidator", validate_request_body=True, validate_request_parameters=True
+        )
+        self.predict_model = self.api.add_model(
+            "PredictRequest",
+            content_type="application/json",
+            description='Predict request body: {"instances": [...]} with at least one instance',
+            schema=apigw.JsonSchema(
+                schema=apigw.JsonSchemaVersion.DRAFT4,
+                title="PredictRequest",
+                type=apigw.JsonSchemaType.OBJECT,
+                required=["instances"],
+                properties={
+                    "instances": apigw.JsonSchema(type=apigw.JsonSchemaType.ARRAY, min_items=1),
+                },
+            ),
+        )
+
+        integration = apigw.LambdaIntegration(self.function, proxy=True, allow_test_invoke=False)
+        models_resource = self.api.root.add_resource("models")
+        models_resource.add_method("GET", integration)
+        model_resource = models_resource.add_resource("{name}")
+        model_resource.add_method("GET", integration)
+        predict = model_resource.add_resource("predict")
+        predict.add_method(
+            "POST",
+            integration,
+            request_validator=self.predict_validator,
+            request_models={"application/json": self.predict_model},
+            request_parameters={"method.request.querystring.version": False},
+        )
+        version = model_resource.add_resource("versions").add_resource("{version}")
+        version.add_method("GET", integration)
+
+        self.api_key: apigw.IApiKey | None = None
+        self.usage_plan: apigw.UsagePlan | None = None
+        if auth == "api_key":
+            self.usage_plan = self.api.add_usage_plan(
+                "UsagePlan",
+                description="Shipyard inference API clients",
+                throttle=apigw.ThrottleSettings(rate_limit=rate_limit, burst_limit=burst_limit),
+                api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+            )
+            self.api_key = self.api.add_api_key("ApiKey", description="Shipyard inference API key")
+            self.usage_plan.add_api_key(self.api_key)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def url(self) -> str:
+        """Invoke URL of the ``prod`` stage, ending in ``/``."""
+        return self.api.url
+
+    @property
+    def capture_stream_names(self) -> dict[str, str]:
+        return {model: stream.ref for model, stream in self.capture_streams.items()}
+
+    # ------------------------------------------------------------------ metrics
+
+    def metric_latency_p99(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        """API Gateway end-to-end latency, p99 (ms)."""
+        return self.api.metric_latency(statistic="p99", period=period)
+
+    def metric_server_errors(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        """API Gateway 5XX responses (sum)."""
+        return self.api.metric_server_error(statistic="Sum", period=period)
+
+    def metric_client_errors(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        """API Gateway 4XX responses (sum)."""
+        return self.api.metric_client_error(statistic="Sum", period=period)
+
+    def metric_requests(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        """API Gateway requests (sum)."""
+        return self.api.metric_count(statistic="Sum", period=period)
+
+    def metric_function_errors(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        """Inference function invocation errors (sum)."""
+        return self.function.metric_errors(statistic="Sum", period=period)
+
+    def metric_function_throttles(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        """Inference function throttles (sum)."""
+        return self.function.metric_throttles(statistic="Sum", period=period)
+
+    def metric_function_duration_p99(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        """Inference function duration, p99 (ms)."""
+        return self.function.metric_duration(statistic="p99", period=period)
+
+    def dashboard_widgets(self) -> list[cloudwatch.IWidget]:
+        """Widgets for the API and the inference function (one dashboard row)."""
+        return [
+            cloudwatch.GraphWidget(
+                title="API requests and errors",
+                left=[self.metric_requests()],
+                right=[self.metric_client_errors(), self.metric_server_errors()],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="API latency p99 (ms)",
+                left=[self.metric_latency_p99(), self.metric_function_duration_p99()],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Inference function errors and throttles",
+                left=[self.metric_function_errors(), self.metric_function_throttles()],
+                width=8,
+            ),
+        ]

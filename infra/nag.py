@@ -1,0 +1,145 @@
+"""cdk-nag (AwsSolutions) for Shipyard, and every acknowledged finding with its reason.
+
+cdk-nag 3.x is a CDK *validation plugin*: ``Validations.of(app).add_plugins(AwsSolutionsChecks(app))``
+runs the rules over the construct tree when the app synthesizes; errors fail ``cdk synth``
+(non-zero exit) and every finding, acknowledged or not, lands in ``validation-report.json`` in
+the cloud assembly. Findings are acknowledged with CDK's ``Validations.of(construct).acknowledge``,
+one finding id at a time (``Rule[Finding]`` for rules with several findings per resource), on
+the narrowest construct that owns the finding.
+
+Policy: fix rather than acknowledge. What is left below is inherent to the design (prefix-scoped
+S3 access, X-Ray, the API Gateway account logging role, SigV4 instead of Cognito) and each
+acknowledgment says why.
+"""
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, App, Stack, Validations
+from cdk_nag import AwsSolutionsChecks
+from constructs import IConstruct
+
+PACK = "AwsSolutions"
+
+
+def _ack(construct: IConstruct, rule: str, reason: str) -> None:
+    Validations.of(construct).acknowledge(Acknowledgment(id=rule, reason=reason))
+
+
+def _arn_token(stack: Stack, construct) -> str:
+    """How cdk-nag spells ``Fn::GetAtt <resource>.Arn`` in an IAM5 finding id."""
+    return f"<{stack.get_logical_id(construct.node.default_child)}.Arn>"
+
+
+def acknowledge_findings(stack) -> None:
+    """Acknowledge the findings inherent to ``ShipyardStack`` (see the module docstring)."""
+    registry = stack.registry
+    inference = stack.inference
+    artifacts = _arn_token(stack, registry.artifact_bucket)
+    auth = inference.auth
+
+    # -- Inference function -------------------------------------------------------------
+    _ack(
+        inference.role,
+        "AwsSolutions-IAM5[Resource::*]",
+        "X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no "
+        "resource-level permissions, so AWS requires Resource '*'. These are the only actions on '*'.",
+    )
+    _ack(
+        inference.role,
+        f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
+        "The function loads whichever model version the registry alias names "
+        "(models/<model>/v<N>/model.onnx), so it reads the models/ prefix; only "
+        "s3:GetObject/GetObjectVersion, and nothing outside models/.",
+    )
+    _ack(
+        inference.function,
+        "AwsSolutions-L1",
+        "Pinned to python3.12 on purpose: the dependency layers (onnxruntime, numpy, "
+        "Powertools) are built for CPython 3.12 wheels (infra/layers.py supports 3.12 only); "
+        "move runtime and layers together.",
+    )
+
+    # -- Capture (Firehose → S3) -------------------------------------------------------
+    if inference.capture_role is not None:
+        _ack(
+            inference.capture_role,
+            f"AwsSolutions-IAM5[Resource::{artifacts}/capture/*]",
+            "Firehose writes objects with generated keys under capture/<model>/YYYY/MM/DD/HH/, "
+            "so its role needs s3:PutObject/AbortMultipartUpload on the capture/ prefix (only).",
+        )
+        _ack(
+            inference.capture_role,
+            f"AwsSolutions-IAM5[Resource::{artifacts}/capture-errors/*]",
+            "Firehose writes records it failed to deliver under capture-errors/<model>/ with "
+            "generated keys; PutObject/AbortMultipartUpload on that prefix only.",
+        )
+
+    # -- REST API --------------------------------------------------------------------------
+    api = inference.api
+    cloudwatch_role = api.node.try_find_child("CloudWatchRole")
+    if cloudwatch_role is not None:
+        _ack(
+            cloudwatch_role,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonAPIGatewayPushToCloudWatchLogs]",
+            "The regional API Gateway account role (needed for the access and execution logs "
+            "cdk-nag requires) must write to log groups API Gateway creates per API and stage; "
+            "AWS's managed policy for exactly that is the documented way. Turn off with "
+            "api.cloudwatch_role=false when the account already has one.",
+        )
+    _ack(
+        api,
+        "AwsSolutions-APIG3",
+        "No WAF web ACL by default: every method requires SigV4 (iam) or an API key with a "
+        "throttled usage plan, the stage is throttled, and the request body is schema-validated; "
+        "a web ACL (about USD 5+/month) is left to teams that expose the API more widely.",
+    )
+    if auth == "iam":
+        _ack(
+            api,
+            "AwsSolutions-COG4",
+            "Callers authenticate with SigV4 (AuthorizationType AWS_IAM, DESIGN.md api.auth=iam): "
+            "CI, services and the shipyard CLI use IAM credentials, not Cognito user pools.",
+        )
+    elif auth == "api_key":
+        _ack(
+            api,
+            "AwsSolutions-COG4",
+            "api.auth=api_key is set explicitly in cdk.json: callers present an API key bound to a "
+            "throttled usage plan instead of Cognito tokens.",
+        )
+        _ack(
+            api,
+            "AwsSolutions-APIG4",
+            "api.auth=api_key is set explicitly in cdk.json: every method requires an API key "
+            "(ApiKeyRequired) bound to a throttled usage plan, instead of an authorizer.",
+        )
+    else:  # "none": refused unless set explicitly (infra/config.py)
+        for rule in ("AwsSolutions-COG4", "AwsSolutions-APIG4"):
+            _ack(
+                api,
+                rule,
+                "api.auth=none is set explicitly in cdk.json (local runs and demos only, see "
+                "docs/configuration.md): the API is deliberately unauthenticated.",
+            )
+
+
+def apply_nag(app: App, stack) -> AwsSolutionsChecks:
+    """Run AwsSolutions on *app* at synth time, with Shipyard's acknowledgments."""
+    acknowledge_findings(stack)
+    checks = AwsSolutionsChecks(app)
+    Validations.of(app).add_plugins(checks)
+    return checks
+
+
+def nag_findings(scope: IConstruct) -> list[dict]:
+    """Unacknowledged AwsSolutions findings in *scope* (errors and warnings), for tests/tools."""
+    report = AwsSolutionsChecks().validate_scope(scope)
+    return [
+        {
+            "rule": violation.rule_name,
+            "severity": violation.severity,
+            "description": violation.description,
+            "paths": [resource.construct_path for resource in violation.violating_resources],
+        }
+        for violation in report.violations
+    ]

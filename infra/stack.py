@@ -1,0 +1,203 @@
+"""``ShipyardStack``: composes the constructs and declares the stack outputs (DESIGN.md).
+
+``build_app`` is the one way to build the CDK app: ``app.py``, the tests and the local cloud
+all use it, so they synthesize exactly the same template.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from aws_cdk import App, CfnOutput, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from infra.config import ShipyardConfig, load_config
+from infra.endpoint import InferenceApi
+from infra.registry import ModelRegistry
+
+try:  # written by the layers issue; until it lands the function runs without layers
+    from infra.layers import DependencyLayers
+except ImportError:  # pragma: no cover - depends on the state of the repository
+    DependencyLayers = None  # type: ignore[assignment,misc]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CDK_JSON = PROJECT_ROOT / "cdk.json"
+
+OUTPUT_NAMES = (
+    "ApiUrl",
+    "DataBucketName",
+    "ArtifactBucketName",
+    "RegistryTableName",
+    "PipelineArn",
+    "AlarmTopicArn",
+    "DashboardName",
+)
+
+
+class ShipyardStack(Stack):
+    """Registry + inference API + alarm topic + dashboard, configured by ``ShipyardConfig``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: ShipyardConfig,
+        layers: Sequence[lambda_.ILayerVersion] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """
+        :param config: the validated ``context.shipyard``.
+        :param layers: layers for the inference function; ``None`` (default) builds them with
+            ``infra.layers.DependencyLayers`` when that module exists, else no layers.
+        """
+        kwargs.setdefault("stack_name", config.stack_name)
+        kwargs.setdefault(
+            "description", f"Shipyard serverless MLOps: {', '.join(config.model_names) or 'no models'}"
+        )
+        super().__init__(scope, id, **kwargs)
+        self.config = config
+
+        self.registry = ModelRegistry(self, "Registry")
+
+        self.layers = None
+        if layers is None:
+            if DependencyLayers is not None:
+                self.layers = DependencyLayers(self, "Layers", architecture=config.architecture)
+                layers = [self.layers.inference]
+            else:
+                layers = []
+
+        self.inference = InferenceApi(
+            self,
+            "Inference",
+            registry=self.registry,
+            models=config.model_names,
+            auth=config.api.auth,
+            architecture=config.architecture,
+            layers=layers,
+            rate_limit=config.api.rate_limit,
+            burst_limit=config.api.burst_limit,
+            cloudwatch_role=config.api.cloudwatch_role,
+        )
+
+        # ------------------------------------------------------------ alarm topic
+        # CloudWatch alarms (and EventBridge rules) cannot publish to a topic encrypted with the
+        # AWS managed SNS key, so the topic has its own customer managed key that lets them.
+        self.alarm_key = kms.Key(
+            self,
+            "AlarmTopicKey",
+            description=f"{config.stack_name}: encrypts the alarm topic",
+            enable_key_rotation=True,
+        )
+        self.alarm_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowAlarmPublishers",
+                principals=[
+                    iam.ServicePrincipal("cloudwatch.amazonaws.com"),
+                    iam.ServicePrincipal("events.amazonaws.com"),
+                ],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # in a key policy "*" is this key
+            )
+        )
+        self.alarm_topic = sns.Topic(
+            self,
+            "AlarmTopic",
+            display_name=f"{config.stack_name} alarms",
+            master_key=self.alarm_key,
+            enforce_ssl=True,
+        )
+        if config.alarm_email:
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+
+        # ------------------------------------------------------------ dashboard
+        self.dashboard = cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=config.stack_name,
+            default_interval=Duration.hours(3),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.TextWidget(
+                markdown=f"# {config.stack_name}\nModels: {', '.join(config.model_names) or '(none)'}",
+                width=24,
+                height=1,
+            )
+        )
+        self.dashboard.add_widgets(*self.inference.dashboard_widgets())
+
+        # ------------------------------------------------------------ outputs (exact names)
+        CfnOutput(self, "ApiUrl", value=self.inference.url, description="Inference API base URL")
+        CfnOutput(self, "DataBucketName", value=self.registry.data_bucket.bucket_name,
+                  description="Upload datasets to datasets/<model>/<name>.csv here")
+        CfnOutput(self, "ArtifactBucketName", value=self.registry.artifact_bucket.bucket_name,
+                  description="Model artifacts, captured inputs and drift reports")
+        CfnOutput(self, "RegistryTableName", value=self.registry.table.table_name,
+                  description="Model registry and lineage table")
+        CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn,
+                  description="SNS topic every Shipyard alarm notifies")
+        CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name,
+                  description="CloudWatch dashboard")
+        if self.inference.api_key is not None:
+            CfnOutput(self, "ApiKeyId", value=self.inference.api_key.key_id,
+                      description="aws apigateway get-api-key --include-value --api-key <id>")
+        # PipelineArn is declared by the pipeline (Step Functions) construct when it lands.
+
+
+def read_cdk_json_context(path: Path = CDK_JSON) -> dict:
+    """The ``context`` object of ``cdk.json`` (feature flags and ``shipyard``)."""
+    with open(path, encoding="utf-8") as fh:
+        return dict(json.load(fh).get("context", {}))
+
+
+def shipyard_context(app: App) -> Mapping | None:
+    """``context.shipyard`` as the app sees it (CLI ``-c`` may pass it as a JSON string)."""
+    raw = app.node.try_get_context("shipyard")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            from infra.config import ConfigError
+
+            raise ConfigError("shipyard", f"context value is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    return raw
+
+
+def build_app(
+    config_dict: Mapping | None = None,
+    outdir: str | os.PathLike | None = None,
+    *,
+    nag: bool = True,
+    layers: Sequence[lambda_.ILayerVersion] | None = None,
+) -> tuple[App, ShipyardStack]:
+    """Build (not synthesize) the app.
+
+    The context of ``cdk.json`` (feature flags and ``shipyard``) is the app's default
+    context, so ``python app.py`` works without the CDK CLI; context the CLI passes (``-c``)
+    wins over it, and *config_dict*, when given, wins over both.
+
+    :raises ConfigError: the ``shipyard`` configuration is invalid.
+    """
+    context = read_cdk_json_context() if CDK_JSON.exists() else {}
+    kwargs: dict[str, Any] = {"context": context, "analytics_reporting": False}
+    if config_dict is not None:
+        kwargs["post_cli_context"] = {"shipyard": dict(config_dict)}
+    if outdir is not None:
+        kwargs["outdir"] = str(outdir)
+    app = App(**kwargs)
+    config = load_config(shipyard_context(app))
+    stack = ShipyardStack(app, config.stack_name, config=config, layers=layers)
+    if nag:
+        from infra.nag import apply_nag
+
+        apply_nag(app, stack)
+    return app, stack
