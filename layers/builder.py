@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 # Bump when a change here changes what ends up in a layer: it is part of the cache key.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 
 LAYER_DIR = Path(__file__).resolve().parent
 LAYERS = ("inference", "training")
@@ -353,6 +353,27 @@ def elf_problem(path: Path, machine: int | None = None) -> str | None:
     return None
 
 
+def program_headers(path: Path) -> list[tuple[int, ...]]:
+    """Every program header of an ELF64 LE file as (type, flags, offset, vaddr, paddr, filesz,
+    memsz, align): the loader's view of the file."""
+    data = path.read_bytes()
+    e_phoff = struct.unpack_from("<Q", data, 32)[0]
+    e_phentsize, e_phnum = struct.unpack_from("<HH", data, 54)
+    return [struct.unpack_from("<IIQQQQQQ", data, e_phoff + i * e_phentsize) for i in range(e_phnum)]
+
+
+def _dynamic_view(readelf: str | None, path: Path) -> str | None:
+    """The dynamic section and dynamic symbols as readelf prints them (what the loader uses)."""
+    if readelf is None:
+        return None
+    result = subprocess.run([readelf, "-W", "--dynamic", "--dyn-syms", str(path)],
+                            capture_output=True, text=True)
+    if result.returncode:
+        return f"readelf failed: {result.stderr.strip()}"
+    # The file name appears in the output; drop it so before/after compare equal.
+    return result.stdout.replace(str(path), "<file>")
+
+
 def _is_extension(path: Path) -> bool:
     name = path.name
     return name.endswith(".so") or ".so." in name
@@ -361,8 +382,9 @@ def _is_extension(path: Path) -> bool:
 def strip_extensions(site: Path, architecture: str, log: Log = _default_log) -> tuple[int, int, str]:
     """Strip unneeded symbols from extension modules under ``site``, except in ``*.libs``.
 
-    Each file is stripped into a copy that must pass :func:`elf_problem` before it replaces the
-    original, so a strip that would corrupt a binary leaves it as it was.
+    Each file is stripped into a copy that must pass :func:`elf_problem` and, where readelf is
+    at hand (GNU readelf reads every architecture), keep its dynamic section and dynamic symbol
+    table exactly, before it replaces the original; otherwise the original is kept.
     Returns (files stripped, bytes saved, note).
     """
     arch = normalize_architecture(architecture)
@@ -374,7 +396,9 @@ def strip_extensions(site: Path, architecture: str, log: Log = _default_log) -> 
             f"binutils-{machine.replace('_', '-')}-linux-gnu or llvm)"
         )
     machine = _ELF_MACHINE[arch]
-    stripped = saved = refused = 0
+    readelf = shutil.which("readelf") or shutil.which("llvm-readelf")
+    stripped = saved = 0
+    kept: dict[str, list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(site):
         rel_dir = Path(dirpath).relative_to(site)
         if is_protected(rel_dir) and any(p.endswith(".libs") for p in rel_dir.parts):
@@ -393,15 +417,22 @@ def strip_extensions(site: Path, architecture: str, log: Log = _default_log) -> 
                 [tool, "--strip-unneeded", "-o", str(tmp), str(path)],
                 capture_output=True, text=True,
             )
-            problem = (
-                result.stderr.strip() or f"exit {result.returncode}"
-                if result.returncode
-                else elf_problem(tmp, machine)
-            )
+            if result.returncode:
+                problem = result.stderr.strip() or f"exit {result.returncode}"
+            else:
+                problem = elf_problem(tmp, machine)
+                if problem is None and program_headers(path) != program_headers(tmp):
+                    # Stripping only drops non-loaded sections; if it re-lays out the loaded
+                    # segments the file was edited by patchelf (auditwheel's RPATH to *.libs),
+                    # the case where strip is known to corrupt binaries. Not worth the risk.
+                    problem = "strip would move its loaded segments (a patchelf-edited file)"
+                if problem is None and _dynamic_view(readelf, path) != _dynamic_view(readelf, tmp):
+                    problem = "dynamic section or dynamic symbols changed"
             if problem:
-                refused += 1
                 tmp.unlink(missing_ok=True)
-                log(f"  kept {path.relative_to(site)} unstripped: {problem}")
+                kept.setdefault(re.sub(r"segment \d+", "segment", problem), []).append(
+                    str(path.relative_to(site))
+                )
                 continue
             after = tmp.stat().st_size
             if after >= before:
@@ -411,9 +442,13 @@ def strip_extensions(site: Path, architecture: str, log: Log = _default_log) -> 
             os.replace(tmp, path)
             stripped += 1
             saved += before - after
+    for problem, paths in sorted(kept.items()):
+        log(f"  kept {len(paths)} unstripped ({problem}), e.g. {paths[0]}")
     note = f"stripped {stripped} extension modules with {Path(tool).name}"
+    note += f", checked with {Path(readelf).name}" if readelf else " (readelf absent: ELF layout checked only)"
+    refused = sum(len(paths) for paths in kept.values())
     if refused:
-        note += f" ({refused} kept as they were)"
+        note += f"; {refused} kept as they were"
     return stripped, saved, note
 
 
@@ -499,6 +534,13 @@ def _check_locked(requirements: Path) -> None:
             )
 
 
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
 def _materialize(entry: Path, dest: Path, log: Log) -> None:
     """Copy a cache entry's layer directory to ``dest`` atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -506,12 +548,52 @@ def _materialize(entry: Path, dest: Path, log: Log) -> None:
     try:
         shutil.copytree(entry / "layer", tmp / "layer", symlinks=True)
         shutil.copy2(entry / _META, tmp / "layer.json")
-        # The marker lives beside the layer directory, not inside what Lambda ships.
+        _link_or_copy(entry / "layer.zip", tmp / "layer.zip")
+        # The zip and the marker live beside the layer directory, not inside what Lambda ships;
+        # the marker goes last: it is what says the layer in place is complete.
+        dest.with_name(dest.name + ".json").unlink(missing_ok=True)
         _replace_dir(tmp / "layer", dest)
+        os.replace(tmp / "layer.zip", dest.with_name(dest.name + ".zip"))
         os.replace(tmp / "layer.json", dest.with_name(dest.name + ".json"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"  placed in {dest}")
+
+
+def _key_for(name: str, arch: str, python: str, strip: bool) -> str:
+    requirements = requirements_file(name)
+    if not requirements.exists():
+        raise LayerBuildError(f"{requirements} is missing; run `python -m layers.builder lock`")
+    _check_locked(requirements)
+    strip_tool = find_strip_tool(arch) if strip else None
+    return cache_key(
+        name, arch, python, requirements.read_bytes(), Path(strip_tool).name if strip_tool else "none"
+    )
+
+
+def existing_build(
+    name: str,
+    *,
+    architecture: str = DEFAULT_ARCHITECTURE,
+    python: str = DEFAULT_PYTHON,
+    out_dir: Path | str | None = None,
+    strip: bool = True,
+    _key: str | None = None,
+) -> LayerBuild | None:
+    """The layer as built in ``out_dir`` if it is up to date with its inputs, else None."""
+    arch = normalize_architecture(architecture)
+    key = _key or _key_for(name, arch, python, strip)
+    dest = (Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR) / arch / name
+    marker = dest.with_name(name + ".json")
+    if not (marker.exists() and (dest / "python").is_dir() and dest.with_name(name + ".zip").exists()):
+        return None
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("key") != key:
+        return None
+    return _result(meta, dest, cached=True)
 
 
 def build_layer(
@@ -532,34 +614,24 @@ def build_layer(
     log = log or _default_log
     arch = normalize_architecture(architecture)
     requirements = requirements_file(name)
-    if not requirements.exists():
-        raise LayerBuildError(f"{requirements} is missing; run `python -m layers.builder lock`")
-    _check_locked(requirements)
-    strip_tool = find_strip_tool(arch) if strip else None
-    key = cache_key(
-        name, arch, python, requirements.read_bytes(), Path(strip_tool).name if strip_tool else "none"
-    )
+    key = _key_for(name, arch, python, strip)
     out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dest = out_dir / arch / name
-    marker = dest.with_name(name + ".json")
     entry = cache_dir / key
 
     # 1. Already in place: nothing to do.
-    if marker.exists() and (dest / "python").is_dir():
-        try:
-            meta = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            meta = {}
-        if meta.get("key") == key:
-            return _result(meta, dest, cached=True, entry=entry)
+    existing = existing_build(name, architecture=arch, python=python, out_dir=out_dir, strip=strip,
+                              _key=key)
+    if existing is not None:
+        return existing
 
     # 2. In the cache: copy into place.
     if (entry / _META).exists() and (entry / "layer" / "python").is_dir():
         meta = json.loads((entry / _META).read_text())
         log(f"layer {name} ({arch}): from cache {entry}")
         _materialize(entry, dest, log)
-        return _result(meta, dest, cached=True, entry=entry)
+        return _result(meta, dest, cached=True)
 
     # 3. Build into a temporary directory inside the cache, then rename it into the cache.
     started = time.monotonic()
@@ -606,11 +678,11 @@ def build_layer(
         f"{_human(zipped)} zipped"
     )
     _materialize(entry, dest, log)
-    return _result(meta, dest, cached=False, entry=entry)
+    return _result(meta, dest, cached=False)
 
 
-def _result(meta: dict, dest: Path, *, cached: bool, entry: Path) -> LayerBuild:
-    zip_path = entry / "layer.zip"
+def _result(meta: dict, dest: Path, *, cached: bool) -> LayerBuild:
+    zip_path = dest.with_name(dest.name + ".zip")
     return LayerBuild(
         path=dest,
         unzipped_bytes=int(meta["unzipped_bytes"]),
