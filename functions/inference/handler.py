@@ -115,7 +115,11 @@ class ModelServer:
         if key in self._sessions:
             self._sessions.move_to_end(key)
             return self._sessions[key]
-        record = self.registry.get_version(name, version)
+        try:
+            record = self.registry.get_version(name, version)
+        except VersionNotFound:
+            self.registry.get_model(name)  # an unknown model says so rather than "no version"
+            raise
         if not record.get("artifact_key") or not record.get("schema"):
             raise ApiError(404, f"model {name!r} version {version} has no model artifact (status "
                                 f"{record.get('status')!r}); expected a trained version")
@@ -238,7 +242,7 @@ def _model_name(raw: str) -> str:
     except UnicodeEncodeError:
         ok = False
     if not ok:
-        raise ModelNotFound("unknown model")
+        raise ModelNotFound("unknown model: a model name is 1 to 255 printable characters without '#'")
     return name
 
 

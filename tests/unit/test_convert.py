@@ -7,7 +7,7 @@ import pytest
 
 from functions.core import convert
 from functions.core.convert import ConvertError
-from functions.core.onnx_model import ModelFormatError, OnnxModel
+from functions.core.onnx_model import ModelFormatError, OnnxModel, PredictionError
 from functions.core.schema import FeatureSchema, SchemaError
 from tests import models
 
@@ -138,3 +138,10 @@ def test_model_rejects_graph_not_matching_schema(clf, reg):
         OnnxModel.from_bytes(clf.onnx, reg.schema)
     with pytest.raises(ModelFormatError, match="not a loadable ONNX model"):
         OnnxModel.from_bytes(b"not onnx", clf.schema)
+
+
+def test_non_finite_outputs_are_refused(reg):
+    model = OnnxModel.from_bytes(reg.onnx, reg.schema)
+    feeds = reg.schema.to_feeds([{"region": "north", "x1": 1.0, "x2": 0.0}, {"region": "north", "x1": -3e38, "x2": 0.0}])
+    with pytest.raises(PredictionError, match=r"instances \[1\] gave non-finite outputs"):
+        model.predict(feeds)

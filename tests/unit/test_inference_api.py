@@ -185,6 +185,33 @@ def test_broken_capture_never_fails_a_prediction(clock, reg):
     assert status == 200 and len(body["predictions"]) == 2
 
 
+def test_capture_is_sampled_and_configured_from_env(aws, monkeypatch):
+    from functions.core.capture import Capture
+
+    draws = iter([0.1, 0.3])
+    capture = Capture({"iris": "capture-iris"}, 0.25, client=aws["firehose"], rng=lambda: next(draws))
+    assert capture.record("iris", 1, [[1]], {"predictions": ["cat"]}) is True   # 0.1 < 0.25
+    assert capture.record("iris", 1, [[1]], {"predictions": ["cat"]}) is False  # 0.3 >= 0.25
+    assert capture.record("other", 1, [[1]], {"predictions": ["cat"]}) is False  # no stream
+    monkeypatch.setenv("CAPTURE_STREAMS", "not json")
+    assert Capture.from_env().streams == {}  # a bad setting turns capture off, it does not break serving
+    monkeypatch.setenv("CAPTURE_STREAMS", '{"iris": "s"}')
+    monkeypatch.setenv("CAPTURE_SAMPLE_RATE", "0.1")
+    assert Capture.from_env().sample_rate == 0.1
+
+
+def test_artifacts_are_verified(aws):
+    from functions.core.artifacts import IntegrityError, get_verified, sha256_hex
+
+    s3 = aws["s3"]
+    digest = put_artifact(s3, "artifacts", "models/x/v1/model.onnx", b"bytes")
+    assert digest == sha256_hex(b"bytes")
+    assert get_verified(s3, "artifacts", "models/x/v1/model.onnx", digest) == b"bytes"
+    with pytest.raises(IntegrityError) as err:
+        get_verified(s3, "artifacts", "models/x/v1/model.onnx", "0" * 64)
+    assert "models/x/v1/model.onnx" in str(err.value) and "0" * 64 in str(err.value) and digest in str(err.value)
+
+
 # ---- reads -------------------------------------------------------------------------------------
 
 
@@ -265,6 +292,12 @@ def test_400_non_finite_numbers(clock, literal):
     assert_error(invoke("POST", "/models/iris/predict", raw_body=raw), 400, "'x1' must be a finite number")
 
 
+def test_400_inputs_that_overflow_the_model(clock):
+    # Finite float32 inputs whose prediction overflows: JSON cannot carry inf, so say why instead.
+    assert_error(predict("prices", {"instances": [{"region": "north", "x1": 3e38, "x2": 0}]}), 400,
+                 "instances [0] gave non-finite outputs")
+
+
 def test_400_bad_version_parameter(clock, clf):
     assert_error(predict("iris", {"instances": clf.records(1)}, query={"version": "abc"}), 400, "version")
     assert_error(predict("iris", {"instances": clf.records(1)}, query={"version": "0"}), 400, "version")
@@ -275,8 +308,9 @@ def test_404_unknown_model(clock, clf):
     assert_error(predict("nope", {"instances": clf.records(1)}), 404, "'nope'", "GET /models")
     assert_error(invoke("GET", "/models/nope"), 404, "'nope'")
     assert_error(invoke("GET", "/models/nope/versions/1"), 404, "'nope'")
-    assert_error(invoke("GET", "/models/a%23b"), 404)
+    assert_error(invoke("GET", "/models/a%23b"), 404, "without '#'")  # '#' would clash with registry keys
     assert_error(invoke("GET", "/models/a#b"), 404)
+    assert_error(predict("nope", {"instances": clf.records(1)}, query={"version": "1"}), 404, "'nope' is not configured")
 
 
 def test_404_unknown_version(clock, clf):
