@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -288,14 +289,9 @@ def _cell(i: int, f: Feature, v: Any) -> Any:
 
 
 def _plain(v: Any) -> Any:
-    # Decimal (DynamoDB) -> int when integral; everything else unchanged.
-    try:
-        from decimal import Decimal
-
-        if isinstance(v, Decimal):
-            return int(v) if v == v.to_integral_value() else float(v)
-    except Exception:  # pragma: no cover - defensive
-        pass
+    # Decimal (DynamoDB) -> int when integral, float otherwise; everything else unchanged.
+    if isinstance(v, Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
     return v
 
 

@@ -22,7 +22,8 @@ from tests import models
 from tests.models import LambdaContext, rest_event
 from tests.support import create_artifact_bucket, create_registry_table
 
-pytestmark = pytest.mark.filterwarnings("ignore:No application metrics")
+pytestmark = [pytest.mark.filterwarnings("ignore:No application metrics"),
+              pytest.mark.filterwarnings("ignore:Received multipart/form-data")]
 
 MIN_REQUESTS = 500
 MAX_INSTANCES = 40

@@ -371,3 +371,14 @@ def test_openapi_document_describes_the_routes():
     post = doc["paths"]["/models/{name}/predict"]["post"]
     assert {"200", "400", "404", "409", "413", "503"} <= set(post["responses"])
     assert "422" not in json.dumps(doc["paths"])
+
+
+def test_the_function_needs_no_training_stack():
+    # The inference layer ships onnxruntime, not scikit-learn/skl2onnx/pandas.
+    import subprocess
+    import sys
+
+    code = ("import sys, functions.inference.handler, functions.inference.openapi; "
+            "print(sorted(m for m in ('sklearn', 'skl2onnx', 'pandas', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
