@@ -52,12 +52,15 @@ class ShipyardStack(Stack):
         *,
         config: ShipyardConfig,
         layers: Sequence[lambda_.ILayerVersion] | None = None,
+        build_layers: bool = True,
         **kwargs: Any,
     ) -> None:
         """
         :param config: the validated ``context.shipyard``.
-        :param layers: layers for the inference function; ``None`` (default) builds them with
+        :param layers: layers for the inference function; ``None`` (default) uses
             ``infra.layers.DependencyLayers`` when that module exists, else no layers.
+        :param build_layers: let ``DependencyLayers`` build missing layers (default). ``False``
+            uses an existing build or an empty placeholder (tests, local cloud: never deploy that).
         """
         kwargs.setdefault("stack_name", config.stack_name)
         kwargs.setdefault(
@@ -71,7 +74,9 @@ class ShipyardStack(Stack):
         self.layers = None
         if layers is None:
             if DependencyLayers is not None:
-                self.layers = DependencyLayers(self, "Layers", architecture=config.architecture)
+                self.layers = DependencyLayers(
+                    self, "Layers", architecture=config.architecture, build=build_layers
+                )
                 layers = [self.layers.inference]
             else:
                 layers = []
@@ -178,6 +183,7 @@ def build_app(
     *,
     nag: bool = True,
     layers: Sequence[lambda_.ILayerVersion] | None = None,
+    build_layers: bool = True,
 ) -> tuple[App, ShipyardStack]:
     """Build (not synthesize) the app.
 
@@ -195,7 +201,7 @@ def build_app(
         kwargs["outdir"] = str(outdir)
     app = App(**kwargs)
     config = load_config(shipyard_context(app))
-    stack = ShipyardStack(app, config.stack_name, config=config, layers=layers)
+    stack = ShipyardStack(app, config.stack_name, config=config, layers=layers, build_layers=build_layers)
     if nag:
         from infra.nag import apply_nag
 

@@ -1,0 +1,350 @@
+"""The synthesized template: contract outputs, security properties, cdk-nag and cfn-lint.
+
+Two syntheses in all (tests/infra/conftest.py): the default cdk.json app, and one api_key variant.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_cdk.assertions import Match
+
+from infra.stack import OUTPUT_NAMES
+
+pytestmark = pytest.mark.slow
+
+CONTRACT_OUTPUTS = {"ApiUrl", "DataBucketName", "ArtifactBucketName", "RegistryTableName", "AlarmTopicArn",
+                    "DashboardName"}  # PipelineArn: declared by the pipeline construct (not built yet)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_outputs_have_the_exact_contract_names(synth):
+    assert set(synth.template_dict["Outputs"]) == CONTRACT_OUTPUTS
+    assert CONTRACT_OUTPUTS <= set(OUTPUT_NAMES)
+
+
+def test_api_url_is_the_prod_stage(synth):
+    parts = synth.template_dict["Outputs"]["ApiUrl"]["Value"]["Fn::Join"][1]
+    assert parts[0] == "https://" and ".execute-api." in parts and parts[-1] == "/"
+    (stage,) = [p["Ref"] for p in parts if isinstance(p, dict) and p.get("Ref", "").startswith("InferenceApiDeploymentStage")]
+    assert synth.template_dict["Resources"][stage]["Properties"]["StageName"] == "prod"
+
+
+def test_api_key_variant_adds_only_the_key_id(synth_api_key):
+    assert set(synth_api_key.template_dict["Outputs"]) == CONTRACT_OUTPUTS | {"ApiKeyId"}
+
+
+# --------------------------------------------------------------------------- S3
+
+
+def _bucket_policies(synth) -> list[dict]:
+    return [r["Properties"] for r in synth.resources("AWS::S3::BucketPolicy").values()]
+
+
+def test_every_bucket_is_encrypted_versioned_private_and_logged(synth):
+    buckets = synth.resources("AWS::S3::Bucket")
+    assert len(buckets) == 3  # data, artifacts, access logs
+    for logical_id, bucket in buckets.items():
+        props = bucket["Properties"]
+        rule = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+        assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms"), logical_id
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}, logical_id
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True}, logical_id
+        assert bucket.get("DeletionPolicy") == "Retain", logical_id
+        if "AccessLogs" not in logical_id:
+            assert "DestinationBucketName" in props["LoggingConfiguration"], logical_id
+
+
+def test_every_bucket_requires_tls(synth):
+    buckets = set(synth.resources("AWS::S3::Bucket"))
+    tls_only = set()
+    for policy in _bucket_policies(synth):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if (statement["Effect"] == "Deny" and statement["Action"] == "s3:*"
+                    and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}):
+                tls_only.add(policy["Bucket"]["Ref"])
+    assert tls_only == buckets
+
+
+def test_data_bucket_sends_eventbridge_events_without_a_custom_resource(synth):
+    synth.template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {"NotificationConfiguration": {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}},
+    )
+    types = {r["Type"] for r in synth.template_dict["Resources"].values()}
+    assert not any(t.startswith("Custom::") or t == "AWS::CloudFormation::CustomResource" for t in types), types
+
+
+# --------------------------------------------------------------------------- registry table
+
+
+def test_registry_table_keys_billing_pitr_encryption(synth):
+    synth.template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            "BillingMode": "PAY_PER_REQUEST",
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            "SSESpecification": {"SSEEnabled": True},
+            "GlobalSecondaryIndexes": [
+                {
+                    "IndexName": "by-dataset",
+                    "KeySchema": [
+                        {"AttributeName": "dataset_ref", "KeyType": "HASH"},
+                        {"AttributeName": "version_ref", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+        },
+    )
+    synth.template.has_resource("AWS::DynamoDB::Table", {"DeletionPolicy": "Retain"})
+
+
+# --------------------------------------------------------------------------- function
+
+
+def _function(synth) -> dict:
+    (function,) = synth.resources("AWS::Lambda::Function").values()
+    return function["Properties"]
+
+
+def test_inference_function_runtime_tracing_logs(synth):
+    props = _function(synth)
+    assert props["Handler"] == "functions.inference.handler.handler"
+    assert props["Runtime"] == "python3.12"
+    assert props["Architectures"] == ["arm64"]
+    assert props["MemorySize"] == 1024 and props["Timeout"] <= 29
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert "Ref" in props["LoggingConfig"]["LogGroup"]
+    for group in synth.resources("AWS::Logs::LogGroup").values():
+        assert group["Properties"]["RetentionInDays"] > 0
+
+
+def test_inference_function_environment(synth):
+    env = _function(synth)["Environment"]["Variables"]
+    assert set(env) == {
+        "REGISTRY_TABLE", "ARTIFACT_BUCKET", "SHIPYARD_MODELS", "ALIAS_TTL_SECONDS", "MAX_INSTANCES",
+        "CAPTURE_STREAMS", "CAPTURE_SAMPLE_RATE", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
+    }
+    table = next(iter(synth.resources("AWS::DynamoDB::Table")))
+    assert env["REGISTRY_TABLE"] == {"Ref": table}
+    assert env["ARTIFACT_BUCKET"]["Ref"].startswith("RegistryArtifacts")
+    assert json.loads(env["SHIPYARD_MODELS"]) == ["iris"]
+    assert (env["ALIAS_TTL_SECONDS"], env["MAX_INSTANCES"], env["CAPTURE_SAMPLE_RATE"]) == ("60", "1000", "1.0")
+    assert env["POWERTOOLS_SERVICE_NAME"] == "shipyard-inference"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Shipyard"
+    (stream,) = synth.resources("AWS::KinesisFirehose::DeliveryStream")
+    joined = env["CAPTURE_STREAMS"]["Fn::Join"][1]
+    assert joined == ['{"iris":"', {"Ref": stream}, '"}']
+
+
+def test_x86_and_models_follow_config(synth_api_key):
+    props = _function(synth_api_key)
+    assert props["Architectures"] == ["x86_64"]
+    assert json.loads(props["Environment"]["Variables"]["SHIPYARD_MODELS"]) == ["iris", "house-prices"]
+    assert len(synth_api_key.resources("AWS::KinesisFirehose::DeliveryStream")) == 2
+    synth_api_key.template.has_resource_properties(
+        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ml-team@example.com"})
+
+
+def test_function_asset_holds_only_the_functions_package(synth):
+    key = _function(synth)["Code"]["S3Key"]
+    asset = synth.outdir / f"asset.{key.removesuffix('.zip')}"
+    assert asset.is_dir(), asset
+    files = [p.relative_to(asset).as_posix() for p in asset.rglob("*")]
+    assert files and all(f == "functions" or f.startswith("functions/") for f in files), files
+    assert "functions/inference/handler.py" in files
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+
+
+# --------------------------------------------------------------------------- capture
+
+
+def test_capture_stream_per_model_into_capture_prefix(synth):
+    (stream,) = synth.resources("AWS::KinesisFirehose::DeliveryStream").values()
+    props = stream["Properties"]
+    assert props["DeliveryStreamType"] == "DirectPut"
+    assert props["DeliveryStreamEncryptionConfigurationInput"] == {"KeyType": "AWS_OWNED_CMK"}
+    dest = props["ExtendedS3DestinationConfiguration"]
+    assert dest["Prefix"] == "capture/iris/"
+    assert dest["ErrorOutputPrefix"] == "capture-errors/iris/"
+    assert dest["BucketARN"]["Fn::GetAtt"][0].startswith("RegistryArtifacts")
+    assert set(dest["BufferingHints"]) == {"IntervalInSeconds", "SizeInMBs"}
+
+
+# --------------------------------------------------------------------------- IAM
+
+
+def _statements(synth):
+    for logical_id, resource in synth.template_dict["Resources"].items():
+        if resource["Type"] == "AWS::IAM::Policy":
+            docs = [resource["Properties"]["PolicyDocument"]]
+        elif resource["Type"] == "AWS::IAM::Role":
+            docs = [p["PolicyDocument"] for p in resource["Properties"].get("Policies", [])]
+        else:
+            continue
+        for doc in docs:
+            for statement in doc["Statement"]:
+                yield logical_id, statement
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("which", ["synth", "synth_api_key"])
+def test_no_wildcard_actions_or_resources(which, request):
+    synth = request.getfixturevalue(which)
+    for logical_id, statement in _statements(synth):
+        actions = _as_list(statement["Action"])
+        assert "*" not in actions and not any(a.endswith(":*") for a in actions), (logical_id, actions)
+        if "*" in _as_list(statement.get("Resource")):
+            # documented in infra/nag.py: X-Ray has no resource-level permissions
+            assert all(a.startswith("xray:") for a in actions), (logical_id, statement)
+
+
+def test_function_grants_are_least_privilege(synth):
+    function_role = _function(synth)["Role"]["Fn::GetAtt"][0]
+    actions = set()
+    for logical_id, statement in _statements(synth):
+        resource = synth.template_dict["Resources"][logical_id]
+        if {"Ref": function_role} in resource["Properties"].get("Roles", []):
+            actions |= set(_as_list(statement["Action"]))
+    assert actions == {
+        "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
+        "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem",
+        "dynamodb:DescribeTable", "s3:GetObject", "s3:GetObjectVersion", "firehose:PutRecord",
+        "firehose:PutRecordBatch",
+    }
+    synth.template.has_resource_properties("AWS::IAM::Policy", {
+        "PolicyDocument": {"Statement": Match.array_with([Match.object_like({
+            "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+            "Resource": {"Fn::Join": ["", [Match.any_value(), "/models/*"]]},
+        })])},
+    })
+
+
+# --------------------------------------------------------------------------- API
+
+
+def test_methods_use_iam_auth_by_default(synth):
+    methods = synth.resources("AWS::ApiGateway::Method")
+    routes = set()
+    for method in methods.values():
+        props = method["Properties"]
+        assert props["AuthorizationType"] == "AWS_IAM"
+        assert not props.get("ApiKeyRequired", False)
+        assert props["Integration"]["Type"] == "AWS_PROXY"
+        routes.add(props["HttpMethod"])
+    assert len(methods) == 4  # GET /models, GET /models/{name}, POST …/predict, GET …/versions/{version}
+    paths = {r["Properties"]["PathPart"] for r in synth.resources("AWS::ApiGateway::Resource").values()}
+    assert paths == {"models", "{name}", "predict", "versions", "{version}"}
+
+
+def test_api_key_mode_requires_keys_and_throttles_usage_plan(synth_api_key):
+    for method in synth_api_key.resources("AWS::ApiGateway::Method").values():
+        assert method["Properties"]["ApiKeyRequired"] is True
+        assert method["Properties"]["AuthorizationType"] == "NONE"
+    synth_api_key.template.has_resource_properties(
+        "AWS::ApiGateway::UsagePlan", {"Throttle": {"RateLimit": 10, "BurstLimit": 20}})
+    synth_api_key.template.resource_count_is("AWS::ApiGateway::ApiKey", 1)
+    synth_api_key.template.resource_count_is("AWS::ApiGateway::UsagePlanKey", 1)
+
+
+def test_stage_logging_tracing_throttling(synth):
+    (stage,) = synth.resources("AWS::ApiGateway::Stage").values()
+    props = stage["Properties"]
+    assert props["StageName"] == "prod"
+    assert props["TracingEnabled"] is True
+    assert "DestinationArn" in props["AccessLogSetting"]
+    access_format = json.loads(props["AccessLogSetting"]["Format"])  # JSON access logs
+    assert {"requestId", "status", "caller", "user"} <= set(access_format)
+    (settings,) = props["MethodSettings"]
+    assert settings["LoggingLevel"] == "ERROR" and settings["DataTraceEnabled"] is False
+    assert (settings["ThrottlingRateLimit"], settings["ThrottlingBurstLimit"]) == (100, 200)
+
+
+def test_predict_body_is_validated(synth):
+    synth.template.has_resource_properties(
+        "AWS::ApiGateway::RequestValidator", {"ValidateRequestBody": True, "ValidateRequestParameters": True})
+    (model,) = synth.resources("AWS::ApiGateway::Model").values()
+    schema = model["Properties"]["Schema"]
+    assert schema["required"] == ["instances"]
+    assert schema["properties"]["instances"] == {"type": "array", "minItems": 1}
+    (predict,) = [m for m in synth.resources("AWS::ApiGateway::Method").values()
+                  if m["Properties"]["HttpMethod"] == "POST"]
+    assert "RequestValidatorId" in predict["Properties"]
+    assert "application/json" in predict["Properties"]["RequestModels"]
+
+
+def test_gateway_errors_are_json_messages(synth):
+    responses = {r["Properties"]["ResponseType"]: r["Properties"]
+                 for r in synth.resources("AWS::ApiGateway::GatewayResponse").values()}
+    assert {"DEFAULT_4XX", "DEFAULT_5XX", "BAD_REQUEST_BODY"} <= set(responses)
+    for props in responses.values():
+        template = props["ResponseTemplates"]["application/json"]
+        assert template.startswith('{"message": $context.error.messageString')
+
+
+# --------------------------------------------------------------------------- alarms, dashboard
+
+
+def test_alarm_topic_encrypted_and_tls_only(synth):
+    (topic,) = synth.resources("AWS::SNS::Topic").values()
+    key_id = topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    assert synth.template_dict["Resources"][key_id]["Properties"]["EnableKeyRotation"] is True
+    (policy,) = synth.resources("AWS::SNS::TopicPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in statements)
+
+
+def test_dashboard_has_api_widgets(synth):
+    (dashboard,) = synth.resources("AWS::CloudWatch::Dashboard").values()
+    assert dashboard["Properties"]["DashboardName"] == "Shipyard"
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for metric in ("Latency", "5XXError", "Errors", "Throttles"):
+        assert metric in body
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@pytest.mark.parametrize("which", ["synth", "synth_api_key"])
+def test_cdk_nag_aws_solutions_has_no_unacknowledged_findings(which, request):
+    synth = request.getfixturevalue(which)
+    assert synth.nag == []
+    failing = [p for p in synth.report.get("pluginReports", []) if p.get("conclusion") == "failure"]
+    assert failing == []
+
+
+def test_every_acknowledgment_has_a_specific_reason(synth):
+    from aws_cdk import Validations
+
+    reasons = {}
+    for construct in synth.stack.node.find_all():
+        for entry in construct.node.metadata:
+            if entry.type == Validations.ACKNOWLEDGED_RULES_METADATA_KEY:
+                reasons.update(entry.data)
+    assert reasons, "expected the acknowledgments of infra/nag.py"
+    assert len(reasons) <= 10
+    for rule, reason in reasons.items():
+        assert "AwsSolutions-" in rule
+        assert len(reason) > 60, (rule, reason)
+
+
+def test_cfn_lint_has_no_errors(synth):
+    from cfnlint.api import ManualArgs, lint
+
+    matches = lint(json.dumps(synth.template_dict), config=ManualArgs(regions=["us-east-1"]))
+    errors = [str(m) for m in matches if m.rule.id.startswith("E")]
+    assert errors == []
+
+
+def test_synth_is_fast_enough(synth):
+    assert synth.seconds < 60
