@@ -1,0 +1,313 @@
+"""API Gateway (REST), locally: an HTTP server that routes like the template's resources and methods.
+
+Each request is matched to a method of the template's REST API (literal path parts before `{param}`
+before `{proxy+}`, an exact method before `ANY`), its authorization is checked as API Gateway would
+(`AWS_IAM`: a SigV4 `Authorization` header, verified against the credentials the local cloud knows;
+API key required: a valid `x-api-key`), and the proxy-integrated function is invoked with a REST
+proxy event (version 1.0). Its answer is returned as API Gateway does; a function error or a
+malformed answer is a 502.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+
+@dataclass
+class Route:
+    api_id: str
+    path: str  # resource path, e.g. /models/{name}
+    method: str  # GET, POST, … or ANY
+    resource_id: str = ""
+    authorization: str = "NONE"  # NONE | AWS_IAM | CUSTOM | COGNITO_USER_POOLS
+    api_key_required: bool = False
+    integration: str = "AWS_PROXY"  # AWS_PROXY | MOCK | …
+    function_arn: str = ""
+    mock_status: int = 200
+    mock_headers: dict[str, str] = field(default_factory=dict)
+
+    def match(self, path: str) -> dict[str, str] | None:
+        want = [p for p in self.path.split("/") if p]
+        got = [p for p in path.split("/") if p]
+        params: dict[str, str] = {}
+        for i, part in enumerate(want):
+            if part.endswith("+}"):
+                if i >= len(got):
+                    return None
+                params[part[1:-2]] = "/".join(urllib.parse.unquote(g) for g in got[i:])
+                return params
+            if i >= len(got):
+                return None
+            if part.startswith("{") and part.endswith("}"):
+                params[part[1:-1]] = urllib.parse.unquote(got[i])
+            elif part != got[i]:
+                return None
+        return params if len(want) == len(got) else None
+
+    def specificity(self) -> tuple:
+        parts = [p for p in self.path.split("/") if p]
+        return (sum(1 for p in parts if not p.startswith("{")), -sum(1 for p in parts if p.endswith("+}")),
+                len(parts), self.method != "ANY")
+
+
+@dataclass
+class RestApi:
+    api_id: str
+    name: str
+    stages: list[str] = field(default_factory=list)
+    binary_media_types: list[str] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+
+
+def _error(status: int, message: str, error_type: str) -> tuple[int, dict, bytes]:
+    return status, {"Content-Type": "application/json", "x-amzn-ErrorType": error_type}, json.dumps(
+        {"message": message}).encode()
+
+
+# --------------------------------------------------------------------------- SigV4
+
+
+def _sigv4_check(method: str, raw_path: str, raw_query: str, headers: dict[str, str], body: bytes,
+                 region: str, secrets: Callable[[str], str | None]) -> str | None:
+    """None if the request is signed correctly for execute-api, else API Gateway's 403 message."""
+    auth = headers.get("authorization", "")
+    if not auth:
+        return "Missing Authentication Token"
+    m = re.match(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})\s*$",
+                 auth)
+    if not m:
+        return (f"Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters "
+                f"of an AWS4-HMAC-SHA256 signature. Authorization={auth[:60]}")
+    credential, signed_headers, signature = m.groups()
+    try:
+        access_key, date, cred_region, service, terminator = credential.split("/")
+    except ValueError:
+        return f"Credential should be scoped to a valid region and service. Credential={credential}"
+    if service != "execute-api" or terminator != "aws4_request":
+        return f"Credential should be scoped to correct service: 'execute-api'. Credential={credential}"
+    amz_date = headers.get("x-amz-date", "")
+    try:
+        when = _dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=_dt.timezone.utc)
+    except ValueError:
+        return "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+    if abs((_dt.datetime.now(_dt.timezone.utc) - when).total_seconds()) > 15 * 60:
+        return f"Signature expired: {amz_date} is now earlier than the allowed 15 minute window."
+    if "host" not in signed_headers.split(";"):
+        return "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+    secret = secrets(access_key)
+    if secret is None:
+        return None  # a key the local cloud does not know: accepted when well-formed (see docs/local.md)
+    # canonical request (non-S3: path segments URI-encoded twice, as botocore does)
+    path = raw_path or "/"
+    canonical_path = urllib.parse.quote(path, safe="/~")
+    query = sorted(
+        (urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~"))
+        for k, v in urllib.parse.parse_qsl(raw_query, keep_blank_values=True))
+    canonical_query = "&".join(f"{k}={v}" for k, v in query)
+    names = signed_headers.split(";")
+    canonical_headers = "".join(f"{n}:{' '.join(headers.get(n, '').split())}\n" for n in names)
+    payload_hash = headers.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
+    if payload_hash == "UNSIGNED-PAYLOAD":
+        payload_hash = "UNSIGNED-PAYLOAD"
+    canonical = "\n".join([method, canonical_path, canonical_query, canonical_headers, signed_headers, payload_hash])
+    scope = f"{date}/{cred_region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in (date, cred_region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        return ("The request signature we calculated does not match the signature you provided. Check your AWS "
+                "Secret Access Key and signing method. Consult the service documentation for details.")
+    return None
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class LocalApiServer:
+    """Serves the template's REST APIs on one port (path optionally prefixed by a stage name)."""
+
+    def __init__(self, apis: list[RestApi], invoke: Callable[[str, dict], tuple[bytes, bool]],
+                 port: int = 3000, host: str = "127.0.0.1", region: str = "us-east-1",
+                 account_id: str = "123456789012", secrets: Callable[[str], str | None] = lambda k: None,
+                 api_keys: Callable[[], dict[str, str]] = dict, log: Callable[[str], None] = print):
+        self.apis = apis
+        self.invoke = invoke
+        self.region = region
+        self.account_id = account_id
+        self.secrets = secrets
+        self.api_keys = api_keys
+        self.log = log
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status, headers, out = outer.handle(self.command, self.path, self.headers, body,
+                                                    self.client_address[0])
+                self.send_response(status)
+                for k, vs in headers.items():
+                    for v in (vs if isinstance(vs, list) else [vs]):
+                        self.send_header(k, str(v))
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                outer.log(f"[api] {self.address_string()} {fmt % args}")
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="local-api")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- routing
+    def find(self, path: str, method: str) -> tuple[RestApi, str, Route, dict] | tuple[None, None, None, None]:
+        candidates: list[tuple[RestApi, str, str]] = []
+        parts = [p for p in path.split("/") if p]
+        for api in self.apis:
+            if parts and parts[0] in api.stages:
+                candidates.append((api, parts[0], "/" + "/".join(parts[1:])))
+        for api in self.apis:
+            candidates.append((api, api.stages[0] if api.stages else "prod", path))
+        for api, stage, p in candidates:
+            best = None
+            for r in api.routes:
+                if r.method not in (method, "ANY"):
+                    continue
+                params = r.match(p)
+                if params is not None and (best is None or r.specificity() > best[0].specificity()):
+                    best = (r, params)
+            if best:
+                return api, stage, best[0], best[1]
+        return None, None, None, None
+
+    def handle(self, method: str, raw: str, headers: Any, body: bytes, source_ip: str) -> tuple[int, dict, bytes]:
+        split = urllib.parse.urlsplit(raw)
+        raw_path, raw_query = split.path or "/", split.query
+        path = urllib.parse.unquote(raw_path)
+        api, stage, route, params = self.find(path, method)
+        if route is None:
+            return _error(404, f"No method found matching route {path} for http method {method}.", "NotFoundException")
+        hdrs: dict[str, list[str]] = {}
+        for k, v in headers.items():
+            hdrs.setdefault(k, []).append(v)
+        lower = {k.lower(): vs[-1] for k, vs in hdrs.items()}
+        request_id = str(uuid.uuid4())
+        identity: dict[str, Any] = {"sourceIp": source_ip, "userAgent": lower.get("user-agent"),
+                                    "accessKey": None, "accountId": None, "caller": None, "user": None,
+                                    "userArn": None, "apiKey": None, "apiKeyId": None,
+                                    "cognitoIdentityPoolId": None, "cognitoIdentityId": None,
+                                    "cognitoAuthenticationType": None, "cognitoAuthenticationProvider": None}
+        if route.authorization == "AWS_IAM":
+            problem = _sigv4_check(method, raw_path, raw_query, lower, body, self.region, self.secrets)
+            if problem:
+                kind = "MissingAuthenticationTokenException" if problem == "Missing Authentication Token" \
+                    else "IncompleteSignatureException" if "requires" in problem else "InvalidSignatureException"
+                return _error(403, problem, kind)
+            access_key = re.search(r"Credential=([^/]+)/", lower["authorization"]).group(1)
+            identity.update(accessKey=access_key, accountId=self.account_id, caller=access_key,
+                            user=access_key, userArn=f"arn:aws:iam::{self.account_id}:user/{access_key}")
+        elif route.authorization in ("CUSTOM", "COGNITO_USER_POOLS"):
+            self.log(f"[api] authorizer type {route.authorization} is not emulated: request let through")
+        if route.api_key_required:
+            key = lower.get("x-api-key")
+            keys = self.api_keys()
+            if not key or key not in keys:
+                return _error(403, "Forbidden", "ForbiddenException")
+            identity.update(apiKey=key, apiKeyId=keys[key])
+        if route.integration == "MOCK":
+            return route.mock_status, dict(route.mock_headers), b""
+        if route.integration != "AWS_PROXY":
+            return _error(500, f"integration type {route.integration} is not emulated locally",
+                          "InternalServerErrorException")
+        query = urllib.parse.parse_qsl(raw_query, keep_blank_values=True)
+        mv_query: dict[str, list[str]] = {}
+        for k, v in query:
+            mv_query.setdefault(k, []).append(v)
+        content_type = lower.get("content-type", "")
+        binary = any(_media_match(t, content_type) for t in api.binary_media_types) and bool(body)
+        now = time.time()
+        event = {
+            "resource": route.path,
+            "path": path,
+            "httpMethod": method,
+            "headers": {k: vs[-1] for k, vs in hdrs.items()} or None,
+            "multiValueHeaders": hdrs or None,
+            "queryStringParameters": {k: vs[-1] for k, vs in mv_query.items()} or None,
+            "multiValueQueryStringParameters": mv_query or None,
+            "pathParameters": params or None,
+            "stageVariables": None,
+            "requestContext": {
+                "resourceId": route.resource_id, "resourcePath": route.path, "httpMethod": method,
+                "extendedRequestId": request_id[:16], "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000",
+                                                                                  time.gmtime(now)),
+                "path": f"/{stage}{path}", "accountId": self.account_id, "protocol": "HTTP/1.1",
+                "stage": stage, "domainPrefix": api.api_id, "requestTimeEpoch": int(now * 1000),
+                "requestId": request_id, "identity": identity,
+                "domainName": f"{api.api_id}.execute-api.{self.region}.amazonaws.com", "apiId": api.api_id,
+            },
+            "body": (base64.b64encode(body).decode() if binary else body.decode("utf-8", "replace")) if body else None,
+            "isBase64Encoded": binary,
+        }
+        try:
+            payload, failed = self.invoke(route.function_arn, event)
+        except TimeoutError:
+            return _error(504, "Endpoint request timed out", "InternalServerErrorException")
+        if failed:
+            self.log(f"[api] {method} {path}: function error {payload[:500]!r}")
+            return _error(502, "Internal server error", "InternalServerErrorException")
+        try:
+            out = json.loads(payload)
+            status = int(out.get("statusCode", 200)) if isinstance(out, dict) else None
+            if status is None or not isinstance(out.get("body", ""), (str, type(None))):
+                raise ValueError("malformed proxy response")
+        except (ValueError, TypeError, AttributeError) as err:
+            self.log(f"[api] {method} {path}: malformed Lambda proxy response ({err}): {payload[:300]!r}")
+            return _error(502, "Internal server error", "InternalServerErrorException")
+        resp_headers: dict[str, Any] = {}
+        for k, v in (out.get("multiValueHeaders") or {}).items():
+            resp_headers[k] = [str(x) for x in v]
+        for k, v in (out.get("headers") or {}).items():
+            resp_headers[k] = str(v)
+        resp_headers.setdefault("Content-Type", "application/json")
+        resp_headers["x-amzn-RequestId"] = request_id
+        text = out.get("body") or ""
+        data = base64.b64decode(text) if out.get("isBase64Encoded") else text.encode()
+        return status, resp_headers, data
+
+
+def _media_match(pattern: str, content_type: str) -> bool:
+    ct = content_type.split(";")[0].strip().lower()
+    pattern = pattern.replace("~1", "/").lower()
+    if pattern == "*/*":
+        return True
+    if pattern.endswith("/*"):
+        return ct.startswith(pattern[:-1])
+    return ct == pattern

@@ -1,0 +1,72 @@
+"""Schedule expressions: `rate(…)`, `cron(…)` (EventBridge's six fields) and `at(…)`, in UTC."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+_MONTHS = {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}
+_DAYS = {d: i + 1 for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}
+MAX_SCAN_MINUTES = 366 * 24 * 60
+
+
+def next_fire(expression: str, since: float, until: float) -> float | None:
+    """The first time after `since` (epoch seconds) at which the schedule fires, if it is <= `until`."""
+    expression = expression.strip()
+    m = re.fullmatch(r"rate\((\d+)\s+(\w+)\)", expression)
+    if m:
+        step = int(m.group(1)) * _UNITS[m.group(2).lower()]
+        t = since + step
+        return t if t <= until else None
+    m = re.fullmatch(r"at\((.+)\)", expression)
+    if m:
+        t = datetime.fromisoformat(m.group(1)).replace(tzinfo=timezone.utc).timestamp()
+        return t if since < t <= until else None
+    m = re.fullmatch(r"cron\((.+)\)", expression)
+    if not m:
+        raise ValueError(f"unsupported schedule expression {expression!r}")
+    fields = m.group(1).split()
+    if len(fields) != 6:
+        raise ValueError(f"cron expression needs 6 fields (minutes hours day-of-month month day-of-week year): {expression!r}")
+    start = datetime.fromtimestamp(since, timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    end = datetime.fromtimestamp(until, timezone.utc)
+    t = start
+    for _ in range(MAX_SCAN_MINUTES):
+        if t > end:
+            return None
+        if _cron_matches(fields, t):
+            return t.timestamp()
+        t += timedelta(minutes=1)
+    return None
+
+
+def _field(spec: str, value: int, lo: int, hi: int, names: dict[str, int] | None = None) -> bool:
+    if spec in ("*", "?"):
+        return True
+    for part in spec.split(","):
+        step = 1
+        if "/" in part:
+            part, s = part.split("/")
+            step = int(s)
+        if part in ("*", ""):
+            a, b = lo, hi
+        elif "-" in part:
+            x, y = part.split("-")
+            a, b = _num(x, names), _num(y, names)
+        else:
+            a = _num(part.rstrip("L#0123456789") or part, names) if not part.isdigit() else int(part)
+            b = hi if step != 1 or "/" in spec else a
+        if a <= value <= b and (value - a) % step == 0:
+            return True
+    return False
+
+
+def _num(x: str, names: dict[str, int] | None) -> int:
+    return names[x.upper()] if names and x.upper() in names else int(x)
+
+
+def _cron_matches(f: list[str], t: datetime) -> bool:
+    dow = (t.isoweekday() % 7) + 1  # SUN=1 … SAT=7
+    return (_field(f[0], t.minute, 0, 59) and _field(f[1], t.hour, 0, 23) and _field(f[2], t.day, 1, 31)
+            and _field(f[3], t.month, 1, 12, _MONTHS) and _field(f[4], dow, 1, 7, _DAYS)
+            and _field(f[5], t.year, 1970, 2199))

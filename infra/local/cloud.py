@@ -1,0 +1,649 @@
+"""`LocalCloud`: a synthesized stack running in this process on moto, without Docker or an AWS account.
+
+    with LocalCloud("cdk.out", aws_port=5000, api_port=3000) as cloud:
+        cloud.outputs["ApiUrl"]          # stack outputs (also via `aws cloudformation describe-stacks`)
+        cloud.client("s3").put_object(…) # S3 → EventBridge → Step Functions / Lambda, asynchronously
+        cloud.wait_idle()                # until event deliveries are done
+        cloud.tick(now=time.time() + 3600)   # fire schedules that are due by then
+        cloud.evaluate_alarms()          # alarms against published metrics → SNS → console
+
+See docs/local.md for what is emulated and how it differs from AWS.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from . import events as events_mod
+from . import lambda_runtime
+from .apigw import LocalApiServer
+from .clock import next_fire
+from .events import EventBus, target_input
+from .lambda_runtime import FunctionSpec, Invocation, LambdaRuntime
+from .resources import PROVISIONERS, DeployContext, Schedule, unsupported_types
+from .template import ACCOUNT_ID, Resolver, Template, TemplateError, creation_order
+
+_active_lock = threading.Lock()
+_active: "LocalCloud | None" = None
+
+
+class DeployError(Exception):
+    """A resource of the template could not be created locally (names the resource and the cause)."""
+
+
+class _Placeholder(dict):
+    """Attributes of a resource the local cloud does not emulate (listed in the start-up warning)."""
+
+    def __init__(self, lid: str):
+        super().__init__()
+        self.lid = lid
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __missing__(self, key: str) -> str:
+        return f"{self.lid}.{key}(not-emulated)"
+
+
+def synthesize(project_dir: str | Path = ".", outdir: str | Path | None = None,
+               timeout: float = 600) -> Path:
+    """Run the CDK app named in `<project_dir>/cdk.json` ("app") into `outdir`; returns the cloud assembly."""
+    project_dir = Path(project_dir).resolve()
+    cdk_json = project_dir / "cdk.json"
+    try:
+        app_cmd = json.loads(cdk_json.read_text())["app"]
+    except (OSError, KeyError, ValueError) as err:
+        raise TemplateError(f"cannot read the app command from {cdk_json}: {err}") from err
+    out = Path(outdir) if outdir else Path(tempfile.mkdtemp(prefix="shipyard-cdk-out-"))
+    env = dict(os.environ, CDK_OUTDIR=str(out), CDK_DEFAULT_ACCOUNT=ACCOUNT_ID,
+               CDK_DEFAULT_REGION=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")))
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    proc = subprocess.run(app_cmd, shell=True, cwd=project_dir, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0 or not (out / "manifest.json").exists():
+        raise TemplateError(f"`{app_cmd}` failed (exit {proc.returncode}):\n{proc.stderr[-4000:] or proc.stdout[-4000:]}")
+    return out
+
+
+class LocalCloud:
+    """The template's resources on a moto server in this process, with Lambda, events, schedules, alarms, API."""
+
+    def __init__(self, template: Template | dict | str | Path | None = None, *, project_dir: str | Path | None = None,
+                 stack_name: str | None = None, aws_port: int = 5000, api_port: int = 3000,
+                 host: str = "127.0.0.1", region: str | None = None, verbose: bool = False,
+                 clock: bool = True, clock_interval: float = 1.0, alarm_interval: float = 10.0,
+                 log: Callable[[str], None] | None = None):
+        """`template`: a `Template`, a template dict, or a cdk.out directory; else `project_dir`'s app is synthesized."""
+        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.host = host
+        self._aws_port, self._api_port = aws_port, api_port
+        self._template_arg, self._project_dir, self._stack_name = template, project_dir, stack_name
+        self.template: Template | None = None
+        self.verbose = verbose
+        self._log = log or print
+        self._clock_enabled, self._clock_interval, self._alarm_interval = clock, clock_interval, alarm_interval
+        self.outputs: dict[str, str] = {}
+        self.warnings: list[str] = []
+        self.notes: list[str] = []
+        self.function_errors: list[dict] = []
+        self.notifications: list[dict] = []  # SNS messages to email subscriptions (printed)
+        self.alarm_changes: list[dict] = []
+        self.schedules: list[Schedule] = []
+        self.startup_seconds: float | None = None
+        self.physical_ids: dict[str, str] = {}
+        self._server = None
+        self._api: LocalApiServer | None = None
+        self.runtime: LambdaRuntime | None = None
+        self.bus: EventBus | None = None
+        self._ctx: DeployContext | None = None
+        self._stop = threading.Event()
+        self._clock_thread: threading.Thread | None = None
+        self._seen_executions: set[str] = set()
+        self._session = None
+        self._started = False
+        self._metrics_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ logging
+    def say(self, msg: str) -> None:
+        self._log(msg)
+
+    def debug(self, msg: str) -> None:
+        if self.verbose:
+            self._log(msg)
+
+    # ------------------------------------------------------------------ addresses and clients
+    @property
+    def aws_url(self) -> str:
+        return f"http://{self.host}:{self._aws_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self._api_port}"
+
+    @property
+    def aws_port(self) -> int:
+        return self._aws_port
+
+    @property
+    def api_port(self) -> int:
+        return self._api_port
+
+    @property
+    def session(self):
+        if self._session is None:
+            import boto3
+
+            self._session = boto3.Session(
+                aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+                aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+                aws_session_token=os.environ.get("AWS_SESSION_TOKEN") if os.environ.get("AWS_ACCESS_KEY_ID") else None,
+                region_name=self.region)
+        return self._session
+
+    def client(self, service: str, **kwargs: Any):
+        """A boto3 client for the local cloud."""
+        return self.session.client(service, endpoint_url=self.aws_url, region_name=self.region, **kwargs)
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables that point the AWS CLI, boto3 and the shipyard CLI at this cloud."""
+        creds = self.session.get_credentials()
+        return {"AWS_ENDPOINT_URL": self.aws_url, "AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region,
+                "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+                "SHIPYARD_STACK": self.template.stack_name if self.template else ""}
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "LocalCloud":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _load_template(self) -> Template:
+        arg = self._template_arg
+        if isinstance(arg, Template):
+            return arg
+        if isinstance(arg, dict):
+            return Template.from_dict(arg, stack_name=self._stack_name or "Stack")
+        if arg is not None:
+            return Template.load(arg, self._stack_name)
+        out = synthesize(self._project_dir or ".")
+        return Template.load(out, self._stack_name)
+
+    def start(self) -> "LocalCloud":
+        global _active
+        started = time.time()
+        with _active_lock:
+            if _active is not None and _active is not self:
+                raise RuntimeError("another LocalCloud is running in this process (moto's state is process-wide)")
+            _active = self
+        try:
+            self.template = self._load_template()
+            self._start_moto()
+            self._install_seams()
+            self._bind_api()
+            self._deploy()
+            self._start_api()
+            if self._clock_enabled:
+                self._clock_thread = threading.Thread(target=self._clock_loop, daemon=True, name="local-clock")
+                self._clock_thread.start()
+            self._started = True
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = round(time.time() - started, 2)
+        return self
+
+    def stop(self) -> None:
+        global _active
+        self._stop.set()
+        if self._clock_thread:
+            self._clock_thread.join(5)
+        if self._api:
+            self._api.stop()
+            self._api = None
+        if self.bus:
+            self.bus.wait_idle(10)
+            self.bus.stop()
+        if self.runtime:
+            self.runtime.stop()
+        lambda_runtime.uninstall()
+        events_mod.uninstall()
+        _uninstall_sns()
+        if self._server:
+            try:
+                self._server.stop()
+            except Exception:
+                pass
+            self._server = None
+        if self._ctx:
+            for tmp in self._ctx._tmp:
+                tmp.cleanup()
+        with _active_lock:
+            if _active is self:
+                _active = None
+
+    def _start_moto(self) -> None:
+        from moto.core.config import default_user_config
+        from moto.moto_api._internal.models import moto_api_backend
+
+        from .server import AwsServer
+
+        default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
+        moto_api_backend.reset()
+        self._server = AwsServer(self.host, self._aws_port)
+        self._aws_port = self._server.port
+        # moto's Step Functions interpreter calls Lambda & co. through this port
+        os.environ["MOTO_PORT"] = str(self._aws_port)
+        self._server.start()
+
+    def _install_seams(self) -> None:
+        self.runtime = LambdaRuntime(self.aws_url, self.region, on_log=self._on_function_log,
+                                     on_invoked=self._on_function_invoked)
+        lambda_runtime.install(self.runtime)
+        self.bus = EventBus(self.aws_url, self.region, log=self.say)
+        events_mod.install(self.bus)
+        _install_sns(self)
+
+    # ------------------------------------------------------------------ deployment
+    def _deploy(self) -> None:
+        tpl = self.template
+        assert tpl is not None
+        ctx = DeployContext(template=tpl, session=self.session, endpoint_url=self.aws_url, runtime=self.runtime,
+                            region=self.region, log=self.say)
+        self._ctx = ctx
+        resolver = Resolver(tpl, region=self.region)
+        missing = unsupported_types(tpl)
+        if missing:
+            listing = "; ".join(f"{t} ({', '.join(ids)})" for t, ids in sorted(missing.items()))
+            msg = f"WARNING: not emulated locally, skipped: {listing}"
+            self.warnings.append(msg)
+            self.say(msg)
+        from botocore.exceptions import ClientError, ParamValidationError
+
+        for lid in creation_order(tpl.resources):
+            res = tpl.resources[lid]
+            rtype = res.get("Type", "?")
+            if res.get("Condition") and not resolver.condition(res["Condition"]):
+                continue
+            if rtype not in PROVISIONERS:
+                resolver.physical_ids[lid] = lid
+                resolver.attributes[lid] = _Placeholder(lid)
+                continue
+            try:
+                props = resolver.resolve(res.get("Properties", {}) or {}, where=lid)
+                physical, attrs = PROVISIONERS[rtype](lid, props, ctx)
+            except (TemplateError, ClientError, ParamValidationError, KeyError, ValueError, TypeError) as err:
+                detail = err if not isinstance(err, KeyError) else f"missing property {err}"
+                raise DeployError(f"{lid} ({rtype}): {detail}") from err
+            resolver.physical_ids[lid] = physical
+            resolver.attributes[lid] = attrs
+            self.debug(f"[deploy] {lid} ({rtype}) -> {physical}")
+        self.physical_ids = dict(resolver.physical_ids)
+        self.schedules = ctx.schedules
+        self.notes = ctx.notes
+        for a in self._alarms():
+            if a.metric_data_queries and not a.metric_name:
+                self.notes.append(f"alarm {a.name}: metric math alarms are not evaluated locally")
+        # outputs
+        outputs: dict[str, dict] = {}
+        for key, spec in (tpl.body.get("Outputs") or {}).items():
+            if spec.get("Condition") and not resolver.condition(spec["Condition"]):
+                continue
+            value = resolver.resolve(spec["Value"], where=f"Outputs.{key}")
+            value = self._localize(value if isinstance(value, str) else json.dumps(value))
+            self.outputs[key] = value
+            outputs[key] = {"Value": value, **({"Description": spec["Description"]} if spec.get("Description") else {})}
+        body = {"Resources": {"LocalCloud": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}
+        if outputs:
+            body["Outputs"] = outputs
+        warnings.filterwarnings("ignore", message=".*WaitConditionHandle.*")
+        self.client("cloudformation").create_stack(StackName=tpl.stack_name, TemplateBody=json.dumps(body))
+
+    def _localize(self, value: str) -> str:
+        """Execute-API URLs of the template's REST APIs point at the local API server."""
+        def repl(m: re.Match) -> str:
+            return self.api_url if self._ctx and m.group(1) in self._ctx.apis else m.group(0)
+
+        return re.sub(r"https://([a-z0-9]+)\.execute-api\.[a-z0-9-]+\.amazonaws\.com", repl, value)
+
+    def _bind_api(self) -> None:
+        self._api = LocalApiServer([], self._invoke_for_api, port=self._api_port, host=self.host,
+                                   region=self.region, secrets=self._secret_for, api_keys=self._api_keys,
+                                   log=self.debug)
+        self._api_port = self._api.port
+
+    def _start_api(self) -> None:
+        assert self._ctx is not None and self._api is not None
+        apis = list(self._ctx.apis.values())
+        for api in apis:
+            if not api.stages:
+                api.stages.append("prod")
+        self._api.apis = apis
+        self._api.start()
+
+    def _invoke_for_api(self, function_arn: str, event: dict) -> tuple[bytes, bool]:
+        from botocore.config import Config
+
+        lam = self.client("lambda", config=Config(read_timeout=960, retries={"max_attempts": 0}))
+        resp = lam.invoke(FunctionName=function_arn, Payload=json.dumps(event).encode())
+        return resp["Payload"].read(), bool(resp.get("FunctionError"))
+
+    def _secret_for(self, access_key: str) -> str | None:
+        creds = self.session.get_credentials()
+        if access_key == creds.access_key:
+            return creds.secret_key
+        try:
+            from moto.iam.models import iam_backends
+
+            key = iam_backends[ACCOUNT_ID]["aws"].access_keys.get(access_key)
+            return key.secret_access_key if key else None
+        except Exception:
+            return None
+
+    def _api_keys(self) -> dict[str, str]:
+        items = self.client("apigateway").get_api_keys(includeValues=True).get("items", [])
+        return {k["value"]: k["id"] for k in items if k.get("enabled", True) and k.get("value")}
+
+    # ------------------------------------------------------------------ functions: logs, metrics, errors
+    def _on_function_log(self, spec: FunctionSpec, line: str) -> None:
+        if self.verbose:
+            self._log(f"[{spec.logical_id or spec.name}] {line}")
+        if line.startswith("{") and '"_aws"' in line:
+            try:
+                self._put_emf(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                pass
+
+    def _on_function_invoked(self, spec: FunctionSpec, inv: Invocation) -> None:
+        dims = [{"Name": "FunctionName", "Value": spec.name}]
+        self.put_metrics("AWS/Lambda", [
+            {"MetricName": "Invocations", "Value": 1.0, "Unit": "Count", "Dimensions": dims},
+            {"MetricName": "Errors", "Value": 1.0 if inv.failed else 0.0, "Unit": "Count", "Dimensions": dims},
+            {"MetricName": "Duration", "Value": float(inv.duration_ms), "Unit": "Milliseconds", "Dimensions": dims},
+        ])
+        if inv.failed:
+            err = dict(inv.error or {})
+            record = {"function": spec.name, "logical_id": spec.logical_id, "errorType": err.get("errorType"),
+                      "errorMessage": err.get("errorMessage"), "logs": inv.logs, "at": time.time()}
+            self.function_errors.append(record)
+            self.say(f"[lambda] {spec.logical_id or spec.name} failed: {record['errorType']}: {record['errorMessage']}")
+
+    def _put_emf(self, doc: dict) -> None:
+        meta = doc["_aws"]
+        ts = datetime.fromtimestamp(meta.get("Timestamp", time.time() * 1000) / 1000, timezone.utc)
+        for directive in meta.get("CloudWatchMetrics", []):
+            dim_sets = directive.get("Dimensions") or [[]]
+            data = []
+            for metric in directive.get("Metrics", []):
+                value = doc.get(metric["Name"])
+                if value is None:
+                    continue
+                values = value if isinstance(value, list) else [value]
+                for dims in dim_sets:
+                    data.append({"MetricName": metric["Name"], "Values": [float(v) for v in values],
+                                 "Unit": metric.get("Unit", "None"), "Timestamp": ts,
+                                 "Dimensions": [{"Name": d, "Value": str(doc[d])} for d in dims if d in doc]})
+            if data:
+                self.put_metrics(directive["Namespace"], data)
+
+    def put_metrics(self, namespace: str, data: list[dict]) -> None:
+        """Store metric data as PutMetricData would (in-process, no HTTP)."""
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        for d in data:
+            if "Values" in d:
+                d["Values"] = [str(v) for v in d["Values"]]
+            d.setdefault("Timestamp", datetime.now(timezone.utc))
+        with self._metrics_lock:
+            cloudwatch_backends[ACCOUNT_ID][self.region].put_metric_data(namespace, data)
+
+    # ------------------------------------------------------------------ waiting
+    def wait_idle(self, timeout: float = 120.0) -> bool:
+        """Until event deliveries (and the work they started synchronously) are done."""
+        return self.bus.wait_idle(timeout) if self.bus else True
+
+    def wait_for_executions(self, state_machine_arn: str | None = None, timeout: float = 120.0) -> list[dict]:
+        """Until every Step Functions execution (of one state machine, or all) has finished; returns them."""
+        sfn = self.client("stepfunctions")
+        deadline = time.time() + timeout
+        self.wait_idle(timeout)
+        arns = [state_machine_arn] if state_machine_arn else [
+            m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]]
+        while True:
+            execs = [e for arn in arns for e in sfn.list_executions(stateMachineArn=arn)["executions"]]
+            if all(e["status"] != "RUNNING" for e in execs):
+                return execs
+            if time.time() > deadline:
+                raise TimeoutError(f"executions still running after {timeout}s: "
+                                   + ", ".join(e["name"] for e in execs if e["status"] == "RUNNING"))
+            time.sleep(0.2)
+
+    # ------------------------------------------------------------------ clock: schedules and alarms
+    def _clock_loop(self) -> None:
+        last_alarms = time.time()
+        while not self._stop.wait(self._clock_interval):
+            try:
+                self.tick()
+                if time.time() - last_alarms >= self._alarm_interval:
+                    last_alarms = time.time()
+                    self.evaluate_alarms()
+            except Exception as err:  # noqa: BLE001 - the clock keeps going
+                self.say(f"[clock] {err!r}")
+
+    def tick(self, now: float | None = None) -> list[str]:
+        """Fire every enabled schedule that is due at `now` (default: the current time); returns their names."""
+        now = time.time() if now is None else now
+        fired = []
+        for s in self.schedules:
+            if not s.enabled:
+                continue
+            since = s.last_fired if s.last_fired is not None else self._created_at(s)
+            due = next_fire(s.expression, since, now)
+            if due is not None and due <= now:
+                s.last_fired = now
+                self.fire_schedule(s.name)
+                fired.append(s.name)
+        return fired
+
+    def _created_at(self, s: Schedule) -> float:
+        if not hasattr(s, "_created"):
+            s._created = time.time()  # type: ignore[attr-defined]
+        return s._created  # type: ignore[attr-defined]
+
+    def fire_schedule(self, name: str) -> None:
+        """Deliver a schedule's targets now, as if it was due."""
+        s = next((x for x in self.schedules if x.name == name), None)
+        if s is None:
+            raise KeyError(f"no schedule named {name!r} (have: {', '.join(x.name for x in self.schedules)})")
+        self.debug(f"[clock] schedule {name} fires")
+        event = {"version": "0", "id": os.urandom(16).hex(), "detail-type": "Scheduled Event",
+                 "source": "aws.events", "account": ACCOUNT_ID, "time": events_mod.iso_now(),
+                 "region": self.region, "resources": [s.arn], "detail": {}}
+        for t in s.targets:
+            if s.kind == "scheduler":
+                raw = t.get("Input") or "{}"
+                try:
+                    payload = json.loads(raw)
+                except ValueError:
+                    payload = raw
+            else:
+                payload = target_input(t, event, s.name, s.arn)
+            self.bus.submit(self.bus.deliver, t["Arn"], payload, f"schedule {s.name}", {"name_prefix": s.name[:40]})
+
+    def _alarms(self) -> list:
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        return list(cloudwatch_backends[ACCOUNT_ID][self.region].alarms.values())
+
+    def evaluate_alarms(self, now: float | None = None) -> list[dict]:
+        """Evaluate every metric alarm against the metrics published so far; notify on state changes."""
+        from moto.cloudwatch.models import MetricAggregatedDatum, cloudwatch_backends
+
+        self._publish_execution_metrics()
+        backend = cloudwatch_backends[ACCOUNT_ID][self.region]
+        end = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+        changes = []
+        with self._metrics_lock:
+            data = list(backend.metric_data)
+        for alarm in self._alarms():
+            if not alarm.metric_name:
+                continue
+            want_dims = {(d.name, d.value) for d in alarm.dimensions}
+            period = timedelta(seconds=int(alarm.period or 60))
+            n = int(alarm.evaluation_periods or 1)
+            m = int(alarm.datapoints_to_alarm or n)
+            windows: list[list] = [[] for _ in range(n)]
+            for d in data:
+                if d.namespace != alarm.namespace or d.name != alarm.metric_name:
+                    continue
+                if {(x.name, x.value) for x in d.dimensions} != want_dims:
+                    continue
+                ts = d.timestamp if d.timestamp.tzinfo else d.timestamp.replace(tzinfo=timezone.utc)
+                age = end - ts
+                if age < timedelta(0):
+                    age = timedelta(0)
+                idx = int(age / period)
+                if idx < n:
+                    windows[idx].append(d)
+            values = [_statistic(w, alarm.statistic, alarm.extended_statistic, MetricAggregatedDatum) for w in windows]
+            treat = alarm.treat_missing_data or "missing"
+            breaches = []
+            for v in values:
+                if v is None:
+                    breaches.append({"breaching": True, "notBreaching": False}.get(treat))
+                else:
+                    breaches.append(_compare(v, alarm.comparison_operator, float(alarm.threshold)))
+            evaluated = [b for b in breaches if b is not None]
+            if not evaluated:
+                new = alarm.state_value if treat == "ignore" else "INSUFFICIENT_DATA"
+            else:
+                new = "ALARM" if sum(evaluated) >= m else "OK"
+            if new == alarm.state_value:
+                continue
+            shown = [v for v in values if v is not None]
+            reason = (f"Threshold Crossed: {len(evaluated)} datapoint(s) evaluated, {sum(evaluated)} breaching "
+                      f"[{', '.join(f'{v:g}' for v in shown)}] {alarm.comparison_operator} {alarm.threshold:g}")
+            old = alarm.state_value
+            alarm.update_state(reason, json.dumps({"version": "1.0", "recentDatapoints": shown}), new)
+            change = {"alarm": alarm.name, "from": old, "to": new, "reason": reason, "at": time.time()}
+            changes.append(change)
+            self.alarm_changes.append(change)
+            self.say(f"[alarm] {alarm.name}: {old} -> {new} ({reason})")
+            actions = {"ALARM": alarm.alarm_actions, "OK": alarm.ok_actions,
+                       "INSUFFICIENT_DATA": alarm.insufficient_data_actions}[new]
+            if alarm.actions_enabled:
+                for arn in actions or []:
+                    self._alarm_action(arn, alarm, old, new, reason)
+        return changes
+
+    def _alarm_action(self, arn: str, alarm: Any, old: str, new: str, reason: str) -> None:
+        if ":sns:" not in arn:
+            self.say(f"[alarm] action {arn} of {alarm.name} is not emulated")
+            return
+        message = {
+            "AlarmName": alarm.name, "AlarmDescription": alarm.description, "AWSAccountId": ACCOUNT_ID,
+            "NewStateValue": new, "OldStateValue": old, "NewStateReason": reason,
+            "StateChangeTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
+            "Region": self.region, "AlarmArn": alarm.alarm_arn,
+            "Trigger": {"MetricName": alarm.metric_name, "Namespace": alarm.namespace,
+                        "Statistic": (alarm.statistic or "").upper(), "Period": alarm.period,
+                        "EvaluationPeriods": alarm.evaluation_periods, "ComparisonOperator": alarm.comparison_operator,
+                        "Threshold": alarm.threshold, "TreatMissingData": alarm.treat_missing_data or "missing",
+                        "Dimensions": [{"name": d.name, "value": d.value} for d in alarm.dimensions]},
+        }
+        self.client("sns").publish(TopicArn=arn, Subject=f'{new}: "{alarm.name}" in {self.region}'[:100],
+                                   Message=json.dumps(message))
+
+    def _publish_execution_metrics(self) -> None:
+        """AWS/States metrics for executions that finished since the last look."""
+        try:
+            sfn = self.client("stepfunctions")
+            for sm in sfn.list_state_machines()["stateMachines"]:
+                for e in sfn.list_executions(stateMachineArn=sm["stateMachineArn"])["executions"]:
+                    if e["status"] == "RUNNING" or e["executionArn"] in self._seen_executions:
+                        continue
+                    self._seen_executions.add(e["executionArn"])
+                    name = {"SUCCEEDED": "ExecutionsSucceeded", "FAILED": "ExecutionsFailed",
+                            "TIMED_OUT": "ExecutionsTimedOut", "ABORTED": "ExecutionsAborted"}.get(e["status"])
+                    if name:
+                        self.put_metrics("AWS/States", [{"MetricName": name, "Value": 1.0, "Unit": "Count",
+                                                         "Dimensions": [{"Name": "StateMachineArn",
+                                                                         "Value": sm["stateMachineArn"]}]}])
+        except Exception as err:  # noqa: BLE001
+            self.debug(f"[clock] execution metrics: {err!r}")
+
+
+def _statistic(window: list, stat: str | None, extended: str | None, aggregated_cls: type) -> float | None:
+    if not window:
+        return None
+    values: list[float] = []
+    total = count = 0.0
+    lo, hi = float("inf"), float("-inf")
+    for d in window:
+        if isinstance(d, aggregated_cls):
+            total += d.sum
+            count += d.sample_count
+            lo, hi = min(lo, d.min), max(hi, d.max)
+        else:
+            values.append(float(d.value))
+            total += float(d.value)
+            count += 1
+            lo, hi = min(lo, float(d.value)), max(hi, float(d.value))
+    if extended and extended.startswith("p"):
+        if not values:
+            return hi
+        values.sort()
+        q = float(extended[1:]) / 100
+        return values[min(len(values) - 1, max(0, int(round(q * len(values) + 0.5)) - 1))]
+    return {"Sum": total, "SampleCount": count, "Average": total / count if count else None,
+            "Minimum": lo, "Maximum": hi}.get(stat or "Average")
+
+
+def _compare(v: float, op: str, threshold: float) -> bool:
+    return {"GreaterThanThreshold": v > threshold, "GreaterThanOrEqualToThreshold": v >= threshold,
+            "LessThanThreshold": v < threshold, "LessThanOrEqualToThreshold": v <= threshold}.get(op, False)
+
+
+# --------------------------------------------------------------------------- SNS: email to the console
+
+_sns_original: dict[str, Any] = {}
+_sns_cloud: LocalCloud | None = None
+
+
+def _install_sns(cloud: LocalCloud) -> None:
+    global _sns_cloud
+    from moto.sns.models import Subscription
+
+    _sns_cloud = cloud
+    if _sns_original:
+        return
+    _sns_original["publish"] = Subscription.publish
+
+    def publish(self, message: str, message_id: str, subject: str | None = None, *args: Any, **kwargs: Any) -> None:
+        c = _sns_cloud
+        if c is not None and self.protocol in ("email", "email-json"):
+            note = {"to": self.endpoint, "subject": subject, "message": message, "topic": self.topic.arn,
+                    "at": time.time()}
+            c.notifications.append(note)
+            c.say(f"[sns] email to {self.endpoint}: {subject or '(no subject)'}\n{message}")
+            return None
+        return _sns_original["publish"](self, message, message_id, subject, *args, **kwargs)
+
+    Subscription.publish = publish
+
+
+def _uninstall_sns() -> None:
+    global _sns_cloud
+    _sns_cloud = None

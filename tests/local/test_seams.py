@@ -1,0 +1,185 @@
+"""Each seam of the local cloud, driven through its real entry points (S3 puts, HTTP, ticks, invokes)."""
+import json
+import time
+
+import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+
+def _records(cloud, pk, n=1, timeout=30):
+    table = cloud.outputs["TableName"]
+    ddb = cloud.client("dynamodb")
+    deadline = time.time() + timeout
+    while True:
+        cloud.wait_idle()
+        items = ddb.query(TableName=table, KeyConditionExpression="pk = :p",
+                          ExpressionAttributeValues={":p": {"S": pk}})["Items"]
+        if len(items) >= n or time.time() > deadline:
+            return [json.loads(i["event"]["S"]) for i in items]
+        time.sleep(0.2)
+
+
+def _signed(method, url, body=b"", key="testing", secret="testing", region="us-east-1"):
+    req = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials(key, secret), "execute-api", region).add_auth(req)
+    return requests.request(method, url, data=body, headers=dict(req.headers), timeout=60)
+
+
+def test_outputs_via_describe_stacks(cloud):
+    stack = cloud.client("cloudformation").describe_stacks(StackName="LocalTest")["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert outputs == cloud.outputs
+    assert outputs["ApiUrl"] == f"{cloud.api_url}/prod/"
+    assert outputs["FirstAz"] == "us-east-1a"
+    assert outputs["PipelineArn"].startswith("arn:aws:states:us-east-1:123456789012:stateMachine:")
+    s3 = cloud.client("s3")
+    assert s3.get_bucket_versioning(Bucket=outputs["BucketName"])["Status"] == "Enabled"
+    assert s3.get_public_access_block(Bucket=outputs["BucketName"])["PublicAccessBlockConfiguration"]["BlockPublicAcls"]
+
+
+def test_unemulated_types_are_listed_at_startup(cloud):
+    assert any("AWS::Foo::Bar (Unknown)" in w for w in cloud.warnings)
+    assert any("AWS::Foo::Bar" in line for line in cloud.log_lines)
+    assert not any("CDK::Metadata" in w or "Custom::S3BucketNotifications" in w for w in cloud.warnings)
+
+
+def test_function_runs_its_asset_with_its_own_environment(cloud):
+    lam = cloud.client("lambda")
+    name = cloud.physical_ids["Emf"]
+    out = json.loads(lam.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
+    assert out == {"env": cloud.outputs["TableName"], "other": "east"}
+    # another function's worker does not see ONLY_IN_EMF
+    rec = json.loads(lam.invoke(FunctionName=cloud.physical_ids["Record"],
+                                Payload=json.dumps({"pk": "direct"}).encode())["Payload"].read())
+    again = json.loads(lam.invoke(FunctionName=cloud.physical_ids["Record"],
+                                  Payload=json.dumps({"pk": "direct"}).encode())["Payload"].read())
+    assert again["calls"] == rec["calls"] + 1  # warm: module state survives between invocations
+    assert rec["function"] == cloud.physical_ids["Record"]
+
+
+def test_errors_and_timeouts_come_back_as_lambda_errors(cloud):
+    lam = cloud.client("lambda")
+    resp = lam.invoke(FunctionName=cloud.physical_ids["Flaky"], Payload=json.dumps({"mode": "bad"}).encode())
+    assert resp["FunctionError"] == "Unhandled"
+    err = json.loads(resp["Payload"].read())
+    assert err["errorType"] == "ValueError" and err["errorMessage"] == "bad input: mode=bad"
+    started = time.time()
+    resp = lam.invoke(FunctionName=cloud.physical_ids["Slow"], Payload=b"{}")
+    assert time.time() - started < 8
+    assert resp["FunctionError"] == "Unhandled"
+    err = json.loads(resp["Payload"].read())
+    assert err["errorType"] == "Sandbox.Timedout" and "Task timed out after 1.00 seconds" in err["errorMessage"]
+    assert any(e["errorType"] == "Sandbox.Timedout" for e in cloud.function_errors)
+
+
+def test_s3_put_reaches_lambda_and_state_machine_through_eventbridge(cloud):
+    s3 = cloud.client("s3")
+    bucket = cloud.outputs["BucketName"]
+    version = s3.put_object(Bucket=bucket, Key="incoming/data.csv", Body=b"a,b\n1,2\n")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="elsewhere/data.csv", Body=b"x")  # does not match the prefix
+    (event,) = _records(cloud, "upload")
+    assert event == {"pk": "upload", "key": "incoming/data.csv", "where": f"s3://{bucket}/incoming/data.csv"}
+    execs = cloud.wait_for_executions(cloud.outputs["PipelineArn"], timeout=60)
+    assert len(execs) == 1 and execs[0]["status"] == "SUCCEEDED"
+    out = json.loads(cloud.client("stepfunctions").describe_execution(
+        executionArn=execs[0]["executionArn"])["output"])
+    assert out["ok"] is True
+    assert out["input"]["key"] == "incoming/data.csv" and out["input"]["version-id"] == version
+
+
+def test_state_machine_catches_an_error_type(cloud):
+    sfn = cloud.client("stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=cloud.outputs["PipelineArn"], name="bad-input",
+                              input=json.dumps({"mode": "bad"}))["executionArn"]
+    cloud.wait_for_executions(cloud.outputs["PipelineArn"], timeout=60)
+    desc = sfn.describe_execution(executionArn=arn)
+    assert desc["status"] == "SUCCEEDED"
+    out = json.loads(desc["output"])
+    assert out["outcome"] == "caught" and out["error"]["Error"] == "ValueError"
+    assert "bad input" in out["error"]["Cause"]
+
+
+def test_custom_events_route_with_pattern_operators(cloud):
+    ev = cloud.client("events")
+    entries = [{"Source": "shipyard", "DetailType": "Drift Detected", "Detail": json.dumps(d)} for d in (
+        {"model": "iris", "share": 0.7}, {"model": "iris", "share": 0.2}, {"model": "ignored", "share": 0.9})]
+    ev.put_events(Entries=entries)
+    time.sleep(0.5)
+    assert len(_records(cloud, "drift", n=2, timeout=3)) == 1
+
+
+def test_tick_fires_due_schedules(cloud):
+    assert cloud.tick() == []
+    fired = cloud.tick(now=time.time() + 301)
+    assert fired == [cloud.physical_ids["Every5"]]
+    assert len(_records(cloud, "every5")) == 1
+    fired = cloud.tick(now=time.time() + 3601)
+    assert cloud.physical_ids["HourlyRule"] in fired
+    assert len(_records(cloud, "hourly")) == 1
+
+
+def test_metrics_trip_alarm_which_emails_through_sns(cloud):
+    lam = cloud.client("lambda")
+    assert cloud.evaluate_alarms() == []
+    lam.invoke(FunctionName=cloud.physical_ids["Emf"], Payload=json.dumps({"drift": 2}).encode())
+    cloud.client("cloudwatch").put_metric_data(Namespace="Test", MetricData=[
+        {"MetricName": "Drift", "Value": 1, "Dimensions": [{"Name": "model", "Value": "iris"}]}])
+    (change,) = cloud.evaluate_alarms()
+    assert change["to"] == "ALARM" and change["alarm"] == cloud.physical_ids["DriftAlarm"]
+    alarm = cloud.client("cloudwatch").describe_alarms(AlarmNames=[change["alarm"]])["MetricAlarms"][0]
+    assert alarm["StateValue"] == "ALARM"
+    (mail,) = cloud.notifications
+    assert mail["to"] == "ops@example.com" and mail["subject"].startswith("ALARM")
+    assert json.loads(mail["message"])["NewStateValue"] == "ALARM"
+    assert any("ops@example.com" in line for line in cloud.log_lines)
+    # Lambda's own metrics are published too
+    stats = cloud.client("cloudwatch").get_metric_statistics(
+        Namespace="AWS/Lambda", MetricName="Invocations", Statistics=["Sum"], Period=60,
+        Dimensions=[{"Name": "FunctionName", "Value": cloud.physical_ids["Emf"]}],
+        StartTime=time.time() - 600, EndTime=time.time() + 60)
+    assert sum(p["Sum"] for p in stats["Datapoints"]) >= 1
+
+
+def test_http_routes_to_the_function_with_a_proxy_event(cloud):
+    r = requests.get(f"{cloud.api_url}/items/a%20b?x=1&x=2&y=3", timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Echo"] == "yes"
+    body = r.json()
+    assert body["resource"] == "/items/{id}" and body["path"] == "/items/a b"
+    assert body["pathParameters"] == {"id": "a b"}
+    assert body["queryStringParameters"] == {"x": "2", "y": "3"}
+    assert body["multiValueQueryStringParameters"] == {"x": ["1", "2"], "y": ["3"]}
+    assert body["stage"] == "prod" and body["httpMethod"] == "GET"
+    assert requests.get(f"{cloud.api_url}/prod/items/z", timeout=60).json()["pathParameters"] == {"id": "z"}
+    missing = requests.get(f"{cloud.api_url}/nothing/here", timeout=60)
+    assert missing.status_code == 404 and "message" in missing.json()
+    boom = requests.get(f"{cloud.api_url}/boom", timeout=60)
+    assert boom.status_code == 502 and boom.json() == {"message": "Internal server error"}
+
+
+def test_http_iam_method_requires_a_valid_sigv4_signature(cloud):
+    url = f"{cloud.api_url}/items?q=1"
+    r = requests.get(url, timeout=60)
+    assert r.status_code == 403 and r.json() == {"message": "Missing Authentication Token"}
+    r = requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=60)
+    assert r.status_code == 403
+    r = _signed("GET", url, secret="wrong-secret")
+    assert r.status_code == 403 and "signature" in r.json()["message"]
+    r = _signed("GET", url)
+    assert r.status_code == 200, r.text
+    assert r.json()["accessKey"] == "testing" and r.json()["queryStringParameters"] == {"q": "1"}
+
+
+def test_http_api_key_method_requires_a_key(cloud):
+    url = f"{cloud.api_url}/items"
+    r = requests.post(url, json={"a": 1}, timeout=60)
+    assert r.status_code == 403 and r.json() == {"message": "Forbidden"}
+    r = requests.post(url, json={"a": 1}, headers={"x-api-key": "wrong"}, timeout=60)
+    assert r.status_code == 403
+    r = requests.post(url, data=json.dumps({"a": 1}), headers={"x-api-key": "test-key-0123456789abcdef"}, timeout=60)
+    assert r.status_code == 200
+    assert json.loads(r.json()["body"]) == {"a": 1} and r.json()["isBase64Encoded"] is False
+    assert r.json()["apiKey"] == "test-key-0123456789abcdef"
