@@ -172,8 +172,8 @@ class InferenceApi(Construct):
                         compression_format="UNCOMPRESSED",
                     ),
                 )
-                # Firehose checks its role's access when the stream is created.
-                stream.node.add_dependency(self.capture_role)
+                # Firehose checks its role's access when the stream is created: wait for the policy.
+                stream.node.add_dependency(self.capture_role.node.find_child("DefaultPolicy"))
                 self.capture_streams[model] = stream
 
         # ------------------------------------------------------------ function

@@ -256,6 +256,21 @@ def test_api_key_mode_requires_keys_and_throttles_usage_plan(synth_api_key):
     synth_api_key.template.resource_count_is("AWS::ApiGateway::UsagePlanKey", 1)
 
 
+def test_auth_none_only_opens_the_api_when_set_and_stays_nag_clean():
+    """Built, not synthesized (keeps the infra tests at two syntheses)."""
+    from aws_cdk import aws_apigateway as apigw
+
+    from infra.nag import nag_findings
+    from infra.stack import build_app
+
+    app, stack = build_app({"api": {"auth": "none"}, "models": {"iris": {"target": "species"}}},
+                           build_layers=False)
+    methods = [c for c in stack.node.find_all() if isinstance(c, apigw.CfnMethod)]
+    assert [m.authorization_type for m in methods] == ["NONE"] * 4
+    assert not any(m.api_key_required for m in methods)
+    assert nag_findings(app) == []
+
+
 def test_stage_logging_tracing_throttling(synth):
     (stage,) = synth.resources("AWS::ApiGateway::Stage").values()
     props = stage["Properties"]
