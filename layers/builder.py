@@ -497,9 +497,12 @@ def _replace_dir(src: Path, dest: Path) -> None:
     try:
         os.rename(src, dest)
     except OSError:
-        if old is not None:
-            os.rename(old, dest)
-        raise
+        if not dest.exists():
+            if old is not None:
+                os.rename(old, dest)
+            raise
+        # Another process put its copy in place meanwhile (same cache entry): keep that one.
+        shutil.rmtree(src, ignore_errors=True)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -667,9 +670,14 @@ def build_layer(
             "build_seconds": round(time.monotonic() - started, 1),
         }
         (work / _META).write_text(json.dumps(meta, indent=2) + "\n")
-        if entry.exists():  # a concurrent build got there first, or a broken entry
-            shutil.rmtree(entry, ignore_errors=True)
-        os.rename(work, entry)
+        try:
+            os.rename(work, entry)
+        except OSError:
+            if not (entry / _META).exists():
+                raise
+            # A concurrent build of the same inputs finished first: use its result.
+            shutil.rmtree(work, ignore_errors=True)
+            meta = json.loads((entry / _META).read_text())
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

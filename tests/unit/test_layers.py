@@ -229,6 +229,23 @@ def test_failed_build_leaves_nothing_behind(tmp_path, fake_pip, monkeypatch):
     assert list(cache.iterdir()) == []
 
 
+def test_concurrent_builds_of_one_layer_agree(tmp_path, fake_pip):
+    from concurrent.futures import ThreadPoolExecutor
+
+    out, cache = tmp_path / "build", tmp_path / "cache"
+
+    def build(_):
+        return builder.build_layer("inference", architecture="arm64", out_dir=out, cache_dir=cache,
+                                   strip=False, log=lambda _m: None)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(build, range(4)))
+    assert {r.key for r in results} == {results[0].key}
+    assert (out / "arm64" / "inference" / "python" / "pkg" / "__init__.py").exists()
+    assert [p.name for p in cache.iterdir()] == [results[0].key]
+    assert not [p for p in (out / "arm64").iterdir() if p.name.startswith(".")]
+
+
 def test_zip_is_deterministic(tmp_path):
     _touch(tmp_path / "a", "python/m.py", b"print(1)\n")
     size1 = builder.zip_tree(tmp_path / "a", tmp_path / "1.zip")
