@@ -126,7 +126,9 @@ def acknowledge_findings(stack) -> None:
 def apply_nag(app: App, stack) -> AwsSolutionsChecks:
     """Run AwsSolutions on *app* at synth time, with Shipyard's acknowledgments."""
     acknowledge_findings(stack)
-    checks = AwsSolutionsChecks(app)
+    # Also copy each acknowledgment (id + reason) into the resource's template Metadata
+    # (``cdk_nag.rules_to_suppress``), so the deployed template carries its audit trail.
+    checks = AwsSolutionsChecks(app, write_suppressions_to_cloud_formation=True)
     Validations.of(app).add_plugins(checks)
     return checks
 

@@ -351,6 +351,12 @@ def test_every_acknowledgment_has_a_specific_reason(synth):
     for rule, reason in reasons.items():
         assert "AwsSolutions-" in rule
         assert len(reason) > 60, (rule, reason)
+    in_template = {
+        rule["id"]
+        for resource in synth.template_dict["Resources"].values()
+        for rule in resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", [])
+    }
+    assert {rule.removeprefix("Annotation::") for rule in reasons} == in_template
 
 
 def test_cfn_lint_has_no_errors(synth):
