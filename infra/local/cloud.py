@@ -252,7 +252,7 @@ class LocalCloud:
         self.runtime = LambdaRuntime(self.aws_url, self.region, on_log=self._on_function_log,
                                      on_invoked=self._on_function_invoked)
         lambda_runtime.install(self.runtime)
-        self.bus = EventBus(self.aws_url, self.region, log=self.say)
+        self.bus = EventBus(self.aws_url, self.region, log=self.say, session=self.session)
         events_mod.install(self.bus)
         _install_sns(self)
 
@@ -382,7 +382,7 @@ class LocalCloud:
 
     def _put_emf(self, doc: dict) -> None:
         meta = doc["_aws"]
-        ts = datetime.fromtimestamp(meta.get("Timestamp", time.time() * 1000) / 1000, timezone.utc)
+        ts = datetime.fromtimestamp(meta.get("Timestamp", time.time() * 1000) / 1000, timezone.utc).replace(tzinfo=None)
         for directive in meta.get("CloudWatchMetrics", []):
             dim_sets = directive.get("Dimensions") or [[]]
             data = []
@@ -403,9 +403,7 @@ class LocalCloud:
         from moto.cloudwatch.models import cloudwatch_backends
 
         for d in data:
-            if "Values" in d:
-                d["Values"] = [str(v) for v in d["Values"]]
-            d.setdefault("Timestamp", datetime.now(timezone.utc))
+            d.setdefault("Timestamp", datetime.now(timezone.utc).replace(tzinfo=None))  # moto: naive UTC
         with self._metrics_lock:
             cloudwatch_backends[ACCOUNT_ID][self.region].put_metric_data(namespace, data)
 

@@ -202,7 +202,9 @@ def iso_now() -> str:
 class EventBus:
     """Asynchronous delivery of matched events to targets through the local cloud's endpoint."""
 
-    def __init__(self, endpoint_url: str, region: str, log: Callable[[str], None] = print, workers: int = 8):
+    def __init__(self, endpoint_url: str, region: str, log: Callable[[str], None] = print, workers: int = 8,
+                 session: Any = None):
+        self.session = session
         self.endpoint_url = endpoint_url
         self.region = region
         self.log = log
@@ -220,7 +222,7 @@ class EventBus:
                 import boto3
                 from botocore.config import Config
 
-                self._clients[service] = boto3.session.Session().client(
+                self._clients[service] = (self.session or boto3.session.Session()).client(
                     service, region_name=self.region, endpoint_url=self.endpoint_url,
                     config=Config(read_timeout=960, retries={"max_attempts": 0}, max_pool_connections=32))
             return self._clients[service]
@@ -378,7 +380,8 @@ def install(bus: EventBus) -> None:
         if _current is None:
             return _installed["_send_event_bridge_message"](account_id, bucket, event_name, key)
         try:
-            event = s3_event(account_id, bucket.region_name, bucket.name, key, str(event_name))
+            event = s3_event(account_id, bucket.region_name, bucket.name, key,
+                             str(getattr(event_name, "value", event_name)))
             backend = events_models.events_backends[account_id][bucket.region_name]
             default = backend.event_buses.get("default")
             for rule in list(default.rules.values()) if default else []:

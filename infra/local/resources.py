@@ -140,6 +140,19 @@ def _s3_notification(config: dict) -> dict:
     return out
 
 
+def _eventbridge(bucket: str, enabled: bool) -> None:
+    """moto drops an empty <EventBridgeConfiguration/> sent over HTTP: set it on the bucket directly."""
+    if not enabled:
+        return
+    from moto.s3.models import NotificationConfiguration, s3_backends
+
+    b = s3_backends["123456789012"]["aws"].get_bucket(bucket)
+    if b.notification_configuration is None:
+        b.notification_configuration = NotificationConfiguration(event_bridge={})
+    else:
+        b.notification_configuration.event_bridge = {}
+
+
 @provisioner("AWS::S3::Bucket")
 def _bucket(lid: str, props: dict, ctx: DeployContext) -> tuple[str, dict]:
     s3 = ctx.client("s3")
@@ -168,6 +181,7 @@ def _bucket(lid: str, props: dict, ctx: DeployContext) -> tuple[str, dict]:
         if config.get("EventBridgeConfiguration", {}).get("EventBridgeEnabled") is False:
             config.pop("EventBridgeConfiguration")
         s3.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration=_s3_notification(config))
+        _eventbridge(name, "EventBridgeConfiguration" in config)
     if props.get("LifecycleConfiguration"):
         rules = []
         for r in props["LifecycleConfiguration"].get("Rules", []):
@@ -213,6 +227,7 @@ def _bucket_notifications(lid: str, props: dict, ctx: DeployContext) -> tuple[st
         existing.update(config)
         config = existing
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+    _eventbridge(bucket, "EventBridgeConfiguration" in config)
     return f"{bucket}-notifications", {}
 
 
