@@ -183,7 +183,7 @@ def build_app(
     *,
     nag: bool = True,
     layers: Sequence[lambda_.ILayerVersion] | None = None,
-    build_layers: bool = True,
+    build_layers: bool | None = None,
 ) -> tuple[App, ShipyardStack]:
     """Build (not synthesize) the app.
 
@@ -191,6 +191,13 @@ def build_app(
     context, so ``python app.py`` works without the CDK CLI; context the CLI passes (``-c``)
     wins over it, and *config_dict*, when given, wins over both.
 
+    :param config_dict: ``context.shipyard`` to use instead of cdk.json's / the CLI's.
+    :param outdir: cloud assembly directory (default: ``CDK_OUTDIR`` under the CLI, else a
+        temporary directory — ``app.py`` passes ``cdk.out``).
+    :param nag: attach cdk-nag AwsSolutions (with Shipyard's acknowledgments).
+    :param layers: layers for the inference function instead of ``DependencyLayers``.
+    :param build_layers: let ``DependencyLayers`` build missing layers. ``None`` (default):
+        context ``shipyard:build_layers`` (``-c shipyard:build_layers=false``), default true.
     :raises ConfigError: the ``shipyard`` configuration is invalid.
     """
     context = read_cdk_json_context() if CDK_JSON.exists() else {}
@@ -201,6 +208,9 @@ def build_app(
         kwargs["outdir"] = str(outdir)
     app = App(**kwargs)
     config = load_config(shipyard_context(app))
+    if build_layers is None:
+        flag = app.node.try_get_context("shipyard:build_layers")
+        build_layers = str(flag).lower() not in ("false", "0", "no") if flag is not None else True
     stack = ShipyardStack(app, config.stack_name, config=config, layers=layers, build_layers=build_layers)
     if nag:
         from infra.nag import apply_nag
