@@ -188,7 +188,8 @@ class LocalApiServer:
         self._server.server_close()
 
     # -- routing
-    def find(self, path: str, method: str) -> tuple[RestApi, str, Route, dict] | tuple[None, None, None, None]:
+    def find(self, path: str, method: str) -> tuple:
+        """(api, stage, route, path parameters, resource path as API Gateway sees it) or Nones."""
         candidates: list[tuple[RestApi, str, str]] = []
         parts = [p for p in path.split("/") if p]
         for api in self.apis:
@@ -205,15 +206,16 @@ class LocalApiServer:
                 if params is not None and (best is None or r.specificity() > best[0].specificity()):
                     best = (r, params)
             if best:
-                return api, stage, best[0], best[1]
-        return None, None, None, None
+                return api, stage, best[0], best[1], p
+        return None, None, None, None, None
 
     def handle(self, method: str, raw: str, headers: Any, body: bytes, source_ip: str) -> tuple[int, dict, bytes]:
         split = urllib.parse.urlsplit(raw)
         raw_path, raw_query = split.path or "/", split.query
         path = urllib.parse.unquote(raw_path)
-        api, stage, route, params = self.find(path, method)
+        api, stage, route, params, path = self.find(path, method)
         if route is None:
+            path = urllib.parse.unquote(raw_path)
             return _error(404, f"No method found matching route {path} for http method {method}.", "NotFoundException")
         hdrs: dict[str, list[str]] = {}
         for k, v in headers.items():

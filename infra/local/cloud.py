@@ -96,7 +96,8 @@ class LocalCloud:
         self.outputs: dict[str, str] = {}
         self.warnings: list[str] = []
         self.notes: list[str] = []
-        self.function_errors: list[dict] = []
+        self.function_errors: list[dict] = []  # invocations that failed (errorType, errorMessage, logs)
+        self.error_logs: list[dict] = []  # ERROR/CRITICAL log lines and tracebacks functions printed
         self.notifications: list[dict] = []  # SNS messages to email subscriptions (printed)
         self.alarm_changes: list[dict] = []
         self.schedules: list[Schedule] = []
@@ -360,6 +361,9 @@ class LocalCloud:
     def _on_function_log(self, spec: FunctionSpec, line: str) -> None:
         if self.verbose:
             self._log(f"[{spec.logical_id or spec.name}] {line}")
+        elif _is_error_line(line):  # errors a function logs (and handles) are shown even when not verbose
+            self.error_logs.append({"function": spec.name, "logical_id": spec.logical_id, "line": line})
+            self._log(f"[{spec.logical_id or spec.name}] {line}")
         if line.startswith("{") and '"_aws"' in line:
             try:
                 self._put_emf(json.loads(line))
@@ -581,6 +585,16 @@ class LocalCloud:
                                                                          "Value": sm["stateMachineArn"]}]}])
         except Exception as err:  # noqa: BLE001
             self.debug(f"[clock] execution metrics: {err!r}")
+
+
+def _is_error_line(line: str) -> bool:
+    if line.startswith("{"):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            return False
+        return isinstance(doc, dict) and str(doc.get("level", doc.get("levelname", ""))).upper() in ("ERROR", "CRITICAL")
+    return line.startswith(("[ERROR]", "ERROR", "CRITICAL", "Traceback"))
 
 
 def _statistic(window: list, stat: str | None, extended: str | None, aggregated_cls: type) -> float | None:
