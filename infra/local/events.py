@@ -54,7 +54,8 @@ def _match_values(matchers: list, value: Any) -> bool:
     values = value if isinstance(value, list) else [value]
     for m in matchers:
         if isinstance(m, dict) and "exists" in m:
-            present = value is not _MISSING and not (isinstance(value, list) and not value)
+            # exists matches leaves only (an object is not a leaf), as in EventBridge
+            present = value is not _MISSING and not isinstance(value, dict) and not (isinstance(value, list) and not value)
             if bool(m["exists"]) == present:
                 return True
             continue
