@@ -23,6 +23,10 @@ _HOSTS = {"s3": "s3.amazonaws.com", "iam": "iam.amazonaws.com", "sts": "sts.amaz
           "cloudfront": "cloudfront.amazonaws.com", "route53": "route53.amazonaws.com",
           "execute-api": "execute-api.{region}.amazonaws.com"}
 _HOP = {"content-length", "transfer-encoding", "connection", "server", "date"}
+# moto's DynamoDB is not atomic across threads (a transaction copies the table while other threads
+# write; concurrent ADDs can return the same value). Real DynamoDB serializes conflicting writes, so
+# the local endpoint serializes DynamoDB requests; they never call back into Lambda, so no deadlock.
+_DYNAMODB_LOCK = threading.Lock()
 
 
 def _service_region(req: Request) -> tuple[str, str]:
@@ -110,7 +114,11 @@ class AwsServer:
         headers["Host"] = host
         body = req.get_data()
         aws_req = AWSPreparedRequest(method=req.method, url=url, headers=headers, body=body, stream_output=False)
-        result = botocore_stubber.process_request(aws_req)
+        if service == "dynamodb":
+            with _DYNAMODB_LOCK:
+                result = botocore_stubber.process_request(aws_req)
+        else:
+            result = botocore_stubber.process_request(aws_req)
         if result is None:
             return Response(f'{{"message": "the local cloud does not serve {service} {req.method} {req.path}"}}',
                             status=501, content_type="application/json")
