@@ -277,6 +277,75 @@ def cmd_predict(args) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- local cloud
+
+
+def start_local_cloud(aws_port: int = 5000, api_port: int = 3000, assembly: str | None = None,
+                      project_dir: str = ".", log=None):
+    """Synthesize the project in `project_dir` (its own cdk.json and app) and start it locally."""
+    from infra.local import LocalCloud, Template
+    from infra.local.cloud import synthesize
+
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if assembly:
+        out = Path(assembly)
+    else:
+        if not Path(project_dir, "cdk.json").exists():
+            raise CliError(f"no cdk.json in {Path(project_dir).resolve()}: run this in a Shipyard project")
+        say("synthesizing the app (cdk.json)…")
+        # Layers are not used locally (functions run on this interpreter): skip building them.
+        previous = os.environ.get("CDK_CONTEXT_JSON")
+        os.environ["CDK_CONTEXT_JSON"] = json.dumps({"shipyard:build_layers": "false"})
+        try:
+            out = synthesize(project_dir)
+        except Exception as err:  # TemplateError carries the app's own message
+            raise CliError(str(err)) from err
+        finally:
+            if previous is None:
+                os.environ.pop("CDK_CONTEXT_JSON", None)
+            else:
+                os.environ["CDK_CONTEXT_JSON"] = previous
+    say("starting the local cloud…")
+    cloud = LocalCloud(Template.load(out), aws_port=aws_port, api_port=api_port, log=say)
+    try:
+        cloud.start()
+    except OSError as err:
+        raise CliError(f"cannot start the local cloud: {err} (is port {aws_port} or {api_port} in use? "
+                       "choose others with --aws-port/--api-port)") from err
+    for warning in cloud.warnings:
+        say(f"warning: {warning}")
+    return cloud
+
+
+def cmd_local_up(args) -> int:
+    import signal
+    import threading
+
+    cloud = start_local_cloud(args.aws_port, args.api_port, assembly=args.assembly)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        env = cloud.environment()
+        print(f"started in {cloud.startup_seconds:.1f}s; point the AWS CLI, boto3 or shipyard at it with:",
+              file=sys.stderr)
+        for key in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY"):
+            print(f"  export {key}={env[key]}", file=sys.stderr)
+        for key, value in sorted(cloud.outputs.items()):
+            print(f"  {key} = {value}", file=sys.stderr)
+        print(f"aws: {cloud.aws_url}")
+        print(f"api: {cloud.api_url}")
+        print("ready", flush=True)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping…", file=sys.stderr)
+        cloud.stop()
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- other commands
 
 
@@ -353,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = local.add_parser("up", help="run the synthesized stack locally")
     p.add_argument("--aws-port", type=int, default=5000)
     p.add_argument("--api-port", type=int, default=3000)
-    p.set_defaults(run=not_built("shipyard local up"))
+    p.add_argument("--assembly", help="use this synthesized cloud assembly (cdk.out) instead of synthesizing")
+    p.set_defaults(run=cmd_local_up)
 
     p = sub.add_parser("demo", help="the whole loop locally, end to end")
     p.set_defaults(run=not_built("shipyard demo"))
@@ -368,12 +438,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from functions.core.registry import RegistryError
 
+    # botocore reads AWS_DEFAULT_REGION only; the AWS CLI v2 and SDKs also honour AWS_REGION.
+    if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
+        os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
     try:
         return args.run(args)
     except (CliError, RegistryError) as err:
         print(f"shipyard: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except BotoCoreError as err:  # no region, no credentials, endpoint unreachable
+        print(f"shipyard: {err} (set AWS_REGION and AWS_PROFILE, or AWS_ENDPOINT_URL for the local cloud)",
+              file=sys.stderr)
+        return EXIT_ERROR
+    except ClientError as err:
+        print(f"shipyard: AWS refused {err.operation_name}: {err.response['Error'].get('Message', err)}",
+              file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -184,3 +184,17 @@ def test_predict_reports_the_api_error(signed_api, tmp_path, capsys, monkeypatch
     data.write_text('[{"a": 1}]')
     assert cli.main(["predict", "iris", str(data), "--api-url", signed_api, "--auth", "iam"]) == 1
     assert "403" in capsys.readouterr().err
+
+
+def test_aws_region_is_honoured_and_a_missing_region_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    assert cli.main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert "region" in err and "AWS_REGION" in err and "Traceback" not in err
+
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    with mock_aws():
+        assert cli.main(["models"]) == 1  # no stack there, but the region was used
+    assert "'Shipyard' not found" in capsys.readouterr().err
