@@ -1,0 +1,1 @@
+"""Drift monitoring functions: the scheduled check and the retrain trigger."""

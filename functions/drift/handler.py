@@ -1,0 +1,65 @@
+"""Drift function: one drift check of one model (scheduled per model, or `shipyard drift check`).
+
+Event: ``{"model": "<name>"}`` (the schedule's input). Answer: the report written to
+``drift/<model>/<timestamp>.json`` (see docs/monitoring.md). The rules live in
+``functions.core.monitoring``; this handler parses, calls and logs.
+
+Environment: REGISTRY_TABLE, ARTIFACT_BUCKET, SHIPYARD_MODELS, DRIFT_MODELS (JSON model ->
+{window, share, threshold, retrain}), DRIFT_MIN_ROWS (500), DRIFT_LOOKBACK_DAYS (7),
+EVENT_BUS_NAME (default), POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+
+from functions.core.monitoring import DriftCheckError, run_check, settings_from_env
+from functions.core.registry import Registry
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-drift"))
+tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-drift"))
+
+_clients: dict[str, Any] = {}
+
+
+def _client(name: str):
+    if name not in _clients:
+        _clients[name] = boto3.client(name)
+    return _clients[name]
+
+
+def parse_event(event: Any) -> str:
+    """The model to check: ``{"model": "iris"}`` (also accepted inside an EventBridge ``detail``)."""
+    if isinstance(event, dict) and isinstance(event.get("detail"), dict) and "model" not in event:
+        event = event["detail"]
+    model = event.get("model") if isinstance(event, dict) else None
+    if not isinstance(model, str) or not model:
+        raise DriftCheckError(f'expected an event {{"model": "<name>"}}, got {str(event)[:200]}')
+    return model
+
+
+@logger.inject_lambda_context(log_event=True)
+@tracer.capture_lambda_handler
+def handler(event: dict, context: Any) -> dict:
+    model = parse_event(event)
+    logger.append_keys(model=model)
+    report = run_check(
+        model,
+        registry=Registry.from_env(),
+        s3=_client("s3"),
+        bucket=os.environ["ARTIFACT_BUCKET"],
+        settings=settings_from_env(model),
+        events=_client("events"),
+        event_bus=os.environ.get("EVENT_BUS_NAME") or "default",
+    )
+    logger.info(
+        "drift check done",
+        extra={"version": report["version"], "rows": report["rows"], "skipped": report["skipped"],
+               "reason": report["reason"], "drift_detected": report["drift_detected"],
+               "drifted_share": report["drifted_share"], "drifted_features": report["drifted_features"],
+               "report_key": report["report_key"]},
+    )
+    return report

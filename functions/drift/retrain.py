@@ -1,0 +1,64 @@
+"""Retrain function: a ``Drift Detected`` event starts the pipeline on the model's newest dataset.
+
+Target of one EventBridge rule per model whose ``drift.retrain`` is true. Finds the newest
+current object under ``datasets/<model>/`` of the data bucket (key + S3 version id) and starts
+the training state machine with the input the upload rule would have given it.
+
+Environment: DATA_BUCKET, STATE_MACHINE_ARN.
+"""
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+
+from functions.core.monitoring import DriftCheckError, latest_dataset, retrain_input
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-retrain"))
+tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-retrain"))
+
+_clients: dict[str, Any] = {}
+
+
+def _client(name: str):
+    if name not in _clients:
+        _clients[name] = boto3.client(name)
+    return _clients[name]
+
+
+def execution_name(model: str, now: datetime) -> str:
+    """``drift-<model>-<UTC timestamp>``: unique per second, at most 80 characters."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "-", model)[:40]
+    return f"drift-{safe}-{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z"
+
+
+@logger.inject_lambda_context(log_event=True)
+@tracer.capture_lambda_handler
+def handler(event: dict, context: Any) -> dict:
+    detail = event.get("detail") if isinstance(event, dict) else None
+    model = detail.get("model") if isinstance(detail, dict) else None
+    if not isinstance(model, str) or not model:
+        raise DriftCheckError(f"expected a Drift Detected event with detail.model, got {str(event)[:200]}")
+    logger.append_keys(model=model)
+    bucket = os.environ["DATA_BUCKET"]
+    dataset = latest_dataset(_client("s3"), bucket, model)
+    if dataset is None:
+        raise DriftCheckError(f"model {model!r} drifted but s3://{bucket}/datasets/{model}/ holds no dataset "
+                              "to retrain on; upload one (that starts the pipeline by itself)")
+    arn = os.environ["STATE_MACHINE_ARN"]
+    account = arn.split(":")[4] if arn.count(":") >= 5 else ""
+    now = datetime.now(timezone.utc)
+    payload = retrain_input(dataset, region=os.environ.get("AWS_REGION", ""), account=account,
+                            reason={"model": model, "drift_event_id": event.get("id"),
+                                    "drifted_share": detail.get("drifted_share"),
+                                    "report": detail.get("report")})
+    import json
+
+    started = _client("stepfunctions").start_execution(
+        stateMachineArn=arn, name=execution_name(model, now), input=json.dumps(payload))
+    logger.info("retraining started", extra={"dataset": dataset, "execution_arn": started["executionArn"]})
+    return {"model": model, "dataset": dataset, "execution_arn": started["executionArn"]}
