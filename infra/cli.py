@@ -346,6 +346,12 @@ def cmd_local_up(args) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args) -> int:
+    from infra.demo import main as demo
+
+    return demo(args.aws_port, args.api_port)
+
+
 # --------------------------------------------------------------------------- other commands
 
 
@@ -426,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_local_up)
 
     p = sub.add_parser("demo", help="the whole loop locally, end to end")
-    p.set_defaults(run=not_built("shipyard demo"))
+    p.add_argument("--aws-port", type=int, default=0, help="local AWS port (default: any free port)")
+    p.add_argument("--api-port", type=int, default=0, help="local API port (default: any free port)")
+    p.set_defaults(run=cmd_demo)
 
     layers = sub.add_parser("layers", help="Lambda dependency layers").add_subparsers(dest="layers_command", required=True)
     p = layers.add_parser("build", help="build the dependency layers without Docker")

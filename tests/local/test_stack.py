@@ -43,3 +43,10 @@ def test_get_models_over_signed_http_lists_the_configured_model(stack_cloud):
     assert r.status_code == 200, r.text
     assert {"name": "iris", "production": None} in r.json()["models"]
     assert _get(stack_cloud.outputs["ApiUrl"] + "models", sign=False).status_code == 403
+
+
+def test_data_bucket_accepts_uploads_and_says_the_tls_statement_is_not_applied(stack_cloud):
+    bucket = stack_cloud.outputs["DataBucketName"]
+    put = stack_cloud.client("s3").put_object(Bucket=bucket, Key="datasets/iris/probe.csv", Body=b"a,b\n1,2\n")
+    assert put["VersionId"]  # versioning is on
+    assert any("TLS-only statement not applied" in note for note in stack_cloud.notes)

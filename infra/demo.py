@@ -1,0 +1,271 @@
+"""`shipyard demo`: the whole loop on the local cloud, step by step, ending in a summary.
+
+upload → train → validate → promote → predictions over HTTP → drifted traffic → scheduled drift
+check → alarm → retrain → a second version promoted or rejected → lineage and audit.
+
+Every step checks what really happened (registry, S3, HTTP answers, alarm states) and the demo
+exits non-zero if any step did not happen. It uses the iris data set that ships with scikit-learn.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+MODEL = "iris"
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+class StepFailed(Exception):
+    """A demo step did not happen; the message says what was seen instead."""
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool = False
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Demo:
+    cloud: Any
+    out: Callable[[str], None] = print
+    steps: list[Step] = field(default_factory=list)
+    state: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ plumbing
+    def step(self, name: str, fn: Callable[[], str]) -> bool:
+        self.out(f"\n▶ {name}")
+        started = time.time()
+        record = Step(name)
+        try:
+            record.detail = fn() or ""
+            record.ok = True
+        except Exception as err:  # noqa: BLE001 - any failure is reported in the summary
+            record.detail = f"{type(err).__name__}: {err}" if not isinstance(err, StepFailed) else str(err)
+        record.seconds = time.time() - started
+        self.steps.append(record)
+        self.out(f"  {'✓' if record.ok else '✗'} {record.detail} ({record.seconds:.1f}s)")
+        return record.ok
+
+    @property
+    def outputs(self) -> dict:
+        return self.cloud.outputs
+
+    def registry(self):
+        from functions.core.registry import Registry
+
+        return Registry(self.outputs["RegistryTableName"], client=self.cloud.client("dynamodb"),
+                        known_models=[MODEL])
+
+    def api(self, method: str, path: str, body: Any = None) -> tuple[int, dict, dict]:
+        import requests
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        url = self.outputs["ApiUrl"].rstrip("/") + path
+        data = json.dumps(body).encode() if body is not None else None
+        request = AWSRequest(method=method, url=url, data=data,
+                             headers={"Content-Type": "application/json"} if data else {})
+        SigV4Auth(self.cloud.session.get_credentials().get_frozen_credentials(), "execute-api",
+                  self.cloud.region).add_auth(request)
+        response = requests.request(method, url, data=data, headers=dict(request.headers), timeout=120)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {"message": response.text[:200]}
+        return response.status_code, dict(response.headers), answer
+
+    def wait_for_pipeline(self, count: int, timeout: float = 600) -> list[dict]:
+        """Until at least `count` executions of the pipeline exist and all have finished."""
+        sfn = self.cloud.client("stepfunctions")
+        arn = self.outputs.get("PipelineArn")
+        if not arn:
+            raise StepFailed("the stack has no PipelineArn output (no pipeline deployed)")
+        deadline = time.time() + timeout
+        while True:
+            executions = sfn.list_executions(stateMachineArn=arn)["executions"]
+            if len(executions) >= count and all(e["status"] != "RUNNING" for e in executions):
+                return executions
+            if time.time() > deadline:
+                raise StepFailed(f"{len(executions)} pipeline execution(s) after {timeout:.0f}s, wanted {count} finished")
+            time.sleep(0.5)
+
+    # ------------------------------------------------------------------ the loop
+    def upload(self) -> str:
+        data = iris_csv()
+        key = f"datasets/{MODEL}/iris.csv"
+        put = self.cloud.client("s3").put_object(Bucket=self.outputs["DataBucketName"], Key=key, Body=data)
+        self.state["dataset"] = {"key": key, "version_id": put.get("VersionId")}
+        return f"s3://{self.outputs['DataBucketName']}/{key} ({len(data)} bytes, S3 version {put.get('VersionId')})"
+
+    def first_version(self) -> str:
+        executions = self.wait_for_pipeline(1)
+        registry = self.registry()
+        production = registry.get_alias(MODEL)
+        versions = registry.list_versions(MODEL)
+        if production is None:
+            last = versions[-1] if versions else {}
+            raise StepFailed(f"no production version; executions {[e['status'] for e in executions]}, "
+                             f"latest version {last.get('version')} is {last.get('status')}: {last.get('reason')}")
+        record = registry.get_version(MODEL, production)
+        self.state["v1"] = production
+        metrics = record.get("metrics") or {}
+        score = metrics.get("accuracy", metrics.get("candidate", {}).get("accuracy") if isinstance(
+            metrics.get("candidate"), dict) else None)
+        return f"v{production} trained, validated and promoted (accuracy {score})"
+
+    def predict(self) -> str:
+        rows = [dict(zip(FEATURES, r)) for r in iris_rows()[0][::30].tolist()]
+        status, headers, answer = self.api("POST", f"/models/{MODEL}/predict", {"instances": rows})
+        if status != 200:
+            raise StepFailed(f"predict answered {status}: {answer.get('message')}")
+        version = headers.get("X-Model-Version") or headers.get("x-model-version")
+        if str(answer.get("version")) != str(self.state.get("v1")) or str(version) != str(self.state.get("v1")):
+            raise StepFailed(f"answer came from version {answer.get('version')} (header {version}), "
+                             f"production is v{self.state.get('v1')}")
+        return f"{len(rows)} predictions from v{answer['version']}: {', '.join(map(str, answer['predictions']))}"
+
+    def drifted_traffic(self) -> str:
+        X, _, _ = iris_rows()
+        rng = np.random.default_rng(7)
+        shifted = X[rng.integers(0, len(X), 600)] * np.array([1.0, 1.0, 1.8, 2.5])  # petals grew
+        sent = 0
+        for start in range(0, len(shifted), 100):
+            batch = [dict(zip(FEATURES, map(float, r))) for r in shifted[start:start + 100]]
+            status, _, answer = self.api("POST", f"/models/{MODEL}/predict", {"instances": batch})
+            if status != 200:
+                raise StepFailed(f"predict answered {status}: {answer.get('message')}")
+            sent += len(batch)
+        self.cloud.wait_idle()
+        s3 = self.cloud.client("s3")
+        captured = s3.list_objects_v2(Bucket=self.outputs["ArtifactBucketName"], Prefix=f"capture/{MODEL}/")
+        if not captured.get("KeyCount"):
+            raise StepFailed("no captured inputs under capture/iris/")
+        return f"{sent} drifted instances served; {captured['KeyCount']} capture object(s) in S3"
+
+    def drift_check(self) -> str:
+        fired = self.cloud.tick(time.time() + 24 * 3600)  # a day later: every drift schedule is due
+        if not fired:
+            raise StepFailed("no schedule fired (no drift monitor deployed?)")
+        self.cloud.wait_idle()
+        s3 = self.cloud.client("s3")
+        deadline = time.time() + 120
+        while True:
+            reports = s3.list_objects_v2(Bucket=self.outputs["ArtifactBucketName"], Prefix=f"drift/{MODEL}/")
+            if reports.get("KeyCount"):
+                break
+            if time.time() > deadline:
+                raise StepFailed(f"schedules {fired} fired but no report under drift/{MODEL}/")
+            time.sleep(0.5)
+        key = sorted(o["Key"] for o in reports["Contents"])[-1]
+        report = json.loads(s3.get_object(Bucket=self.outputs["ArtifactBucketName"], Key=key)["Body"].read())
+        if not report.get("drift_detected"):
+            raise StepFailed(f"report {key} found no drift (drifted share {report.get('drifted_share')}, "
+                             f"reason {report.get('reason')})")
+        drifted = sorted(n for n, f in report["features"].items() if f.get("drifted"))
+        return f"{key}: drifted share {report['drifted_share']:.2f} ({', '.join(drifted)})"
+
+    def alarm(self) -> str:
+        deadline = time.time() + 60
+        while True:
+            changes = [c for c in self.cloud.evaluate_alarms() + self.cloud.alarm_changes
+                       if c.get("new") == "ALARM" or c.get("state") == "ALARM" or c.get("NewStateValue") == "ALARM"]
+            if changes:
+                break
+            if time.time() > deadline:
+                raise StepFailed("no alarm went to ALARM")
+            time.sleep(1)
+        names = sorted({str(c.get("alarm") or c.get("name") or c.get("AlarmName")) for c in changes})
+        return f"ALARM: {', '.join(names)}; {len(self.cloud.notifications)} notification(s) sent"
+
+    def retrain(self) -> str:
+        executions = self.wait_for_pipeline(2)
+        registry = self.registry()
+        versions = registry.list_versions(MODEL)
+        if len(versions) < 2:
+            raise StepFailed(f"{len(executions)} executions but only {len(versions)} version(s)")
+        second = versions[-1]
+        if second["status"] not in {"production", "rejected"}:
+            raise StepFailed(f"v{second['version']} ended {second['status']}: {second.get('reason')}")
+        return f"v{second['version']} {second['status']}" + (f" ({second['reason']})" if second.get("reason") else "")
+
+    def lineage(self) -> str:
+        registry = self.registry()
+        for v in registry.list_versions(MODEL):
+            ds = (v.get("lineage") or {}).get("dataset") or {}
+            self.out(f"  v{v['version']} {v['status']:<10} dataset {ds.get('key')} (S3 version {ds.get('version_id')}, "
+                     f"sha256 {str(ds.get('sha256'))[:12]}…) execution {str(v.get('execution_arn')).rsplit(':', 1)[-1]}")
+        history = registry.history(MODEL)
+        for e in history:
+            self.out(f"  audit #{e['seq']} v{e.get('from_version') or '-'} → v{e['to_version']} by {e['actor']}: {e['reason']}")
+        if not history:
+            raise StepFailed("the audit log is empty")
+        return f"{len(history)} audit event(s)"
+
+    def run(self) -> bool:
+        plan = [
+            ("Upload the iris dataset to the data bucket", self.upload),
+            ("Pipeline: train → validate → promote", self.first_version),
+            ("Predict over HTTP (SigV4-signed)", self.predict),
+            ("Send drifted traffic (captured)", self.drifted_traffic),
+            ("Scheduled drift check", self.drift_check),
+            ("Drift alarm → SNS", self.alarm),
+            ("Retrain on drift → second version", self.retrain),
+            ("Lineage and audit log", self.lineage),
+        ]
+        for name, fn in plan:
+            if not self.step(name, fn) and name.startswith(("Upload", "Pipeline")):
+                break  # nothing after these can happen
+        self.summary()
+        return len(self.steps) == len(plan) and all(s.ok for s in self.steps)
+
+    def summary(self) -> None:
+        self.out("\nSummary")
+        width = max(len(s.name) for s in self.steps)
+        for s in self.steps:
+            self.out(f"  {'ok  ' if s.ok else 'FAIL'}  {s.name:<{width}}  {s.seconds:6.1f}s  {s.detail}")
+
+
+def iris_rows() -> tuple[np.ndarray, list[str], list[str]]:
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    return iris.data, [str(iris.target_names[t]) for t in iris.target], list(iris.target_names)
+
+
+def iris_csv() -> bytes:
+    X, labels, _ = iris_rows()
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([*FEATURES, "species"])
+    for row, label in zip(X.tolist(), labels):
+        writer.writerow([*row, label])
+    return buf.getvalue().encode()
+
+
+def main(aws_port: int = 0, api_port: int = 0) -> int:
+    from infra.cli import start_local_cloud
+
+    started = time.time()
+    print("Shipyard demo: the whole loop on the local cloud (no Docker, no AWS account)")
+    cloud = start_local_cloud(aws_port, api_port)
+    try:
+        print(f"local cloud up in {time.time() - started:.1f}s — aws: {cloud.aws_url}  api: {cloud.api_url}")
+        ok = Demo(cloud).run()
+    finally:
+        cloud.stop()
+    print(f"\n{'demo complete' if ok else 'demo FAILED'} in {time.time() - started:.0f}s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
