@@ -73,6 +73,61 @@ def acknowledge_findings(stack) -> None:
             "generated keys; PutObject/AbortMultipartUpload on that prefix only.",
         )
 
+    # -- Training pipeline (infra/pipeline.py) ------------------------------------------------
+    pipeline = getattr(stack, "pipeline", None)
+    if pipeline is not None:
+        data = _arn_token(stack, registry.data_bucket)
+        for name, role in pipeline.roles.items():
+            _ack(
+                role,
+                "AwsSolutions-IAM5[Resource::*]",
+                f"X-Ray active tracing of the pipeline's {name} function: xray:PutTraceSegments and "
+                "xray:PutTelemetryRecords support no resource-level permissions, so AWS requires Resource '*'.",
+            )
+        _ack(
+            pipeline.roles["Train"],
+            f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
+            "The train step writes the artifacts of the version it allocated (models/<model>/v<N>/…), "
+            "a key known only at run time; s3:PutObject/GetObject on the models/ prefix only.",
+        )
+        _ack(
+            pipeline.roles["Train"],
+            f"AwsSolutions-IAM5[Resource::{data}/datasets/*]",
+            "The train step reads whichever dataset upload started the run (datasets/<model>/<any>.csv, "
+            "a pinned S3 version); Get/GetObjectVersion on the datasets/ prefix of the data bucket only.",
+        )
+        _ack(
+            pipeline.roles["Validate"],
+            f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
+            "The validate step reads the candidate's and the production version's artifacts "
+            "(models/<model>/v<N>/…, versions known at run time); read-only, models/ prefix only.",
+        )
+        for fn in (pipeline.allocate_function, pipeline.train_function, pipeline.validate_function,
+                   pipeline.record_function):
+            _ack(
+                fn,
+                "AwsSolutions-L1",
+                "Pinned to python3.12 on purpose: the dependency layers (scikit-learn, skl2onnx, "
+                "onnxruntime, numpy, Powertools) are built for CPython 3.12 wheels; move runtime and "
+                "layers together.",
+            )
+        sm_role = pipeline.state_machine.role
+        _ack(
+            sm_role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "The state machine logs ALL events to CloudWatch Logs and traces with X-Ray: the log "
+            "delivery actions (logs:CreateLogDelivery & co.) and xray:Put* support no resource-level "
+            "permissions, so AWS requires Resource '*' for exactly those actions.",
+        )
+        for fn in (pipeline.allocate_function, pipeline.train_function, pipeline.validate_function,
+                   pipeline.record_function):
+            _ack(
+                sm_role,
+                f"AwsSolutions-IAM5[Resource::{_arn_token(stack, fn)}:*]",
+                "CDK's LambdaInvoke grant covers the function and its qualified ARNs (<arn>:*, versions "
+                "and aliases) so lambda:InvokeFunction is limited to this one pipeline function.",
+            )
+
     # -- REST API --------------------------------------------------------------------------
     api = inference.api
     cloudwatch_role = api.node.try_find_child("CloudWatchRole")

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from aws_cdk import App, CfnOutput, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -21,6 +22,7 @@ from constructs import Construct
 
 from infra.config import ShipyardConfig, load_config
 from infra.endpoint import InferenceApi
+from infra.pipeline import TrainingPipeline
 from infra.registry import ModelRegistry
 
 try:  # written by the layers issue; until it lands the function runs without layers
@@ -53,6 +55,7 @@ class ShipyardStack(Stack):
         config: ShipyardConfig,
         layers: Sequence[lambda_.ILayerVersion] | None = None,
         build_layers: bool = True,
+        pipeline_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -61,6 +64,7 @@ class ShipyardStack(Stack):
             ``infra.layers.DependencyLayers`` when that module exists, else no layers.
         :param build_layers: let ``DependencyLayers`` build missing layers (default). ``False``
             uses an existing build or an empty placeholder (tests, local cloud: never deploy that).
+        :param pipeline_options: extra ``TrainingPipeline`` props (e.g. short retry intervals in tests).
         """
         kwargs.setdefault("stack_name", config.stack_name)
         kwargs.setdefault(
@@ -72,12 +76,14 @@ class ShipyardStack(Stack):
         self.registry = ModelRegistry(self, "Registry")
 
         self.layers = None
+        training_layers: Sequence[lambda_.ILayerVersion] = layers or []
         if layers is None:
             if DependencyLayers is not None:
                 self.layers = DependencyLayers(
                     self, "Layers", architecture=config.architecture, build=build_layers
                 )
                 layers = [self.layers.inference]
+                training_layers = [self.layers.training]
             else:
                 layers = []
 
@@ -92,6 +98,17 @@ class ShipyardStack(Stack):
             rate_limit=config.api.rate_limit,
             burst_limit=config.api.burst_limit,
             cloudwatch_role=config.api.cloudwatch_role,
+        )
+
+        self.pipeline = TrainingPipeline(
+            self,
+            "Pipeline",
+            registry=self.registry,
+            models=config.models,
+            architecture=config.architecture,
+            inference_layers=layers,
+            training_layers=training_layers,
+            **dict(pipeline_options or {}),
         )
 
         # ------------------------------------------------------------ alarm topic
@@ -123,6 +140,7 @@ class ShipyardStack(Stack):
         )
         if config.alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+        self.pipeline.failed_alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
 
         # ------------------------------------------------------------ dashboard
         self.dashboard = cloudwatch.Dashboard(
@@ -139,6 +157,7 @@ class ShipyardStack(Stack):
             )
         )
         self.dashboard.add_widgets(*self.inference.dashboard_widgets())
+        self.dashboard.add_widgets(*self.pipeline.dashboard_widgets())
 
         # ------------------------------------------------------------ outputs (exact names)
         CfnOutput(self, "ApiUrl", value=self.inference.url, description="Inference API base URL")
@@ -152,10 +171,11 @@ class ShipyardStack(Stack):
                   description="SNS topic every Shipyard alarm notifies")
         CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name,
                   description="CloudWatch dashboard")
+        CfnOutput(self, "PipelineArn", value=self.pipeline.state_machine_arn,
+                  description="Training pipeline state machine (shipyard train MODEL starts it by hand)")
         if self.inference.api_key is not None:
             CfnOutput(self, "ApiKeyId", value=self.inference.api_key.key_id,
                       description="aws apigateway get-api-key --include-value --api-key <id>")
-        # PipelineArn is declared by the pipeline (Step Functions) construct when it lands.
 
 
 def read_cdk_json_context(path: Path = CDK_JSON) -> dict:

@@ -1,0 +1,267 @@
+"""Training a model version from dataset bytes: validate, split, fit, convert, check parity.
+
+No AWS here: :func:`train` takes the CSV bytes and the model's spec and returns everything a
+version is made of (ONNX bytes, ``metrics.json``, ``baseline.json``, ``holdout.json``, schema,
+lineage facts). The pipeline's train step (``functions/pipeline/train.py``) reads the dataset from
+S3, calls this, writes the artifacts and registers the candidate.
+
+Steps (docs/pipeline.md):
+
+1. :func:`functions.core.dataset.load_csv` validates and types the CSV (every refusal is a
+   :class:`~functions.core.dataset.DatasetError` naming the column or problem).
+2. Deterministic holdout split (stratified for classifiers). The seed is derived from the
+   dataset's sha256, so the same bytes always give the same split, and it is recorded.
+3. :func:`functions.core.convert.build_pipeline` (impute + scale numbers, impute + one-hot
+   strings, the configured estimator) is fitted on the training rows and converted to ONNX.
+4. Parity: the ONNX model (onnxruntime) and the scikit-learn pipeline predict the holdout; labels
+   must be identical and probabilities (classifiers) or predictions (regressors) within
+   ``PARITY_TOLERANCE``. The result is recorded either way; the validate step gates on it.
+5. The drift baseline (:func:`functions.core.baseline.build_baseline`) of the training columns.
+"""
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import dataset as ds
+from .metrics import higher_is_better, score
+
+PARITY_TOLERANCE = 1e-4
+# Seeds are derived from the dataset's sha256: 32 bits of it.
+_SEED_HEX_DIGITS = 8
+HOLDOUT_FORMAT = 1
+
+
+class TrainingError(ValueError):
+    """The model cannot be trained or converted (not a dataset problem); the message says why."""
+
+
+@dataclass
+class TrainResult:
+    """Everything a model version is made of, as bytes and JSON-ready dicts."""
+
+    onnx: bytes
+    schema: dict[str, Any]
+    metrics: dict[str, Any]
+    parity: dict[str, Any]
+    baseline: dict[str, Any]
+    holdout: dict[str, Any]
+    dataset: dict[str, Any]  # sha256, rows, columns (lineage facts of the bytes)
+    split: dict[str, Any]  # seed, fraction, train_rows, holdout_rows, stratified
+    libraries: dict[str, str] = field(default_factory=dict)
+
+
+def split_seed(sha256: str) -> int:
+    """The holdout split's seed for a dataset: the first 32 bits of its sha256 (recorded)."""
+    return int(sha256[:_SEED_HEX_DIGITS], 16)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that made (and will serve) a model: recorded in lineage."""
+    out = {"python": platform.python_version()}
+    for name in ("numpy", "sklearn", "skl2onnx", "onnx", "onnxruntime"):
+        try:
+            module = __import__(name)
+            out["scikit-learn" if name == "sklearn" else name] = str(getattr(module, "__version__", "unknown"))
+        except ImportError:
+            continue
+    return out
+
+
+def training_matrix(dataset: ds.Dataset, idx: np.ndarray) -> np.ndarray:
+    """The pipeline's input: schema-ordered object array; numbers as float32-representable floats.
+
+    Numbers are rounded through float32, which is what the ONNX model receives at inference, so
+    the pipeline is fitted and compared on exactly the values it will serve. Missing strings are
+    ``""`` (what :mod:`functions.core.convert` imputes and what ``FeatureSchema.to_feeds`` feeds).
+    """
+    from .convert import MISSING_STRING
+
+    X = ds.rows_matrix(dataset, idx)
+    for j, f in enumerate(dataset.schema["features"]):
+        col = X[:, j]
+        if f["type"] == ds.NUMBER:
+            X[:, j] = np.asarray(col, dtype=np.float64).astype(np.float32).astype(np.float64).tolist()
+        else:
+            X[:, j] = [MISSING_STRING if v is None else v for v in col]
+    return X
+
+
+def onnx_feeds(schema: Mapping[str, Any], X: np.ndarray) -> dict[str, np.ndarray]:
+    """ONNX inputs for a training matrix: one ``[n, 1]`` array per feature."""
+    feeds = {}
+    for j, f in enumerate(schema["features"]):
+        col = X[:, j]
+        if f["type"] == ds.NUMBER:
+            feeds[f["name"]] = np.asarray(col, dtype=np.float32).reshape(-1, 1)
+        else:
+            feeds[f["name"]] = np.asarray(col, dtype=object).reshape(-1, 1)
+    return feeds
+
+
+def holdout_document(dataset: ds.Dataset, idx: np.ndarray, seed: int, fraction: float) -> dict[str, Any]:
+    """``holdout.json``: the holdout rows as JSON columns (null for missing) + targets.
+
+    The validate step scores candidate and production on exactly these rows with onnxruntime
+    (no scikit-learn): records ``{feature: value}`` go through ``FeatureSchema.to_feeds``.
+    """
+    columns = {}
+    for name, col in ds.feature_columns(dataset, idx).items():
+        if col.dtype == object:
+            columns[name] = [None if v is None else str(v) for v in col.tolist()]
+        else:
+            columns[name] = [None if math.isnan(v) else float(v) for v in col.tolist()]
+    target = dataset.target[idx]
+    return {
+        "format": HOLDOUT_FORMAT,
+        "rows": int(len(idx)),
+        "seed": int(seed),
+        "fraction": float(fraction),
+        "indices": [int(i) for i in idx],
+        "target_name": dataset.schema["target"],
+        "columns": columns,
+        "target": [_plain(v) for v in target.tolist()],
+    }
+
+
+def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.ndarray,
+                 tolerance: float = PARITY_TOLERANCE) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Compare ONNX (onnxruntime) with scikit-learn on ``X``; returns (parity record, ONNX output).
+
+    Classifiers: labels identical and probabilities within ``tolerance`` (absolute).
+    Regressors: predictions within ``tolerance`` absolute or relative to the value.
+    """
+    from .onnx_model import OnnxModel
+    from .schema import FeatureSchema
+
+    fs = FeatureSchema.from_dict(schema)
+    model = OnnxModel.from_bytes(onnx_bytes, fs)
+    out = model.session.run(model._outputs, onnx_feeds(schema, X))
+    record: dict[str, Any] = {"rows": int(X.shape[0]), "tolerance": tolerance}
+    if fs.is_classifier:
+        onnx_labels = [_plain(v) for v in np.asarray(out[0]).ravel().tolist()]
+        onnx_proba = np.asarray(out[1], dtype=np.float64)
+        sk_labels = [_plain(v) for v in pipeline.predict(X).tolist()]
+        sk_proba = np.asarray(pipeline.predict_proba(X), dtype=np.float64)
+        mismatched = sum(a != b for a, b in zip(onnx_labels, sk_labels))
+        diff = float(np.max(np.abs(onnx_proba - sk_proba))) if onnx_proba.size else 0.0
+        record.update(label_mismatches=int(mismatched), max_abs_diff=_finite_or_none(diff),
+                      compared="labels and probabilities")
+        record["passed"] = bool(mismatched == 0 and math.isfinite(diff) and diff <= tolerance)
+        onnx_out = {"predictions": onnx_labels, "probabilities": onnx_proba}
+    else:
+        onnx_pred = np.asarray(out[0], dtype=np.float64).ravel()
+        sk_pred = np.asarray(pipeline.predict(X), dtype=np.float64).ravel()
+        diff = np.abs(onnx_pred - sk_pred)
+        allowed = tolerance + tolerance * np.abs(sk_pred)
+        worst = float(np.max(diff)) if diff.size else 0.0
+        worst_rel = float(np.max(diff / np.maximum(np.abs(sk_pred), 1e-12))) if diff.size else 0.0
+        record.update(max_abs_diff=_finite_or_none(worst), max_rel_diff=_finite_or_none(worst_rel),
+                      compared="predictions (absolute or relative)")
+        record["passed"] = bool(np.all(np.isfinite(onnx_pred)) and np.all(diff <= allowed))
+        onnx_out = {"predictions": onnx_pred}
+    return record, onnx_out
+
+
+def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_MAX_BYTES,
+          min_rows: int = ds.DEFAULT_MIN_ROWS, tolerance: float = PARITY_TOLERANCE) -> TrainResult:
+    """Validate, split, fit, convert and check one dataset for a model ``spec`` (cdk.json keys).
+
+    Raises :class:`~functions.core.dataset.DatasetError` for a dataset that cannot be used and
+    :class:`TrainingError` (or :class:`~functions.core.convert.ConvertError`) for a model that
+    cannot be built or converted.
+    """
+    from . import convert
+    from .schema import FeatureSchema
+
+    target, task = spec["target"], spec.get("task", "classification")
+    metric = spec.get("metric") or ("accuracy" if task == "classification" else "r2")
+    fraction = float(spec.get("holdout", 0.2))
+    dataset = ds.load_csv(data, target=target, task=task, max_bytes=max_bytes, min_rows=min_rows)
+    seed = split_seed(dataset.sha256)
+    classifier = task == "classification"
+    train_idx, test_idx = ds.holdout_split(dataset.rows, fraction, seed,
+                                           stratify=dataset.target if classifier else None)
+    X_train, X_test = training_matrix(dataset, train_idx), training_matrix(dataset, test_idx)
+    y_train, y_test = dataset.target[train_idx], dataset.target[test_idx]
+
+    schema = dataset.schema
+    fs = FeatureSchema.from_dict(schema)
+    pipeline = convert.build_pipeline(fs, spec["estimator"], dict(spec.get("params") or {}))
+    try:
+        pipeline.fit(X_train, y_train)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise TrainingError(f"estimator {spec['estimator']} failed to fit the training rows: {exc}") from exc
+    if classifier:
+        classes = convert.fitted_classes(pipeline)
+        if list(schema.get("classes") or []) != classes:  # cannot happen with a stratified split
+            raise TrainingError(f"the fitted classes {classes} differ from the dataset's {schema.get('classes')}")
+    onnx_bytes = convert.to_onnx(pipeline, fs)
+    parity, onnx_out = check_parity(pipeline, onnx_bytes, schema, X_test, tolerance)
+
+    holdout_score = _score(metric, y_test, onnx_out, schema)
+    sklearn_pred = pipeline.predict(X_test)
+    sk_out = {"predictions": [_plain(v) for v in sklearn_pred.tolist()]}
+    if classifier:
+        sk_out["probabilities"] = np.asarray(pipeline.predict_proba(X_test), dtype=np.float64)
+    sklearn_score = _score(metric, y_test, sk_out, schema)
+
+    drift = spec.get("drift") or {}
+    baseline = _baseline(dataset, train_idx, schema, drift)
+    split = {"seed": seed, "fraction": fraction, "train_rows": int(len(train_idx)),
+             "holdout_rows": int(len(test_idx)), "stratified": classifier, "method": "holdout_split/PCG64"}
+    metrics = {
+        "metric": metric,
+        "higher_is_better": higher_is_better(metric),
+        metric: holdout_score,
+        "sklearn_" + metric: sklearn_score,
+        "train_rows": split["train_rows"],
+        "holdout_rows": split["holdout_rows"],
+        "parity": parity,
+    }
+    return TrainResult(
+        onnx=onnx_bytes,
+        schema=schema,
+        metrics=metrics,
+        parity=parity,
+        baseline=baseline,
+        holdout=holdout_document(dataset, test_idx, seed, fraction),
+        dataset={"sha256": dataset.sha256, "rows": dataset.rows, "columns": dataset.n_columns,
+                 "missing": dict(dataset.missing)},
+        split=split,
+        libraries=library_versions(),
+    )
+
+
+def _baseline(dataset: ds.Dataset, train_idx: np.ndarray, schema: Mapping[str, Any],
+              drift: Mapping[str, Any]) -> dict[str, Any]:
+    from .baseline import build_baseline
+
+    kwargs: dict[str, Any] = {}
+    if drift.get("window") is not None:
+        kwargs["window"] = int(drift["window"])
+    if drift.get("threshold") is not None:
+        kwargs["threshold"] = float(drift["threshold"])
+    return build_baseline(ds.feature_columns(dataset, train_idx), schema, **kwargs)
+
+
+def _score(metric: str, y_true: np.ndarray, out: Mapping[str, Any], schema: Mapping[str, Any]) -> float | None:
+    classes = schema.get("classes")
+    try:
+        value = score(metric, [_plain(v) for v in y_true.tolist()], out["predictions"],
+                      probabilities=out.get("probabilities"), classes=classes)
+    except ValueError:
+        return None  # e.g. roc_auc on a holdout that holds one class: recorded as null
+    return value if math.isfinite(value) else None
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v

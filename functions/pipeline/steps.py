@@ -1,0 +1,369 @@
+"""The AWS side of each pipeline state: registry, S3 artifacts and events around the core.
+
+Each function takes the state's input (a dict) and the clients it needs, and returns the state's
+output: small JSON (Step Functions passes at most 256 KiB between states). Handlers
+(``allocate.py``, ``train.py``, ``validate.py``, ``record.py``) only build clients and log.
+
+Every write is safe to repeat, because Step Functions retries a state after transient errors and
+a retried Lambda may already have done its work:
+
+- allocate: a *run claim* item per (model, dataset object version) is put on condition; a second
+  delivery of the same object version finds it and ends in ``AlreadyHandled``; a retry of the
+  same execution finds its own claim and reuses (or completes) its allocation.
+- train: artifacts are overwritten with identical bytes; ``record_candidate`` is idempotent.
+- promote: a retry finds the alias already moved by this execution (the audit event's actor).
+- reject / fail: ``record_rejection`` / ``record_failure`` are idempotent on the reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+from botocore.exceptions import ClientError
+
+from functions.core import training
+from functions.core.artifacts import get_verified, put_artifact
+from functions.core.dataset import DEFAULT_MAX_BYTES, DEFAULT_MIN_ROWS, DatasetError
+from functions.core.registry import AliasConflict, InvalidTransition, Registry, VersionNotFound, _item, _plain
+
+from .errors import PipelineInputError, TransientError, reraise_transient
+
+EVENT_SOURCE = "shipyard"
+PROMOTED, REJECTED, FAILED = "Model Promoted", "Model Rejected", "Pipeline Failed"
+ARTIFACT_NAMES = ("model.onnx", "metrics.json", "baseline.json", "holdout.json")
+SPEC_KEYS = ("target", "task", "estimator", "params", "metric", "min_score", "max_regression", "holdout")
+CLAIM_PREFIX = "R#"
+
+
+def models_prefix(model: str, version: int) -> str:
+    return f"models/{model}/v{int(version)}/"
+
+
+def dataset_ref(dataset: Mapping[str, Any]) -> str:
+    return f"s3://{dataset['bucket']}/{dataset['key']}?versionId={dataset.get('version_id')}"
+
+
+def check_input(event: Mapping[str, Any]) -> tuple[str, dict, dict]:
+    """(model, spec, dataset) of an execution input, or PipelineInputError saying what is missing."""
+    if not isinstance(event, Mapping):
+        raise PipelineInputError(f"execution input must be an object, got {type(event).__name__}")
+    model, spec, dataset = event.get("model"), event.get("spec"), event.get("dataset")
+    if not isinstance(model, str) or not model:
+        raise PipelineInputError("execution input lacks 'model' (the model name)")
+    if not isinstance(spec, Mapping) or not spec.get("target"):
+        raise PipelineInputError(f"execution input for {model!r} lacks 'spec' with at least 'target' "
+                                 f"(expected keys {list(SPEC_KEYS)})")
+    if not isinstance(dataset, Mapping) or not dataset.get("bucket") or not dataset.get("key"):
+        raise PipelineInputError(f"execution input for {model!r} lacks 'dataset' with 'bucket' and 'key'")
+    return model, dict(spec), dict(dataset)
+
+
+# ---------------------------------------------------------------------------- allocate
+
+
+def allocate(event: Mapping[str, Any], registry: Registry, *, execution_arn: str) -> dict:
+    """Claim this dataset object version for one run and allocate the version (status training)."""
+    model, spec, dataset = check_input(event)
+    if not dataset.get("version_id"):
+        raise PipelineInputError(f"dataset s3://{dataset['bucket']}/{dataset['key']} has no version_id; the data "
+                                 "bucket must be versioned so lineage can pin the exact bytes")
+    ref = dataset_ref(dataset)
+    sk = CLAIM_PREFIX + ref + (f"#{execution_arn}" if event.get("force") else "")
+    key = {"pk": {"S": f"MODEL#{model}"}, "sk": {"S": sk}}
+    client, table = registry.client, registry.table_name
+    claim = {"pk": f"MODEL#{model}", "sk": sk, "kind": "run-claim", "model": model, "dataset": dataset,
+             "execution_arn": execution_arn, "at": _now()}
+    try:
+        client.put_item(TableName=table, Item=_item(claim), ConditionExpression="attribute_not_exists(sk)")
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        existing = _plain(client.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item", {}))
+        if existing.get("execution_arn") != execution_arn:
+            return {"duplicate": True, "version": None,
+                    "duplicate_of": {"execution_arn": existing.get("execution_arn"),
+                                     "version": existing.get("version"), "at": existing.get("at")},
+                    "dataset_ref": ref}
+        if existing.get("version"):  # a retry of this very state after it finished
+            return {"duplicate": False, "version": int(existing["version"]), "dataset_ref": ref}
+        # A retry after the claim but maybe after the allocation too: reuse a version of ours.
+        mine = [v for v in registry.list_versions(model) if v.get("execution_arn") == execution_arn]
+        if mine:
+            version = int(mine[-1]["version"])
+            _set_claim_version(client, table, key, version)
+            return {"duplicate": False, "version": version, "dataset_ref": ref}
+    rec = registry.allocate_version(model, execution_arn=execution_arn, dataset=dataset,
+                                    estimator=spec.get("estimator"), params=dict(spec.get("params") or {}))
+    _set_claim_version(client, table, key, rec["version"])
+    return {"duplicate": False, "version": int(rec["version"]), "dataset_ref": ref}
+
+
+def _set_claim_version(client, table: str, key: dict, version: int) -> None:
+    client.update_item(TableName=table, Key=key, UpdateExpression="SET version = :v",
+                       ExpressionAttributeValues={":v": {"N": str(int(version))}})
+
+
+# ---------------------------------------------------------------------------- train
+
+
+def read_dataset(s3, dataset: Mapping[str, Any], max_bytes: int) -> tuple[bytes, dict]:
+    """The exact object version's bytes (size checked first) and what S3 said about it."""
+    where = f"s3://{dataset['bucket']}/{dataset['key']} (version {dataset.get('version_id')})"
+    kwargs = {"Bucket": dataset["bucket"], "Key": dataset["key"]}
+    if dataset.get("version_id") and dataset["version_id"] != "null":
+        kwargs["VersionId"] = dataset["version_id"]
+    try:
+        head = s3.head_object(**kwargs)
+        size = int(head["ContentLength"])
+        if size > max_bytes:
+            raise DatasetError(f"dataset is too large: {size:,} bytes ({_mib(size)}), the limit is {max_bytes:,} bytes "
+                               f"({_mib(max_bytes)}); upload a smaller sample")
+        obj = s3.get_object(**kwargs)
+        data = obj["Body"].read()
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "NoSuchVersion", "404", "NotFound"):
+            raise DatasetError(f"dataset {where} does not exist (deleted or overwritten before training?); "
+                               "upload it again") from None
+        if code in ("AccessDenied", "403"):
+            raise DatasetError(f"dataset {where} cannot be read (access denied): only datasets/ of the "
+                               "stack's data bucket can be trained on") from None
+        reraise_transient(err)
+        raise
+    got = obj.get("VersionId")
+    if dataset.get("version_id") and got and got != dataset["version_id"]:
+        raise DatasetError(f"dataset {where}: S3 returned version {got}, not the one the run was started for")
+    return data, {"version_id": got or dataset.get("version_id"), "etag": str(obj.get("ETag", "")).strip('"'),
+                  "size": len(data)}
+
+
+def train(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: str,
+          max_bytes: int = DEFAULT_MAX_BYTES, min_rows: int = DEFAULT_MIN_ROWS, code_version: str = "",
+          execution_arn: str | None = None) -> dict:
+    """Read the dataset, train (functions.core.training), write the artifacts, register the candidate."""
+    model, spec, dataset = check_input(event)
+    version = int(event["version"])
+    data, seen = read_dataset(s3, dataset, max_bytes)
+    result = training.train(data, spec, max_bytes=max_bytes, min_rows=min_rows)
+
+    prefix = models_prefix(model, version)
+    artifacts: dict[str, dict] = {}
+    payloads = {
+        "model.onnx": (result.onnx, "application/octet-stream"),
+        "holdout.json": (_json(result.holdout), "application/json"),
+        "baseline.json": (_json(result.baseline), "application/json"),
+    }
+    lineage = {
+        "dataset": {"bucket": dataset["bucket"], "key": dataset["key"], "version_id": seen["version_id"],
+                    "sha256": result.dataset["sha256"], "rows": result.dataset["rows"],
+                    "columns": result.dataset["columns"], "size": seen["size"], "etag": seen["etag"]},
+        "execution_arn": execution_arn,
+        "split": result.split,
+        "libraries": result.libraries,
+        "code_version": code_version,
+        "estimator": spec.get("estimator"),
+        "params": dict(spec.get("params") or {}),
+        "spec": {k: spec[k] for k in SPEC_KEYS if k in spec},
+    }
+    for name, (body, ctype) in payloads.items():
+        artifacts[name] = {"key": prefix + name, "sha256": put_artifact(s3, artifact_bucket, prefix + name, body, ctype)}
+    metrics_doc = {"model": model, "version": version, "schema": result.schema, "metrics": result.metrics,
+                   "split": result.split, "dataset": lineage["dataset"], "libraries": result.libraries,
+                   "artifacts": {k: v for k, v in artifacts.items()}}
+    artifacts["metrics.json"] = {"key": prefix + "metrics.json",
+                                 "sha256": put_artifact(s3, artifact_bucket, prefix + "metrics.json",
+                                                        _json(metrics_doc), "application/json")}
+    lineage["artifacts"] = artifacts
+    registry.record_candidate(model, version, artifact_key=artifacts["model.onnx"]["key"],
+                              artifact_sha256=artifacts["model.onnx"]["sha256"], schema=result.schema,
+                              metrics=result.metrics, lineage=lineage)
+    metric = result.metrics["metric"]
+    return {"version": version, "artifact_key": artifacts["model.onnx"]["key"],
+            "artifact_sha256": artifacts["model.onnx"]["sha256"], "metric": metric,
+            "score": result.metrics.get(metric), "parity_passed": result.parity["passed"],
+            "dataset_sha256": result.dataset["sha256"], "rows": result.dataset["rows"]}
+
+
+# ---------------------------------------------------------------------------- validate
+
+
+def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: str) -> dict:
+    """Score candidate and production on the candidate's holdout (onnxruntime only) and decide."""
+    from functions.core.onnx_model import OnnxModel
+    from functions.core.schema import FeatureSchema
+    from functions.core.validation import decide, schema_differences, score_on_holdout
+
+    model, spec, _ = check_input(event)
+    version = int(event["version"])
+    cand = registry.get_version(model, version)
+    arts = (cand.get("lineage") or {}).get("artifacts") or {}
+    metric = spec.get("metric") or (cand.get("metrics") or {}).get("metric")
+    spec["metric"] = metric
+    holdout = json.loads(_verified(s3, artifact_bucket, arts["holdout.json"]))
+    onnx = _verified(s3, artifact_bucket, {"key": cand["artifact_key"], "sha256": cand["artifact_sha256"]})
+    cand_schema = FeatureSchema.from_dict(cand["schema"])
+    candidate_score, candidate_error = None, None
+    try:
+        candidate_score = score_on_holdout(OnnxModel.from_bytes(onnx, cand_schema), holdout, metric)
+    except (ValueError, KeyError) as err:
+        candidate_error = str(err)
+
+    production_version = registry.get_alias(model, "production")
+    production_score = production_error = None
+    diffs: list[str] = []
+    if production_version is not None and int(production_version) != version:
+        prod = registry.get_version(model, int(production_version))
+        diffs = schema_differences(cand["schema"], prod["schema"] or {})
+        try:
+            prod_onnx = get_verified(s3, artifact_bucket, prod["artifact_key"], prod["artifact_sha256"])
+            prod_model = OnnxModel.from_bytes(prod_onnx, FeatureSchema.from_dict(prod["schema"]))
+            production_score = score_on_holdout(prod_model, holdout, metric)
+        except KeyError as err:
+            production_error = f"the holdout lacks its feature {err}"
+        except ClientError as err:
+            reraise_transient(err)
+            production_error = f"its artifact cannot be read ({err.response['Error'].get('Code')})"
+        except Exception as err:  # noqa: BLE001 - recorded: schema, integrity or label mismatch
+            production_error = f"{type(err).__name__}: {err}"
+    else:
+        production_version = None
+    decision = decide(spec, candidate_score=candidate_score, candidate_error=candidate_error,
+                      parity=(cand.get("metrics") or {}).get("parity"), schema_diffs=diffs,
+                      allow_schema_change=bool(event.get("allow_schema_change")),
+                      production_version=production_version, production_score=production_score,
+                      production_error=production_error)
+    validation = {"candidate_score": candidate_score, "production_version": production_version,
+                  "production_score": production_score, "promote": decision.promote, "reason": decision.reason,
+                  "checks": decision.checks}
+    metrics = dict(cand.get("metrics") or {})
+    metrics["validation"] = validation
+    if candidate_score is not None:
+        metrics[metric] = candidate_score
+    if production_version is not None:
+        metrics["production_version"] = int(production_version)
+        metrics["production_" + metric] = production_score
+    # Same artifact: record_candidate's idempotent path updates the metrics in place.
+    registry.record_candidate(model, version, artifact_key=cand["artifact_key"],
+                              artifact_sha256=cand["artifact_sha256"], schema=cand["schema"], metrics=metrics)
+    return {"version": version, "promote": decision.promote, "reason": decision.reason, "metric": metric,
+            "candidate_score": candidate_score, "production_version": production_version,
+            "production_score": production_score}
+
+
+def _verified(s3, bucket: str, ref: Mapping[str, Any]) -> bytes:
+    try:
+        return get_verified(s3, bucket, ref["key"], ref["sha256"])
+    except ClientError as err:
+        reraise_transient(err)
+        raise
+
+
+# ---------------------------------------------------------------------------- record outcomes
+
+
+def promote(event: Mapping[str, Any], registry: Registry, events, *, execution_arn: str) -> dict:
+    """Atomically move production to the candidate (audit event, previous archived) + `Model Promoted`."""
+    model, _, dataset = check_input(event)
+    version = int(event["version"])
+    validation = event.get("validation") or {}
+    expected = validation.get("production_version")
+    reason = f"pipeline: {validation.get('reason') or 'passed validation'}"
+    try:
+        moved = registry.promote(model, version, reason=reason, actor=execution_arn, expected=expected)
+    except AliasConflict:
+        last = (registry.history(model) or [None])[-1]
+        if not (last and last.get("to_version") == version and last.get("actor") == execution_arn):
+            raise
+        moved = last  # a retry: this execution already moved the alias
+    detail = {"model": model, "version": version, "previous_version": moved.get("from_version"),
+              "execution_arn": execution_arn, "reason": reason, "audit_seq": moved.get("seq"),
+              "metric": validation.get("metric"), "score": validation.get("candidate_score"),
+              "production_score": validation.get("production_score"), "dataset": dataset}
+    put_event(events, PROMOTED, detail, execution_arn)
+    return {"promoted": True, "from_version": moved.get("from_version"), "to_version": version,
+            "audit_seq": moved.get("seq")}
+
+
+def reject(event: Mapping[str, Any], registry: Registry, events, *, execution_arn: str) -> dict:
+    model, _, dataset = check_input(event)
+    version = int(event["version"])
+    validation = event.get("validation") or {}
+    reason = validation.get("reason") or "rejected by validation"
+    registry.record_rejection(model, version, reason)
+    detail = {"model": model, "version": version, "execution_arn": execution_arn, "reason": reason,
+              "metric": validation.get("metric"), "score": validation.get("candidate_score"),
+              "production_version": validation.get("production_version"),
+              "production_score": validation.get("production_score"), "dataset": dataset}
+    put_event(events, REJECTED, detail, execution_arn)
+    return {"rejected": True, "version": version, "reason": reason}
+
+
+def failure_reason(error: Mapping[str, Any] | None) -> str:
+    """`<Error>: <message>` from a Step Functions Catch result (``{"Error", "Cause"}``)."""
+    if not isinstance(error, Mapping):
+        return "the pipeline failed without an error description"
+    name = str(error.get("Error") or "Error")
+    cause = error.get("Cause")
+    message = cause
+    if isinstance(cause, str):
+        try:
+            parsed = json.loads(cause)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, Mapping):
+            message = parsed.get("errorMessage") or parsed.get("message") or cause
+    message = str(message or "").strip()
+    if len(message) > 2000:
+        message = message[:2000] + "…"
+    return f"{name}: {message}" if message else name
+
+
+def mark_failed(event: Mapping[str, Any], registry: Registry, events, *, execution_arn: str) -> dict:
+    """Version -> failed with the error (when one was allocated) + `Pipeline Failed`."""
+    model = event.get("model") if isinstance(event, Mapping) else None
+    run = (event.get("run") or {}) if isinstance(event, Mapping) else {}
+    version = run.get("version")
+    reason = failure_reason(event.get("error") if isinstance(event, Mapping) else None)
+    status = None
+    if model and version:
+        try:
+            status = registry.record_failure(model, int(version), reason)["status"]
+        except (InvalidTransition, VersionNotFound) as err:
+            status = f"not marked: {err}"  # e.g. it was promoted before the failure
+    detail = {"model": model, "version": version, "execution_arn": execution_arn, "reason": reason,
+              "error": (event.get("error") or {}).get("Error"), "dataset": event.get("dataset"),
+              "status": status}
+    put_event(events, FAILED, detail, execution_arn)
+    return {"failed": True, "version": version, "reason": reason}
+
+
+def put_event(events, detail_type: str, detail: Mapping[str, Any], execution_arn: str | None = None) -> None:
+    entry = {"Source": EVENT_SOURCE, "DetailType": detail_type, "Detail": json.dumps(detail, default=str),
+             "EventBusName": os.environ.get("EVENT_BUS_NAME", "default")}
+    if execution_arn and execution_arn.startswith("arn:"):
+        entry["Resources"] = [execution_arn]
+    resp = events.put_events(Entries=[entry])
+    if resp.get("FailedEntryCount"):
+        failed = resp["Entries"][0]
+        msg = f"{detail_type} event not delivered: {failed.get('ErrorCode')} {failed.get('ErrorMessage')}"
+        if failed.get("ErrorCode") in ("ThrottlingException", "InternalFailure", "InternalException"):
+            raise TransientError(msg)
+        raise RuntimeError(msg)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _json(doc: Any) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

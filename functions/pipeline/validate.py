@@ -1,0 +1,8 @@
+"""Validate state: candidate vs production on the same holdout with onnxruntime + numpy (no scikit-learn)."""
+from functions.pipeline import steps
+from functions.pipeline.runtime import artifact_bucket, client, registry, step
+
+
+@step
+def handler(event, context):
+    return steps.validate(event, registry(), client("s3"), artifact_bucket=artifact_bucket())

@@ -1,0 +1,316 @@
+"""``TrainingPipeline``: the train → validate → promote state machine and what starts it.
+
+    S3 "Object Created" datasets/<model>/… ──rule per model──► state machine (standard)
+      Allocate ─► Duplicate? ─► Train ─► Validate ─► Gate ─► Promote | Reject
+         │  └─► AlreadyHandled (same object version seen before)
+         └─ any state: Catch States.ALL ─► MarkFailed ─► Failed
+
+Four functions over ``functions/pipeline`` (docs/pipeline.md): Allocate, Train (training layer,
+3008 MB, 15 min), Validate (inference layer: onnxruntime + numpy) and Record (promote, reject,
+mark failed + events). Each has its own role with only what it uses (``ModelRegistry.grant_*``),
+its own log group, X-Ray tracing. The state machine logs ALL events with execution data to its
+own log group and traces with X-Ray; every task has a timeout, the execution too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from infra.config import ModelSpec
+from infra.endpoint import functions_code, lambda_architecture
+from infra.registry import DATASETS_PREFIX, ModelRegistry
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+HANDLERS = {
+    "Allocate": "functions.pipeline.allocate.handler",
+    "Train": "functions.pipeline.train.handler",
+    "Validate": "functions.pipeline.validate.handler",
+    "Record": "functions.pipeline.record.handler",
+}
+# Errors retried with backoff: Lambda service trouble and our handlers' TransientError
+# (throttling / 5xx from AWS that outlived the SDK's retries). DatasetError is never retried.
+TRANSIENT_ERRORS = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "TransientError",
+)
+DEFAULT_MAX_DATASET_BYTES = 100 * 2**20
+DEFAULT_MIN_ROWS = 20
+
+
+def spec_document(spec: ModelSpec) -> dict:
+    """The model's spec as the execution input carries it (cdk.json keys, defaults filled in)."""
+    return {
+        "target": spec.target,
+        "task": spec.task,
+        "estimator": spec.estimator,
+        "params": dict(spec.params),
+        "metric": spec.metric,
+        "min_score": spec.min_score,
+        "max_regression": spec.max_regression,
+        "holdout": spec.holdout,
+        "drift": {"threshold": spec.drift.threshold, "window": spec.drift.window},
+    }
+
+
+def code_version(root: Path = PROJECT_ROOT) -> str:
+    """A short digest of the ``functions/`` sources: recorded in every version's lineage."""
+    digest = hashlib.sha256()
+    for path in sorted((root / "functions").rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+class TrainingPipeline(Construct):
+    """One standard state machine for all models, one EventBridge rule per model."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        registry: ModelRegistry,
+        models: Mapping[str, ModelSpec],
+        architecture: str = "arm64",
+        inference_layers: Sequence[lambda_.ILayerVersion] = (),
+        training_layers: Sequence[lambda_.ILayerVersion] = (),
+        train_memory_size: int = 3008,
+        train_timeout: Duration = Duration.minutes(15),
+        validate_memory_size: int = 1769,
+        validate_timeout: Duration = Duration.minutes(5),
+        step_timeout: Duration = Duration.seconds(60),
+        execution_timeout: Duration = Duration.hours(2),
+        retry_interval: Duration = Duration.seconds(5),
+        retry_attempts: int = 4,
+        retry_backoff_rate: float = 2.0,
+        max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+        min_rows: int = DEFAULT_MIN_ROWS,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        log_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        code: lambda_.Code | None = None,
+    ) -> None:
+        """
+        :param registry: buckets and table the steps read and write.
+        :param models: configured models (one rule each; their spec travels in the input).
+        :param architecture: ``arm64`` (default) or ``x86_64``; must match the layers.
+        :param inference_layers: layers of Allocate, Validate, Record (onnxruntime, numpy, Powertools).
+        :param training_layers: layers of Train (scikit-learn, skl2onnx, onnxruntime, Powertools).
+        :param train_memory_size: Train memory in MB (default 3008: more memory is more CPU).
+        :param train_timeout: Train timeout (default and Lambda maximum 15 minutes).
+        :param validate_memory_size: Validate memory in MB (default 1769, one full vCPU).
+        :param validate_timeout: Validate timeout (default 5 minutes).
+        :param step_timeout: Allocate/Record timeout (default 60 s).
+        :param execution_timeout: whole execution (default 2 h).
+        :param retry_interval: first retry delay after a transient error (default 5 s).
+        :param retry_attempts: retries per state after transient errors (default 4).
+        :param retry_backoff_rate: delay multiplier per retry (default 2).
+        :param max_dataset_bytes: largest dataset trained on (default 100 MiB); larger → failed.
+        :param min_rows: fewest data rows trained on (default 20).
+        :param log_retention: retention of the functions' and the state machine's log groups.
+        :param log_removal_policy: what happens to those log groups when removed.
+        :param code: override the functions' code (default: the ``functions/`` package).
+        """
+        super().__init__(scope, id)
+        self.registry = registry
+        self.models = dict(models)
+        stack = Stack.of(self)
+        code = code or functions_code()
+        self.code_version = code_version()
+        env = {
+            "REGISTRY_TABLE": registry.table.table_name,
+            "ARTIFACT_BUCKET": registry.artifact_bucket.bucket_name,
+            "SHIPYARD_MODELS": json.dumps(list(self.models)),
+            "MAX_DATASET_BYTES": str(int(max_dataset_bytes)),
+            "MIN_ROWS": str(int(min_rows)),
+            "CODE_VERSION": self.code_version,
+            "EVENT_BUS_NAME": "default",
+            "POWERTOOLS_SERVICE_NAME": "shipyard-pipeline",
+            "POWERTOOLS_METRICS_NAMESPACE": "Shipyard",
+        }
+
+        self.roles: dict[str, iam.Role] = {}
+        self.log_groups: dict[str, logs.LogGroup] = {}
+
+        def function(name: str, description: str, memory: int, timeout: Duration,
+                     layers: Sequence[lambda_.ILayerVersion]) -> lambda_.Function:
+            log_group = logs.LogGroup(self, f"{name}Logs", retention=log_retention, removal_policy=log_removal_policy)
+            role = iam.Role(self, f"{name}Role", description=f"Shipyard pipeline: {description}",
+                            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+            log_group.grant_write(role)
+            self.roles[name], self.log_groups[name] = role, log_group
+            return lambda_.Function(
+                self, name, description=f"Shipyard pipeline: {description}",
+                runtime=lambda_.Runtime.PYTHON_3_12, architecture=lambda_architecture(architecture),
+                handler=HANDLERS[name], code=code, layers=list(layers), memory_size=memory, timeout=timeout,
+                tracing=lambda_.Tracing.ACTIVE, role=role, log_group=log_group,
+                logging_format=lambda_.LoggingFormat.JSON, environment=env,
+            )
+
+        self.allocate_function = function("Allocate", "claim the dataset version, allocate the model version",
+                                          256, step_timeout, inference_layers)
+        self.train_function = function("Train", "train, convert to ONNX, check parity, register the candidate",
+                                       train_memory_size, train_timeout, training_layers)
+        self.validate_function = function("Validate", "score candidate and production on the holdout, gate",
+                                          validate_memory_size, validate_timeout, inference_layers)
+        self.record_function = function("Record", "promote, reject or mark failed, and emit the event",
+                                         256, step_timeout, inference_layers)
+
+        # Least privilege: what each step touches, nothing more.
+        registry.grant_write_registry(self.allocate_function)
+        registry.grant_read_datasets(self.train_function)
+        registry.grant_write_models(self.train_function)
+        registry.grant_write_registry(self.train_function)
+        registry.grant_read_models(self.validate_function)
+        registry.grant_write_registry(self.validate_function)  # records both scores on the candidate
+        registry.grant_write_registry(self.record_function)
+        default_bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")
+        default_bus.grant_put_events_to(self.record_function)
+
+        # ------------------------------------------------------------ state machine
+        retry = dict(errors=list(TRANSIENT_ERRORS), interval=retry_interval, max_attempts=retry_attempts,
+                     backoff_rate=retry_backoff_rate)
+
+        def task(name: str, fn: lambda_.IFunction, timeout: Duration, result_path: str, **extra) -> tasks.LambdaInvoke:
+            payload = {"input": sfn.JsonPath.entire_payload,
+                       "execution_arn": sfn.JsonPath.string_at("$$.Execution.Id"), **extra}
+            t = tasks.LambdaInvoke(
+                self, f"{name}State", state_name=name, lambda_function=fn, payload=sfn.TaskInput.from_object(payload),
+                payload_response_only=True, retry_on_service_exceptions=False, result_path=result_path,
+                task_timeout=sfn.Timeout.duration(timeout.plus(Duration.seconds(30))),
+            )
+            t.add_retry(**retry)
+            return t
+
+        version = sfn.JsonPath.number_at("$.run.version")
+        failed = sfn.Fail(self, "Failed", error="PipelineFailed", cause_path="$.failure.reason")
+        could_not_record = sfn.Fail(self, "FailedUnrecorded", error="PipelineFailed",
+                                    cause="the failure could not be recorded; see the execution's history")
+        mark_failed = task("MarkFailed", self.record_function, step_timeout, "$.failure", action="mark_failed")
+        mark_failed.add_catch(could_not_record, errors=["States.ALL"], result_path="$.recordError")
+        mark_failed.next(failed)
+
+        allocate = task("Allocate", self.allocate_function, step_timeout, "$.run")
+        train = task("Train", self.train_function, train_timeout, "$.train", version=version)
+        validate = task("Validate", self.validate_function, validate_timeout, "$.validation", version=version)
+        promote = task("Promote", self.record_function, step_timeout, "$.outcome", action="promote",
+                       version=version, validation=sfn.JsonPath.object_at("$.validation"))
+        reject = task("Reject", self.record_function, step_timeout, "$.outcome", action="reject",
+                      version=version, validation=sfn.JsonPath.object_at("$.validation"))
+        for t in (allocate, train, validate, promote, reject):
+            t.add_catch(mark_failed, errors=["States.ALL"], result_path="$.error")
+
+        definition = allocate.next(
+            sfn.Choice(self, "Duplicate?")
+            .when(sfn.Condition.boolean_equals("$.run.duplicate", True),
+                  sfn.Succeed(self, "AlreadyHandled", comment="this dataset object version already started a run"))
+            .otherwise(train.next(validate).next(
+                sfn.Choice(self, "Gate")
+                .when(sfn.Condition.boolean_equals("$.validation.promote", True),
+                      promote.next(sfn.Succeed(self, "Promoted")))
+                .otherwise(reject.next(sfn.Succeed(self, "Rejected")))
+            ))
+        )
+        self.log_group = logs.LogGroup(self, "StateMachineLogs", retention=log_retention,
+                                       removal_policy=log_removal_policy)
+        self.state_machine = sfn.StateMachine(
+            self, "StateMachine",
+            comment="Shipyard: dataset upload -> train -> validate -> promote or reject (docs/pipeline.md)",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            timeout=execution_timeout,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+        )
+
+        # ------------------------------------------------------------ one rule per model
+        self.rules: dict[str, events.Rule] = {}
+        for name, spec in self.models.items():
+            rule = events.Rule(
+                self, f"Upload-{name}",
+                description=f"Dataset uploads for model {name} start the Shipyard pipeline",
+                event_pattern=events.EventPattern(
+                    source=["aws.s3"], detail_type=["Object Created"],
+                    detail={"bucket": {"name": [registry.data_bucket.bucket_name]},
+                            "object": {"key": [{"prefix": f"{DATASETS_PREFIX}{name}/"}]}},
+                ),
+            )
+            rule.add_target(targets.SfnStateMachine(
+                self.state_machine,
+                input=events.RuleTargetInput.from_object({
+                    "model": name,
+                    "spec": spec_document(spec),
+                    "dataset": {
+                        "bucket": events.EventField.from_path("$.detail.bucket.name"),
+                        "key": events.EventField.from_path("$.detail.object.key"),
+                        "version_id": events.EventField.from_path("$.detail.object.version-id"),
+                        "size": events.EventField.from_path("$.detail.object.size"),
+                        "etag": events.EventField.from_path("$.detail.object.etag"),
+                    },
+                    "trigger": {"source": "s3", "event_id": events.EventField.event_id,
+                                "time": events.EventField.time},
+                }),
+                retry_attempts=8,
+                max_event_age=Duration.hours(2),
+            ))
+            self.rules[name] = rule
+
+        # ------------------------------------------------------------ alarm
+        self.failed_alarm = cloudwatch.Alarm(
+            self, "FailedExecutionsAlarm",
+            alarm_description=f"{stack.stack_name}: a pipeline execution failed (the version records the reason; "
+                              "`shipyard lineage MODEL`)",
+            metric=self.metric_failed(),
+            threshold=1, evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+    # ------------------------------------------------------------------ metrics and widgets
+
+    @property
+    def state_machine_arn(self) -> str:
+        return self.state_machine.state_machine_arn
+
+    def grant_start(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Start executions by hand (``shipyard train``, drift retraining)."""
+        return self.state_machine.grant_start_execution(grantee)
+
+    def metric_failed(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        return self.state_machine.metric_failed(period=period, statistic="Sum")
+
+    def metric_succeeded(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        return self.state_machine.metric_succeeded(period=period, statistic="Sum")
+
+    def metric_started(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        return self.state_machine.metric_started(period=period, statistic="Sum")
+
+    def dashboard_widgets(self) -> list[cloudwatch.IWidget]:
+        """Widgets for the pipeline (one dashboard row)."""
+        return [
+            cloudwatch.GraphWidget(
+                title="Pipeline executions",
+                left=[self.metric_started(), self.metric_succeeded(), self.metric_failed()],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Train duration p99 (ms) and errors",
+                left=[self.train_function.metric_duration(statistic="p99", period=Duration.minutes(5))],
+                right=[self.train_function.metric_errors(period=Duration.minutes(5))],
+                width=12,
+            ),
+        ]
