@@ -1,0 +1,164 @@
+"""The real stack with pipeline test models, synthesized once, brought up once on the local cloud.
+
+Retries are short (1 s, backoff 1) so a retried state costs seconds, and the dataset size limit
+is 64 KiB so the over-size refusal needs no 100 MiB upload. Everything else is the stack as
+``cdk synth`` builds it: the state machine definition, rules, input transformer, functions and
+their environment come from the synthesized template.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline import data
+
+MODELS = {
+    # string labels (cat/dog/fish) and a string feature (colour)
+    "animals": {"target": "species", "task": "classification",
+                "estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 500},
+                "metric": "accuracy", "min_score": 0.6, "max_regression": 0.0, "holdout": 0.2,
+                "drift": {"threshold": 0.1, "window": 50}},
+    "prices": {"target": "price", "task": "regression", "estimator": "sklearn.linear_model.Ridge",
+               "params": {"alpha": 0.5}, "metric": "r2", "min_score": 0.5},
+    "strict": {"target": "species", "task": "classification", "min_score": 0.999},
+}
+MAX_DATASET_BYTES = 64 * 1024
+CONFIG = {"stack_name": "Shipyard", "api": {"auth": "iam"}, "models": MODELS}
+
+
+@pytest.fixture(scope="session")
+def pipeline_assembly(tmp_path_factory) -> Path:
+    from aws_cdk import App, Duration
+
+    from infra.config import load_config
+    from infra.stack import ShipyardStack, read_cdk_json_context
+
+    context = {k: v for k, v in read_cdk_json_context().items() if k != "shipyard"}
+    outdir = tmp_path_factory.mktemp("cdk.out.pipeline")
+    app = App(context=context, outdir=str(outdir), analytics_reporting=False)
+    ShipyardStack(app, "Shipyard", config=load_config(CONFIG), build_layers=False,
+                  pipeline_options={"retry_interval": Duration.seconds(1), "retry_backoff_rate": 1.0,
+                                    "retry_attempts": 2, "max_dataset_bytes": MAX_DATASET_BYTES})
+    return Path(app.synth().directory)
+
+
+class Faults:
+    """S3 answers `503 SlowDown` to the next `count` GETs of one key (through the local endpoint)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.plans: dict[str, int] = {}
+        self.hits: dict[str, int] = {}
+
+    def fail_gets(self, key: str, count: int) -> None:
+        with self.lock:
+            self.plans[key] = count
+
+    def take(self, method: str, path: str) -> bool:
+        with self.lock:
+            for key, left in self.plans.items():
+                if method == "GET" and path.endswith("/" + key) and left > 0:
+                    self.plans[key] = left - 1
+                    self.hits[key] = self.hits.get(key, 0) + 1
+                    return True
+        return False
+
+
+@pytest.fixture(scope="module")
+def cloud(pipeline_assembly):
+    from werkzeug.wrappers import Response
+
+    from infra.local import LocalCloud, Template
+
+    lines: list[str] = []
+    c = LocalCloud(Template.load(pipeline_assembly), aws_port=0, api_port=0, clock=False, log=lines.append)
+    c.log_lines = lines
+    c.start()
+    faults = Faults()
+    dispatch = c._server._dispatch
+
+    def faulty_dispatch(req):
+        if faults.take(req.method, req.path):
+            return Response(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>"
+                            b"<Message>Please reduce your request rate.</Message></Error>",
+                            status=503, content_type="application/xml")
+        return dispatch(req)
+
+    c._server._dispatch = faulty_dispatch
+    c.faults = faults
+    # Every `shipyard` event lands in a queue the tests read.
+    sqs, events = c.client("sqs"), c.client("events")
+    queue_url = sqs.create_queue(QueueName="shipyard-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="shipyard-events", EventPattern=json.dumps({"source": ["shipyard"]}))
+    events.put_targets(Rule="shipyard-events", Targets=[{"Id": "queue", "Arn": queue_arn}])
+    c.event_queue = queue_url
+    c.seen_events = []
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+class Run:
+    """One dataset upload and the pipeline execution it started."""
+
+    def __init__(self, cloud, model: str, body: bytes, name: str = "data.csv"):
+        self.cloud, self.model, self.body = cloud, model, body
+        self.key = f"datasets/{model}/{name}"
+        self.bucket = cloud.outputs["DataBucketName"]
+        self.version_id = cloud.client("s3").put_object(Bucket=self.bucket, Key=self.key, Body=body)["VersionId"]
+        self.sha256 = hashlib.sha256(body).hexdigest()
+
+    def executions(self, timeout: float = 240) -> list[dict]:
+        sfn = self.cloud.client("stepfunctions")
+        arn = self.cloud.outputs["PipelineArn"]
+        deadline = time.time() + timeout
+        while True:
+            self.cloud.wait_for_executions(arn, timeout=timeout)
+            found = []
+            for e in sfn.list_executions(stateMachineArn=arn)["executions"]:
+                d = sfn.describe_execution(executionArn=e["executionArn"])
+                if json.loads(d["input"]).get("dataset", {}).get("version_id") == self.version_id:
+                    found.append(d)
+            if found or time.time() > deadline:
+                return found
+            time.sleep(0.3)
+
+    def execution(self) -> dict:
+        found = self.executions()
+        assert len(found) == 1, found
+        return found[0]
+
+
+def events_of(cloud, detail_type: str | None = None) -> list[dict]:
+    sqs = cloud.client("sqs")
+    cloud.wait_idle()
+    while True:
+        msgs = sqs.receive_message(QueueUrl=cloud.event_queue, MaxNumberOfMessages=10).get("Messages", [])
+        if not msgs:
+            break
+        for m in msgs:
+            cloud.seen_events.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=cloud.event_queue, ReceiptHandle=m["ReceiptHandle"])
+    return [e for e in cloud.seen_events if detail_type is None or e["detail-type"] == detail_type]
+
+
+@pytest.fixture
+def run(cloud):
+    return lambda model, body, name="data.csv": Run(cloud, model, body, name)
+
+
+@pytest.fixture
+def registry(cloud):
+    from functions.core.registry import Registry
+
+    return Registry(cloud.outputs["RegistryTableName"], client=cloud.client("dynamodb"), known_models=list(MODELS))
+
+
+__all__ = ["data", "events_of", "MODELS"]
