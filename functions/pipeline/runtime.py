@@ -23,7 +23,7 @@ SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-pipeline")
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
 
-# The SDK retries throttles and 5xx itself first (standard mode); what outlives that becomes a
+# The SDK retries throttles and 5xx itself first (standard mode: 1 attempt + 3 retries); what outlives that becomes a
 # TransientError, which the state machine retries with its own backoff.
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=10, read_timeout=60)
 

@@ -69,3 +69,111 @@ def test_upload_trains_validates_and_promotes_a_string_labelled_classifier(cloud
                 and e["detail"]["model"] == "animals"]
     assert len(promoted) == 1 and promoted[0]["source"] == "shipyard"
     assert promoted[0]["detail"]["dataset"]["version_id"] == r.version_id
+
+
+def test_regressor_is_promoted_with_its_metric(run, registry):
+    r = run("prices", data.prices())
+    assert r.execution()["status"] == "SUCCEEDED"
+    v = _version_of(registry, "prices", r)
+    assert v["status"] == "production" and "classes" not in v["schema"]
+    assert v["metrics"]["metric"] == "r2" and v["metrics"]["r2"] > 0.9
+    assert v["metrics"]["parity"]["passed"] is True
+
+
+def test_min_score_not_met_is_rejected_with_the_reason(cloud, run, registry):
+    r = run("strict", data.animals(seed=3))
+    execution = r.execution()
+    assert execution["status"] == "SUCCEEDED"  # a rejection is a successful run
+    v = _version_of(registry, "strict", r)
+    assert v["status"] == "rejected"
+    assert "below min_score 0.999" in v["reason"] and v["reason"].startswith("accuracy ")
+    assert registry.get_alias("strict") is None
+    assert v["metrics"]["validation"]["candidate_score"] == v["metrics"]["accuracy"]
+    rejected = [e for e in events_of(cloud, "Model Rejected") if e["detail"]["model"] == "strict"]
+    assert rejected and rejected[-1]["detail"]["reason"] == v["reason"]
+
+
+def test_schema_change_is_rejected_and_production_stays(cloud, run, registry):
+    first = run("animals", data.animals(seed=4), "base.csv")
+    assert first.execution()["status"] == "SUCCEEDED"
+    production = registry.get_alias("animals")
+    r = run("animals", data.animals_with_extra_column(), "wider.csv")
+    assert r.execution()["status"] == "SUCCEEDED"
+    v = _version_of(registry, "animals", r)
+    assert v["status"] == "rejected"
+    assert f"not compatible with production v{production}" in v["reason"] and "features added ['weight']" in v["reason"]
+    assert registry.get_alias("animals") == production
+    assert registry.get_version("animals", production)["status"] == "production"
+
+
+BAD_DATASETS = {
+    "empty": (b"", "dataset is empty"),
+    "missing target": (b"x1,x2,colour\n" + b"1,2,red\n" * 30, "target column 'species' not found"),
+    "too few rows": (data.animals(n=12), "too few rows: the dataset has 12 data rows, at least 20 are needed"),
+    "single class": (b"x1,colour,species\n" + b"".join(b"%d,red,cat\n" % i for i in range(30)),
+                     "classification needs at least 2 classes, but target column 'species' has only one"),
+    "unparsable number": (data.replace_cell(data.animals(), 14, 1, "abc"),
+                          "column 'x2' is numeric (239 of 240 values are numbers) but line 14 has a value that is "
+                          "not a number: 'abc'"),
+    "over the size limit": (data.animals(n=2000), "dataset is too large: 9"),
+}
+
+
+def test_bad_datasets_fail_with_a_reason_and_never_touch_production(cloud, run, registry):
+    production = registry.get_alias("animals")
+    assert production is not None  # the promote test ran first in this module
+    runs = {name: run("animals", body, f"bad-{name.replace(' ', '-')}.csv") for name, (body, _) in BAD_DATASETS.items()}
+    for name, r in runs.items():
+        execution = r.execution()
+        assert execution["status"] == "FAILED", (name, execution)
+        v = _version_of(registry, "animals", r)
+        expected = BAD_DATASETS[name][1]
+        assert v["status"] == "failed" and v["reason"].startswith("DatasetError: "), (name, v["reason"])
+        assert expected in v["reason"], (name, v["reason"])
+        assert execution.get("cause") == v["reason"]
+        # DatasetError is not retried: Train ran once
+        train_runs = [e for e in _history(cloud, execution["executionArn"]) if e["type"] == "TaskStateEntered"
+                      and e["stateEnteredEventDetails"]["name"] == "Train"]
+        scheduled = [e for e in _history(cloud, execution["executionArn"]) if e["type"] == "LambdaFunctionScheduled"]
+        assert len(train_runs) == 1 and len(scheduled) == 3, name  # Allocate, Train, MarkFailed
+        failed = [e for e in events_of(cloud, "Pipeline Failed") if e["detail"]["execution_arn"] == execution["executionArn"]]
+        assert len(failed) == 1 and failed[0]["detail"]["reason"] == v["reason"], name
+    assert registry.get_alias("animals") == production
+    assert registry.get_version("animals", production)["status"] == "production"
+
+
+def test_throttled_s3_is_retried_to_success(cloud, run, registry):
+    body = data.prices(seed=9)
+    key = "datasets/prices/throttled.csv"
+    # 4 GETs exhaust the SDK's own retries (standard mode, 1 attempt + 3 retries): the step raises
+    # TransientError, the state machine retries it after its backoff, the 5th GET succeeds.
+    cloud.faults.fail_gets(key, 4)
+    r = run("prices", body, "throttled.csv")
+    execution = r.execution()
+    assert execution["status"] == "SUCCEEDED", execution
+    assert cloud.faults.hits[key] == 4
+    history = _history(cloud, execution["executionArn"])
+    failures = [json.loads(e["lambdaFunctionFailedEventDetails"].get("cause") or "{}")
+                for e in history if e["type"] == "LambdaFunctionFailed"]
+    assert [f.get("errorType") for f in failures] == ["TransientError"]
+    assert "SlowDown" in failures[0]["errorMessage"]
+    v = _version_of(registry, "prices", r)
+    assert v["status"] in ("production", "rejected")  # trained once, validated
+    assert len(registry.versions_from_dataset(r.bucket, r.key, r.version_id)) == 1
+
+
+def test_the_same_object_version_delivered_twice_trains_once(cloud, run, registry):
+    r = run("prices", data.prices(seed=11), "twice.csv")
+    first = r.execution()
+    assert first["status"] == "SUCCEEDED"
+    sfn = cloud.client("stepfunctions")
+    # EventBridge delivers at least once: the same event again starts a second execution.
+    second_arn = sfn.start_execution(stateMachineArn=cloud.outputs["PipelineArn"], input=first["input"])["executionArn"]
+    cloud.wait_for_executions(cloud.outputs["PipelineArn"])
+    second = sfn.describe_execution(executionArn=second_arn)
+    assert second["status"] == "SUCCEEDED"
+    out = json.loads(second["output"])
+    assert out["run"]["duplicate"] is True and out["run"]["duplicate_of"]["execution_arn"] == first["executionArn"]
+    states = [e["stateEnteredEventDetails"]["name"] for e in _history(cloud, second_arn) if e["type"].endswith("StateEntered")]
+    assert "Train" not in states and states[-1] == "AlreadyHandled"
+    assert len(registry.versions_from_dataset(r.bucket, r.key, r.version_id)) == 1
