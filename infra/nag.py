@@ -128,6 +128,54 @@ def acknowledge_findings(stack) -> None:
                 "and aliases) so lambda:InvokeFunction is limited to this one pipeline function.",
             )
 
+    # -- Drift monitoring (infra/monitoring.py) -------------------------------------------------
+    drift = getattr(stack, "drift", None)
+    if drift is not None:
+        _ack(
+            drift.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray active tracing of the drift function: xray:PutTraceSegments and "
+            "xray:PutTelemetryRecords support no resource-level permissions, so AWS requires Resource '*'.",
+        )
+        _ack(
+            drift.role,
+            f"AwsSolutions-IAM5[Resource::{artifacts}/capture/*]",
+            "The drift check reads the newest captured inputs of the model it checks, objects Firehose "
+            "names at delivery time (capture/<model>/YYYY/MM/DD/HH/<generated>); Get/GetObjectVersion "
+            "(and a ListBucket limited to s3:prefix capture/*) on the capture/ prefix only.",
+        )
+        _ack(
+            drift.role,
+            f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
+            "The drift check reads the baseline of whichever version is production "
+            "(models/<model>/v<N>/baseline.json, N known at run time); read-only, models/ prefix only.",
+        )
+        _ack(
+            drift.role,
+            f"AwsSolutions-IAM5[Resource::{artifacts}/drift/*]",
+            "Each check writes a new report drift/<model>/<timestamp>.json, a key known only at run "
+            "time; s3:PutObject on the drift/ prefix only (no read, no delete).",
+        )
+        _ack(
+            drift.function,
+            "AwsSolutions-L1",
+            "Pinned to python3.12 on purpose: the drift function runs on the inference layer (numpy, "
+            "Powertools) built for CPython 3.12 wheels; move runtime and layers together.",
+        )
+        if drift.retrain_function is not None:
+            _ack(
+                drift.retrain_role,
+                "AwsSolutions-IAM5[Resource::*]",
+                "X-Ray active tracing of the retrain function: xray:PutTraceSegments and "
+                "xray:PutTelemetryRecords support no resource-level permissions, so AWS requires Resource '*'.",
+            )
+            _ack(
+                drift.retrain_function,
+                "AwsSolutions-L1",
+                "Pinned to python3.12 on purpose, like every Shipyard function: the dependency layers "
+                "are built for CPython 3.12 wheels; move runtime and layers together.",
+            )
+
     # -- REST API --------------------------------------------------------------------------
     api = inference.api
     cloudwatch_role = api.node.try_find_child("CloudWatchRole")

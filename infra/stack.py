@@ -22,6 +22,7 @@ from constructs import Construct
 
 from infra.config import ShipyardConfig, load_config
 from infra.endpoint import InferenceApi
+from infra.monitoring import DriftMonitor, StackAlarms
 from infra.pipeline import TrainingPipeline
 from infra.registry import ModelRegistry
 
@@ -142,6 +143,18 @@ class ShipyardStack(Stack):
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
         self.pipeline.failed_alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
 
+        # ------------------------------------------------------------ drift monitoring
+        self.drift = DriftMonitor(
+            self,
+            "Drift",
+            registry=self.registry,
+            models=config.models,
+            alarm_topic=self.alarm_topic,
+            state_machine=self.pipeline.state_machine,
+            architecture=config.architecture,
+            layers=layers,  # numpy + Powertools: the inference layer has both
+        )
+
         # ------------------------------------------------------------ dashboard
         self.dashboard = cloudwatch.Dashboard(
             self,
@@ -158,6 +171,18 @@ class ShipyardStack(Stack):
         )
         self.dashboard.add_widgets(*self.inference.dashboard_widgets())
         self.dashboard.add_widgets(*self.pipeline.dashboard_widgets())
+
+        # ------------------------------------------------------------ alarms for the whole stack
+        # Last, so every function of the stack exists: each gets an errors and a throttles alarm.
+        self.alarms = StackAlarms(self, "Alarms", alarm_topic=self.alarm_topic)
+        self.alarms.watch_api(self.inference)
+        self.alarms.watch_pipeline(self.pipeline.state_machine, failed_alarm=self.pipeline.failed_alarm)
+        self.alarms.show(*self.drift.alarms.values())
+        self.alarms.watch_functions_in(self)
+        for row in self.drift.dashboard_widgets():
+            self.dashboard.add_widgets(*row)
+        for row in self.alarms.dashboard_widgets():
+            self.dashboard.add_widgets(*row)
 
         # ------------------------------------------------------------ outputs (exact names)
         CfnOutput(self, "ApiUrl", value=self.inference.url, description="Inference API base URL")

@@ -463,17 +463,16 @@ def latest_dataset(s3, bucket: str, model: str) -> dict | None:
             "last_modified": best["LastModified"].astimezone(timezone.utc).isoformat()}
 
 
-def retrain_input(dataset: Mapping[str, Any], *, region: str, account: str, reason: Mapping[str, Any]) -> dict:
-    """Execution input in the shape of the S3 ``Object Created`` event the upload rule delivers,
-    plus ``shipyard.trigger`` saying why (the pipeline ignores keys it does not know)."""
-    return {
-        "version": "0", "id": f"retrain-{dataset['key']}", "detail-type": "Object Created", "source": "aws.s3",
-        "account": account, "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "region": region,
-        "resources": [f"arn:aws:s3:::{dataset['bucket']}"],
-        "detail": {"version": "0", "bucket": {"name": dataset["bucket"]},
-                   "object": {"key": dataset["key"], "size": dataset.get("size", 0),
-                              "etag": dataset.get("etag", ""), "version-id": dataset["version_id"],
-                              "sequencer": "0"},
-                   "request-id": "shipyard-retrain", "requester": "shipyard", "reason": "PutObject"},
-        "shipyard": {"trigger": "drift", **dict(reason)},
-    }
+def retrain_input(model: str, spec: Mapping[str, Any], dataset: Mapping[str, Any], *,
+                  trigger: Mapping[str, Any]) -> dict:
+    """Execution input of a retraining run: the shape the pipeline's upload rule gives
+    (``model``, ``spec``, ``dataset``, ``trigger``), with ``force: true``.
+
+    ``force`` makes the pipeline claim the run per execution rather than per dataset object
+    version: retraining on the dataset that trained the current version must not end in
+    ``AlreadyHandled``.
+    """
+    return {"model": model, "spec": dict(spec),
+            "dataset": {k: dataset[k] for k in ("bucket", "key", "version_id", "size", "etag") if k in dataset},
+            "trigger": {"source": "drift", **dict(trigger)},
+            "force": True}

@@ -4,10 +4,12 @@ Target of one EventBridge rule per model whose ``drift.retrain`` is true. Finds 
 current object under ``datasets/<model>/`` of the data bucket (key + S3 version id) and starts
 the training state machine with the input the upload rule would have given it.
 
-Environment: DATA_BUCKET, STATE_MACHINE_ARN.
+Environment: DATA_BUCKET, STATE_MACHINE_ARN, RETRAIN_SPECS (JSON model -> the spec document the
+upload rule carries, see infra/pipeline.py ``spec_document``).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import datetime, timezone
@@ -49,15 +51,15 @@ def handler(event: dict, context: Any) -> dict:
     if dataset is None:
         raise DriftCheckError(f"model {model!r} drifted but s3://{bucket}/datasets/{model}/ holds no dataset "
                               "to retrain on; upload one (that starts the pipeline by itself)")
+    specs = json.loads(os.environ.get("RETRAIN_SPECS") or "{}")
+    if model not in specs:
+        raise DriftCheckError(f"model {model!r} is not set up for retraining (drift.retrain); "
+                              f"RETRAIN_SPECS has: {sorted(specs) or 'none'}")
     arn = os.environ["STATE_MACHINE_ARN"]
-    account = arn.split(":")[4] if arn.count(":") >= 5 else ""
     now = datetime.now(timezone.utc)
-    payload = retrain_input(dataset, region=os.environ.get("AWS_REGION", ""), account=account,
-                            reason={"model": model, "drift_event_id": event.get("id"),
-                                    "drifted_share": detail.get("drifted_share"),
-                                    "report": detail.get("report")})
-    import json
-
+    payload = retrain_input(model, specs[model], dataset, trigger={
+        "event_id": event.get("id"), "time": event.get("time"), "drifted_share": detail.get("drifted_share"),
+        "report": detail.get("report")})
     started = _client("stepfunctions").start_execution(
         stateMachineArn=arn, name=execution_name(model, now), input=json.dumps(payload))
     logger.info("retraining started", extra={"dataset": dataset, "execution_arn": started["executionArn"]})

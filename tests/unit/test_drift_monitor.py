@@ -354,6 +354,7 @@ def test_latest_dataset_and_retrain_handler(aws, monkeypatch):
         {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}))["stateMachineArn"]
     monkeypatch.setenv("DATA_BUCKET", "data")
     monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+    monkeypatch.setenv("RETRAIN_SPECS", json.dumps({"iris": {"target": "label", "task": "classification"}}))
     monkeypatch.setattr(retrain, "_clients", {"s3": s3, "stepfunctions": sfn})
 
     class Context:
@@ -365,10 +366,15 @@ def test_latest_dataset_and_retrain_handler(aws, monkeypatch):
     answer = retrain.handler(event, Context())
     execution = sfn.describe_execution(executionArn=answer["execution_arn"])
     payload = json.loads(execution["input"])
-    assert payload["detail"]["bucket"]["name"] == "data"
-    assert payload["detail"]["object"] == {**payload["detail"]["object"], "key": "datasets/iris/a.csv",
-                                           "version-id": head["VersionId"]}
-    assert payload["shipyard"]["trigger"] == "drift" and payload["shipyard"]["drift_event_id"] == "ev-1"
+    # the upload rule's input shape (infra/pipeline.py), forced past the per-dataset duplicate claim
+    assert payload["model"] == "iris" and payload["spec"] == {"target": "label", "task": "classification"}
+    assert payload["dataset"] == {"bucket": "data", "key": "datasets/iris/a.csv", "version_id": head["VersionId"],
+                                  "size": 4, "etag": head["ETag"].strip('"')}
+    assert payload["trigger"]["source"] == "drift" and payload["trigger"]["event_id"] == "ev-1"
+    assert payload["force"] is True
     assert execution["name"].startswith("drift-iris-")
     with pytest.raises(DriftCheckError, match="holds no dataset to retrain on"):
+        retrain.handler({**event, "detail": {"model": "wine"}}, Context())
+    s3.put_object(Bucket="data", Key="datasets/wine/w.csv", Body=b"x\n1\n")
+    with pytest.raises(DriftCheckError, match="not set up for retraining"):
         retrain.handler({**event, "detail": {"model": "wine"}}, Context())

@@ -1,0 +1,484 @@
+"""Drift monitoring and the stack's alarms and dashboard.
+
+``DriftMonitor``
+    per model:  EventBridge schedule (``drift.schedule``) ──{"model": m}──► drift function
+                drift function ──► drift/<m>/<timestamp>.json, registry item, metrics, "Drift Detected"
+                alarm  DriftedShare >= drift.share  ──► alarm topic
+                when ``drift.retrain``: rule on "Drift Detected" for m ──► retrain function
+                                         ──► StartExecution of the pipeline on m's newest dataset
+
+``StackAlarms``
+    API 5XX rate and p99 latency, errors and throttles of every Lambda function, failed and timed
+    out pipeline executions ──► alarm topic; dashboard widgets (alarm states, functions).
+
+Both follow the Construct Library style: optional props with defaults, ``metric_*`` helpers,
+the alarms they create exposed as attributes, least-privilege grants.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Mapping, Sequence
+
+from aws_cdk import Annotations, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct, IConstruct
+
+from infra.config import ModelSpec
+from infra.endpoint import functions_code, lambda_architecture
+from infra.pipeline import spec_document
+from infra.registry import DATASETS_PREFIX, DRIFT_PREFIX, ModelRegistry
+
+NAMESPACE = "Shipyard"
+DRIFT_HANDLER = "functions.drift.handler.handler"
+RETRAIN_HANDLER = "functions.drift.retrain.handler"
+# Metric names published by functions/core/monitoring.py.
+METRIC_DRIFTED_SHARE = "DriftedShare"
+METRIC_DRIFT_DETECTED = "DriftDetected"
+METRIC_DRIFT_SCORE = "DriftScore"
+METRIC_ROWS_CHECKED = "RowsChecked"
+METRIC_CHECKS_SKIPPED = "DriftChecksSkipped"
+
+_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def drift_function_name(stack_name: str) -> str:
+    """The drift function's name: ``<stack>-drift`` (how ``shipyard drift check`` finds it)."""
+    return f"{stack_name[:58]}-drift"
+
+
+def schedule_period(expression: str) -> Duration:
+    """Alarm period for a check schedule: its interval for ``rate()`` (1 minute .. 1 day), else 1 hour.
+
+    The drift alarm treats missing data as *ignore*, so between checks it keeps the last state;
+    the period only needs to hold one check.
+    """
+    m = _RATE.match(expression)
+    if not m:
+        return Duration.hours(1)
+    seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2).rstrip("s")]
+    return Duration.seconds(min(max(seconds, 60), 86400))
+
+
+def _function_role_and_logs(scope: Construct, prefix: str, description: str,
+                            log_retention: logs.RetentionDays, log_removal_policy: RemovalPolicy,
+                            ) -> tuple[iam.Role, logs.LogGroup]:
+    log_group = logs.LogGroup(scope, f"{prefix}Logs", retention=log_retention, removal_policy=log_removal_policy)
+    role = iam.Role(scope, f"{prefix}Role", description=description,
+                    assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    log_group.grant_write(role)
+    return role, log_group
+
+
+class DriftMonitor(Construct):
+    """Scheduled drift checks per model, their alarms, and retraining on drift."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        registry: ModelRegistry,
+        models: Mapping[str, ModelSpec],
+        alarm_topic: sns.ITopic | None = None,
+        state_machine: sfn.IStateMachine | None = None,
+        architecture: str = "arm64",
+        layers: Sequence[lambda_.ILayerVersion] = (),
+        function_name: str | None = None,
+        memory_size: int = 1024,
+        timeout: Duration = Duration.minutes(5),
+        min_rows: int = 500,
+        lookback_days: int = 7,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        log_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        code: lambda_.Code | None = None,
+    ) -> None:
+        """
+        :param registry: where the check reads the registry, baselines and captured inputs, and
+            writes reports (``drift/``) and drift items.
+        :param models: model name -> its spec; ``spec.drift`` sets schedule, share, window, retrain
+            (the rest of the spec is what a retraining run carries, as the upload rule does).
+        :param alarm_topic: SNS topic of the drift alarms (``None``: alarms without actions).
+        :param state_machine: the training pipeline; models with ``retrain`` get a rule that starts
+            it on drift. ``None``: no retrain rules (a warning names the models that asked).
+        :param architecture: ``arm64`` (default) or ``x86_64``; must match the layers.
+        :param layers: dependency layers with numpy and Powertools (the inference layer has both).
+        :param function_name: physical name of the drift function (default ``<stack>-drift``,
+            which ``shipyard drift check`` looks for).
+        :param memory_size: drift function memory in MB (default 1024).
+        :param timeout: drift function timeout (default 5 minutes).
+        :param min_rows: windows with fewer captured rows are skipped (``DRIFT_MIN_ROWS``).
+        :param lookback_days: how many UTC days of capture a window may reach back (``DRIFT_LOOKBACK_DAYS``).
+        :param log_retention: retention of the functions' log groups.
+        :param log_removal_policy: what happens to those log groups when removed.
+        :param code: override the function code (default: the ``functions/`` package).
+        """
+        super().__init__(scope, id)
+        if min_rows < 1 or lookback_days < 0:
+            raise ValueError("min_rows must be >= 1 and lookback_days >= 0")
+        stack = Stack.of(self)
+        self.registry = registry
+        self.models = dict(models)
+        self.alarm_topic = alarm_topic
+        self.state_machine = state_machine
+
+        # ------------------------------------------------------------ drift function
+        self.role, self.log_group = _function_role_and_logs(
+            self, "Function", "Shipyard drift check", log_retention, log_removal_policy)
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            function_name=function_name or drift_function_name(stack.stack_name),
+            description="Shipyard drift check: captured inputs of a model against its training baseline",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_architecture(architecture),
+            handler=DRIFT_HANDLER,
+            code=code or functions_code(),
+            layers=list(layers),
+            memory_size=memory_size,
+            timeout=timeout,
+            tracing=lambda_.Tracing.ACTIVE,
+            role=self.role,
+            log_group=self.log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            environment={
+                "REGISTRY_TABLE": registry.table.table_name,
+                "ARTIFACT_BUCKET": registry.artifact_bucket.bucket_name,
+                "SHIPYARD_MODELS": json.dumps(list(self.models)),
+                "DRIFT_MODELS": json.dumps({
+                    m: {"window": s.drift.window, "share": s.drift.share, "threshold": s.drift.threshold,
+                        "retrain": s.drift.retrain}
+                    for m, s in self.models.items()}),
+                "DRIFT_MIN_ROWS": str(min_rows),
+                "DRIFT_LOOKBACK_DAYS": str(lookback_days),
+                "EVENT_BUS_NAME": "default",
+                "POWERTOOLS_SERVICE_NAME": "shipyard-drift",
+                "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
+            },
+        )
+        registry.grant_read_registry(self.function)
+        registry.grant_read_models(self.function)      # models/<m>/v<N>/baseline.json
+        registry.grant_read_capture(self.function)     # list + read capture/<m>/…
+        registry.grant_write_artifacts(self.function, DRIFT_PREFIX)  # drift/<m>/<timestamp>.json
+        # Drift items only: PutItem (no Update/Delete, no alias moves) on model partitions.
+        iam.Grant.add_to_principal(
+            grantee=self.function,
+            actions=["dynamodb:PutItem"],
+            resource_arns=[registry.table.table_arn],
+            conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["MODEL#*"]}},
+        )
+        self.event_bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")
+        self.event_bus.grant_put_events_to(self.function)
+
+        # ------------------------------------------------------------ per model
+        self.schedules: dict[str, events.Rule] = {}
+        self.alarms: dict[str, cloudwatch.Alarm] = {}
+        for model, model_spec in self.models.items():
+            spec = model_spec.drift
+            self.schedules[model] = events.Rule(
+                self,
+                f"Schedule-{model}",
+                description=f"Drift check of model {model}",
+                schedule=events.Schedule.expression(spec.schedule),
+                targets=[targets.LambdaFunction(
+                    self.function,
+                    event=events.RuleTargetInput.from_object({"model": model}),
+                    retry_attempts=2,
+                    max_event_age=Duration.hours(1),
+                )],
+            )
+            alarm = self.metric_drifted_share(model, period=schedule_period(spec.schedule)).create_alarm(
+                self,
+                f"Alarm-{model}",
+                alarm_name=f"{stack.stack_name}-{model}-drift",
+                alarm_description=(
+                    f"Model {model}: at least {spec.share:g} of its features drifted in the last drift "
+                    f"check (reports: s3://<artifacts>/drift/{model}/). Missing data keeps the state."),
+                threshold=spec.share,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                evaluation_periods=1,
+                datapoints_to_alarm=1,
+                treat_missing_data=cloudwatch.TreatMissingData.IGNORE,
+            )
+            if alarm_topic is not None:
+                alarm.add_alarm_action(cw_actions.SnsAction(alarm_topic))
+            self.alarms[model] = alarm
+
+        # ------------------------------------------------------------ retraining
+        self.retrain_rules: dict[str, events.Rule] = {}
+        self.retrain_function: lambda_.Function | None = None
+        wanted = [m for m, spec in self.models.items() if spec.drift.retrain]
+        if wanted and state_machine is None:
+            Annotations.of(self).add_warning_v2(
+                "shipyard:drift-retrain-without-pipeline",
+                f"drift.retrain is true for {', '.join(wanted)} but no pipeline state machine was given: "
+                "no retrain rule is created")
+        if wanted and state_machine is not None:
+            self.retrain_role, self.retrain_log_group = _function_role_and_logs(
+                self, "Retrain", "Shipyard retrain on drift", log_retention, log_removal_policy)
+            self.retrain_function = lambda_.Function(
+                self,
+                "Retrain",
+                description="Shipyard retrain on drift: starts the pipeline on the model's newest dataset",
+                runtime=lambda_.Runtime.PYTHON_3_12,
+                architecture=lambda_architecture(architecture),
+                handler=RETRAIN_HANDLER,
+                code=code or functions_code(),
+                layers=list(layers),
+                memory_size=256,
+                timeout=Duration.seconds(60),
+                tracing=lambda_.Tracing.ACTIVE,
+                role=self.retrain_role,
+                log_group=self.retrain_log_group,
+                logging_format=lambda_.LoggingFormat.JSON,
+                environment={
+                    "DATA_BUCKET": registry.data_bucket.bucket_name,
+                    "STATE_MACHINE_ARN": state_machine.state_machine_arn,
+                    "RETRAIN_SPECS": json.dumps({m: spec_document(self.models[m]) for m in wanted}),
+                    "POWERTOOLS_SERVICE_NAME": "shipyard-retrain",
+                },
+            )
+            # Only listing: the newest current version under datasets/ (the pipeline reads the bytes).
+            iam.Grant.add_to_principal(
+                grantee=self.retrain_function,
+                actions=["s3:ListBucket", "s3:ListBucketVersions"],
+                resource_arns=[registry.data_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{DATASETS_PREFIX}*"]}},
+            )
+            state_machine.grant_start_execution(self.retrain_function)
+            for model in wanted:
+                self.retrain_rules[model] = events.Rule(
+                    self,
+                    f"Retrain-{model}",
+                    description=f"Drift Detected for model {model}: retrain on its newest dataset",
+                    event_pattern=events.EventPattern(
+                        source=["shipyard"], detail_type=["Drift Detected"], detail={"model": [model]}),
+                    targets=[targets.LambdaFunction(self.retrain_function, retry_attempts=2,
+                                                    max_event_age=Duration.hours(1))],
+                )
+
+    # ------------------------------------------------------------------ grants
+
+    def grant_run_check(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let *grantee* run a check now (invoke the drift function), as ``shipyard drift check`` does."""
+        return self.function.grant_invoke(grantee)
+
+    # ------------------------------------------------------------------ metrics
+
+    @staticmethod
+    def _metric(name: str, model: str, statistic: str, period: Duration, **dims: str) -> cloudwatch.Metric:
+        return cloudwatch.Metric(namespace=NAMESPACE, metric_name=name, dimensions_map={"Model": model, **dims},
+                                 statistic=statistic, period=period)
+
+    def metric_drifted_share(self, model: str, period: Duration = Duration.hours(1)) -> cloudwatch.Metric:
+        """Share of the model's features that drifted (Maximum); checks that were skipped publish none."""
+        return self._metric(METRIC_DRIFTED_SHARE, model, "Maximum", period)
+
+    def metric_drift_detected(self, model: str, period: Duration = Duration.hours(1)) -> cloudwatch.Metric:
+        """1 for a check that found drift, 0 for one that did not (Maximum)."""
+        return self._metric(METRIC_DRIFT_DETECTED, model, "Maximum", period)
+
+    def metric_rows_checked(self, model: str, period: Duration = Duration.hours(1)) -> cloudwatch.Metric:
+        """Captured rows in the checked window (Sum over the period)."""
+        return self._metric(METRIC_ROWS_CHECKED, model, "Sum", period)
+
+    def metric_checks_skipped(self, model: str, period: Duration = Duration.hours(1)) -> cloudwatch.Metric:
+        """Checks that made no decision (too few rows, no production version) (Sum)."""
+        return self._metric(METRIC_CHECKS_SKIPPED, model, "Sum", period)
+
+    def metric_feature_drift(self, model: str, feature: str,
+                             period: Duration = Duration.hours(1)) -> cloudwatch.Metric:
+        """One feature's deciding statistic (Wasserstein/std or Jensen-Shannon distance), Maximum."""
+        return self._metric(METRIC_DRIFT_SCORE, model, "Maximum", period, Feature=feature)
+
+    def metric_function_errors(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        return self.function.metric_errors(statistic="Sum", period=period)
+
+    # ------------------------------------------------------------------ dashboard
+
+    def dashboard_widgets(self) -> list[list[cloudwatch.IWidget]]:
+        """One dashboard row per model: drifted share vs its alarm, every feature's score, rows checked."""
+        rows = []
+        for model, model_spec in self.models.items():
+            spec = model_spec.drift
+            period = schedule_period(spec.schedule)
+            features = cloudwatch.MathExpression(
+                expression=(f"SEARCH('{{{NAMESPACE},Feature,Model}} MetricName=\"{METRIC_DRIFT_SCORE}\" "
+                            f"Model=\"{model}\"', 'Maximum', {int(period.to_seconds())})"),
+                using_metrics={},
+                label="",
+                period=period,
+            )
+            rows.append([
+                cloudwatch.GraphWidget(
+                    title=f"{model}: drifted share (alarm at {spec.share:g})",
+                    left=[self.metric_drifted_share(model, period)],
+                    left_annotations=[cloudwatch.HorizontalAnnotation(value=spec.share, label="drift.share")],
+                    left_y_axis=cloudwatch.YAxisProps(min=0, max=1),
+                    width=8,
+                ),
+                cloudwatch.GraphWidget(
+                    title=f"{model}: drift score per feature (Wasserstein/std, Jensen-Shannon)",
+                    left=[features],
+                    width=8,
+                ),
+                cloudwatch.GraphWidget(
+                    title=f"{model}: rows checked, skipped checks ({spec.schedule})",
+                    left=[self.metric_rows_checked(model, period)],
+                    right=[self.metric_checks_skipped(model, period)],
+                    width=8,
+                ),
+            ])
+        return rows
+
+
+class StackAlarms(Construct):
+    """Operational alarms of the stack, all to one SNS topic, and their dashboard widgets."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        alarm_topic: sns.ITopic | None = None,
+        api_5xx_rate: float = 0.05,
+        api_p99_latency: Duration = Duration.seconds(5),
+        period: Duration = Duration.minutes(5),
+        evaluation_periods: int = 3,
+        datapoints_to_alarm: int = 2,
+    ) -> None:
+        """
+        :param alarm_topic: where every alarm notifies (``None``: alarms without actions).
+        :param api_5xx_rate: alarm when this share of API requests (or more) answers 5XX (default 5 %).
+        :param api_p99_latency: alarm when the API's p99 latency reaches this (default 5 s).
+        :param period: period of the API and function alarms (default 5 minutes).
+        :param evaluation_periods: periods looked at by the API alarms (default 3) ...
+        :param datapoints_to_alarm: ... of which this many must breach (default 2). Function errors,
+            throttles and failed executions alarm on any single one.
+        """
+        super().__init__(scope, id)
+        if not 0 < api_5xx_rate <= 1:
+            raise ValueError("api_5xx_rate must be within (0, 1]")
+        self.alarm_topic = alarm_topic
+        self.api_5xx_rate = api_5xx_rate
+        self.api_p99_latency = api_p99_latency
+        self.period = period
+        self.evaluation_periods = evaluation_periods
+        self.datapoints_to_alarm = datapoints_to_alarm
+        self.alarms: list[cloudwatch.Alarm] = []
+        self.function_alarms: dict[str, tuple[cloudwatch.Alarm, cloudwatch.Alarm]] = {}
+        self.pipeline_alarms: list[cloudwatch.Alarm] = []
+        self._functions: list[tuple[str, lambda_.IFunction]] = []
+        self._state_machines: list[sfn.IStateMachine] = []
+        self._api = None
+        self._prefix = Stack.of(self).stack_name
+
+    def _alarm(self, metric: cloudwatch.IMetric, name: str, description: str, threshold: float, *,
+               evaluation_periods: int = 1, datapoints: int = 1) -> cloudwatch.Alarm:
+        alarm = metric.create_alarm(
+            self, name,
+            alarm_name=f"{self._prefix}-{name}",
+            alarm_description=description,
+            threshold=threshold,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=evaluation_periods,
+            datapoints_to_alarm=datapoints,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        if self.alarm_topic is not None:
+            alarm.add_alarm_action(cw_actions.SnsAction(self.alarm_topic))
+        self.alarms.append(alarm)
+        return alarm
+
+    # ------------------------------------------------------------------ what to watch
+
+    def show(self, *alarms: cloudwatch.IAlarm) -> None:
+        """Show alarms made elsewhere (e.g. ``DriftMonitor.alarms``) in the alarm status widget."""
+        self.alarms.extend(alarms)
+
+    def watch_api(self, inference) -> tuple[cloudwatch.Alarm, cloudwatch.Alarm]:
+        """5XX rate (API Gateway's 5XXError Average is the share of requests) and p99 latency."""
+        self._api = inference
+        rate = self._alarm(
+            inference.api.metric_server_error(statistic="Average", period=self.period), "api-5xx-rate",
+            f"Inference API: {self.api_5xx_rate:.0%} or more of requests answered 5XX in "
+            f"{self.datapoints_to_alarm} of {self.evaluation_periods} periods of {self.period.to_minutes():g} min",
+            self.api_5xx_rate, evaluation_periods=self.evaluation_periods, datapoints=self.datapoints_to_alarm)
+        latency = self._alarm(
+            inference.metric_latency_p99(self.period), "api-p99-latency",
+            f"Inference API: p99 latency reached {self.api_p99_latency.to_milliseconds():g} ms in "
+            f"{self.datapoints_to_alarm} of {self.evaluation_periods} periods of {self.period.to_minutes():g} min",
+            self.api_p99_latency.to_milliseconds(), evaluation_periods=self.evaluation_periods,
+            datapoints=self.datapoints_to_alarm)
+        self.api_alarms = (rate, latency)
+        return rate, latency
+
+    def watch_function(self, function: lambda_.IFunction, name: str) -> tuple[cloudwatch.Alarm, cloudwatch.Alarm]:
+        """Errors >= 1 and throttles >= 1 in a period."""
+        errors = self._alarm(function.metric_errors(statistic="Sum", period=self.period), f"{name}-errors",
+                             f"Lambda function {name}: invocations failed", 1)
+        throttles = self._alarm(function.metric_throttles(statistic="Sum", period=self.period),
+                                f"{name}-throttles", f"Lambda function {name}: invocations throttled", 1)
+        self.function_alarms[name] = (errors, throttles)
+        self._functions.append((name, function))
+        return errors, throttles
+
+    def watch_functions_in(self, scope: IConstruct) -> list[str]:
+        """Watch every ``lambda_.Function`` under *scope* not watched yet (call it last in the stack)."""
+        root = Stack.of(self)
+        added = []
+        watched = {id(f) for _, f in self._functions}
+        for node in scope.node.find_all():
+            if isinstance(node, lambda_.Function) and id(node) not in watched:
+                path = node.node.path.split("/", 1)[-1] if node.node.path.startswith(root.node.id + "/") else node.node.path
+                name = re.sub(r"[^A-Za-z0-9-]+", "-", path.replace("/", "-")).strip("-")[:120]
+                self.watch_function(node, name)
+                added.append(name)
+        return added
+
+    def watch_pipeline(self, state_machine: sfn.IStateMachine, *,
+                       failed_alarm: cloudwatch.Alarm | None = None, name: str = "pipeline",
+                       ) -> list[cloudwatch.Alarm]:
+        """Failed executions >= 1 (or the pipeline's own *failed_alarm*, whose owner gives it its
+        action) and timed-out executions >= 1 in a period."""
+        if failed_alarm is None:
+            failed_alarm = self._alarm(
+                state_machine.metric_failed(statistic="Sum", period=self.period), f"{name}-failed",
+                "Training pipeline: an execution failed (the version records why: `shipyard lineage MODEL`)", 1)
+        else:
+            self.alarms.append(failed_alarm)
+        timed_out = self._alarm(state_machine.metric_timed_out(statistic="Sum", period=self.period),
+                                f"{name}-timed-out", "Training pipeline: an execution timed out (no version "
+                                "outcome was recorded by the pipeline itself)", 1)
+        self._state_machines.append(state_machine)
+        self.pipeline_alarms += [failed_alarm, timed_out]
+        return [failed_alarm, timed_out]
+
+    # ------------------------------------------------------------------ dashboard
+
+    def dashboard_widgets(self) -> list[list[cloudwatch.IWidget]]:
+        """Rows: alarm states; errors and throttles of every watched function (the pipeline's
+        executions have their own row, ``TrainingPipeline.dashboard_widgets``)."""
+        rows: list[list[cloudwatch.IWidget]] = [[cloudwatch.AlarmStatusWidget(
+            title="Alarms", alarms=list(self.alarms), width=24,
+            height=max(2, 1 + (len(self.alarms) + 3) // 4))]]
+        if self._functions:
+            rows.append([
+                cloudwatch.GraphWidget(
+                    title="Lambda errors", width=12,
+                    left=[f.metric_errors(statistic="Sum", period=self.period, label=n) for n, f in self._functions]),
+                cloudwatch.GraphWidget(
+                    title="Lambda throttles", width=12,
+                    left=[f.metric_throttles(statistic="Sum", period=self.period, label=n)
+                          for n, f in self._functions]),
+            ])
+        return rows
