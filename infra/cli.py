@@ -352,6 +352,86 @@ def cmd_demo(args) -> int:
     return demo(args.aws_port, args.api_port)
 
 
+# --------------------------------------------------------------------------- drift check
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_drift_report(report: dict) -> str:
+    """A drift report as text: a verdict line, one row per feature (drifted first), the report's key."""
+    model, version = report.get("model"), report.get("version")
+    where = report.get("report_uri") or report.get("report_key") or "-"
+    head = f"model {model}" + (f" v{version}" if version is not None else "")
+    if report.get("skipped"):
+        return f"{head}: check skipped: {report.get('reason')}\nreport: {where}"
+    features = report.get("features") or {}
+    drifted = [n for n, f in features.items() if f.get("drifted")]
+    verdict = "DRIFT DETECTED" if report.get("drift_detected") else "no drift"
+    lines = [f"{head}: {verdict}: {len(drifted)} of {len(features)} features drifted "
+             f"(share {_fmt(report.get('drifted_share'), 2)}, alarm at >= {_fmt(report.get('share'), 2)}), "
+             f"{report.get('rows')} rows checked"]
+    order = sorted(features, key=lambda n: (not features[n].get("drifted"),
+                                            -(features[n].get("value") or 0.0) / (features[n].get("threshold") or 1.0)))
+    rows = []
+    for name in order:
+        f = features[name]
+        if f.get("type") == "string":
+            detail = f"chi2 p={_fmt(f.get('chi2_p_value'), 3)} unseen={_fmt(f.get('unseen_share'), 3)}"
+        else:
+            detail = f"ks={_fmt(f.get('ks'))}"
+        detail += f" psi={_fmt(f.get('psi'))} missing={_fmt(f.get('missing_rate'))}"
+        if f.get("reason"):
+            detail += f" ({f['reason']})"
+        rows.append([name, f.get("type"), f.get("statistic"), _fmt(f.get("value")), _fmt(f.get("threshold")),
+                     "DRIFTED" if f.get("drifted") else "ok", detail])
+    lines.append(_table(rows, ["feature", "type", "statistic", "value", "threshold", "drift", "details"]))
+    lines.append(f"report: {where}")
+    return "\n".join(lines)
+
+
+def cmd_drift_check(args) -> int:
+    """Invoke the stack's drift function now (same code, metrics, event and alarm as the schedule)."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    from functions.drift import drift_function_name
+
+    stack = _stack_name(args)
+    function = args.function or os.environ.get("SHIPYARD_DRIFT_FUNCTION") or drift_function_name(stack)
+    client = boto3.client("lambda", config=Config(read_timeout=960, connect_timeout=10, retries={"max_attempts": 0}))
+    try:
+        answer = client.invoke(FunctionName=function, Payload=json.dumps({"model": args.model}).encode())
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code")
+        if code == "ResourceNotFoundException":
+            raise CliError(f"drift function {function!r} of stack {stack!r} not found; deploy the stack "
+                           "(`cdk deploy`), start it locally (`shipyard local up`), or name it with --function") from err
+        raise CliError(f"cannot invoke drift function {function!r}: {err}") from err
+    raw = answer["Payload"].read()
+    try:
+        report = json.loads(raw or b"null")
+    except json.JSONDecodeError:
+        report = {"errorMessage": raw.decode(errors="replace")[:500]}
+    if answer.get("FunctionError") or not isinstance(report, dict) or "features" not in report:
+        detail = report if not isinstance(report, dict) else report.get("errorMessage", report)
+        kind = (report.get("errorType") + ": ") if isinstance(report, dict) and report.get("errorType") else ""
+        raise CliError(f"the drift check of model {args.model!r} failed: {kind}{detail}")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_drift_report(report))
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- other commands
 
 
@@ -422,7 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     drift = sub.add_parser("drift", help="drift monitoring").add_subparsers(dest="drift_command", required=True)
     p = drift.add_parser("check", help="run a drift check now")
     p.add_argument("model")
-    p.set_defaults(run=not_built("shipyard drift check"))
+    p.add_argument("--function", help="drift function name (default: SHIPYARD_DRIFT_FUNCTION, else <stack>-drift)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=cmd_drift_check)
 
     local = sub.add_parser("local", help="the local cloud").add_subparsers(dest="local_command", required=True)
     p = local.add_parser("up", help="run the synthesized stack locally")

@@ -32,6 +32,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
+from functions.drift import drift_function_name
 from infra.config import ModelSpec
 from infra.endpoint import functions_code, lambda_architecture
 from infra.pipeline import spec_document
@@ -49,11 +50,6 @@ METRIC_CHECKS_SKIPPED = "DriftChecksSkipped"
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-
-
-def drift_function_name(stack_name: str) -> str:
-    """The drift function's name: ``<stack>-drift`` (how ``shipyard drift check`` finds it)."""
-    return f"{stack_name[:58]}-drift"
 
 
 def schedule_period(expression: str) -> Duration:

@@ -1,7 +1,7 @@
 """Drift function: one drift check of one model (scheduled per model, or `shipyard drift check`).
 
 Event: ``{"model": "<name>"}`` (the schedule's input). Answer: the report written to
-``drift/<model>/<timestamp>.json`` (see docs/monitoring.md). The rules live in
+``drift/<model>/<timestamp>.json`` (see docs/monitoring.md) plus ``report_uri`` (s3://…). The rules live in
 ``functions.core.monitoring``; this handler parses, calls and logs.
 
 Environment: REGISTRY_TABLE, ARTIFACT_BUCKET, SHIPYARD_MODELS, DRIFT_MODELS (JSON model ->
@@ -62,4 +62,4 @@ def handler(event: dict, context: Any) -> dict:
                "drifted_share": report["drifted_share"], "drifted_features": report["drifted_features"],
                "report_key": report["report_key"]},
     )
-    return report
+    return {**report, "report_uri": f"s3://{os.environ['ARTIFACT_BUCKET']}/{report['report_key']}"}
