@@ -1,0 +1,83 @@
+"""functions.core.training without AWS: validate, split, fit, convert, parity, artifacts."""
+import json
+
+import numpy as np
+import pytest
+
+from functions.core import training
+from functions.core.dataset import DatasetError
+from tests.pipeline import data
+
+ANIMALS = {"target": "species", "task": "classification", "estimator": "sklearn.linear_model.LogisticRegression",
+           "params": {"max_iter": 500}, "metric": "accuracy", "holdout": 0.2, "drift": {"window": 50, "threshold": 0.2}}
+PRICES = {"target": "price", "task": "regression", "estimator": "sklearn.linear_model.Ridge", "params": {},
+          "metric": "rmse", "holdout": 0.25}
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return training.train(data.animals(), ANIMALS)
+
+
+def test_classifier_result(clf):
+    assert clf.schema["classes"] == ["cat", "dog", "fish"]
+    assert clf.metrics["metric"] == "accuracy" and clf.metrics["accuracy"] > 0.8
+    assert clf.metrics["accuracy"] == pytest.approx(clf.metrics["sklearn_accuracy"], abs=1e-9)
+    assert clf.parity["passed"] and clf.parity["label_mismatches"] == 0 and clf.parity["max_abs_diff"] <= 1e-4
+    assert clf.split["train_rows"] + clf.split["holdout_rows"] == 240 and clf.split["stratified"]
+    assert clf.dataset["rows"] == 240 and clf.dataset["columns"] == 4 and len(clf.dataset["sha256"]) == 64
+    assert clf.baseline["window"] == 50 and clf.baseline["threshold"] == 0.2
+    assert clf.baseline["rows"] == clf.split["train_rows"]
+    json.dumps(clf.holdout, allow_nan=False)  # JSON-clean: missing cells are null
+
+
+def test_split_is_deterministic_and_seeded_by_the_bytes(clf):
+    again = training.train(data.animals(), ANIMALS)
+    assert again.split == clf.split and again.holdout["indices"] == clf.holdout["indices"]
+    assert clf.split["seed"] == int(clf.dataset["sha256"][:8], 16)
+    other = training.train(data.animals(seed=7), ANIMALS)
+    assert other.split["seed"] != clf.split["seed"]
+
+
+def test_holdout_document_rows_and_missing_values():
+    body = data.animals()
+    res = training.train(body, ANIMALS)
+    h = res.holdout
+    assert h["rows"] == len(h["target"]) == len(h["columns"]["x1"]) == res.split["holdout_rows"]
+    assert set(h["columns"]) == {"x1", "x2", "colour"} and h["target_name"] == "species"
+    assert all(v is None or isinstance(v, str) for v in h["columns"]["colour"])
+
+
+def test_regressor_parity_and_lower_is_better_metric():
+    res = training.train(data.prices(), PRICES)
+    assert res.metrics["higher_is_better"] is False and res.metrics["rmse"] < 1.0
+    assert res.parity["passed"] and "classes" not in res.schema
+    assert res.split["stratified"] is False and res.split["holdout_rows"] == 50
+
+
+def test_dataset_errors_name_the_problem():
+    with pytest.raises(DatasetError, match="too few rows"):
+        training.train(data.animals(n=10), ANIMALS)
+    with pytest.raises(DatasetError, match="dataset is too large"):
+        training.train(data.animals(), ANIMALS, max_bytes=100)
+    with pytest.raises(DatasetError, match="target column 'species' not found"):
+        training.train(b"a,b\n" + b"1,2\n" * 30, ANIMALS)
+
+
+def test_parity_failure_is_recorded_not_raised(clf, monkeypatch):
+    res = training.train(data.animals(), ANIMALS, tolerance=0.0)
+    # probabilities differ from scikit-learn by float noise; a zero tolerance fails the check
+    assert res.parity["max_abs_diff"] > 0 and res.parity["passed"] is False
+
+
+def test_training_matrix_rounds_numbers_through_float32(clf):
+    from functions.core.dataset import load_csv
+
+    d = load_csv(b"x,s,y\n" + b"".join(b"%r,a,%d\n" % (0.1 + i, i % 2) for i in range(30)), target="y",
+                 task="classification")
+    X = training.training_matrix(d, np.arange(3))
+    assert X[0, 0] == float(np.float32(0.1)) and X[0, 1] == "a"
+
+
+def test_library_versions_are_recorded(clf):
+    assert {"python", "numpy", "scikit-learn", "skl2onnx", "onnx", "onnxruntime"} <= set(clf.libraries)
