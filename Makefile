@@ -31,6 +31,7 @@ demo: venv
 	$(BIN)/shipyard demo
 
 bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 
 layers: venv
