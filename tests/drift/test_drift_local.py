@@ -155,5 +155,6 @@ def test_drifted_traffic_to_alarm_and_retraining(cloud, monkeypatch, capsys):
     assert len(drift_history(registry, MODEL)) == 2
     assert cli.main(["drift", "check", "nope"]) == 1
     assert "model 'nope'" in capsys.readouterr().err
-    print(f"\n[timing] train {trained - started:.1f}s, check {checked - trained:.1f}s, "
+    print("\n" + out)
+    print(f"[timing] train {trained - started:.1f}s, check {checked - trained:.1f}s, "
           f"alarm+retrain {retrained - checked:.1f}s, total {time.perf_counter() - started:.1f}s")
