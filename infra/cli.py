@@ -175,6 +175,73 @@ def cmd_rollback(args) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- train
+
+
+def cmd_train(args) -> int:
+    """Start a pipeline run by hand, with the input an upload's rule would give (docs/pipeline.md)."""
+    import time
+
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from functions.pipeline.execution import describe_dataset, execution_input, latest_dataset, parse_s3_uri
+    from functions.pipeline.execution import spec_document, start
+    from infra.config import ConfigError, load_config
+
+    try:
+        config = load_config(_project_config())
+    except ConfigError as err:
+        raise CliError(str(err)) from err
+    if args.model not in config.models:
+        raise CliError(f"model {args.model!r} is not configured in cdk.json (configured: "
+                       f"{', '.join(config.models) or 'none'})")
+    stack = _stack_name(args)
+    outputs = stack_outputs(stack)
+    arn = _output(outputs, "PipelineArn", stack)
+    s3 = boto3.client("s3")
+    try:
+        if args.dataset:
+            try:
+                bucket, key = parse_s3_uri(args.dataset)
+            except ValueError as err:
+                raise CliError(str(err)) from err
+            dataset = describe_dataset(s3, bucket, key)
+        else:
+            bucket = _output(outputs, "DataBucketName", stack)
+            dataset = latest_dataset(s3, bucket, args.model)
+            if dataset is None:
+                raise CliError(f"no dataset under s3://{bucket}/datasets/{args.model}/; upload a CSV there "
+                               "(that starts a run by itself) or pass --dataset s3://bucket/key")
+    except ClientError as err:
+        raise CliError(f"cannot read the dataset: {err.response['Error'].get('Message') or err}") from err
+    doc = execution_input(args.model, spec_document(config.models[args.model]), dataset, force=args.force,
+                          allow_schema_change=args.allow_schema_change,
+                          trigger={"source": "cli", "actor": _actor()})
+    sfn = boto3.client("stepfunctions")
+    execution_arn = start(sfn, arn, doc, prefix="cli")
+    print(execution_arn)
+    print(f"dataset s3://{dataset['bucket']}/{dataset['key']} (version {dataset['version_id']})", file=sys.stderr)
+    if not args.wait:
+        return EXIT_OK
+    while True:
+        desc = sfn.describe_execution(executionArn=execution_arn)
+        if desc["status"] != "RUNNING":
+            break
+        time.sleep(2)
+    output = json.loads(desc.get("output") or "{}")
+    if desc["status"] == "SUCCEEDED":
+        if (output.get("run") or {}).get("duplicate"):
+            print(f"already handled by {output['run']['duplicate_of'].get('execution_arn')} (use --force to train again)")
+        else:
+            v = (output.get("run") or {}).get("version")
+            verdict = "promoted" if (output.get("validation") or {}).get("promote") else "rejected"
+            print(f"{args.model} v{v} {verdict}: {(output.get('validation') or {}).get('reason')}")
+        return EXIT_OK
+    print(f"{args.model}: run {desc['status'].lower()}: {desc.get('cause') or desc.get('error') or ''}")
+    return EXIT_ERROR
+
+
 # --------------------------------------------------------------------------- predict
 
 
@@ -497,7 +564,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="start a pipeline run by hand")
     p.add_argument("model")
     p.add_argument("--dataset", help="s3://bucket/key of the CSV (default: the model's latest dataset)")
-    p.set_defaults(run=not_built("shipyard train"))
+    p.add_argument("--force", action="store_true",
+                   help="train even if this dataset version already started a run (it is deduplicated otherwise)")
+    p.add_argument("--allow-schema-change", action="store_true",
+                   help="let a candidate whose features differ from production's be promoted")
+    p.add_argument("--wait", action="store_true", help="wait for the run to finish and print its outcome")
+    p.set_defaults(run=cmd_train)
 
     drift = sub.add_parser("drift", help="drift monitoring").add_subparsers(dest="drift_command", required=True)
     p = drift.add_parser("check", help="run a drift check now")

@@ -29,6 +29,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec
 from infra.endpoint import functions_code, lambda_architecture
 from infra.registry import DATASETS_PREFIX, ModelRegistry
@@ -51,21 +52,6 @@ TRANSIENT_ERRORS = (
 )
 DEFAULT_MAX_DATASET_BYTES = 100 * 2**20
 DEFAULT_MIN_ROWS = 20
-
-
-def spec_document(spec: ModelSpec) -> dict:
-    """The model's spec as the execution input carries it (cdk.json keys, defaults filled in)."""
-    return {
-        "target": spec.target,
-        "task": spec.task,
-        "estimator": spec.estimator,
-        "params": dict(spec.params),
-        "metric": spec.metric,
-        "min_score": spec.min_score,
-        "max_regression": spec.max_regression,
-        "holdout": spec.holdout,
-        "drift": {"threshold": spec.drift.threshold, "window": spec.drift.window},
-    }
 
 
 def code_version(root: Path = PROJECT_ROOT) -> str:

@@ -168,7 +168,8 @@ def test_the_same_object_version_delivered_twice_trains_once(cloud, run, registr
     assert first["status"] == "SUCCEEDED"
     sfn = cloud.client("stepfunctions")
     # EventBridge delivers at least once: the same event again starts a second execution.
-    second_arn = sfn.start_execution(stateMachineArn=cloud.outputs["PipelineArn"], input=first["input"])["executionArn"]
+    second_arn = sfn.start_execution(stateMachineArn=cloud.outputs["PipelineArn"], name="redelivered",
+                                     input=first["input"])["executionArn"]
     cloud.wait_for_executions(cloud.outputs["PipelineArn"])
     second = sfn.describe_execution(executionArn=second_arn)
     assert second["status"] == "SUCCEEDED"
@@ -177,3 +178,33 @@ def test_the_same_object_version_delivered_twice_trains_once(cloud, run, registr
     states = [e["stateEnteredEventDetails"]["name"] for e in _history(cloud, second_arn) if e["type"].endswith("StateEntered")]
     assert "Train" not in states and states[-1] == "AlreadyHandled"
     assert len(registry.versions_from_dataset(r.bucket, r.key, r.version_id)) == 1
+
+
+def test_cli_train_starts_a_run_by_hand_and_lineage_shows_the_chain(cloud, run, registry, monkeypatch, tmp_path,
+                                                                     capsys):
+    from infra import cli
+    from tests.pipeline.conftest import CONFIG
+
+    (tmp_path / "cdk.json").write_text(json.dumps({"context": {"shipyard": CONFIG}}))
+    monkeypatch.chdir(tmp_path)
+    for k, v in cloud.environment().items():
+        monkeypatch.setenv(k, v)
+    r = run("prices", data.prices(seed=21), "by-hand.csv")
+    first = r.execution()
+    # the latest upload, already trained by its rule: deduplicated
+    assert cli.main(["train", "prices", "--wait"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("arn:aws:states:") and out[1] == f"already handled by {first['executionArn']} (use --force to train again)"
+    # --force trains it again, as a new version with the same dataset lineage
+    assert cli.main(["train", "prices", "--dataset", f"s3://{r.bucket}/{r.key}", "--force", "--wait"]) == 0
+    arn, verdict = capsys.readouterr().out.splitlines()
+    versions = registry.versions_from_dataset(r.bucket, r.key, r.version_id)
+    assert len(versions) == 2 and arn in {v["execution_arn"] for v in versions}
+    assert verdict.startswith("prices v") and (" promoted: " in verdict or " rejected: " in verdict)
+    (mine,) = [v for v in versions if v["execution_arn"] == arn]
+    assert mine["lineage"]["dataset"]["sha256"] == r.sha256
+    assert cli.main(["lineage", "prices", str(mine["version"])]) == 0
+    text = capsys.readouterr().out
+    assert f"s3://{r.bucket}/{r.key} (version {r.version_id}" in text and f"execution  {arn}" in text
+    assert cli.main(["train", "prices", "--dataset", "s3://nope"]) == 1
+    assert "expected s3://bucket/key" in capsys.readouterr().err
