@@ -447,7 +447,8 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
 
 
 def latest_dataset(s3, bucket: str, model: str) -> dict | None:
-    """The newest current object under ``datasets/<model>/`` (by LastModified): bucket, key, version id."""
+    """The newest current object under ``datasets/<model>/`` (by LastModified, then key): bucket, key,
+    version id, size, etag — from one versions listing, so the caller needs list permission only."""
     best = None
     prefix = f"{DATASETS_PREFIX}{model}/"
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
@@ -465,14 +466,16 @@ def latest_dataset(s3, bucket: str, model: str) -> dict | None:
 
 def retrain_input(model: str, spec: Mapping[str, Any], dataset: Mapping[str, Any], *,
                   trigger: Mapping[str, Any]) -> dict:
-    """Execution input of a retraining run: the shape the pipeline's upload rule gives
-    (``model``, ``spec``, ``dataset``, ``trigger``), with ``force: true``.
+    """Execution input of a retraining run: the upload rule's shape
+    (``functions.pipeline.execution.execution_input``) with ``force: true`` and
+    ``trigger.source = "drift"``.
 
     ``force`` makes the pipeline claim the run per execution rather than per dataset object
     version: retraining on the dataset that trained the current version must not end in
     ``AlreadyHandled``.
     """
-    return {"model": model, "spec": dict(spec),
-            "dataset": {k: dataset[k] for k in ("bucket", "key", "version_id", "size", "etag") if k in dataset},
-            "trigger": {"source": "drift", **dict(trigger)},
-            "force": True}
+    from functions.pipeline.execution import execution_input
+
+    return execution_input(
+        model, spec, {k: dataset[k] for k in ("bucket", "key", "version_id", "size", "etag") if k in dataset},
+        force=True, trigger={"source": "drift", **dict(trigger)})
