@@ -1,0 +1,219 @@
+"""Inference benchmarks: warm handler vs bare onnxruntime, the scikit-learn handler, cold starts.
+
+The world is the one the tests use (tests/unit/test_inference_api.py): a registry table and an
+artifacts bucket on moto, a real scikit-learn pipeline converted by ``functions.core.convert``,
+registered and promoted the way the training pipeline does it, and real API Gateway REST proxy
+events (``tests.models.rest_event``). Capture is off (no Firehose on the measured path), and
+X-Ray tracing is disabled (no daemon here).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import interleaved, ratio, summary
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "bench"
+BATCHES = (1, 16, 1000)
+ENV = {
+    "REGISTRY_TABLE": "registry",
+    "ARTIFACT_BUCKET": "artifacts",
+    "SHIPYARD_MODELS": json.dumps([MODEL]),
+    "CAPTURE_STREAMS": "{}",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_SERVICE_NAME": "shipyard-inference",
+    "POWERTOOLS_METRICS_NAMESPACE": "Shipyard",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def _trained():
+    from tests.models import classifier
+
+    return classifier()  # LogisticRegression over x1, x2 (numbers) and colour (string), 3 classes
+
+
+def _publish(ddb, s3, trained) -> int:
+    """Create table + bucket and register one promoted version: model.onnx and model.joblib."""
+    import joblib
+
+    from functions.core.artifacts import put_artifact
+    from functions.core.registry import Registry
+    from tests.support import create_artifact_bucket, create_registry_table
+
+    create_registry_table(ddb)
+    create_artifact_bucket(s3)
+    registry = Registry("registry", client=ddb, known_models=[MODEL])
+    version = registry.allocate_version(MODEL, estimator="sklearn.linear_model.LogisticRegression",
+                                        params={"max_iter": 500})["version"]
+    prefix = f"models/{MODEL}/v{version}"
+    digest = put_artifact(s3, "artifacts", f"{prefix}/model.onnx", trained.onnx)
+    buffer = io.BytesIO()
+    joblib.dump(trained.pipeline, buffer)
+    put_artifact(s3, "artifacts", f"{prefix}/model.joblib", buffer.getvalue())
+    registry.record_candidate(MODEL, version, artifact_key=f"{prefix}/model.onnx", artifact_sha256=digest,
+                              schema=trained.schema.to_dict(), metrics={"accuracy": 0.9},
+                              lineage={"dataset": {"bucket": "data", "key": f"datasets/{MODEL}/a.csv"}})
+    registry.promote(MODEL, version, reason="bench", actor="bench")
+    return version
+
+
+def _records(trained, n: int) -> list[dict]:
+    pool = trained.records(len(trained.rows))
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def _event(records: list[dict]) -> dict:
+    from tests.models import rest_event
+
+    return rest_event("POST", f"/models/{MODEL}/predict", body=json.dumps({"instances": records}))
+
+
+def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
+    """Warm Shipyard handler vs bare InferenceSession.run vs the scikit-learn handler."""
+    import boto3
+    import onnxruntime as ort
+    from moto import mock_aws
+
+    from tests.models import LambdaContext
+
+    trained = _trained()
+    saved = {k: os.environ.get(k) for k in ENV}
+    os.environ.update(ENV)
+    try:
+        with mock_aws():
+            _publish(boto3.client("dynamodb"), boto3.client("s3"), trained)
+            from bench import sklearn_handler
+            from functions.inference import handler as shipyard
+
+            shipyard.reset()
+            context = LambdaContext()
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = opts.inter_op_num_threads = 1  # as OnnxModel does
+            session = ort.InferenceSession(trained.onnx, sess_options=opts, providers=["CPUExecutionProvider"])
+            results: dict = {"model": "LogisticRegression (tests.models.classifier: 2 numeric + 1 string "
+                                      "feature, 3 classes), ONNX via functions.core.convert",
+                             "batches": {}}
+            sink = open(os.devnull, "w")  # EMF metrics lines: serialized as on Lambda, not printed
+            per_batch_budget = budget_seconds / len(BATCHES)
+            for batch in BATCHES:
+                records = _records(trained, batch)
+                event = _event(records)
+                feeds = trained.schema.to_feeds(records)
+
+                def handler_call(event=event):
+                    response = shipyard.lambda_handler(event, context)
+                    assert response["statusCode"] == 200, response
+                    return response
+
+                def sklearn_call(event=event):
+                    response = sklearn_handler.lambda_handler(event, context)
+                    assert response["statusCode"] == 200, response
+                    return response
+
+                def bare_call(feeds=feeds):
+                    return session.run(None, feeds)
+
+                with contextlib.redirect_stdout(sink):
+                    ours = json.loads(handler_call()["body"])
+                    theirs = json.loads(sklearn_call()["body"])
+                    assert ours["predictions"] == theirs["predictions"], "ONNX and sklearn disagree"
+                    # Size the loop to the time budget from one timed pass of each.
+                    start = time.perf_counter()
+                    handler_call(), sklearn_call(), bare_call()
+                    one = max(time.perf_counter() - start, 1e-6)
+                    per_round = max(3, min(500, int(per_batch_budget / one / rounds)))
+                    times = interleaved({"handler": handler_call, "ort": bare_call, "sklearn_handler": sklearn_call},
+                                        rounds=rounds, per_round=per_round)
+                entry = {name: summary(values) for name, values in times.items()}
+                entry["handler_vs_ort_median"] = ratio(entry["handler"]["median_ms"], entry["ort"]["median_ms"])
+                entry["handler_vs_ort_p99"] = ratio(entry["handler"]["p99_ms"], entry["ort"]["p99_ms"])
+                entry["sklearn_handler_vs_handler_median"] = ratio(entry["sklearn_handler"]["median_ms"],
+                                                                   entry["handler"]["median_ms"])
+                entry["request_bytes"] = len(event["body"])
+                results["batches"][str(batch)] = entry
+                log(f"  batch {batch:>4}: handler {entry['handler']['median_ms']:.3f} ms, "
+                    f"ort {entry['ort']['median_ms']:.3f} ms, sklearn handler "
+                    f"{entry['sklearn_handler']['median_ms']:.3f} ms (n={entry['handler']['n']})")
+            sink.close()
+            shipyard.reset()
+            return results
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# --------------------------------------------------------------------------- cold start
+
+
+def cold(*, runs: int = 5, log=print) -> dict:
+    """Fresh processes importing a handler, loading the model and answering one request.
+
+    S3 and DynamoDB are moto behind the local cloud's HTTP endpoint in this process (both paths
+    talk to it over HTTP, as a fresh Lambda talks to AWS). Each run is ``python -m bench.cold <path>``; its wall time from
+    spawn to exit is the figure (interpreter start included, the same for both), with the
+    child's own import / first-request split beside it. Paths alternate run by run.
+    """
+    import boto3
+    from moto import mock_aws
+
+    from infra.local.server import AwsServer  # moto's backends over HTTP, without Flask
+
+    trained = _trained()
+    samples: dict[str, list[dict]] = {"ort": [], "sklearn": []}
+    with mock_aws():
+        server = AwsServer(port=0)
+        server.start()
+        request = ROOT / "bench" / ".cold-event.json"
+        try:
+            endpoint = f"http://127.0.0.1:{server.port}"
+            env = {**os.environ, **ENV, "AWS_ENDPOINT_URL": endpoint}
+            env.pop("AWS_PROFILE", None)
+            _publish(boto3.client("dynamodb", region_name="us-east-1"), boto3.client("s3", region_name="us-east-1"),
+                     trained)
+            request.write_text(json.dumps(_event(_records(trained, 1))))
+            for path in samples:  # one unmeasured run each: the OS file cache is warm for both
+                _cold_run(path, request, env)
+            for _ in range(runs):
+                for path in samples:
+                    samples[path].append(_cold_run(path, request, env))
+        finally:
+            request.unlink(missing_ok=True)
+            server.stop()
+    out: dict = {"runs": runs}
+    for path, values in samples.items():
+        out[path] = {
+            "wall_ms_median": round(statistics.median(v["wall_ms"] for v in values), 1),
+            "import_ms_median": round(statistics.median(v["import_ms"] for v in values), 1),
+            "first_request_ms_median": round(statistics.median(v["first_request_ms"] for v in values), 1),
+            "wall_ms": [v["wall_ms"] for v in values],
+        }
+        log(f"  cold {path:>7}: {out[path]['wall_ms_median']:.0f} ms (import {out[path]['import_ms_median']:.0f} ms, "
+            f"first request {out[path]['first_request_ms_median']:.0f} ms)")
+    out["ort_vs_sklearn"] = ratio(out["ort"]["wall_ms_median"], out["sklearn"]["wall_ms_median"])
+    return out
+
+
+def _cold_run(path: str, request: Path, env: dict) -> dict:
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "bench.cold", path, str(request)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    wall = (time.perf_counter() - start) * 1e3
+    if result.returncode:
+        raise RuntimeError(f"cold start ({path}) failed:\n{result.stderr[-3000:]}")
+    timings = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"wall_ms": round(wall, 1), **timings}
