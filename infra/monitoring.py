@@ -35,7 +35,7 @@ from constructs import Construct, IConstruct
 from functions.drift import drift_function_name
 from infra.config import ModelSpec
 from infra.endpoint import functions_code, lambda_architecture
-from infra.pipeline import spec_document
+from functions.pipeline.execution import spec_document
 from infra.registry import DATASETS_PREFIX, DRIFT_PREFIX, ModelRegistry
 
 NAMESPACE = "Shipyard"
