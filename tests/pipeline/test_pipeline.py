@@ -14,6 +14,8 @@ import pytest
 from tests.pipeline import data
 from tests.pipeline.conftest import events_of
 
+pytestmark = pytest.mark.slow
+
 
 def _history(cloud, execution_arn: str) -> list[dict]:
     sfn = cloud.client("stepfunctions")
