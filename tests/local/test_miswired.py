@@ -13,7 +13,8 @@ def test_function_missing_its_table_variable_fails_with_a_clear_error(shipyard_a
     template = Template.load(shipyard_assembly)
     body = json.loads(json.dumps(template.body))
     (fn,) = [r for r in body["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
-             and "REGISTRY_TABLE" in r["Properties"].get("Environment", {}).get("Variables", {})]
+             and r["Properties"].get("Handler") == "functions.inference.handler.handler"]
+    assert "REGISTRY_TABLE" in fn["Properties"]["Environment"]["Variables"]
     del fn["Properties"]["Environment"]["Variables"]["REGISTRY_TABLE"]
     lines = []
     broken = Template(body=body, stack_name=template.stack_name, directory=template.directory, assets=template.assets)
