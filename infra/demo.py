@@ -20,6 +20,7 @@ import numpy as np
 
 MODEL = "iris"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+DEMO_EMAIL = "you@example.com"
 
 
 class StepFailed(Exception):
@@ -37,7 +38,7 @@ class Step:
 @dataclass
 class Demo:
     cloud: Any
-    out: Callable[[str], None] = print
+    out: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
     steps: list[Step] = field(default_factory=list)
     state: dict = field(default_factory=dict)
 
@@ -101,6 +102,9 @@ class Demo:
 
     # ------------------------------------------------------------------ the loop
     def upload(self) -> str:
+        # as a user with alarm_email set would be: subscribed to the alarm topic
+        self.cloud.client("sns").subscribe(TopicArn=self.outputs["AlarmTopicArn"], Protocol="email",
+                                          Endpoint=DEMO_EMAIL)
         data = iris_csv()
         key = f"datasets/{MODEL}/iris.csv"
         put = self.cloud.client("s3").put_object(Bucket=self.outputs["DataBucketName"], Key=key, Body=data)
@@ -118,10 +122,9 @@ class Demo:
                              f"latest version {last.get('version')} is {last.get('status')}: {last.get('reason')}")
         record = registry.get_version(MODEL, production)
         self.state["v1"] = production
-        metrics = record.get("metrics") or {}
-        score = metrics.get("accuracy", metrics.get("candidate", {}).get("accuracy") if isinstance(
-            metrics.get("candidate"), dict) else None)
-        return f"v{production} trained, validated and promoted (accuracy {score})"
+        score = (record.get("metrics") or {}).get("accuracy")
+        shown = f"{score:.4f}" if isinstance(score, (int, float)) else "not recorded"
+        return f"v{production} trained, validated and promoted (holdout accuracy {shown})"
 
     def predict(self) -> str:
         rows = [dict(zip(FEATURES, r)) for r in iris_rows()[0][::30].tolist()]
@@ -177,15 +180,18 @@ class Demo:
     def alarm(self) -> str:
         deadline = time.time() + 60
         while True:
-            changes = [c for c in self.cloud.evaluate_alarms() + self.cloud.alarm_changes
-                       if c.get("new") == "ALARM" or c.get("state") == "ALARM" or c.get("NewStateValue") == "ALARM"]
+            self.cloud.evaluate_alarms()
+            changes = [c for c in self.cloud.alarm_changes if c["to"] == "ALARM" and "drift" in c["alarm"].lower()]
             if changes:
                 break
             if time.time() > deadline:
-                raise StepFailed("no alarm went to ALARM")
+                raise StepFailed("the drift alarm did not go to ALARM")
             time.sleep(1)
-        names = sorted({str(c.get("alarm") or c.get("name") or c.get("AlarmName")) for c in changes})
-        return f"ALARM: {', '.join(names)}; {len(self.cloud.notifications)} notification(s) sent"
+        self.cloud.wait_idle()
+        mails = [n for n in self.cloud.notifications if DEMO_EMAIL in json.dumps(n, default=str)]
+        if not mails:
+            raise StepFailed(f"{changes[0]['alarm']} is in ALARM but no e-mail reached {DEMO_EMAIL}")
+        return f"{changes[0]['alarm']} → ALARM; e-mail to {DEMO_EMAIL} via the alarm topic"
 
     def retrain(self) -> str:
         executions = self.wait_for_pipeline(2)
@@ -257,7 +263,7 @@ def main(aws_port: int = 0, api_port: int = 0) -> int:
 
     started = time.time()
     print("Shipyard demo: the whole loop on the local cloud (no Docker, no AWS account)")
-    cloud = start_local_cloud(aws_port, api_port)
+    cloud = start_local_cloud(aws_port, api_port, log=lambda msg: print(f"    {msg}", flush=True))
     try:
         print(f"local cloud up in {time.time() - started:.1f}s — aws: {cloud.aws_url}  api: {cloud.api_url}")
         ok = Demo(cloud).run()

@@ -1,0 +1,46 @@
+"""`shipyard demo` runs the whole loop and says so; a step that cannot happen makes it fail."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from infra.demo import Demo
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = ["Upload", "Pipeline", "Predict", "Send drifted traffic", "Scheduled drift check", "Drift alarm",
+         "Retrain", "Lineage"]
+
+
+def test_demo_runs_the_whole_loop_and_exits_zero():
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-m", "infra.cli", "demo"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = proc.stdout.split("\nSummary\n", 1)[1].splitlines()
+    rows = [line for line in summary if line.startswith("  ok") or line.startswith("  FAIL")]
+    assert len(rows) == len(STEPS) and all(r.startswith("  ok") for r in rows), summary
+    for step, row in zip(STEPS, rows):
+        assert step in row
+    assert "v2 production" in proc.stdout or "v2 rejected" in proc.stdout
+    assert "demo complete" in proc.stdout
+
+
+class _WithoutPipeline:
+    """The seams' hand-written stack, seen as a Shipyard stack that has no pipeline."""
+
+    def __init__(self, cloud):
+        self._cloud = cloud
+        topic = cloud.client("sns").create_topic(Name="demo-alarms")["TopicArn"]
+        self.outputs = {k: v for k, v in cloud.outputs.items() if k != "PipelineArn"} | {
+            "DataBucketName": cloud.outputs["BucketName"], "AlarmTopicArn": topic}
+
+    def __getattr__(self, name):
+        return getattr(self._cloud, name)
+
+
+def test_demo_fails_when_the_stack_cannot_train(cloud):
+    lines = []
+    ok = Demo(_WithoutPipeline(cloud), out=lines.append).run()
+    assert not ok
+    assert any(line.startswith("  ok") and "Upload" in line for line in lines), lines
+    assert any(line.startswith("  FAIL") and "Pipeline" in line and "no PipelineArn" in line for line in lines), lines
