@@ -1,0 +1,173 @@
+"""``python -m bench``: run every benchmark, print a table, write ``bench/results.json``.
+
+    python -m bench [--only inference,cold,pipeline,drift] [--quick] [--out PATH]
+
+``--quick`` shrinks every benchmark (smaller loops, 100k drift rows) for a smoke run; its figures
+are not the ones to quote. A full run takes ~5 minutes on 2 shared cores.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before numpy: one thread, as in Lambda and the tests
+
+from bench.common import machine  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+SECTIONS = ("inference", "cold", "pipeline", "drift")
+GOALS = {
+    "handler_vs_ort_b1000": "<= 1.5",
+    "sklearn_handler_vs_handler_b1": ">= 20",
+    "cold_start_ort_vs_sklearn": "<= 0.3",
+    "pipeline_vs_bare": None,
+    "evidently_vs_drift_1m": None,
+}
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Shipyard benchmarks")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (figures not for quoting)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {sorted(unknown)}; expected {SECTIONS}")
+
+    started = time.perf_counter()
+    results: dict = {"ratios": {}, "notes": {}, "machine": machine(),
+                     "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                     "quick": args.quick}
+    errors = {}
+
+    def section(name: str, fn):
+        if name not in only:
+            return None
+        _log(f"[{name}]")
+        t = time.perf_counter()
+        try:
+            value = fn()
+        except Exception as exc:  # noqa: BLE001 - one failing section must not hide the others
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            _log(traceback.format_exc())
+            return None
+        results.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t, 1)
+        results[name] = value
+        return value
+
+    from bench import drift, inference, pipeline
+
+    warm = section("inference", lambda: inference.warm(rounds=4 if args.quick else 10,
+                                                       budget_seconds=10 if args.quick else 75, log=_log))
+    cold = section("cold", lambda: inference.cold(runs=2 if args.quick else 5, log=_log))
+    pipe = section("pipeline", lambda: pipeline.run(repeats=1 if args.quick else 3, log=_log))
+    drifted = section("drift", lambda: drift.run(rows=100_000 if args.quick else drift.ROWS,
+                                                 repeats=1 if args.quick else 3, log=_log))
+
+    ratios = results["ratios"]
+    notes = results["notes"]
+    if warm:
+        ratios["handler_vs_ort_b1000"] = warm["batches"]["1000"]["handler_vs_ort_median"]
+        ratios["sklearn_handler_vs_handler_b1"] = warm["batches"]["1"]["sklearn_handler_vs_handler_median"]
+    if cold:
+        ratios["cold_start_ort_vs_sklearn"] = cold["ort_vs_sklearn"]
+    if pipe is not None:
+        ratios["pipeline_vs_bare"] = pipe.get("pipeline_vs_bare")
+        if pipe.get("note"):
+            notes["pipeline_vs_bare"] = pipe["note"]
+    if drifted is not None:
+        ratios["evidently_vs_drift_1m"] = drifted.get("evidently_vs_drift_1m")
+        ratios["drift_decisions_differ_1m"] = drifted.get("decisions_differ")
+        if drifted.get("note"):
+            notes["evidently_vs_drift_1m"] = drifted["note"]
+        if args.quick:
+            notes["evidently_vs_drift_1m"] = f"--quick: {drifted['rows']:,} rows, not 1M"
+    for key in GOALS:
+        ratios.setdefault(key, None)
+        if ratios[key] is None and key not in notes:
+            notes[key] = errors.get(_SECTION_OF[key], "section not run (--only)")
+    results["goals"] = {k: v for k, v in GOALS.items() if v}
+    results["errors"] = errors
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    args.out.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    print(table(results))
+    _log(f"wrote {args.out} in {results['total_seconds']:.0f} s")
+    return 1 if errors else 0
+
+
+_SECTION_OF = {"handler_vs_ort_b1000": "inference", "sklearn_handler_vs_handler_b1": "inference",
+               "cold_start_ort_vs_sklearn": "cold", "pipeline_vs_bare": "pipeline",
+               "evidently_vs_drift_1m": "drift"}
+
+
+def _fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3g}{unit}" if abs(value) < 100 else f"{value:.0f}{unit}"
+    return f"{value}{unit}"
+
+
+def table(results: dict) -> str:
+    """The run as a Markdown table (what docs/benchmarks.md shows)."""
+    m = results["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['machine']}, "
+             f"Python {m['python']}, load average at start {m.get('load_average_at_start')}", "",
+             "| benchmark | Shipyard | baseline | ratio | goal |", "|---|---|---|---|---|"]
+    warm = results.get("inference")
+    if warm:
+        for batch, entry in warm["batches"].items():
+            for stat in ("median", "p99"):
+                lines.append(
+                    f"| warm handler vs bare `InferenceSession.run`, batch {batch}, {stat} | "
+                    f"{entry['handler'][stat + '_ms']:.3f} ms | {entry['ort'][stat + '_ms']:.3f} ms | "
+                    f"{_fmt(entry['handler_vs_ort_' + stat])}× | {'≤ 1.5×' if batch == '1000' and stat == 'median' else ''} |")
+        for batch, entry in warm["batches"].items():
+            lines.append(
+                f"| scikit-learn handler vs Shipyard handler, batch {batch}, median | "
+                f"{entry['handler']['median_ms']:.3f} ms | {entry['sklearn_handler']['median_ms']:.3f} ms | "
+                f"{_fmt(entry['sklearn_handler_vs_handler_median'])}× | {'≥ 20×' if batch == '1' else ''} |")
+    cold = results.get("cold")
+    if cold:
+        lines.append(f"| cold start (fresh process: import, load model, 1 request), median of {cold['runs']} | "
+                     f"{cold['ort']['wall_ms_median']:.0f} ms | {cold['sklearn']['wall_ms_median']:.0f} ms "
+                     f"(scikit-learn/joblib) | {_fmt(cold['ort_vs_sklearn'])}× | ≤ 0.3× |")
+    pipe = results.get("pipeline")
+    if pipe is not None:
+        if pipe.get("available"):
+            for entry in [pipe] + pipe.get("other_estimators", []):
+                lines.append(f"| pipeline (`training.train`) vs bare fit + convert, "
+                             f"{entry['estimator'].rsplit('.', 1)[1]}, {entry['train_rows']:,} train rows | "
+                             f"{entry['pipeline_s_median']:.2f} s | {entry['bare_fit_convert_s_median']:.2f} s | "
+                             f"{_fmt(entry['pipeline_vs_bare'])}× | |")
+        else:
+            lines.append(f"| pipeline vs bare fit + convert | n/a | n/a | n/a | {pipe.get('note')} |")
+    drifted = results.get("drift")
+    if drifted is not None:
+        if drifted.get("evidently"):
+            lines.append(f"| drift check, {drifted['rows']:,} rows × {drifted['columns']} cols: Evidently "
+                         f"{drifted['evidently']} DataDriftPreset vs `check_drift` | "
+                         f"{drifted['shipyard_check_s_median']:.2f} s | {drifted['evidently_s_median']:.1f} s | "
+                         f"{_fmt(drifted['evidently_vs_drift_1m'])}× faster | |")
+            lines.append(f"| drift decisions that differ (of {drifted['columns']} features) | "
+                         f"{', '.join(drifted['shipyard_drifted']) or 'none'} drifted | "
+                         f"{', '.join(drifted['evidently_drifted']) or 'none'} drifted | "
+                         f"{drifted['decisions_differ']} differ | |")
+        else:
+            lines.append(f"| drift check vs Evidently | {drifted['shipyard_check_s_median']:.2f} s | n/a | n/a | "
+                         f"{drifted.get('note')} |")
+    lines += ["", "ratios: " + json.dumps(results["ratios"])]
+    return "\n".join(lines)
