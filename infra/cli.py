@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR = 0, 1  # argparse exits 2 on usage errors
 
 
 class CliError(Exception):
@@ -513,13 +513,6 @@ def cmd_layers_build(args) -> int:
     for layer in args.layer or []:
         argv += ["--layer", layer]
     return builder.main(argv)
-
-
-def not_built(what: str):
-    def not_built_yet(args) -> int:
-        print(f"shipyard: `{what}` is not built yet in this version of Shipyard", file=sys.stderr)
-        return EXIT_USAGE
-    return not_built_yet
 
 
 # --------------------------------------------------------------------------- parser

@@ -105,15 +105,6 @@ def test_missing_stack_says_how_to_get_one(tmp_path, monkeypatch, capsys):
     assert "'Nope' not found" in err and "cdk deploy" in err
 
 
-@pytest.mark.parametrize("command", [["train", "iris"], ["drift", "check", "iris"], ["local", "up"], ["demo"]])
-def test_commands_not_built_yet_exit_non_zero_and_say_so(command, capsys):
-    run = cli.build_parser().parse_args(command).run
-    if getattr(run, "__name__", "") != "not_built_yet":
-        pytest.skip(f"`shipyard {' '.join(command)}` is built now; its own tests cover it")
-    assert cli.main(command) == 2
-    assert "not built yet" in capsys.readouterr().err
-
-
 def test_read_instances_from_csv_and_json(tmp_path):
     csv_file = tmp_path / "x.csv"
     csv_file.write_text("a,colour\n1.5,red\n,blue\n")
