@@ -310,8 +310,17 @@ def signed_request(method: str, url: str, body: bytes | None, auth: str, api_key
         raise CliError(f"cannot reach the API at {url}: {err.reason}") from err
 
 
+def _drop_target(model: str, instances: list) -> list:
+    """A CSV shaped like the training data carries the target column: the model does not take it."""
+    target = ((_project_config().get("models") or {}).get(model) or {}).get("target")
+    if not target or not any(isinstance(i, dict) and target in i for i in instances):
+        return instances
+    print(f"shipyard: leaving out column {target!r} (the target of {model!r})", file=sys.stderr)
+    return [{k: v for k, v in i.items() if k != target} if isinstance(i, dict) else i for i in instances]
+
+
 def cmd_predict(args) -> int:
-    instances = read_instances(Path(args.file))
+    instances = _drop_target(args.model, read_instances(Path(args.file)))
     stack = _stack_name(args)
     api_url = args.api_url or os.environ.get("SHIPYARD_API_URL") or _output(stack_outputs(stack), "ApiUrl", stack)
     auth = args.auth or (_project_config().get("api") or {}).get("auth") or "iam"

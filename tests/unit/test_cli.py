@@ -189,3 +189,13 @@ def test_aws_region_is_honoured_and_a_missing_region_is_a_clear_error(tmp_path, 
     with mock_aws():
         assert cli.main(["models"]) == 1  # no stack there, but the region was used
     assert "'Shipyard' not found" in capsys.readouterr().err
+
+
+def test_predict_leaves_out_the_target_column_of_a_training_shaped_csv(signed_api, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cdk.json").write_text(json.dumps({"context": {"shipyard": {"models": {"iris": {"target": "species"}}}}}))
+    data = tmp_path / "train.csv"
+    data.write_text("sepal_length,species\n5.1,setosa\n")
+    assert cli.main(["predict", "iris", str(data), "--api-url", signed_api, "--auth", "iam"]) == 0
+    assert _SigV4CheckingApi.seen[-1]["body"] == {"instances": [{"sepal_length": 5.1}]}
+    assert "leaving out column 'species'" in capsys.readouterr().err
