@@ -203,8 +203,6 @@ class SizeBudget:
     One per stack: ``SizeBudget.of(stack)`` (``DependencyLayers`` creates it).
     """
 
-    _instances: "dict[str, SizeBudget]" = {}
-
     def __init__(self, stack: cdk.Stack, budgets: Mapping[str, int] | None = None) -> None:
         self.stack = stack
         self.budgets = dict(BUDGETS if budgets is None else budgets)
@@ -214,10 +212,10 @@ class SizeBudget:
 
     @classmethod
     def of(cls, stack: cdk.Stack, budgets: Mapping[str, int] | None = None) -> "SizeBudget":
-        key = stack.node.addr
-        found = cls._instances.get(key)
-        if found is None or found.stack is not stack:
-            found = cls._instances[key] = cls(stack, budgets)
+        found = getattr(stack, "_shipyard_size_budget", None)
+        if found is None:
+            found = cls(stack, budgets)
+            stack._shipyard_size_budget = found  # one per stack, kept with it
         elif budgets is not None:
             found.budgets = dict(budgets)
         return found
