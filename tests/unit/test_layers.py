@@ -514,6 +514,18 @@ for task, rows, estimator, params in cases:
     else:
         np.testing.assert_allclose(got["predictions"], expected, rtol=1e-4, atol=1e-3)
     print("parity", estimator.rsplit(".", 1)[1])
+# 3. The train step's core as the train function runs it: CSV bytes -> validated dataset, holdout
+#    split, fit, ONNX conversion, parity checked with onnxruntime, drift baseline.
+import importlib.util
+if importlib.util.find_spec("functions.core.training") is not None:
+    import csv, io
+    from functions.core import training
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([columns] + [["" if v is None else v for v in r] for r in cls_rows])
+    result = training.train(buffer.getvalue().encode(), {"target": "y", "task": "classification",
+                            "estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 500}})
+    assert result.parity["passed"] and result.onnx and result.baseline, result.parity
+    print("core train parity", result.parity["passed"])
 print("trained", sys.version_info[:2])
 """
 
@@ -527,6 +539,8 @@ def test_training_layer_trains_converts_and_infers_on_python312(tmp_path):
     assert built.unzipped_bytes < 220_000_000
     out = _run_in_layer(python, built.path, _lambda_like_path(tmp_path), _TRAIN_CHECK, tmp_path)
     assert "trained (3, 12)" in out
+    if (ROOT / "functions" / "core" / "training.py").exists():
+        assert "core train parity True" in out, out
     for estimator in ("LogisticRegression", "RandomForestClassifier", "GradientBoostingClassifier", "Ridge",
                       "RandomForestRegressor", "GradientBoostingRegressor"):
         assert f"parity {estimator}" in out, out
