@@ -42,8 +42,10 @@ def main() -> int:
     try:
         assembly = app.synth()
     except RuntimeError as exc:  # jsii surfaces JavaScript errors (e.g. ValidationFailed) as this
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: synth failed: {first}", file=sys.stderr)
+        # The whole message (a budget failure names the function, its layers, sizes and the budget),
+        # without the JavaScript stack that jsii appends.
+        lines = [line for line in str(exc).strip().splitlines() if not line.strip().startswith("at ")]
+        print("error: synth failed: " + ("\n".join(lines) or type(exc).__name__), file=sys.stderr)
         return 1
     failures = _validation_failures(assembly.directory)
     if failures:  # under the CDK CLI the report is printed but the app does not raise
