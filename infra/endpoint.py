@@ -11,10 +11,9 @@ artifacts bucket, put records to its own capture streams, write its own log grou
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Sequence
 
-from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -23,33 +22,13 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from infra.lambdas import shipyard_function
 from infra.registry import CAPTURE_ERROR_PREFIX, CAPTURE_PREFIX, ModelRegistry
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HANDLER = "functions.inference.handler.handler"
 STAGE_NAME = "prod"
 AUTH_MODES = ("iam", "api_key", "none")
 
-# The Lambda asset is the project root filtered down to the ``functions`` package, so the
-# import path is ``functions.…`` both locally and in Lambda (docs/architecture.md).
-FUNCTIONS_ASSET_EXCLUDE = [
-    "*",
-    ".*",
-    "!functions",
-    "!functions/**",
-    "**/__pycache__",
-    "**/*.pyc",
-    "**/.*",
-]
-
-
-def functions_code(root: Path | str = PROJECT_ROOT) -> lambda_.Code:
-    """The ``functions/`` package as a Lambda code asset (shared by every Shipyard function)."""
-    return lambda_.Code.from_asset(str(root), exclude=FUNCTIONS_ASSET_EXCLUDE, ignore_mode=IgnoreMode.GLOB)
-
-
-def lambda_architecture(name: str) -> lambda_.Architecture:
-    return {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}[name]
 
 
 _ACCESS_LOG_FORMAT = {
@@ -177,32 +156,18 @@ class InferenceApi(Construct):
                 self.capture_streams[model] = stream
 
         # ------------------------------------------------------------ function
-        self.log_group = logs.LogGroup(
-            self, "FunctionLogs", retention=log_retention, removal_policy=log_removal_policy
-        )
-        self.role = iam.Role(
-            self,
-            "FunctionRole",
-            description="Shipyard inference function",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-        )
-        self.log_group.grant_write(self.role)
-
-        self.function = lambda_.Function(
+        made = shipyard_function(
             self,
             "Function",
             description="Shipyard inference: serves model versions from the registry over ONNX",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_architecture(architecture),
             handler=HANDLER,
-            code=code or functions_code(),
-            layers=list(layers),
+            architecture=architecture,
+            layers=layers,
+            code=code,
             memory_size=memory_size,
             timeout=timeout,
-            tracing=lambda_.Tracing.ACTIVE,
-            role=self.role,
-            log_group=self.log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
+            log_retention=log_retention,
+            log_removal_policy=log_removal_policy,
             environment={
                 "REGISTRY_TABLE": registry.table.table_name,
                 "ARTIFACT_BUCKET": registry.artifact_bucket.bucket_name,
@@ -219,6 +184,7 @@ class InferenceApi(Construct):
                 "POWERTOOLS_METRICS_NAMESPACE": "Shipyard",
             },
         )
+        self.function, self.role, self.log_group = made.function, made.role, made.log_group
         registry.grant_read_registry(self.function)
         registry.grant_read_models(self.function)
         if self.capture_streams:

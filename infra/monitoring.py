@@ -34,7 +34,7 @@ from constructs import Construct, IConstruct
 
 from functions.drift import drift_function_name
 from infra.config import ModelSpec
-from infra.endpoint import functions_code, lambda_architecture
+from infra.lambdas import shipyard_function
 from functions.pipeline.execution import spec_document
 from infra.registry import DATASETS_PREFIX, DRIFT_PREFIX, ModelRegistry
 
@@ -63,16 +63,6 @@ def schedule_period(expression: str) -> Duration:
         return Duration.hours(1)
     seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2).rstrip("s")]
     return Duration.seconds(min(max(seconds, 60), 86400))
-
-
-def _function_role_and_logs(scope: Construct, prefix: str, description: str,
-                            log_retention: logs.RetentionDays, log_removal_policy: RemovalPolicy,
-                            ) -> tuple[iam.Role, logs.LogGroup]:
-    log_group = logs.LogGroup(scope, f"{prefix}Logs", retention=log_retention, removal_policy=log_removal_policy)
-    role = iam.Role(scope, f"{prefix}Role", description=description,
-                    assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
-    log_group.grant_write(role)
-    return role, log_group
 
 
 class DriftMonitor(Construct):
@@ -128,24 +118,19 @@ class DriftMonitor(Construct):
         self.state_machine = state_machine
 
         # ------------------------------------------------------------ drift function
-        self.role, self.log_group = _function_role_and_logs(
-            self, "Function", "Shipyard drift check", log_retention, log_removal_policy)
-        self.function = lambda_.Function(
+        made = shipyard_function(
             self,
             "Function",
             function_name=function_name or drift_function_name(stack.stack_name),
             description="Shipyard drift check: captured inputs of a model against its training baseline",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_architecture(architecture),
             handler=DRIFT_HANDLER,
-            code=code or functions_code(),
-            layers=list(layers),
+            architecture=architecture,
+            code=code,
+            layers=layers,
             memory_size=memory_size,
             timeout=timeout,
-            tracing=lambda_.Tracing.ACTIVE,
-            role=self.role,
-            log_group=self.log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
+            log_retention=log_retention,
+            log_removal_policy=log_removal_policy,
             environment={
                 "REGISTRY_TABLE": registry.table.table_name,
                 "ARTIFACT_BUCKET": registry.artifact_bucket.bucket_name,
@@ -161,6 +146,7 @@ class DriftMonitor(Construct):
                 "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
             },
         )
+        self.function, self.role, self.log_group = made.function, made.role, made.log_group
         registry.grant_read_registry(self.function)
         registry.grant_read_models(self.function)      # models/<m>/v<N>/baseline.json
         registry.grant_read_capture(self.function)     # list + read capture/<m>/…
@@ -219,23 +205,18 @@ class DriftMonitor(Construct):
                 f"drift.retrain is true for {', '.join(wanted)} but no pipeline state machine was given: "
                 "no retrain rule is created")
         if wanted and state_machine is not None:
-            self.retrain_role, self.retrain_log_group = _function_role_and_logs(
-                self, "Retrain", "Shipyard retrain on drift", log_retention, log_removal_policy)
-            self.retrain_function = lambda_.Function(
+            made = shipyard_function(
                 self,
                 "Retrain",
                 description="Shipyard retrain on drift: starts the pipeline on the model's newest dataset",
-                runtime=lambda_.Runtime.PYTHON_3_12,
-                architecture=lambda_architecture(architecture),
                 handler=RETRAIN_HANDLER,
-                code=code or functions_code(),
-                layers=list(layers),
+                architecture=architecture,
+                code=code,
+                layers=layers,
                 memory_size=256,
                 timeout=Duration.seconds(60),
-                tracing=lambda_.Tracing.ACTIVE,
-                role=self.retrain_role,
-                log_group=self.retrain_log_group,
-                logging_format=lambda_.LoggingFormat.JSON,
+                log_retention=log_retention,
+                log_removal_policy=log_removal_policy,
                 environment={
                     "DATA_BUCKET": registry.data_bucket.bucket_name,
                     "STATE_MACHINE_ARN": state_machine.state_machine_arn,
@@ -243,6 +224,8 @@ class DriftMonitor(Construct):
                     "POWERTOOLS_SERVICE_NAME": "shipyard-retrain",
                 },
             )
+            self.retrain_function, self.retrain_role, self.retrain_log_group = (
+                made.function, made.role, made.log_group)
             # Only listing: the newest current version under datasets/ (the pipeline reads the bytes).
             iam.Grant.add_to_principal(
                 grantee=self.retrain_function,

@@ -31,7 +31,7 @@ from constructs import Construct
 
 from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec
-from infra.endpoint import functions_code, lambda_architecture
+from infra.lambdas import functions_code, shipyard_function
 from infra.registry import DATASETS_PREFIX, ModelRegistry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -134,18 +134,12 @@ class TrainingPipeline(Construct):
 
         def function(name: str, description: str, memory: int, timeout: Duration,
                      layers: Sequence[lambda_.ILayerVersion]) -> lambda_.Function:
-            log_group = logs.LogGroup(self, f"{name}Logs", retention=log_retention, removal_policy=log_removal_policy)
-            role = iam.Role(self, f"{name}Role", description=f"Shipyard pipeline: {description}",
-                            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
-            log_group.grant_write(role)
-            self.roles[name], self.log_groups[name] = role, log_group
-            return lambda_.Function(
-                self, name, description=f"Shipyard pipeline: {description}",
-                runtime=lambda_.Runtime.PYTHON_3_12, architecture=lambda_architecture(architecture),
-                handler=HANDLERS[name], code=code, layers=list(layers), memory_size=memory, timeout=timeout,
-                tracing=lambda_.Tracing.ACTIVE, role=role, log_group=log_group,
-                logging_format=lambda_.LoggingFormat.JSON, environment=env,
-            )
+            made = shipyard_function(
+                self, name, description=f"Shipyard pipeline: {description}", handler=HANDLERS[name],
+                environment=env, architecture=architecture, layers=layers, code=code, memory_size=memory,
+                timeout=timeout, log_retention=log_retention, log_removal_policy=log_removal_policy)
+            self.roles[name], self.log_groups[name] = made.role, made.log_group
+            return made.function
 
         self.allocate_function = function("Allocate", "claim the dataset version, allocate the model version",
                                           256, step_timeout, inference_layers)
