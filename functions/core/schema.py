@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -45,6 +46,7 @@ class FeatureSchema:
     features: tuple[Feature, ...]
     classes: tuple[Any, ...] | None = None
     _index: dict[str, int] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    _plan: tuple = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -61,6 +63,10 @@ class FeatureSchema:
         if self.target in names:
             raise SchemaError(f"the target {self.target!r} cannot also be a feature")
         object.__setattr__(self, "_index", {n: i for i, n in enumerate(names)})
+        # Serving metadata, built once per schema (i.e. once per cached model): what to_feeds'
+        # column-wise fast path needs without recomputing it per request.
+        object.__setattr__(self, "_plan", tuple(
+            (f.name, f.type == NUMBER, itemgetter(f.name)) for f in self.features))
 
     # ---- (de)serialisation -------------------------------------------------------------------
 
@@ -155,6 +161,13 @@ class FeatureSchema:
 
         Instances are records ``{"feature": value}`` or arrays in schema order (they may be mixed).
         Numbers accept JSON numbers or null (imputed); strings accept strings or null (imputed).
+
+        Column-wise fast path: when every instance is a record (or every one an array) of exactly
+        the schema's features and every column holds only the accepted JSON types, the columns are
+        checked and converted as a whole with numpy. Anything the fast path does not plainly
+        accept (a wrong key, type, length, a non-finite or out-of-range number, a lone surrogate,
+        mixed records and arrays, numpy scalars) goes to the instance-by-instance path, which
+        either raises the precise error (first offending instance and feature) or converts it.
         """
         if not isinstance(instances, list):
             raise SchemaError(
@@ -162,6 +175,37 @@ class FeatureSchema:
             )
         if not instances:
             raise SchemaError("'instances' is empty; expected at least one record or array")
+        feeds = self._fast_feeds(instances)
+        if feeds is None:
+            feeds = self._slow_feeds(instances)
+        return feeds
+
+    def _fast_feeds(self, instances: list) -> dict[str, np.ndarray] | None:
+        """The feeds, or None when the input needs the instance-by-instance path."""
+        n = len(instances)
+        plan = self._plan
+        kinds = set(map(type, instances))
+        if len(kinds) != 1:
+            return None
+        kind = kinds.pop()
+        if (kind is not dict and kind is not list) or set(map(len, instances)) != {len(plan)}:
+            return None
+        if kind is dict:
+            try:
+                columns = [list(map(get, instances)) for _name, _number, get in plan]
+            except KeyError:  # a missing feature (and so, with the right length, an unknown one)
+                return None
+        else:
+            columns = list(zip(*instances))
+        feeds: dict[str, np.ndarray] = {}
+        for (name, number, _get), col in zip(plan, columns):
+            column = _number_column(col) if number else _string_column(col)
+            if column is None:
+                return None
+            feeds[name] = column.reshape(n, 1)
+        return feeds
+
+    def _slow_feeds(self, instances: list) -> dict[str, np.ndarray]:
         n = len(instances)
         columns: list[list[Any]] = [[None] * n for _ in self.features]
         for i, inst in enumerate(instances):
@@ -248,6 +292,54 @@ def coerce_labels(labels: Iterable[Any]) -> list[Any]:
     else:
         return ints
     return [str(v) for v in labels]
+
+
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_NUMBER_VALUES = frozenset({int, float})
+_STRING_TYPES = frozenset({str, type(None)})
+
+
+def _number_column(col: Sequence[Any]) -> np.ndarray | None:
+    """float32 values of a column of JSON numbers and nulls (NaN), or None when some cell is not
+    plainly valid (wrong type, non-finite, beyond float32): then the slow path says which."""
+    types = set(map(type, col))
+    if not types <= _NUMBER_TYPES:
+        return None
+    try:
+        values = np.array(col, dtype=np.float64)  # null -> NaN; ints rounded as float() does
+    except (OverflowError, ValueError, TypeError):  # ints beyond float64
+        return None
+    if types <= _NUMBER_VALUES:
+        if not np.isfinite(values).all():
+            return None
+    else:
+        # Every null became NaN: any NaN beyond the nulls, or an infinity, is a bad number.
+        nan = np.isnan(values)
+        if int(np.count_nonzero(nan)) != col.count(None) or np.isinf(values).any():
+            return None
+    with np.errstate(invalid="ignore"):
+        if (np.abs(values) > FLOAT32_MAX).any():
+            return None
+    return values.astype(np.float32)
+
+
+def _string_column(col: Sequence[Any]) -> np.ndarray | None:
+    """An object array of a column of strings and nulls (""), or None when some cell is not a
+    string or null or is not UTF-8 encodable (a lone surrogate): then the slow path says which."""
+    types = set(map(type, col))
+    if not types <= _STRING_TYPES:
+        return None
+    if type(None) in types:
+        col = ["" if v is None else v for v in col]
+    joined = "".join(col)
+    if not joined.isascii():
+        try:
+            joined.encode("utf-8")  # Python's codec refuses any surrogate, paired or not
+        except UnicodeEncodeError:
+            return None
+    out = np.empty(len(col), dtype=object)
+    out[:] = col
+    return out
 
 
 def _cell(i: int, f: Feature, v: Any) -> Any:

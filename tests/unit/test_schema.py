@@ -148,3 +148,93 @@ def test_invalid_instances_say_what_and_what_was_expected(schema, instances, wor
 
 def test_schema_error_is_a_value_error():
     assert issubclass(SchemaError, ValueError)
+
+
+# ---- to_feeds: the column-wise fast path agrees with the instance-by-instance one -----------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_hostile = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(-(10 ** 400), 10 ** 400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, -0.0, 1e38, 3.4028234663852886e38, 3.4028235e38, 3.5e38, -3.5e38, 1e-45, 2 ** 63,
+                     2 ** 70, np.float64(1.5), np.int64(3), "", "red", "5.1", "\ud800", "a\udfffb", "é"]),
+    st.text(max_size=5), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.none(), max_size=2),
+)
+_number = st.one_of(st.none(), st.integers(-(10 ** 6), 10 ** 6), st.floats(-1e30, 1e30, allow_nan=False))
+_string = st.none() | st.text(max_size=6)
+
+
+def _valid(schema):
+    kinds = [_number if f.type == "number" else _string for f in schema.features]
+    record = st.tuples(*kinds).map(lambda vs: dict(zip(schema.names, vs)))
+    array = st.tuples(*kinds).map(list)
+    return st.lists(record, min_size=1, max_size=12) | st.lists(array, min_size=1, max_size=12)
+
+
+def _near(schema):
+    """Mostly valid instances with a few cells, keys or shapes spoiled."""
+    cell = _number | _string | _hostile
+    record = st.fixed_dictionaries({n: cell for n in schema.names},
+                                   optional={"petal": cell, "colour ": cell})
+    partial = st.dictionaries(st.sampled_from(schema.names + ["petal"]), cell, max_size=3)
+    array = st.lists(cell, min_size=len(schema.names) - 1, max_size=len(schema.names) + 1)
+    return st.lists(st.one_of(record, record, array, array, partial, _hostile), min_size=1, max_size=8)
+
+
+def _outcome(fn, instances):
+    try:
+        feeds = fn(instances)
+    except SchemaError as exc:
+        return ("error", str(exc))
+    return ("feeds", {k: (v.dtype, v.shape, [repr(x) for x in v.ravel().tolist()]) for k, v in feeds.items()})
+
+
+def _agree(schema, instances):
+    slow = _outcome(schema._slow_feeds, instances)
+    assert _outcome(schema.to_feeds, instances) == slow
+    fast = schema._fast_feeds(instances)
+    if fast is not None:  # whatever the fast path accepts, the slow path accepts identically
+        assert slow == _outcome(lambda _: fast, instances)
+    return fast
+
+
+_SCHEMAS = [FeatureSchema.from_dict(SCHEMA),
+            FeatureSchema("y", "regression", (Feature("a", "string", ("x",)), Feature("b", "number"),
+                                              Feature("c", "number"), Feature("d", "string", ("x",))))]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.sampled_from(_SCHEMAS), st.data())
+def test_fast_path_takes_valid_input_and_agrees_with_the_slow_path(schema, data):
+    instances = data.draw(_valid(schema))
+    assert _agree(schema, instances) is not None  # plainly valid input never needs the slow path
+
+
+@settings(max_examples=800, deadline=None, derandomize=True, database=None)
+@given(st.sampled_from(_SCHEMAS), st.data())
+def test_fast_and_slow_paths_agree_on_spoiled_input(schema, data):
+    _agree(schema, data.draw(_near(schema)))
+
+
+@pytest.mark.parametrize("spoil, words", [
+    (lambda rows: rows.__setitem__(700, [float("nan"), "red"]), "instance 700: feature 'sepal_length' must be a finite"),
+    (lambda rows: rows.__setitem__(999, [None, "\ud800"]), "instance 999: feature 'colour' is not valid Unicode"),
+    (lambda rows: rows.__setitem__(3, [1e39, "red"]), "instance 3: feature 'sepal_length' is out of range"),
+    (lambda rows: rows.__setitem__(5, {"sepal_length": 1, "petal": "red"}), "instance 5: unknown features"),
+    (lambda rows: rows[10].__setitem__(0, True), "instance 10: feature 'sepal_length' must be a number"),
+])
+def test_large_batches_report_the_first_offending_instance(schema, spoil, words):
+    rows = [[float(i), "red" if i % 2 else None] for i in range(1000)]
+    spoil(rows)
+    with pytest.raises(SchemaError, match=words):
+        schema.to_feeds(rows)
+
+
+def test_nulls_beside_a_nan_literal_are_still_caught(schema):
+    # null -> NaN is imputed; a NaN that was not a null is an error, even among nulls.
+    with pytest.raises(SchemaError, match="instance 2: feature 'sepal_length' must be a finite number"):
+        schema.to_feeds([[None, "a"], [None, "b"], [float("nan"), "c"]])
+    feeds = schema.to_feeds([[None, "a"], [None, None]])
+    assert np.isnan(feeds["sepal_length"]).all() and feeds["colour"].ravel().tolist() == ["a", ""]
