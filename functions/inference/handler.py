@@ -6,6 +6,17 @@ ONNX sessions per (model, version) and production-alias lookups for ``ALIAS_TTL_
 
 Environment: REGISTRY_TABLE, ARTIFACT_BUCKET, SHIPYARD_MODELS, ALIAS_TTL_SECONDS (60),
 MAX_INSTANCES (1000), CAPTURE_STREAMS, CAPTURE_SAMPLE_RATE (see docs/architecture.md).
+
+Two resolvers, one behaviour (see docs/api.md, "Request validation"):
+
+- ``app`` (this module) serves every request. It has no pydantic/OpenAPI validation: its routes
+  accept a request only when it is plainly valid — a JSON object body ``{"instances": [...]}``
+  parsed once, ``version`` absent or plain decimal digits — and then ``FeatureSchema.to_feeds``
+  does the real validation of the instances.
+- Anything else (a body that is not such an object, a bad ``version``, an odd content type or
+  encoding) is answered by the validating resolver of ``functions/inference/openapi.py``
+  (``enable_validation=True``, pydantic, the routes' OpenAPI document), built on first need, so
+  malformed requests get exactly the answers and messages they always got.
 """
 from __future__ import annotations
 
@@ -15,20 +26,14 @@ import os
 import time
 import warnings
 from collections import OrderedDict
-from typing import Annotated, Any, Callable
+from typing import Any, Callable
 from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import (
-    RequestUnsupportedContentType,
-    RequestValidationError,
-)
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field
 
 from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.capture import Capture
@@ -38,7 +43,11 @@ from functions.core.schema import FeatureSchema, SchemaError
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-inference"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Shipyard"))
-tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-inference"))
+
+# Building a Tracer imports the X-Ray SDK (~110 ms of cold start) even when tracing is disabled:
+# build it only when Powertools would trace (in Lambda, POWERTOOLS_TRACE_DISABLED not set).
+tracer: Tracer | None = (None if Tracer._is_tracer_disabled()
+                         else Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-inference")))
 
 # Reads publish no metric by design; Powertools would warn on each of them.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -171,55 +180,6 @@ def _loads(text: str) -> Any:
         raise json.JSONDecodeError(f"unparseable JSON ({type(exc).__name__}: {str(exc)[:100]})", text, 0) from None
 
 
-app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=_loads)
-
-
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    instances: list[Any] = Field(
-        description="Records {\"feature\": value} or arrays of values in schema order.",
-        json_schema_extra={"items": {"anyOf": [{"type": "object"}, {"type": "array"}]}},
-    )
-
-
-_ERROR = {"type": "object", "required": ["message"],
-          "properties": {"message": {"type": "string", "description": "what was wrong and what was expected"}}}
-
-
-def _doc(ok: str, ok_schema: dict, *errors: int) -> dict[int, dict]:
-    """OpenAPI responses of a route: its answer and the errors of the contract's table."""
-    texts = {400: "malformed body, wrong features or types, non-finite numbers, bad parameters",
-             404: "unknown model, version or route", 409: "no production version yet",
-             413: "too many instances", 503: "artifact failed its sha256 check"}
-    out = {200: {"description": ok, "content": {"application/json": {"schema": ok_schema}}}}
-    for code in errors:
-        out[code] = {"description": texts[code], "content": {"application/json": {"schema": _ERROR}}}
-    return out
-
-
-_VERSION_SUMMARY = {"type": "object", "properties": {
-    "version": {"type": "integer"}, "status": {"type": "string"}, "metrics": {"type": "object"},
-    "created_at": {"type": "string"}}}
-_MODELS = {"type": "object", "required": ["models"], "properties": {"models": {"type": "array", "items": {
-    "type": "object", "properties": {"name": {"type": "string"},
-                                     "production": {"type": ["integer", "null"]}}}}}}
-_MODEL = {"type": "object", "required": ["name", "aliases", "versions"], "properties": {
-    "name": {"type": "string"},
-    "aliases": {"type": "object", "additionalProperties": {"type": ["integer", "null"]}},
-    "versions": {"type": "array", "items": _VERSION_SUMMARY}}}
-_VERSION = {"type": "object", "description": "the version record, lineage included",
-            "properties": {"model": {"type": "string"}, "version": {"type": "integer"},
-                           "status": {"type": "string"}, "lineage": {"type": "object"},
-                           "schema": {"type": "object"}, "metrics": {"type": "object"}}}
-_PREDICTION = {"type": "object", "required": ["model", "version", "predictions"], "properties": {
-    "model": {"type": "string"}, "version": {"type": "integer"},
-    "predictions": {"type": "array"},
-    "probabilities": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
-                      "description": "classifiers only, one row per instance, columns as in classes"},
-    "classes": {"type": "array", "description": "classifiers only"}}}
-
-
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
                     body=json.dumps(body, allow_nan=False), headers=headers)
@@ -252,13 +212,14 @@ def _check_version(name: str, version: int) -> int:
     return version
 
 
-@app.get("/models", summary="List models and their production versions", responses=_doc("models", _MODELS))
-def list_models():
+# ---- what the routes do (shared by both resolvers) -------------------------------------------
+
+
+def list_models() -> Response:
     return _json(200, {"models": server().registry.list_models()})
 
 
-@app.get("/models/<name>", summary="A model's aliases and versions", responses=_doc("the model", _MODEL, 404))
-def get_model(name: Annotated[str, Path(description="model name")]):
+def get_model(name: str) -> Response:
     registry = server().registry
     name = _model_name(name)
     model = registry.get_model(name)
@@ -268,12 +229,7 @@ def get_model(name: Annotated[str, Path(description="model name")]):
     return _json(200, {"name": name, "aliases": aliases, "versions": versions})
 
 
-@app.get("/models/<name>/versions/<version>", summary="One version record, lineage included",
-         responses=_doc("the version record", _VERSION, 400, 404))
-def get_version(
-    name: Annotated[str, Path(description="model name")],
-    version: Annotated[int, Path(ge=1, description="version number")],
-):
+def get_version(name: str, version: int) -> Response:
     registry = server().registry
     name = _model_name(name)
     try:
@@ -284,17 +240,10 @@ def get_version(
     return _json(200, record)
 
 
-@app.post("/models/<name>/predict", summary="Predict with the production (or a pinned) version",
-          responses=_doc("predictions, with the version in the X-Model-Version header", _PREDICTION,
-                         400, 404, 409, 413, 503))
-def predict(
-    name: Annotated[str, Path(description="model name")],
-    request: Annotated[PredictRequest, Body(description='{"instances": [...]}')],
-    version: Annotated[int | None, Query(ge=1, description="pin this version instead of production")] = None,
-):
+def predict(name: str, instances: list, version: int | None) -> Response:
     srv = server()
     name = _model_name(name)
-    n = len(request.instances)
+    n = len(instances)
     if n > srv.max_instances:
         raise ApiError(413, f"{n} instances in one request; at most {srv.max_instances} are accepted, "
                             "split the request")
@@ -303,100 +252,150 @@ def predict(
     else:
         _check_version(name, version)
     model = srv.model(name, version)
-    result = model.predict(model.schema.to_feeds(request.instances))
+    result = model.predict(model.schema.to_feeds(instances))
     body = {"model": name, "version": version, **result}
     metrics.add_dimension(name="model", value=name)
     metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=n)
-    srv.capture.record(name, version, request.instances, result)
+    srv.capture.record(name, version, instances, result)
     return _json(200, body, headers={"X-Model-Version": str(version)})
+
+
+# ---- the serving resolver: plainly valid requests only, the rest to the validating one ---------
+
+
+class _Revalidate(Exception):
+    """The request is not plainly valid: the validating resolver answers it instead."""
+
+
+app = APIGatewayRestResolver(json_body_deserializer=_loads)
+_declined = False
+
+
+def _plain_int(raw: Any) -> int:
+    """A positive integer written as plain decimal digits (what pydantic reads the same way)."""
+    if type(raw) is str and 0 < len(raw) <= 18 and raw.isascii() and raw.isdigit() and raw[0] != "0":
+        return int(raw)
+    raise _Revalidate
+
+
+def _plain_instances() -> list:
+    """``instances`` of a JSON object body ``{"instances": [...]}`` (parsed once, never copied)."""
+    event = app.current_event
+    content_type = event.headers.get("content-type", "").strip()
+    if content_type and not content_type.startswith(content_types.APPLICATION_JSON):
+        raise _Revalidate
+    try:
+        body = event.json_body
+    except Exception:  # noqa: BLE001 - undecodable or not JSON: the validating resolver says why
+        raise _Revalidate from None
+    if type(body) is not dict or len(body) != 1 or type(body.get("instances")) is not list:
+        raise _Revalidate
+    return body["instances"]
+
+
+def _plain_version() -> int | None:
+    values = app.current_event.resolved_query_string_parameters.get("version")
+    if values is None:
+        return None
+    if type(values) is not list or len(values) != 1:
+        raise _Revalidate
+    return _plain_int(values[0])
+
+
+@app.get("/models")
+def _list_models_route():
+    return list_models()
+
+
+@app.get("/models/<name>")
+def _get_model_route(name: str):
+    return get_model(name)
+
+
+@app.get("/models/<name>/versions/<version>")
+def _get_version_route(name: str, version: str):
+    return get_version(name, _plain_int(version))
+
+
+@app.post("/models/<name>/predict")
+def _predict_route(name: str):
+    instances = _plain_instances()
+    return predict(name, instances, _plain_version())
+
+
+@app.exception_handler(_Revalidate)
+def _revalidate(exc: _Revalidate):
+    global _declined
+    _declined = True  # lambda_handler hands the event to the validating resolver
+    return _error(400, "malformed request")
 
 
 # ---- errors: always JSON {"message": ...}, never a traceback -----------------------------------
 
 
-@app.exception_handler(ApiError)
-def _api_error(exc: ApiError):
-    return _error(exc.status, exc.message)
+def install_error_handlers(resolver: APIGatewayRestResolver) -> None:
+    """The error answers of the contract, on a resolver (this module's and the validating one)."""
+
+    @resolver.exception_handler(ApiError)
+    def _api_error(exc: ApiError):
+        return _error(exc.status, exc.message)
+
+    @resolver.exception_handler(ModelNotFound)
+    def _model_not_found(exc: ModelNotFound):
+        return _error(404, f"{exc}; GET /models lists the models")
+
+    @resolver.exception_handler(VersionNotFound)
+    def _version_not_found(exc: VersionNotFound):
+        return _error(404, f"{exc}; GET /models/{{name}} lists its versions")
+
+    @resolver.exception_handler(SchemaError)
+    def _schema_error(exc: SchemaError):
+        return _error(400, str(exc))
+
+    @resolver.exception_handler(PredictionError)
+    def _prediction_error(exc: PredictionError):
+        return _error(400, str(exc))
+
+    @resolver.exception_handler(IntegrityError)
+    def _integrity_error(exc: IntegrityError):
+        logger.error("artifact integrity check failed", extra={"detail": str(exc)})
+        return _error(503, f"the model artifact failed its sha256 check and will not be served: {exc}")
+
+    @resolver.exception_handler([binascii.Error, UnicodeDecodeError])
+    def _undecodable_body(exc: Exception):
+        # isBase64Encoded bodies that are not base64, or bytes that are not UTF-8.
+        return _error(400, f"malformed request: body cannot be decoded ({type(exc).__name__}); expected UTF-8 JSON")
+
+    @resolver.not_found
+    def _route_not_found(exc: Exception):
+        event = resolver.current_event
+        return _error(404, f"no route for {event.http_method} {event.path}; routes are GET /models, "
+                           "GET /models/{name}, GET /models/{name}/versions/{version}, POST /models/{name}/predict")
+
+    @resolver.exception_handler(Exception)
+    def _unexpected(exc: Exception):
+        logger.exception("unexpected error")
+        return _error(500, "internal error; the request was logged")
 
 
-@app.exception_handler(ModelNotFound)
-def _model_not_found(exc: ModelNotFound):
-    return _error(404, f"{exc}; GET /models lists the models")
+install_error_handlers(app)
 
 
-@app.exception_handler(VersionNotFound)
-def _version_not_found(exc: VersionNotFound):
-    return _error(404, f"{exc}; GET /models/{{name}} lists its versions")
+def _resolve(event: dict, context: Any) -> dict:
+    global _declined
+    _declined = False
+    response = app.resolve(event, context)
+    if _declined:
+        from functions.inference.openapi import validating_app
+
+        response = validating_app().resolve(event, context)
+    return response
 
 
-@app.exception_handler(SchemaError)
-def _schema_error(exc: SchemaError):
-    return _error(400, str(exc))
-
-
-@app.exception_handler(PredictionError)
-def _prediction_error(exc: PredictionError):
-    return _error(400, str(exc))
-
-
-@app.exception_handler(IntegrityError)
-def _integrity_error(exc: IntegrityError):
-    logger.error("artifact integrity check failed", extra={"detail": str(exc)})
-    return _error(503, f"the model artifact failed its sha256 check and will not be served: {exc}")
-
-
-_EXPECTED = {
-    "body": 'a JSON object {"instances": [...]} with records {"feature": value} or arrays in schema order',
-    "query": "version: a positive integer",
-    "path": "version: a positive integer",
-}
-
-
-@app.exception_handler(RequestValidationError)
-def _validation_error(exc: RequestValidationError):
-    parts, where = [], "body"
-    for err in exc.errors()[:3]:
-        loc = [str(p)[:40] for p in err.get("loc", ())]  # locations can echo (form) input: keep short
-        where = loc[0] if loc else where
-        if err.get("type") == "json_invalid":
-            detail = (err.get("ctx") or {}).get("error") or "invalid JSON"
-            parts.append(f"body is not valid JSON ({detail})")
-        else:
-            parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
-    return _error(400, f"malformed request: {'; '.join(parts)}; expected {_EXPECTED.get(where, _EXPECTED['body'])}")
-
-
-@app.exception_handler(RequestUnsupportedContentType)
-def _unsupported_content_type(exc: RequestUnsupportedContentType):
-    return _error(400, f"malformed request: unsupported content type; expected {_EXPECTED['body']} "
-                       "sent as application/json")
-
-
-@app.exception_handler([binascii.Error, UnicodeDecodeError])
-def _undecodable_body(exc: Exception):
-    # isBase64Encoded bodies that are not base64, or bytes that are not UTF-8.
-    return _error(400, f"malformed request: body cannot be decoded ({type(exc).__name__}); expected UTF-8 JSON")
-
-
-@app.not_found
-def _route_not_found(exc: Exception):
-    event = app.current_event
-    return _error(404, f"no route for {event.http_method} {event.path}; routes are GET /models, "
-                       "GET /models/{name}, GET /models/{name}/versions/{version}, POST /models/{name}/predict")
-
-
-@app.exception_handler(Exception)
-def _unexpected(exc: Exception):
-    logger.exception("unexpected error")
-    return _error(500, "internal error; the request was logged")
-
-
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@metrics.log_metrics
-@tracer.capture_lambda_handler
-def lambda_handler(event: dict, context: Any) -> dict:
+def _handle(event: dict, context: Any) -> dict:
+    # Named as before for Tracer.capture_lambda_handler: its subsegment is "## lambda_handler".
     try:
-        return app.resolve(event, context)
+        return _resolve(event, context)
     except Exception:  # an error outside any route (e.g. a malformed event): still JSON, no traceback
         logger.exception("unexpected error outside a route")
         return {"statusCode": 500, "headers": {"Content-Type": "application/json"},
@@ -404,4 +403,12 @@ def lambda_handler(event: dict, context: Any) -> dict:
                 "isBase64Encoded": False}
 
 
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+def lambda_handler(event: dict, context: Any) -> dict:
+    return _traced(event, context)
+
+
+_handle.__name__ = _handle.__qualname__ = "lambda_handler"
+_traced = tracer.capture_lambda_handler(_handle) if tracer is not None else _handle
 handler = lambda_handler

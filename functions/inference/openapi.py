@@ -1,8 +1,27 @@
-"""The inference API's OpenAPI document, generated from the handler's routes (docs, fuzz tests)."""
+"""The inference API's validating resolver and its OpenAPI document.
+
+``validating_app()`` is the API with Powertools' OpenAPI request validation (pydantic): the same
+routes, answers and errors as ``functions.inference.handler.app``, with the parameters and the
+body declared as types. The handler hands it every request that its own resolver does not
+plainly accept (see docs/api.md, "Request validation"), so malformed requests get pydantic's
+precise messages; it is also what the OpenAPI document is generated from (docs, fuzz tests).
+It is built on first use: a warm, well-formed request never imports pydantic.
+"""
 from __future__ import annotations
 
 import json
-from typing import Any
+from functools import lru_cache
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.inference import handler
 
 TITLE = "Shipyard inference API"
 VERSION = "1.0.0"
@@ -14,11 +33,117 @@ DESCRIPTION = (
 )
 
 
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instances: list[Any] = Field(
+        description="Records {\"feature\": value} or arrays of values in schema order.",
+        json_schema_extra={"items": {"anyOf": [{"type": "object"}, {"type": "array"}]}},
+    )
+
+
+_ERROR = {"type": "object", "required": ["message"],
+          "properties": {"message": {"type": "string", "description": "what was wrong and what was expected"}}}
+
+
+def _doc(ok: str, ok_schema: dict, *errors: int) -> dict[int, dict]:
+    """OpenAPI responses of a route: its answer and the errors of the contract's table."""
+    texts = {400: "malformed body, wrong features or types, non-finite numbers, bad parameters",
+             404: "unknown model, version or route", 409: "no production version yet",
+             413: "too many instances", 503: "artifact failed its sha256 check"}
+    out = {200: {"description": ok, "content": {"application/json": {"schema": ok_schema}}}}
+    for code in errors:
+        out[code] = {"description": texts[code], "content": {"application/json": {"schema": _ERROR}}}
+    return out
+
+
+_VERSION_SUMMARY = {"type": "object", "properties": {
+    "version": {"type": "integer"}, "status": {"type": "string"}, "metrics": {"type": "object"},
+    "created_at": {"type": "string"}}}
+_MODELS = {"type": "object", "required": ["models"], "properties": {"models": {"type": "array", "items": {
+    "type": "object", "properties": {"name": {"type": "string"},
+                                     "production": {"type": ["integer", "null"]}}}}}}
+_MODEL = {"type": "object", "required": ["name", "aliases", "versions"], "properties": {
+    "name": {"type": "string"},
+    "aliases": {"type": "object", "additionalProperties": {"type": ["integer", "null"]}},
+    "versions": {"type": "array", "items": _VERSION_SUMMARY}}}
+_VERSION = {"type": "object", "description": "the version record, lineage included",
+            "properties": {"model": {"type": "string"}, "version": {"type": "integer"},
+                           "status": {"type": "string"}, "lineage": {"type": "object"},
+                           "schema": {"type": "object"}, "metrics": {"type": "object"}}}
+_PREDICTION = {"type": "object", "required": ["model", "version", "predictions"], "properties": {
+    "model": {"type": "string"}, "version": {"type": "integer"},
+    "predictions": {"type": "array"},
+    "probabilities": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
+                      "description": "classifiers only, one row per instance, columns as in classes"},
+    "classes": {"type": "array", "description": "classifiers only"}}}
+
+_EXPECTED = {
+    "body": 'a JSON object {"instances": [...]} with records {"feature": value} or arrays in schema order',
+    "query": "version: a positive integer",
+    "path": "version: a positive integer",
+}
+
+
+@lru_cache(maxsize=1)
+def validating_app() -> APIGatewayRestResolver:
+    """The API with OpenAPI request validation: routes, their documentation, the error answers."""
+    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=handler._loads)
+
+    @app.get("/models", summary="List models and their production versions", responses=_doc("models", _MODELS))
+    def list_models():
+        return handler.list_models()
+
+    @app.get("/models/<name>", summary="A model's aliases and versions", responses=_doc("the model", _MODEL, 404))
+    def get_model(name: Annotated[str, Path(description="model name")]):
+        return handler.get_model(name)
+
+    @app.get("/models/<name>/versions/<version>", summary="One version record, lineage included",
+             responses=_doc("the version record", _VERSION, 400, 404))
+    def get_version(
+        name: Annotated[str, Path(description="model name")],
+        version: Annotated[int, Path(ge=1, description="version number")],
+    ):
+        return handler.get_version(name, version)
+
+    @app.post("/models/<name>/predict", summary="Predict with the production (or a pinned) version",
+              responses=_doc("predictions, with the version in the X-Model-Version header", _PREDICTION,
+                             400, 404, 409, 413, 503))
+    def predict(
+        name: Annotated[str, Path(description="model name")],
+        request: Annotated[PredictRequest, Body(description='{"instances": [...]}')],
+        version: Annotated[int | None, Query(ge=1, description="pin this version instead of production")] = None,
+    ):
+        return handler.predict(name, request.instances, version)
+
+    handler.install_error_handlers(app)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation_error(exc: RequestValidationError):
+        parts, where = [], "body"
+        for err in exc.errors()[:3]:
+            loc = [str(p)[:40] for p in err.get("loc", ())]  # locations can echo (form) input: keep short
+            where = loc[0] if loc else where
+            if err.get("type") == "json_invalid":
+                detail = (err.get("ctx") or {}).get("error") or "invalid JSON"
+                parts.append(f"body is not valid JSON ({detail})")
+            else:
+                parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
+        return handler._error(400, f"malformed request: {'; '.join(parts)}; "
+                                   f"expected {_EXPECTED.get(where, _EXPECTED['body'])}")
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported_content_type(exc: RequestUnsupportedContentType):
+        return handler._error(400, f"malformed request: unsupported content type; expected {_EXPECTED['body']} "
+                                   "sent as application/json")
+
+    return app
+
+
 def openapi_schema() -> dict[str, Any]:
     """The OpenAPI 3 document as a dict."""
-    from functions.inference.handler import app
-
-    doc = json.loads(app.get_openapi_json_schema(title=TITLE, version=VERSION, description=DESCRIPTION))
+    doc = json.loads(validating_app().get_openapi_json_schema(title=TITLE, version=VERSION,
+                                                              description=DESCRIPTION))
     # Powertools documents its default 422 for validation errors; this API answers 400 instead.
     for operations in doc.get("paths", {}).values():
         for operation in operations.values():

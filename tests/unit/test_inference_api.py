@@ -3,6 +3,7 @@
 Real scikit-learn -> skl2onnx -> onnxruntime models; S3, DynamoDB and Firehose are moto.
 """
 import json
+import os
 
 import boto3
 import numpy as np
@@ -382,3 +383,74 @@ def test_the_function_needs_no_training_stack():
             "print(sorted(m for m in ('sklearn', 'skl2onnx', 'pandas', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---- the serving resolver answers exactly as the validating one --------------------------------
+
+
+@pytest.mark.parametrize("method, path, body, query, headers, encoded", [
+    ("GET", "/models", None, None, {}, False),
+    ("GET", "/models/iris", None, None, {}, False),
+    ("GET", "/models/nope", None, None, {}, False),
+    ("GET", "/models/iris/versions/1", None, None, {}, False),
+    ("GET", "/models/iris/versions/01", None, None, {}, False),
+    ("GET", "/models/iris/versions/0", None, None, {}, False),
+    ("GET", "/models/iris/versions/99", None, None, {}, False),
+    ("GET", "/models/iris/versions/%2B1", None, None, {}, False),
+    ("GET", "/models/iris/versions/123456789012345678901234567890", None, None, {}, False),
+    ("POST", "/models/iris/predict", "RECORDS", None, {}, False),
+    ("POST", "/models/iris/predict", "ARRAYS", {"version": "1"}, {}, False),
+    ("POST", "/models/iris/predict", "RECORDS", {"version": "01"}, {}, False),
+    ("POST", "/models/iris/predict", "RECORDS", {"version": " 1"}, {}, False),
+    ("POST", "/models/iris/predict", "RECORDS", {"version": "1,1"}, {}, False),
+    ("POST", "/models/iris/predict", "RECORDS", {"version": "99999999999"}, {}, False),
+    ("POST", "/models/iris/predict", "RECORDS", {"other": "x"}, {}, False),
+    ("POST", "/models/iris/predict", "RECORDS", None, {"Content-Type": "application/json; charset=utf-8"}, False),
+    ("POST", "/models/iris/predict", "RECORDS", None, {"Content-Type": "text/plain"}, False),
+    ("POST", "/models/iris/predict", "RECORDS", None, {}, True),
+    ("POST", "/models/iris/predict", '{"instances": [[1, 2, "red"]], "instances": [[1, 2, "blue"]]}', None, {}, False),
+    ("POST", "/models/iris/predict", '{"instances": [[1, 2, "red"]], "x": 1}', None, {}, False),
+    ("POST", "/models/iris/predict", '{"instances": {"x1": 1}}', None, {}, False),
+    ("POST", "/models/iris/predict", '[{"instances": []}]', None, {}, False),
+    ("POST", "/models/iris/predict", '{"instances": [[1, "2", "red"]]}', None, {}, False),
+    ("POST", "/models/iris/predict", None, None, {}, False),
+    ("POST", "/models/nope/predict", "RECORDS", None, {}, False),
+    ("POST", "/models/empty/predict", "RECORDS", None, {}, False),
+])
+def test_serving_resolver_answers_as_the_validating_resolver(clock, clf, method, path, body, query, headers, encoded):
+    import base64
+
+    from functions.inference import handler
+    from functions.inference.openapi import validating_app
+    from tests.models import LambdaContext, rest_event
+
+    body = {"RECORDS": json.dumps({"instances": clf.records(3)}),
+            "ARRAYS": json.dumps({"instances": clf.arrays(3)})}.get(body, body)
+    if encoded:
+        body = base64.b64encode(body.encode()).decode()
+    event = rest_event(method, path, body=body, query=query, headers=headers, base64=encoded)
+    ours = handler.lambda_handler(event, LambdaContext())
+    theirs = validating_app().resolve(event, LambdaContext())
+    assert (ours["statusCode"], json.loads(ours["body"])) == (theirs["statusCode"], json.loads(theirs["body"]))
+    assert ours.get("multiValueHeaders") == theirs.get("multiValueHeaders")
+    assert ours["statusCode"] < 500
+
+
+def test_plain_requests_never_build_the_validating_resolver(clock, clf):
+    # Well-formed requests are answered by the serving resolver alone (no pydantic on that path).
+    import subprocess
+    import sys
+
+    code = ("import sys, functions.inference.handler as h; "
+            "print(sorted(m for m in ('pydantic', 'functions.inference.openapi', 'aws_xray_sdk') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "POWERTOOLS_TRACE_DISABLED": "true"})
+    assert out.stdout.strip() == "[]"
+    from functions.inference import handler
+
+    declined = []
+    for request in ({"instances": clf.records(5)}, {"instances": clf.arrays(5)}):
+        handler._declined = False
+        status, _, _ = predict("iris", request, query={"version": "1"})
+        declined.append(handler._declined)
+    assert status == 200 and declined == [False, False]
