@@ -52,7 +52,7 @@ class OnnxModel:
             labels, probabilities = results
             probabilities = _finite(np.asarray(probabilities, dtype=np.float64))
             return {
-                "predictions": [_plain(v) for v in np.asarray(labels).ravel()],
+                "predictions": _labels(np.asarray(labels).ravel()),
                 "probabilities": probabilities.tolist(),
                 "classes": list(self.schema.classes or ()),
             }
@@ -70,6 +70,14 @@ def _finite(values: np.ndarray) -> np.ndarray:
             "model was trained on (expected values of a magnitude like the training data)"
         )
     return values
+
+
+def _labels(labels: np.ndarray) -> list:
+    """Labels as plain Python values (what ``_plain`` gives each), converted as a whole."""
+    out = labels.tolist()  # numeric and numpy-str dtypes: Python int/float/str, as .item() gives
+    if labels.dtype == object and not all(type(v) is str for v in out):
+        out = [_plain(v) for v in out]  # object arrays may hold numpy scalars or bytes
+    return out
 
 
 def _plain(v: Any) -> Any:

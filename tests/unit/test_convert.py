@@ -160,3 +160,14 @@ def test_non_finite_outputs_are_refused(reg):
     feeds = reg.schema.to_feeds([{"region": "north", "x1": 1.0, "x2": 0.0}, {"region": "north", "x1": -3e38, "x2": 0.0}])
     with pytest.raises(PredictionError, match=r"instances \[1\] gave non-finite outputs"):
         model.predict(feeds)
+
+
+@pytest.mark.parametrize("labels", [
+    np.array(["a", "b"]), np.array([1, 2], dtype=np.int64), np.array([1.5, 2.0], dtype=np.float32),
+    np.array(["a", "b"], dtype=object), np.array(["a", b"x", np.int64(3)], dtype=object),
+])
+def test_labels_convert_as_a_whole_like_one_by_one(labels):
+    from functions.core.onnx_model import _labels, _plain
+
+    got, expected = _labels(labels), [_plain(v) for v in labels]
+    assert got == expected and [type(v) for v in got] == [type(v) for v in expected]
