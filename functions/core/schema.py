@@ -21,6 +21,10 @@ TASKS = ("classification", "regression")
 # ONNX numeric inputs are float32: anything beyond this would silently become inf.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
+# Below this many instances numpy's per-call overhead outweighs the per-cell Python loop, so
+# to_feeds goes instance by instance (the same result either way).
+FAST_MIN_INSTANCES = 8
+
 
 class SchemaError(ValueError):
     """Input does not fit the schema; the message says what was wrong and what was expected."""
@@ -183,6 +187,8 @@ class FeatureSchema:
     def _fast_feeds(self, instances: list) -> dict[str, np.ndarray] | None:
         """The feeds, or None when the input needs the instance-by-instance path."""
         n = len(instances)
+        if n < FAST_MIN_INSTANCES:
+            return None
         plan = self._plan
         kinds = set(map(type, instances))
         if len(kinds) != 1:
@@ -309,16 +315,16 @@ def _number_column(col: Sequence[Any]) -> np.ndarray | None:
         values = np.array(col, dtype=np.float64)  # null -> NaN; ints rounded as float() does
     except (OverflowError, ValueError, TypeError):  # ints beyond float64
         return None
+    magnitude = np.abs(values)
     if types <= _NUMBER_VALUES:
-        if not np.isfinite(values).all():
+        if not magnitude.max() <= FLOAT32_MAX:  # NaN, an infinity or beyond float32
             return None
     else:
-        # Every null became NaN: any NaN beyond the nulls, or an infinity, is a bad number.
-        nan = np.isnan(values)
-        if int(np.count_nonzero(nan)) != col.count(None) or np.isinf(values).any():
-            return None
-    with np.errstate(invalid="ignore"):
-        if (np.abs(values) > FLOAT32_MAX).any():
+        # Every null became NaN: any NaN beyond the nulls, an infinity or a value beyond float32
+        # is a bad number (fmax skips NaN; it is NaN only when every cell is null).
+        nulls = col.count(None)
+        if nulls != len(col) and (int(np.count_nonzero(np.isnan(values))) != nulls
+                                  or not np.fmax.reduce(magnitude) <= FLOAT32_MAX):
             return None
     return values.astype(np.float32)
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from functions.core.schema import Feature, FeatureSchema, SchemaError
+from functions.core.schema import FAST_MIN_INSTANCES, Feature, FeatureSchema, SchemaError
 
 SCHEMA = {
     "target": "species",
@@ -170,17 +170,26 @@ def _valid(schema):
     kinds = [_number if f.type == "number" else _string for f in schema.features]
     record = st.tuples(*kinds).map(lambda vs: dict(zip(schema.names, vs)))
     array = st.tuples(*kinds).map(list)
-    return st.lists(record, min_size=1, max_size=12) | st.lists(array, min_size=1, max_size=12)
+    size = {"min_size": FAST_MIN_INSTANCES, "max_size": 40}
+    return st.lists(record, **size) | st.lists(array, **size)
 
 
-def _near(schema):
-    """Mostly valid instances with a few cells, keys or shapes spoiled."""
+@st.composite
+def _near(draw, schema):
+    """A valid batch (large enough for the fast path) with a few instances, cells, keys or shapes
+    spoiled, or a small batch of anything."""
     cell = _number | _string | _hostile
     record = st.fixed_dictionaries({n: cell for n in schema.names},
                                    optional={"petal": cell, "colour ": cell})
     partial = st.dictionaries(st.sampled_from(schema.names + ["petal"]), cell, max_size=3)
     array = st.lists(cell, min_size=len(schema.names) - 1, max_size=len(schema.names) + 1)
-    return st.lists(st.one_of(record, record, array, array, partial, _hostile), min_size=1, max_size=8)
+    spoiled = st.one_of(record, record, array, array, partial, _hostile)
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.lists(spoiled, min_size=1, max_size=8))
+    instances = draw(_valid(schema))
+    for _ in range(draw(st.integers(0, 3))):
+        instances[draw(st.integers(0, len(instances) - 1))] = draw(spoiled)
+    return instances
 
 
 def _outcome(fn, instances):
@@ -236,5 +245,7 @@ def test_nulls_beside_a_nan_literal_are_still_caught(schema):
     # null -> NaN is imputed; a NaN that was not a null is an error, even among nulls.
     with pytest.raises(SchemaError, match="instance 2: feature 'sepal_length' must be a finite number"):
         schema.to_feeds([[None, "a"], [None, "b"], [float("nan"), "c"]])
-    feeds = schema.to_feeds([[None, "a"], [None, None]])
-    assert np.isnan(feeds["sepal_length"]).all() and feeds["colour"].ravel().tolist() == ["a", ""]
+    with pytest.raises(SchemaError, match="instance 9: feature 'sepal_length' must be a finite number"):
+        schema.to_feeds([[None, "a"]] * 9 + [[float("nan"), "c"]])
+    feeds = schema.to_feeds([[None, "a"], [None, None]] * 5)
+    assert feeds["sepal_length"].shape == (10, 1) and np.isnan(feeds["sepal_length"]).all() and feeds["colour"].ravel().tolist() == ["a", ""] * 5
