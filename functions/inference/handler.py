@@ -281,7 +281,18 @@ def _plain_int(raw: Any) -> int:
 def _plain_instances() -> list:
     """``instances`` of a JSON object body ``{"instances": [...]}`` (parsed once, never copied)."""
     event = app.current_event
-    content_type = event.headers.get("content-type", "").strip()
+    # As Powertools reads it (event.headers.get("content-type"): lower-cased keys, the last one
+    # wins) without building a case-insensitive copy of every header.
+    content_type: Any = ""
+    try:
+        for key, value in (event.get("headers") or {}).items():
+            if key.lower() == "content-type":
+                content_type = value
+    except (AttributeError, TypeError):  # not an API Gateway event's headers
+        raise _Revalidate from None
+    if type(content_type) is not str:
+        raise _Revalidate
+    content_type = content_type.strip()
     if content_type and not content_type.startswith(content_types.APPLICATION_JSON):
         raise _Revalidate
     try:
