@@ -221,7 +221,9 @@ def to_onnx(pipeline, schema: FeatureSchema) -> bytes:
         # zipmap=False: plain `label` and `probabilities` tensors instead of a list of maps.
         options = {id(estimator): {"zipmap": False}}
     try:
-        onx = convert_sklearn(pipeline, initial_types=inputs, options=options)
+        # A fixed graph name (skl2onnx would pick a random one): the same fitted pipeline always
+        # gives the same bytes, so an artifact's sha256 is reproducible.
+        onx = convert_sklearn(pipeline, initial_types=inputs, options=options, name="shipyard")
     except Exception as exc:  # skl2onnx raises many types; name the estimator in one error
         raise ConvertError(
             f"skl2onnx cannot convert {type(estimator).__module__}.{type(estimator).__name__}: {exc}"

@@ -128,11 +128,28 @@ def holdout_document(dataset: ds.Dataset, idx: np.ndarray, seed: int, fraction: 
     }
 
 
+def label_mismatches(onnx_labels: list, sk_labels: list, sk_proba: np.ndarray,
+                     tolerance: float) -> tuple[int, int]:
+    """(labels that differ, labels that differ on a tie).
+
+    Where scikit-learn's two most probable classes are within ``tolerance`` of each other, argmax
+    is decided by rounding (float64 in scikit-learn, float32 in ONNX): a different label there is
+    a tie, not a conversion error. Every other difference is a mismatch.
+    """
+    differs = np.array([a != b for a, b in zip(onnx_labels, sk_labels)], dtype=bool)
+    if not differs.any():
+        return 0, 0
+    top2 = np.sort(sk_proba, axis=1)[:, -2:] if sk_proba.shape[1] >= 2 else np.zeros((len(differs), 2))
+    tie = (top2[:, 1] - top2[:, 0]) <= tolerance
+    return int(np.sum(differs & ~tie)), int(np.sum(differs & tie))
+
+
 def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.ndarray,
                  tolerance: float = PARITY_TOLERANCE) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compare ONNX (onnxruntime) with scikit-learn on ``X``; returns (parity record, ONNX output).
 
-    Classifiers: labels identical and probabilities within ``tolerance`` (absolute).
+    Classifiers: labels identical (but on ties, see :func:`label_mismatches`) and probabilities
+    within ``tolerance`` (absolute).
     Regressors: predictions within ``tolerance`` absolute or relative to the value.
     """
     from .onnx_model import OnnxModel
@@ -147,9 +164,9 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
         onnx_proba = np.asarray(out[1], dtype=np.float64)
         sk_labels = [_plain(v) for v in pipeline.predict(X).tolist()]
         sk_proba = np.asarray(pipeline.predict_proba(X), dtype=np.float64)
-        mismatched = sum(a != b for a, b in zip(onnx_labels, sk_labels))
+        mismatched, ties = label_mismatches(onnx_labels, sk_labels, sk_proba, tolerance)
         diff = float(np.max(np.abs(onnx_proba - sk_proba))) if onnx_proba.size else 0.0
-        record.update(label_mismatches=int(mismatched), max_abs_diff=_finite_or_none(diff),
+        record.update(label_mismatches=mismatched, label_ties=ties, max_abs_diff=_finite_or_none(diff),
                       compared="labels and probabilities")
         record["passed"] = bool(mismatched == 0 and math.isfinite(diff) and diff <= tolerance)
         onnx_out = {"predictions": onnx_labels, "probabilities": onnx_proba}
@@ -191,7 +208,15 @@ def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_M
 
     schema = dataset.schema
     fs = FeatureSchema.from_dict(schema)
-    pipeline = convert.build_pipeline(fs, spec["estimator"], dict(spec.get("params") or {}))
+    params = dict(spec.get("params") or {})
+    pipeline = convert.build_pipeline(fs, spec["estimator"], params)
+    # Reproducible training: a randomized estimator without a configured random_state gets the
+    # split seed (recorded), so the same dataset bytes give the same model.
+    estimator = pipeline.steps[-1][1]
+    random_state = params.get("random_state")
+    if "random_state" in estimator.get_params(deep=False) and random_state is None:
+        random_state = seed
+        estimator.set_params(random_state=random_state)
     try:
         pipeline.fit(X_train, y_train)
     except (ValueError, TypeError, ArithmeticError) as exc:
@@ -213,7 +238,8 @@ def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_M
     drift = spec.get("drift") or {}
     baseline = _baseline(dataset, train_idx, schema, drift)
     split = {"seed": seed, "fraction": fraction, "train_rows": int(len(train_idx)),
-             "holdout_rows": int(len(test_idx)), "stratified": classifier, "method": "holdout_split/PCG64"}
+             "holdout_rows": int(len(test_idx)), "stratified": classifier, "method": "holdout_split/PCG64",
+             "random_state": random_state}
     metrics = {
         "metric": metric,
         "higher_is_better": higher_is_better(metric),

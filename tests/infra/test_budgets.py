@@ -239,7 +239,7 @@ def test_each_function_imports_with_only_its_own_layer_on_python312(real, tmp_pa
             code += (
                 "from functions.core import training\n"
                 f"result = training.train(open({str(csv_path)!r}, 'rb').read(), {spec!r})\n"
-                "print('parity', result.parity['passed'])\n"
+                "print('parity', result.parity['passed'], json.dumps(result.parity, default=str))\n"
             )
         result = subprocess.run(
             [python, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=600,

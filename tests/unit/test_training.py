@@ -81,3 +81,24 @@ def test_training_matrix_rounds_numbers_through_float32(clf):
 
 def test_library_versions_are_recorded(clf):
     assert {"python", "numpy", "scikit-learn", "skl2onnx", "onnx", "onnxruntime"} <= set(clf.libraries)
+
+
+FOREST = dict(ANIMALS, estimator="sklearn.ensemble.RandomForestClassifier", params={"n_estimators": 10})
+
+
+def test_randomized_estimators_are_seeded_so_training_is_reproducible():
+    first, second = training.train(data.animals(), FOREST), training.train(data.animals(), FOREST)
+    assert first.split["random_state"] == first.split["seed"]
+    assert first.onnx == second.onnx  # same bytes in, same model out
+    pinned = training.train(data.animals(), dict(FOREST, params={"n_estimators": 10, "random_state": 3}))
+    assert pinned.split["random_state"] == 3 and pinned.onnx != first.onnx
+    assert training.train(data.animals(), ANIMALS).split["random_state"] is not None  # LogisticRegression has one
+    assert training.train(data.prices(), PRICES).split["random_state"] is not None  # so does Ridge
+
+
+def test_a_different_label_on_a_probability_tie_is_not_a_mismatch():
+    proba = np.array([[0.5, 0.5], [0.9, 0.1], [0.50004, 0.49996], [0.6, 0.4]])
+    sk, onnx_ = ["a", "a", "a", "a"], ["b", "a", "b", "b"]
+    # rows 0 and 2 tie within 1e-4 (argmax decided by rounding); row 3 is a real mismatch
+    assert training.label_mismatches(onnx_, sk, proba, 1e-4) == (1, 2)
+    assert training.label_mismatches(sk, sk, proba, 1e-4) == (0, 0)
