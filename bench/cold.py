@@ -13,6 +13,8 @@ import json  # noqa: E402
 import sys  # noqa: E402
 
 
+# Not tests.models.LambdaContext: importing tests.models loads scikit-learn, which is exactly the
+# cost this cold-start measurement must not include.
 class _Context:
     function_name = "shipyard-inference"
     function_version = "$LATEST"
