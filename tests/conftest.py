@@ -1,5 +1,8 @@
-"""Session-wide test settings: fake AWS credentials so nothing can reach a real account."""
+"""Session-wide test settings (fake AWS credentials so nothing can reach a real account) and the
+one synthesis of the default app (cdk.json) that the infra, drift and local-cloud suites share."""
 import os
+
+import pytest
 
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
@@ -14,3 +17,18 @@ os.environ.update(
 )
 for _var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(_var, None)
+
+
+@pytest.fixture(scope="session")
+def default_config() -> dict:
+    from infra.stack import read_cdk_json_context
+
+    return read_cdk_json_context()["shipyard"]
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """The app as ``cdk synth`` builds it from cdk.json (a tests.synth.Synth)."""
+    from tests.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("cdk.out"))

@@ -1,6 +1,6 @@
 """The drift monitor and the stack's alarms in the synthesized template.
 
-Two syntheses: the cdk.json app (iris, hourly, retrain) and a variant with two more models whose
+The session's synthesis of the cdk.json app (iris, hourly, retrain) and a variant with two more models whose
 drift settings differ (a cron schedule without retraining, a 15-minute rate with retraining).
 """
 from __future__ import annotations
@@ -10,14 +10,14 @@ import json
 import pytest
 
 from infra.monitoring import drift_function_name, schedule_period
-from tests.infra.conftest import synthesize
+from tests.synth import synthesize
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def default(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("cdk.out.drift"))
+def default(synth):
+    return synth  # the session's synthesis of the cdk.json app
 
 
 @pytest.fixture(scope="module")

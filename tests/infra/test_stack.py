@@ -1,6 +1,6 @@
 """The synthesized template: contract outputs, security properties, cdk-nag and cfn-lint.
 
-Two syntheses in all (tests/infra/conftest.py): the default cdk.json app, and one api_key variant.
+Two syntheses: the default cdk.json app (shared by every suite, tests/conftest.py) and one api_key variant (tests/infra/conftest.py).
 """
 from __future__ import annotations
 

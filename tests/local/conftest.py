@@ -218,9 +218,6 @@ def cloud(asset_dir):
 
 
 @pytest.fixture(scope="session")
-def shipyard_assembly(tmp_path_factory) -> Path:
-    """The real app (cdk.json config), synthesized once per session; layers not built (not needed locally)."""
-    from infra.stack import build_app
-
-    app, _ = build_app(None, outdir=tmp_path_factory.mktemp("cdk.out.local"), build_layers=False)
-    return Path(app.synth().directory)
+def shipyard_assembly(synth) -> Path:
+    """The real app (cdk.json config): the session's one synthesis; layers not built (not needed locally)."""
+    return synth.outdir
