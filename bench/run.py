@@ -40,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Shipyard benchmarks")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="small smoke run (figures not for quoting)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the figures (default: bench/results.json for a full run of "
+                             "every section; bench/results.local.json for --quick or --only runs)")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(only) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}; expected {SECTIONS}")
+    if args.out is None:  # a smoke or partial run never replaces the full run's figures
+        full = not args.quick and set(only) == set(SECTIONS)
+        args.out = RESULTS if full else RESULTS.with_name("results.local.json")
 
     started = time.perf_counter()
     results: dict = {"ratios": {}, "notes": {}, "machine": machine(),
