@@ -1,4 +1,4 @@
-"""Synthesizing the app for tests: the stack, its template, cdk-nag's findings and the time it took.
+"""Synthesizing the app for tests: the stack, its template and cdk-nag's findings.
 
 ``build_layers=False``: the dependency layers are used if built, else empty placeholders, so
 tests never run the layer builder (pip) and stay fast.
@@ -6,7 +6,6 @@ tests never run the layer builder (pip) and stay fast.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,6 @@ class Synth:
     outdir: Path
     nag: list[dict]  # unacknowledged AwsSolutions findings (errors and warnings)
     report: dict  # validation-report.json written by the synth
-    seconds: float
 
     def resources(self, type_: str) -> dict[str, dict]:
         return {k: v for k, v in self.template_dict["Resources"].items() if v["Type"] == type_}
@@ -32,10 +30,8 @@ def synthesize(outdir: Path, config: dict | None = None) -> Synth:
 
     from infra.nag import nag_findings
 
-    started = time.perf_counter()
     app, stack = build_app(config, outdir=outdir, build_layers=False)
     assembly = app.synth()
-    seconds = time.perf_counter() - started
     template_dict = json.loads((Path(assembly.directory) / stack.template_file).read_text())
     report_path = Path(assembly.directory) / "validation-report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
@@ -46,5 +42,4 @@ def synthesize(outdir: Path, config: dict | None = None) -> Synth:
         outdir=Path(assembly.directory),
         nag=nag_findings(app),
         report=report,
-        seconds=seconds,
     )

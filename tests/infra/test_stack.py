@@ -374,10 +374,6 @@ def test_cfn_lint_has_no_errors(synth):
     assert errors == []
 
 
-def test_synth_is_fast_enough(synth):
-    assert synth.seconds < 60
-
-
 # --------------------------------------------------------------------------- pipeline
 
 
