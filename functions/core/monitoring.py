@@ -153,7 +153,7 @@ def _capture_objects(s3, bucket: str, model: str, *, now: datetime, lookback_day
             found.extend((o["LastModified"], o["Key"]) for o in page.get("Contents", []))
         # Firehose keys start with the hour and end with a timestamp, so the key orders them;
         # LastModified breaks ties between objects of one hour written by different writers.
-        for _, key in sorted(found, key=lambda t: (t[1].rsplit("/", 2)[0], t[0], t[1]), reverse=True):
+        for _, key in sorted(found, key=lambda t: (t[1].rsplit("/", 1)[0], t[0], t[1]), reverse=True):
             yield key
 
 

@@ -378,3 +378,16 @@ def test_latest_dataset_and_retrain_handler(aws, monkeypatch):
     s3.put_object(Bucket="data", Key="datasets/wine/w.csv", Body=b"x\n1\n")
     with pytest.raises(DriftCheckError, match="not set up for retraining"):
         retrain.handler({**event, "detail": {"model": "wine"}}, Context())
+
+
+def test_newer_hours_come_first_whatever_order_the_objects_were_written_in(aws):
+    promote_version(aws)
+    late = NOW.replace(hour=10, minute=30)
+    # the newer hour's object is written first (a slow writer), the older hour's object after it:
+    # the hour in the key decides, not the write time
+    put_capture(aws, traffic(500, seed=5), at=late, name="z-newer-hour")
+    time.sleep(1.1)  # S3's LastModified has one-second resolution: make the older hour's write later
+    put_capture(aws, traffic(500, shift=2.0), at=late - timedelta(hours=1), name="a-older-hour")
+    window = read_capture_window(aws["s3"], "artifacts", "iris", FEATURES, 500, now=late + timedelta(minutes=5))
+    assert window.objects_read == 1 and window.rows == 500
+    assert window.first_captured_at.startswith(late.strftime("%Y-%m-%dT%H"))
