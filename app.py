@@ -35,7 +35,7 @@ def main() -> int:
     try:
         # Under the CLI, CDK_OUTDIR says where to write; on its own, cdk.out next to cdk.json.
         outdir = None if os.environ.get("CDK_OUTDIR") else PROJECT_ROOT / "cdk.out"
-        app, _stack = build_app(outdir=outdir)
+        app, _stack = build_app(outdir=outdir, cdk_json=PROJECT_ROOT / "cdk.json")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -203,6 +203,12 @@ class ShipyardStack(Stack):
                       description="aws apigateway get-api-key --include-value --api-key <id>")
 
 
+def project_cdk_json() -> Path:
+    """The ``cdk.json`` of the project being synthesized: the current directory's, else Shipyard's."""
+    here = Path.cwd() / "cdk.json"
+    return here if here.exists() else CDK_JSON
+
+
 def read_cdk_json_context(path: Path = CDK_JSON) -> dict:
     """The ``context`` object of ``cdk.json`` (feature flags and ``shipyard``)."""
     with open(path, encoding="utf-8") as fh:
@@ -229,6 +235,7 @@ def build_app(
     nag: bool = True,
     layers: Sequence[lambda_.ILayerVersion] | None = None,
     build_layers: bool | None = None,
+    cdk_json: str | os.PathLike | None = None,
 ) -> tuple[App, ShipyardStack]:
     """Build (not synthesize) the app.
 
@@ -243,9 +250,17 @@ def build_app(
     :param layers: layers for the inference function instead of ``DependencyLayers``.
     :param build_layers: let ``DependencyLayers`` build missing layers. ``None`` (default):
         context ``shipyard:build_layers`` (``-c shipyard:build_layers=false``), default true.
+    :param cdk_json: the project's ``cdk.json`` (default: the one in the current directory, where
+        the CDK CLI runs the app; else Shipyard's own).
     :raises ConfigError: the ``shipyard`` configuration is invalid.
     """
-    context = read_cdk_json_context() if CDK_JSON.exists() else {}
+    path = Path(cdk_json) if cdk_json else project_cdk_json()
+    # Shipyard's feature flags are the defaults the stack is written against; the project's
+    # cdk.json context (its models, its own flags) goes on top.
+    context = ({k: v for k, v in read_cdk_json_context(CDK_JSON).items() if k != "shipyard"}
+               if CDK_JSON.exists() else {})
+    if path.exists():
+        context.update(read_cdk_json_context(path))
     kwargs: dict[str, Any] = {"context": context, "analytics_reporting": False}
     if config_dict is not None:
         kwargs["post_cli_context"] = {"shipyard": dict(config_dict)}
