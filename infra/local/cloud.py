@@ -37,6 +37,17 @@ _active_lock = threading.Lock()
 _active: "LocalCloud | None" = None
 
 
+_WAIT_CONDITION_WARNING = ".*WaitConditionHandle.*"
+
+
+def _ignore_wait_condition_warning() -> None:
+    """moto warns that the outputs stack's WaitConditionHandle is not implemented; silence it, adding the
+    filter only when it is not there yet (each start used to add it again, moving it ahead of others)."""
+    if not any(f[0] == "ignore" and f[1] is not None and f[1].pattern == _WAIT_CONDITION_WARNING
+               for f in warnings.filters):
+        warnings.filterwarnings("ignore", message=_WAIT_CONDITION_WARNING)
+
+
 class DeployError(Exception):
     """A resource of the template could not be created locally (names the resource and the cause)."""
 
@@ -114,6 +125,7 @@ class LocalCloud:
         self._session = None
         self._started = False
         self._metrics_lock = threading.Lock()
+        self._saved_process_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ logging
     def say(self, msg: str) -> None:
@@ -228,6 +240,7 @@ class LocalCloud:
             except Exception:
                 pass
             self._server = None
+        self._restore_process_state()
         if self._ctx:
             for tmp in self._ctx._tmp:
                 tmp.cleanup()
@@ -241,6 +254,12 @@ class LocalCloud:
 
         from .server import AwsServer
 
+        if self._saved_process_state is None:  # what stop() puts back
+            sfn_config = default_user_config.get("stepfunctions")
+            self._saved_process_state = {
+                "MOTO_PORT": os.environ.get("MOTO_PORT"),
+                "stepfunctions": None if sfn_config is None else dict(sfn_config),
+            }
         default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
         moto_api_backend.reset()
         self._server = AwsServer(self.host, self._aws_port)
@@ -248,6 +267,22 @@ class LocalCloud:
         # moto's Step Functions interpreter calls Lambda & co. through this port
         os.environ["MOTO_PORT"] = str(self._aws_port)
         self._server.start()
+
+    def _restore_process_state(self) -> None:
+        """MOTO_PORT and moto's Step Functions config as they were before start()."""
+        saved, self._saved_process_state = self._saved_process_state, None
+        if saved is None:
+            return
+        from moto.core.config import default_user_config
+
+        if saved["MOTO_PORT"] is None:
+            os.environ.pop("MOTO_PORT", None)
+        else:
+            os.environ["MOTO_PORT"] = saved["MOTO_PORT"]
+        if saved["stepfunctions"] is None:
+            default_user_config.pop("stepfunctions", None)
+        else:
+            default_user_config["stepfunctions"] = saved["stepfunctions"]
 
     def _install_seams(self) -> None:
         self.runtime = LambdaRuntime(self.aws_url, self.region, on_log=self._on_function_log,
@@ -309,7 +344,7 @@ class LocalCloud:
         body = {"Resources": {"LocalCloud": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}
         if outputs:
             body["Outputs"] = outputs
-        warnings.filterwarnings("ignore", message=".*WaitConditionHandle.*")
+        _ignore_wait_condition_warning()
         self.client("cloudformation").create_stack(StackName=tpl.stack_name, TemplateBody=json.dumps(body))
 
     def _localize(self, value: str) -> str:

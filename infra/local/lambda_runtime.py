@@ -336,6 +336,8 @@ def install(runtime: LambdaRuntime) -> None:
 
     def invoke(self, body: str, request_headers: Any, response_headers: Any) -> Any:
         result = _installed["invoke"](self, body, request_headers, response_headers)
+        if _current is None:  # no local cloud running: moto's own behaviour
+            return result
         if response_headers.get("x-amz-function-error") == "Handled":
             response_headers["x-amz-function-error"] = "Unhandled"
         response_headers["x-amz-executed-version"] = "$LATEST"
@@ -346,5 +348,12 @@ def install(runtime: LambdaRuntime) -> None:
 
 
 def uninstall() -> None:
+    """Give moto its own `LambdaFunction` methods back (no-op when not installed)."""
     global _current
     _current = None
+    if not _installed:
+        return
+    from moto.awslambda.models import LambdaFunction
+
+    LambdaFunction._invoke_lambda = _installed.pop("_invoke_lambda")
+    LambdaFunction.invoke = _installed.pop("invoke")
