@@ -475,6 +475,15 @@ class Registry:
         current, previous = last[0]["to_version"], last[0]["from_version"]
         return self.move_alias(model, "production", previous, expected=current, reason=reason, actor=actor)
 
+    def last_event(self, model: str, alias: str = "production") -> dict | None:
+        """The newest audit event of one alias, or None (one query: newest first, Limit 1)."""
+        resp = self.client.query(TableName=self.table_name, KeyConditionExpression="pk = :pk AND begins_with(sk, :e)",
+                                 ExpressionAttributeValues={":pk": {"S": f"MODEL#{_check_model(model)}"},
+                                                            ":e": {"S": f"E#{_check_alias(alias)}#"}},
+                                 ScanIndexForward=False, Limit=1, ConsistentRead=True)
+        items = resp.get("Items", [])
+        return {k: v for k, v in _plain(items[0]).items() if k not in _INTERNAL_KEYS} if items else None
+
     def history(self, model: str, alias: str = "production") -> list[dict]:
         """Audit events of one alias, oldest first (one query)."""
         items = self._query(KeyConditionExpression="pk = :pk AND begins_with(sk, :e)",

@@ -12,12 +12,19 @@ a retried Lambda may already have done its work:
   same execution finds its own claim and reuses (or completes) its allocation.
 - train: artifacts are overwritten with identical bytes; ``record_candidate`` is idempotent.
 - promote: a retry finds the alias already moved by this execution (the audit event's actor).
+  Once the alias has moved the state must not fail: `Model Promoted` is sent with a few retries of
+  the send alone, and a send that still fails is logged and reported in the output
+  (``event_delivered: false``), never raised into the Catch (which would mark the run failed).
+- mark_failed: a version that is production (e.g. Promote crashed after the move) is not marked
+  failed and gets `Model Promoted`, not `Pipeline Failed`.
 - reject / fail: ``record_rejection`` / ``record_failure`` are idempotent on the reason.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 from typing import Any, Mapping
 
 from botocore.exceptions import ClientError
@@ -34,6 +41,11 @@ PROMOTED, REJECTED, FAILED = "Model Promoted", "Model Rejected", "Pipeline Faile
 ARTIFACT_NAMES = ("model.onnx", "metrics.json", "baseline.json", "holdout.json")
 SPEC_KEYS = ("target", "task", "estimator", "params", "metric", "min_score", "max_regression", "holdout")
 CLAIM_PREFIX = "R#"
+EVENT_SEND_ATTEMPTS = 3
+EVENT_SEND_DELAY = 0.5  # seconds before the 2nd attempt, doubled for the next
+
+logger = logging.getLogger(__name__)
+_sleep = time.sleep
 
 
 def models_prefix(model: str, version: int) -> str:
@@ -276,13 +288,39 @@ def promote(event: Mapping[str, Any], registry: Registry, events, *, execution_a
         if not (last and last.get("to_version") == version and last.get("actor") == execution_arn):
             raise
         moved = last  # a retry: this execution already moved the alias
+    # The alias has moved: from here on nothing may fail the state (the Catch would mark it failed).
     detail = {"model": model, "version": version, "previous_version": moved.get("from_version"),
               "execution_arn": execution_arn, "reason": reason, "audit_seq": moved.get("seq"),
               "metric": validation.get("metric"), "score": validation.get("candidate_score"),
               "production_score": validation.get("production_score"), "dataset": dataset}
-    put_event(events, PROMOTED, detail, execution_arn)
-    return {"promoted": True, "from_version": moved.get("from_version"), "to_version": version,
-            "audit_seq": moved.get("seq")}
+    error = put_event_after_commit(events, PROMOTED, detail, execution_arn)
+    out = {"promoted": True, "from_version": moved.get("from_version"), "to_version": version,
+           "audit_seq": moved.get("seq"), "event_delivered": error is None}
+    if error is not None:
+        out["event_error"] = error
+    return out
+
+
+def put_event_after_commit(events, detail_type: str, detail: Mapping[str, Any],
+                           execution_arn: str | None = None) -> str | None:
+    """Send an event describing a change already committed: retry the send alone, never raise.
+
+    Returns None once delivered, else the last error (also logged).
+    """
+    error = None
+    for attempt in range(EVENT_SEND_ATTEMPTS):
+        if attempt:
+            _sleep(EVENT_SEND_DELAY * 2 ** (attempt - 1))
+        try:
+            put_event(events, detail_type, detail, execution_arn)
+            return None
+        except Exception as err:  # noqa: BLE001 - the change is committed; the event is best effort
+            error = f"{type(err).__name__}: {err}"
+            logger.warning("%s event for %s v%s not sent (attempt %d of %d): %s", detail_type,
+                           detail.get("model"), detail.get("version"), attempt + 1, EVENT_SEND_ATTEMPTS, error)
+    logger.error("%s event for %s v%s was not delivered after %d attempts; the registry change stands: %s",
+                 detail_type, detail.get("model"), detail.get("version"), EVENT_SEND_ATTEMPTS, error)
+    return error
 
 
 def reject(event: Mapping[str, Any], registry: Registry, events, *, execution_arn: str) -> dict:
@@ -331,11 +369,43 @@ def mark_failed(event: Mapping[str, Any], registry: Registry, events, *, executi
             status = registry.record_failure(model, int(version), reason)["status"]
         except (InvalidTransition, VersionNotFound) as err:
             status = f"not marked: {err}"  # e.g. it was promoted before the failure
+            promoted = _promoted_by(registry, model, int(version), execution_arn)
+            if promoted is not None:
+                return _promoted_after_failure(events, model, int(version), promoted, reason,
+                                               event.get("dataset"), execution_arn)
     detail = {"model": model, "version": version, "execution_arn": execution_arn, "reason": reason,
               "error": (event.get("error") or {}).get("Error"), "dataset": event.get("dataset"),
               "status": status}
     put_event(events, FAILED, detail, execution_arn)
     return {"failed": True, "version": version, "reason": reason}
+
+
+def _promoted_by(registry: Registry, model: str, version: int, execution_arn: str) -> dict | None:
+    """The audit event that made `version` production, if it is production now (else None)."""
+    try:
+        if registry.get_version(model, version)["status"] != "production":
+            return None
+    except VersionNotFound:
+        return None
+    last = registry.last_event(model, "production")
+    if last and last.get("to_version") == version:
+        return last
+    return {"to_version": version, "from_version": None, "seq": None, "actor": None}
+
+
+def _promoted_after_failure(events, model: str, version: int, moved: Mapping[str, Any], reason: str,
+                            dataset: Any, execution_arn: str) -> dict:
+    """A later error must not report a production version as failed: send `Model Promoted` instead."""
+    logger.warning("%s v%s is production; the later error (%s) does not fail it", model, version, reason)
+    detail = {"model": model, "version": version, "previous_version": moved.get("from_version"),
+              "execution_arn": execution_arn, "reason": moved.get("reason"), "audit_seq": moved.get("seq"),
+              "dataset": dataset, "after_error": reason}
+    error = put_event_after_commit(events, PROMOTED, detail, execution_arn)
+    out = {"failed": False, "promoted": True, "version": version, "reason": reason,
+           "event_delivered": error is None}
+    if error is not None:
+        out["event_error"] = error
+    return out
 
 
 def put_event(events, detail_type: str, detail: Mapping[str, Any], execution_arn: str | None = None) -> None:

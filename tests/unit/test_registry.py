@@ -413,3 +413,17 @@ def test_racing_alias_moves_exactly_one_wins(reg, serialized_moto, round_):
     assert [v for v, s in st.items() if s == "production"] == [winner]
     assert st[1] == "archived"
     assert all(s == "candidate" for v, s in st.items() if v not in (1, winner))
+
+
+def test_last_event_is_the_newest_of_the_alias(reg, ddb, monkeypatch):
+    assert reg.last_event("iris") is None
+    for _ in range(12):
+        candidate(reg)
+    events = [reg.promote("iris", v, reason=f"r{v}", actor="a") for v in range(1, 12)]
+    reg.move_alias("iris", "staging", 12, expected=None, reason="s", actor="a")
+    queries = []
+    original = ddb.query
+    monkeypatch.setattr(ddb, "query", lambda **kw: queries.append(kw) or original(**kw))
+    assert reg.last_event("iris") == events[-1]  # seq 11 sorts after seq 9 (zero-padded)
+    assert reg.last_event("iris", "staging")["to_version"] == 12
+    assert len(queries) == 2 and all(q["Limit"] == 1 and q["ScanIndexForward"] is False for q in queries)
