@@ -1,7 +1,7 @@
 """``InferenceApi``: the REST API, the inference function behind it and the capture streams.
 
     client ──SigV4/API key──► API Gateway (REST, stage ``prod``) ──proxy──► inference function
-                                                                              │ PutRecordBatch
+                                                                              │ PutRecord
                                                      artifacts bucket ◄── Firehose (one per model)
                                                      capture/<model>/YYYY/MM/DD/HH/…
 
@@ -190,7 +190,7 @@ class InferenceApi(Construct):
         if self.capture_streams:
             iam.Grant.add_to_principal(
                 grantee=self.function,
-                actions=["firehose:PutRecord", "firehose:PutRecordBatch"],
+                actions=["firehose:PutRecord"],  # functions/core/capture.py sends one record per request
                 resource_arns=[stream.attr_arn for stream in self.capture_streams.values()],
             )
 

@@ -33,10 +33,11 @@ CAPTURE_ERROR_PREFIX = "capture-errors/"
 DRIFT_PREFIX = "drift/"
 DATASETS_PREFIX = "datasets/"
 
-_TABLE_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem",
-               "dynamodb:DescribeTable")
-_TABLE_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
-                "dynamodb:ConditionCheckItem")
+# Exactly what functions/core/registry.py calls: GetItem and Query to read; PutItem, UpdateItem
+# and the ConditionCheck of TransactWriteItems (authorized per operation) to write. No deletes:
+# versions and the audit log are never removed.
+_TABLE_READ = ("dynamodb:GetItem", "dynamodb:Query")
+_TABLE_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem")
 
 
 class ModelRegistry(Construct):
@@ -185,7 +186,7 @@ class ModelRegistry(Construct):
     def _grant_list(grantee: iam.IGrantable, bucket: s3.IBucket, prefix: str) -> iam.Grant:
         return iam.Grant.add_to_principal(
             grantee=grantee,
-            actions=["s3:ListBucket", "s3:ListBucketVersions"],
+            actions=["s3:ListBucket"],
             resource_arns=[bucket.bucket_arn],
             conditions={"StringLike": {"s3:prefix": [prefix + "*"]}},
         )

@@ -224,9 +224,7 @@ def test_function_grants_are_least_privilege(synth):
             actions |= set(_as_list(statement["Action"]))
     assert actions == {
         "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
-        "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem",
-        "dynamodb:DescribeTable", "s3:GetObject", "s3:GetObjectVersion", "firehose:PutRecord",
-        "firehose:PutRecordBatch",
+        "dynamodb:GetItem", "dynamodb:Query", "s3:GetObject", "s3:GetObjectVersion", "firehose:PutRecord",
     }
     synth.template.has_resource_properties("AWS::IAM::Policy", {
         "PolicyDocument": {"Statement": Match.array_with([Match.object_like({
