@@ -124,12 +124,12 @@ class ShipyardStack(Stack):
         self.alarm_key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowAlarmPublishers",
-                principals=[
-                    iam.ServicePrincipal("cloudwatch.amazonaws.com"),
-                    iam.ServicePrincipal("events.amazonaws.com"),
-                ],
+                # CloudWatch alarms are the topic's only service publisher (no rule targets it),
+                # and only for this account's alarms.
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],  # in a key policy "*" is this key
+                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
             )
         )
         self.alarm_topic = sns.Topic(

@@ -322,6 +322,10 @@ def test_alarm_topic_encrypted_and_tls_only(synth):
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
                for s in statements)
+    key_statements = synth.template_dict["Resources"][key_id]["Properties"]["KeyPolicy"]["Statement"]
+    (publishers,) = [s for s in key_statements if s.get("Sid") == "AllowAlarmPublishers"]
+    assert publishers["Principal"] == {"Service": "cloudwatch.amazonaws.com"}  # only alarms publish
+    assert publishers["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
 
 
 def test_dashboard_has_api_widgets(synth):
