@@ -512,12 +512,12 @@ def cmd_drift_check(args) -> int:
 
 
 def cmd_layers_build(args) -> int:
-    try:
-        from layers import builder
-    except ImportError as err:
-        raise CliError(f"the layer builder is not available: {err}") from err
+    from layers import builder
+
+    # Default: the architecture the project's functions run on (cdk.json "architecture").
+    arches = args.arch or [_project_config().get("architecture") or "arm64"]
     argv = ["build"]
-    for arch in args.arch or []:
+    for arch in arches:
         argv += ["--arch", arch]
     for layer in args.layer or []:
         argv += ["--layer", layer]
@@ -594,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     layers = sub.add_parser("layers", help="Lambda dependency layers").add_subparsers(dest="layers_command", required=True)
     p = layers.add_parser("build", help="build the dependency layers without Docker")
-    p.add_argument("--arch", action="append", choices=["arm64", "x86_64"], help="architecture (repeatable)")
+    p.add_argument("--arch", action="append", choices=["arm64", "x86_64"], help="architecture (repeatable; default: cdk.json's architecture, arm64)")
     p.add_argument("--layer", action="append", choices=["inference", "training"], help="layer (repeatable)")
     p.set_defaults(run=cmd_layers_build)
     return parser

@@ -199,3 +199,15 @@ def test_predict_leaves_out_the_target_column_of_a_training_shaped_csv(signed_ap
     assert cli.main(["predict", "iris", str(data), "--api-url", signed_api, "--auth", "iam"]) == 0
     assert _SigV4CheckingApi.seen[-1]["body"] == {"instances": [{"sepal_length": 5.1}]}
     assert "leaving out column 'species'" in capsys.readouterr().err
+
+
+def test_layers_build_defaults_to_the_configured_architecture(tmp_path, monkeypatch):
+    from layers import builder
+
+    seen = []
+    monkeypatch.setattr(builder, "main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cdk.json").write_text(json.dumps({"context": {"shipyard": {"architecture": "x86_64"}}}))
+    assert cli.main(["layers", "build"]) == 0
+    assert cli.main(["layers", "build", "--arch", "arm64", "--layer", "inference"]) == 0
+    assert seen == [["build", "--arch", "x86_64"], ["build", "--arch", "arm64", "--layer", "inference"]]
