@@ -126,6 +126,8 @@ class LocalCloud:
         self._started = False
         self._metrics_lock = threading.Lock()
         self._saved_process_state: dict[str, Any] | None = None
+        self._tick_lock = threading.Lock()
+        self._alarms_lock = threading.Lock()
 
     # ------------------------------------------------------------------ logging
     def say(self, msg: str) -> None:
@@ -481,23 +483,21 @@ class LocalCloud:
 
     def tick(self, now: float | None = None) -> list[str]:
         """Fire every enabled schedule that is due at `now` (default: the current time); returns their names."""
-        now = time.time() if now is None else now
+        with self._tick_lock:  # the clock thread and callers: a due schedule fires once
+            return self._tick(time.time() if now is None else now)
+
+    def _tick(self, now: float) -> list[str]:
         fired = []
         for s in self.schedules:
             if not s.enabled:
                 continue
-            since = s.last_fired if s.last_fired is not None else self._created_at(s)
+            since = s.last_fired if s.last_fired is not None else s.created_at
             due = next_fire(s.expression, since, now)
             if due is not None and due <= now:
                 s.last_fired = now
                 self.fire_schedule(s.name)
                 fired.append(s.name)
         return fired
-
-    def _created_at(self, s: Schedule) -> float:
-        if not hasattr(s, "_created"):
-            s._created = time.time()  # type: ignore[attr-defined]
-        return s._created  # type: ignore[attr-defined]
 
     def fire_schedule(self, name: str) -> None:
         """Deliver a schedule's targets now, as if it was due."""
@@ -526,6 +526,10 @@ class LocalCloud:
 
     def evaluate_alarms(self, now: float | None = None) -> list[dict]:
         """Evaluate every metric alarm against the metrics published so far; notify on state changes."""
+        with self._alarms_lock:  # the clock thread and callers: a state change notifies once
+            return self._evaluate_alarms(now)
+
+    def _evaluate_alarms(self, now: float | None) -> list[dict]:
         from moto.cloudwatch.models import MetricAggregatedDatum, cloudwatch_backends
 
         self._publish_execution_metrics()

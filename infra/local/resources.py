@@ -13,6 +13,7 @@ import os
 import random
 import string
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ class Schedule:
     arn: str = ""
     enabled: bool = True
     last_fired: float | None = None
+    created_at: float = field(default_factory=time.time)  # deploy time: rate() counts from it
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """A LocalCloud that has stopped leaves the process as it found it: environment, moto config, moto's classes."""
 import os
+import threading
+import time
 import warnings
 
 import pytest
 
 from infra.local import LocalCloud, Template
+from infra.local.resources import Schedule
 
 TINY = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {"TopicArn": {"Value": {"Ref": "Topic"}}}}
@@ -51,3 +54,62 @@ def test_starting_again_leaves_the_warning_filters_alone():
     with _cloud():
         pass
     assert warnings.filters[0] is mine  # the local cloud's filter was not added (moved to the front) again
+
+
+def _slowed(fn):
+    def slow(*args, **kwargs):
+        time.sleep(0.2)  # widens the window between "is it due / has it changed?" and recording that it did
+        return fn(*args, **kwargs)
+    return slow
+
+
+def test_rate_counts_from_deployment_not_from_the_first_tick(monkeypatch):
+    cloud = _cloud()
+    fired = []
+    monkeypatch.setattr(cloud, "fire_schedule", fired.append)
+    cloud.schedules = [Schedule(name="every5", expression="rate(5 minutes)", targets=[], kind="rule",
+                                created_at=time.time() - 400)]  # deployed 400 s ago: due 100 s ago
+    assert cloud.tick() == ["every5"] and fired == ["every5"]
+    assert cloud.tick() == []
+
+
+def test_concurrent_ticks_fire_a_due_schedule_once(monkeypatch):
+    import infra.local.cloud as cloud_mod
+
+    cloud = _cloud()
+    fired = []
+    monkeypatch.setattr(cloud, "fire_schedule", fired.append)
+    monkeypatch.setattr(cloud_mod, "next_fire", _slowed(cloud_mod.next_fire))
+    now = time.time()
+    cloud.schedules = [Schedule(name="every5", expression="rate(5 minutes)", targets=[], kind="rule",
+                                created_at=now - 400)]
+    threads = [threading.Thread(target=cloud.tick, kwargs={"now": now}) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert fired == ["every5"]
+
+
+def test_concurrent_alarm_evaluations_email_once(monkeypatch):
+    from moto.cloudwatch.models import Alarm
+
+    template = {"Resources": {
+        "Topic": {"Type": "AWS::SNS::Topic"},
+        "Email": {"Type": "AWS::SNS::Subscription", "Properties": {
+            "TopicArn": {"Ref": "Topic"}, "Protocol": "email", "Endpoint": "ops@example.com"}},
+        "Alarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {
+            "Namespace": "Test", "MetricName": "Drift", "Statistic": "Sum", "Period": 60, "EvaluationPeriods": 1,
+            "Threshold": 1, "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching", "AlarmActions": [{"Ref": "Topic"}]}}}}
+    with LocalCloud(Template.from_dict(template, stack_name="Alarms"), aws_port=0, api_port=0, clock=False,
+                    log=lambda _: None) as cloud:
+        cloud.put_metrics("Test", [{"MetricName": "Drift", "Value": 5.0, "Unit": "Count"}])
+        monkeypatch.setattr(Alarm, "update_state", _slowed(Alarm.update_state))
+        threads = [threading.Thread(target=cloud.evaluate_alarms) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert [c["to"] for c in cloud.alarm_changes] == ["ALARM"]
+        assert len(cloud.notifications) == 1
