@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import posixpath
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
@@ -44,7 +43,6 @@ DRIFT_PREFIX = "drift/"
 MODELS_PREFIX = "models/"
 DATASETS_PREFIX = "datasets/"
 #: Sort-key prefix of the drift items in the registry table (pk ``MODEL#<model>``, sk ``D#<checked_at>#<suffix>``).
-DRIFT_SK_PREFIX = "D#"
 EVENT_SOURCE = "shipyard"
 DRIFT_DETECTED = "Drift Detected"
 NAMESPACE = "Shipyard"
@@ -302,39 +300,18 @@ def report_key(model: str, now: datetime) -> str:
 
 
 def record_check(registry, report: Mapping[str, Any]) -> dict:
-    """Append the check to the registry: item pk ``MODEL#<model>``, sk ``D#<checked_at>#<suffix>``.
-
-    The sort key ends in a random suffix so two checks in one millisecond (a schedule and the
-    CLI) both land. Queryable in one request: ``pk = MODEL#<m> AND begins_with(sk, "D#")`` (newest last, or
-    ``ScanIndexForward=False, Limit=1`` for the latest). See :func:`drift_history`.
-    """
-    from functions.core.registry import _item  # the registry's DynamoDB value conversion
-
-    item = {"pk": f"MODEL#{report['model']}", "sk": f"{DRIFT_SK_PREFIX}{report['checked_at']}#{uuid.uuid4().hex[:8]}",
-            "kind": "drift_check", "model": report["model"], "version": report.get("version"),
-            "checked_at": report["checked_at"], "rows": report["rows"], "skipped": report["skipped"],
-            "reason": report.get("reason"), "drift_detected": report["drift_detected"],
-            "drifted_share": report["drifted_share"],
-            "drifted_features": list(report.get("drifted_features") or []),
-            "report_key": report["report_key"]}
-    registry.client.put_item(TableName=registry.table_name, Item=_item(item),
-                             ConditionExpression="attribute_not_exists(sk)")
-    return {k: v for k, v in item.items() if k not in ("pk", "sk")}
+    """Append the check's summary to the registry's drift history (:meth:`Registry.put_drift_check`:
+    item pk ``MODEL#<model>``, sk ``D#<checked_at>#<8 hex>``). See :func:`drift_history`."""
+    check = {"version": report.get("version"), "checked_at": report["checked_at"], "rows": report["rows"],
+             "skipped": report["skipped"], "reason": report.get("reason"),
+             "drift_detected": report["drift_detected"], "drifted_share": report["drifted_share"],
+             "drifted_features": list(report.get("drifted_features") or []), "report_key": report["report_key"]}
+    return registry.put_drift_check(report["model"], check)
 
 
 def drift_history(registry, model: str, limit: int | None = None) -> list[dict]:
-    """Drift checks of *model*, newest first (one Query on the registry table)."""
-    from functions.core.registry import _plain
-
-    kw: dict[str, Any] = {"TableName": registry.table_name,
-                          "KeyConditionExpression": "pk = :pk AND begins_with(sk, :d)",
-                          "ExpressionAttributeValues": {":pk": {"S": f"MODEL#{model}"},
-                                                        ":d": {"S": DRIFT_SK_PREFIX}},
-                          "ScanIndexForward": False}
-    if limit:
-        kw["Limit"] = int(limit)
-    items = [_plain(i) for i in registry.client.query(**kw).get("Items", [])]
-    return [{k: v for k, v in i.items() if k not in ("pk", "sk")} for i in items]
+    """Drift checks of *model*, newest first (:meth:`Registry.drift_history`, paginated)."""
+    return registry.drift_history(model, limit)
 
 
 # --------------------------------------------------------------------------- metrics and events

@@ -4,6 +4,8 @@ Table layout (docs/architecture.md):
   model    pk=MODELS          sk=<model>                  name, next_version, aliases, alias_seq, created_at
   version  pk=MODEL#<model>   sk=V#<10-digit version>     the version record (+ dataset_ref/version_ref for the GSI)
   event    pk=MODEL#<model>   sk=E#<alias>#<10-digit seq> model, alias, from_version, to_version, reason, actor, at, seq
+  claim    pk=MODEL#<model>   sk=R#<claim id>             kind=run-claim, model, dataset, execution_arn, version, at
+  drift    pk=MODEL#<model>   sk=D#<checked_at>#<8 hex>   kind=drift_check, the check's summary
 
 Every state change is guarded by a condition expression, so concurrent writers
 cannot corrupt it; alias moves are one TransactWriteItems.
@@ -15,6 +17,7 @@ import math
 import numbers
 import os
 import re
+import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable
@@ -34,6 +37,8 @@ _INTERNAL_KEYS = {"pk", "sk", "dataset_ref", "version_ref"}
 _MODELS_PK = "MODELS"
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MAX_MOVE_ATTEMPTS = 5
+CLAIM_SK_PREFIX = "R#"
+DRIFT_SK_PREFIX = "D#"
 
 
 class RegistryError(Exception):
@@ -356,6 +361,71 @@ class Registry:
                                 merge={"metrics": metrics} if metrics else None,
                                 idempotent_on={"reason": reason})
 
+    def record_validation(self, model: str, version: int, metrics: dict) -> dict:
+        """Replace a candidate's metrics with the validated ones (status stays candidate; only a candidate)."""
+        return self._transition(model, version, "candidate", ("candidate",), {"metrics": metrics})
+
+    # ------------------------------------------------------------ run claims
+
+    def claim_run(self, model: str, claim_id: str, *, execution_arn: str, dataset: dict) -> dict:
+        """Claim `claim_id` (e.g. a dataset object version) for one pipeline run, on condition.
+
+        Returns the stored claim with ``claimed`` True when this call wrote it, else the existing
+        claim (whoever made it: compare its ``execution_arn``) with ``claimed`` False.
+        """
+        pk, sk = f"MODEL#{_check_model(model)}", CLAIM_SK_PREFIX + claim_id
+        claim = {"kind": "run-claim", "model": model, "dataset": dataset, "execution_arn": execution_arn,
+                 "at": _now()}
+        try:
+            self.client.put_item(TableName=self.table_name, Item=_item({"pk": pk, "sk": sk, **claim}),
+                                 ConditionExpression="attribute_not_exists(sk)")
+            return {**claim, "version": None, "claimed": True}
+        except ClientError as e:
+            if not _is_conditional_failure(e):
+                raise
+        existing = self._get(pk, sk) or {}
+        return {**{k: v for k, v in existing.items() if k not in _INTERNAL_KEYS}, "claimed": False}
+
+    def set_claim_version(self, model: str, claim_id: str, version: int) -> None:
+        """Record the version a claimed run allocated."""
+        self.client.update_item(
+            TableName=self.table_name,
+            Key={"pk": {"S": f"MODEL#{_check_model(model)}"}, "sk": {"S": CLAIM_SK_PREFIX + claim_id}},
+            UpdateExpression="SET version = :v", ConditionExpression="attribute_exists(sk)",
+            ExpressionAttributeValues={":v": {"N": str(int(version))}})
+
+    # ------------------------------------------------------------ drift checks
+
+    def put_drift_check(self, model: str, check: dict) -> dict:
+        """Append a drift check (needs ``checked_at``; sk ``D#<checked_at>#<8 hex>``, so two checks in
+        one millisecond both land). Returns the stored attributes."""
+        if not check.get("checked_at"):
+            raise ValueError(f"drift check of model {model!r} needs 'checked_at'")
+        item = {"kind": "drift_check", **check, "model": _check_model(model)}
+        sk = f"{DRIFT_SK_PREFIX}{item['checked_at']}#{uuid.uuid4().hex[:8]}"
+        self.client.put_item(TableName=self.table_name,
+                             Item=_item({"pk": f"MODEL#{model}", "sk": sk, **item}),
+                             ConditionExpression="attribute_not_exists(sk)")
+        return item
+
+    def drift_history(self, model: str, limit: int | None = None) -> list[dict]:
+        """Drift checks of `model`, newest first; at most `limit` (follows pagination)."""
+        kw: dict[str, Any] = {"TableName": self.table_name,
+                              "KeyConditionExpression": "pk = :pk AND begins_with(sk, :d)",
+                              "ExpressionAttributeValues": {":pk": {"S": f"MODEL#{_check_model(model)}"},
+                                                            ":d": {"S": DRIFT_SK_PREFIX}},
+                              "ScanIndexForward": False}
+        items: list[dict] = []
+        while True:
+            if limit:
+                kw["Limit"] = int(limit) - len(items)
+            resp = self.client.query(**kw)
+            items.extend({k: v for k, v in _plain(i).items() if k not in _INTERNAL_KEYS}
+                         for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp or (limit and len(items) >= int(limit)):
+                return items[:limit] if limit else items
+            kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
     # ------------------------------------------------------------ aliases
 
     def get_alias(self, model: str, alias: str = "production") -> int | None:
@@ -464,15 +534,10 @@ class Registry:
 
     def rollback(self, model: str, *, reason: str, actor: str) -> dict:
         """Point production back at the version that was production before the current one (new event)."""
-        # Only the newest event matters: a single page of one item, newest first.
-        resp = self.client.query(TableName=self.table_name, KeyConditionExpression="pk = :pk AND begins_with(sk, :e)",
-                                 ExpressionAttributeValues={":pk": {"S": f"MODEL#{_check_model(model)}"},
-                                                            ":e": {"S": "E#production#"}},
-                                 ScanIndexForward=False, Limit=1, ConsistentRead=True)
-        last = [_plain(i) for i in resp.get("Items", [])]
-        if not last or last[0]["from_version"] is None:
+        last = self.last_event(model, "production")
+        if not last or last["from_version"] is None:
             raise RegistryError(f"model {model!r} has no previous production version to roll back to")
-        current, previous = last[0]["to_version"], last[0]["from_version"]
+        current, previous = last["to_version"], last["from_version"]
         return self.move_alias(model, "production", previous, expected=current, reason=reason, actor=actor)
 
     def last_event(self, model: str, alias: str = "production") -> dict | None:

@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 from functions.core import training
 from functions.core.artifacts import get_verified, put_artifact
 from functions.core.dataset import DEFAULT_MAX_BYTES, DEFAULT_MIN_ROWS, DatasetError
-from functions.core.registry import AliasConflict, InvalidTransition, Registry, VersionNotFound, _item, _plain
+from functions.core.registry import AliasConflict, InvalidTransition, Registry, VersionNotFound
 
 from .errors import PipelineInputError, TransientError, reraise_transient
 
@@ -40,7 +40,6 @@ EVENT_SOURCE = "shipyard"
 PROMOTED, REJECTED, FAILED = "Model Promoted", "Model Rejected", "Pipeline Failed"
 ARTIFACT_NAMES = ("model.onnx", "metrics.json", "baseline.json", "holdout.json")
 SPEC_KEYS = ("target", "task", "estimator", "params", "metric", "min_score", "max_regression", "holdout")
-CLAIM_PREFIX = "R#"
 EVENT_SEND_ATTEMPTS = 3
 EVENT_SEND_DELAY = 0.5  # seconds before the 2nd attempt, doubled for the next
 
@@ -81,39 +80,26 @@ def allocate(event: Mapping[str, Any], registry: Registry, *, execution_arn: str
         raise PipelineInputError(f"dataset s3://{dataset['bucket']}/{dataset['key']} has no version_id; the data "
                                  "bucket must be versioned so lineage can pin the exact bytes")
     ref = dataset_ref(dataset)
-    sk = CLAIM_PREFIX + ref + (f"#{execution_arn}" if event.get("force") else "")
-    key = {"pk": {"S": f"MODEL#{model}"}, "sk": {"S": sk}}
-    client, table = registry.client, registry.table_name
-    claim = {"pk": f"MODEL#{model}", "sk": sk, "kind": "run-claim", "model": model, "dataset": dataset,
-             "execution_arn": execution_arn, "at": _now()}
-    try:
-        client.put_item(TableName=table, Item=_item(claim), ConditionExpression="attribute_not_exists(sk)")
-    except ClientError as err:
-        if err.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
-        existing = _plain(client.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item", {}))
-        if existing.get("execution_arn") != execution_arn:
+    claim_id = ref + (f"#{execution_arn}" if event.get("force") else "")
+    claim = registry.claim_run(model, claim_id, execution_arn=execution_arn, dataset=dataset)
+    if not claim["claimed"]:
+        if claim.get("execution_arn") != execution_arn:
             return {"duplicate": True, "version": None,
-                    "duplicate_of": {"execution_arn": existing.get("execution_arn"),
-                                     "version": existing.get("version"), "at": existing.get("at")},
+                    "duplicate_of": {"execution_arn": claim.get("execution_arn"),
+                                     "version": claim.get("version"), "at": claim.get("at")},
                     "dataset_ref": ref}
-        if existing.get("version"):  # a retry of this very state after it finished
-            return {"duplicate": False, "version": int(existing["version"]), "dataset_ref": ref}
+        if claim.get("version"):  # a retry of this very state after it finished
+            return {"duplicate": False, "version": int(claim["version"]), "dataset_ref": ref}
         # A retry after the claim but maybe after the allocation too: reuse a version of ours.
         mine = [v for v in registry.list_versions(model) if v.get("execution_arn") == execution_arn]
         if mine:
             version = int(mine[-1]["version"])
-            _set_claim_version(client, table, key, version)
+            registry.set_claim_version(model, claim_id, version)
             return {"duplicate": False, "version": version, "dataset_ref": ref}
     rec = registry.allocate_version(model, execution_arn=execution_arn, dataset=dataset,
                                     estimator=spec.get("estimator"), params=dict(spec.get("params") or {}))
-    _set_claim_version(client, table, key, rec["version"])
+    registry.set_claim_version(model, claim_id, rec["version"])
     return {"duplicate": False, "version": int(rec["version"]), "dataset_ref": ref}
-
-
-def _set_claim_version(client, table: str, key: dict, version: int) -> None:
-    client.update_item(TableName=table, Key=key, UpdateExpression="SET version = :v",
-                       ExpressionAttributeValues={":v": {"N": str(int(version))}})
 
 
 # ---------------------------------------------------------------------------- train
@@ -255,9 +241,7 @@ def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucke
     if production_version is not None:
         metrics["production_version"] = int(production_version)
         metrics["production_" + metric] = production_score
-    # Same artifact: record_candidate's idempotent path updates the metrics in place.
-    registry.record_candidate(model, version, artifact_key=cand["artifact_key"],
-                              artifact_sha256=cand["artifact_sha256"], schema=cand["schema"], metrics=metrics)
+    registry.record_validation(model, version, metrics)
     return {"version": version, "promote": decision.promote, "reason": decision.reason, "metric": metric,
             "candidate_score": candidate_score, "production_version": production_version,
             "production_score": production_score}
@@ -284,7 +268,7 @@ def promote(event: Mapping[str, Any], registry: Registry, events, *, execution_a
     try:
         moved = registry.promote(model, version, reason=reason, actor=execution_arn, expected=expected)
     except AliasConflict:
-        last = (registry.history(model) or [None])[-1]
+        last = registry.last_event(model, "production")
         if not (last and last.get("to_version") == version and last.get("actor") == execution_arn):
             raise
         moved = last  # a retry: this execution already moved the alias

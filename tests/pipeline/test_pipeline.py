@@ -318,3 +318,32 @@ def test_mark_failed_still_fails_a_candidate(moto_registry):
                             moto_registry, events, execution_arn="arn:x")
     assert out["failed"] is True and events.types() == [steps.FAILED]
     assert moto_registry.get_version("iris", v)["status"] == "failed"
+
+
+def test_allocate_claims_the_dataset_version_once(moto_registry):
+    from functions.pipeline import steps
+
+    event = {"model": "iris", "spec": STEP_SPEC, "dataset": STEP_DATASET}
+    first = steps.allocate(event, moto_registry, execution_arn="arn:1")
+    assert first == {"duplicate": False, "version": 1, "dataset_ref": "s3://data/datasets/iris/a.csv?versionId=v1"}
+    assert steps.allocate(event, moto_registry, execution_arn="arn:1")["version"] == 1  # a retry of the state
+    dup = steps.allocate(event, moto_registry, execution_arn="arn:2")
+    assert dup["duplicate"] is True and dup["duplicate_of"]["execution_arn"] == "arn:1"
+    assert dup["duplicate_of"]["version"] == 1
+    forced = steps.allocate({**event, "force": True}, moto_registry, execution_arn="arn:3")
+    assert forced["duplicate"] is False and forced["version"] == 2
+    assert [v["execution_arn"] for v in moto_registry.list_versions("iris")] == ["arn:1", "arn:3"]
+
+
+def test_promote_retry_finds_its_own_move_with_one_query(moto_registry, monkeypatch):
+    from functions.pipeline import steps
+
+    arn = "arn:aws:states:us-east-1:1:execution:p:run1"
+    v = _candidate(moto_registry, arn)
+    first = steps.promote(_promote_input(v), moto_registry, FlakyEvents(failures=0), execution_arn=arn)
+    monkeypatch.setattr(moto_registry, "history", None)  # the retry must not read the whole audit log
+    again = steps.promote(_promote_input(v), moto_registry, FlakyEvents(failures=0), execution_arn=arn)
+    assert again["audit_seq"] == first["audit_seq"] == 1 and again["to_version"] == v
+    other = _candidate(moto_registry, "arn:other")
+    with pytest.raises(steps.AliasConflict):
+        steps.promote(_promote_input(other), moto_registry, FlakyEvents(failures=0), execution_arn="arn:other")

@@ -391,3 +391,17 @@ def test_newer_hours_come_first_whatever_order_the_objects_were_written_in(aws):
     window = read_capture_window(aws["s3"], "artifacts", "iris", FEATURES, 500, now=late + timedelta(minutes=5))
     assert window.objects_read == 1 and window.rows == 500
     assert window.first_captured_at.startswith(late.strftime("%Y-%m-%dT%H"))
+
+
+def test_history_follows_pagination(aws, monkeypatch):
+    """Pages smaller than the history (as DynamoDB's 1 MB pages are) still give every check, newest first."""
+    for i in range(5):
+        aws["registry"].put_drift_check("iris", {"checked_at": f"2025-03-04T12:00:0{i}.000Z", "rows": i})
+    ddb, original = aws["ddb"], aws["ddb"].query
+    pages = []
+    monkeypatch.setattr(ddb, "query", lambda **kw: pages.append(kw) or original(**{**kw, "Limit": min(kw.get("Limit", 2), 2)}))
+    assert [h["rows"] for h in drift_history(aws["registry"], "iris")] == [4, 3, 2, 1, 0]
+    assert len(pages) == 3
+    assert [h["rows"] for h in drift_history(aws["registry"], "iris", limit=3)] == [4, 3, 2]
+    assert all(h["kind"] == "drift_check" and h["model"] == "iris" and "pk" not in h for h in
+               drift_history(aws["registry"], "iris"))

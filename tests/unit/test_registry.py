@@ -7,6 +7,7 @@ from collections import Counter
 import boto3
 import pytest
 from hypothesis import given, settings, strategies as st
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from functions.core import registry as registry_module
@@ -427,3 +428,38 @@ def test_last_event_is_the_newest_of_the_alias(reg, ddb, monkeypatch):
     assert reg.last_event("iris") == events[-1]  # seq 11 sorts after seq 9 (zero-padded)
     assert reg.last_event("iris", "staging")["to_version"] == 12
     assert len(queries) == 2 and all(q["Limit"] == 1 and q["ScanIndexForward"] is False for q in queries)
+
+
+# ---------------------------------------------------------------- run claims, validation, drift checks
+
+def test_claim_run_once_then_report_the_claim(reg):
+    first = reg.claim_run("iris", "s3://d/k?versionId=1", execution_arn="arn:1", dataset=DATASET)
+    assert first["claimed"] is True and first["execution_arn"] == "arn:1" and first["version"] is None
+    again = reg.claim_run("iris", "s3://d/k?versionId=1", execution_arn="arn:2", dataset=DATASET)
+    assert again["claimed"] is False and again["execution_arn"] == "arn:1" and again["at"] == first["at"]
+    reg.set_claim_version("iris", "s3://d/k?versionId=1", 7)
+    assert reg.claim_run("iris", "s3://d/k?versionId=1", execution_arn="arn:1", dataset=DATASET)["version"] == 7
+    assert reg.list_versions("iris") == [] and reg.history("iris") == []  # claims are neither
+    with pytest.raises(ClientError):  # no claim, no version
+        reg.set_claim_version("iris", "s3://d/k?versionId=2", 1)
+
+
+def test_record_validation_rewrites_a_candidates_metrics_only(reg):
+    v = candidate(reg)["version"]
+    rec = reg.record_validation("iris", v, {"accuracy": 0.8, "validation": {"promote": True}})
+    assert rec["status"] == "candidate" and rec["metrics"] == {"accuracy": 0.8, "validation": {"promote": True}}
+    assert reg.get_version("iris", v)["artifact_sha256"] == f"{v:064d}"
+    reg.record_rejection("iris", v, "worse")
+    with pytest.raises(InvalidTransition, match="'rejected'"):
+        reg.record_validation("iris", v, {"accuracy": 0.1})
+    training = reg.allocate_version("iris")["version"]
+    with pytest.raises(InvalidTransition, match="'training'"):
+        reg.record_validation("iris", training, {"accuracy": 0.1})
+
+
+def test_put_drift_check_needs_a_time_and_never_collides(reg):
+    with pytest.raises(ValueError, match="checked_at"):
+        reg.put_drift_check("iris", {"rows": 1})
+    for _ in range(2):
+        reg.put_drift_check("iris", {"checked_at": "2025-01-01T00:00:00.000Z", "rows": 3})
+    assert [h["rows"] for h in reg.drift_history("iris")] == [3, 3] and reg.drift_history("wine") == []
