@@ -38,6 +38,8 @@ class Route:
     mock_headers: dict[str, str] = field(default_factory=dict)
 
     def match(self, path: str) -> dict[str, str] | None:
+        """Path parameters when `path` (as sent: percent-encoded) matches; each is decoded once, so `%2F`
+        stays inside its parameter and `%2520` becomes `%20`."""
         want = [p for p in self.path.split("/") if p]
         got = [p for p in path.split("/") if p]
         params: dict[str, str] = {}
@@ -51,7 +53,7 @@ class Route:
                 return None
             if part.startswith("{") and part.endswith("}"):
                 params[part[1:-1]] = urllib.parse.unquote(got[i])
-            elif part != got[i]:
+            elif part != urllib.parse.unquote(got[i]):
                 return None
         return params if len(want) == len(got) else None
 
@@ -212,8 +214,8 @@ class LocalApiServer:
     def handle(self, method: str, raw: str, headers: Any, body: bytes, source_ip: str) -> tuple[int, dict, bytes]:
         split = urllib.parse.urlsplit(raw)
         raw_path, raw_query = split.path or "/", split.query
-        path = urllib.parse.unquote(raw_path)
-        api, stage, route, params, path = self.find(path, method)
+        # routed on the path as sent: event["path"] stays percent-encoded, path parameters are decoded once
+        api, stage, route, params, path = self.find(raw_path, method)
         if route is None:
             path = urllib.parse.unquote(raw_path)
             return _error(404, f"No method found matching route {path} for http method {method}.", "NotFoundException")

@@ -148,12 +148,17 @@ def test_http_routes_to_the_function_with_a_proxy_event(cloud):
     assert r.status_code == 200, r.text
     assert r.headers["X-Echo"] == "yes"
     body = r.json()
-    assert body["resource"] == "/items/{id}" and body["path"] == "/items/a b"
-    assert body["pathParameters"] == {"id": "a b"}
+    assert body["resource"] == "/items/{id}" and body["path"] == "/items/a%20b"  # as sent
+    assert body["pathParameters"] == {"id": "a b"}  # decoded once
     assert body["queryStringParameters"] == {"x": "2", "y": "3"}
     assert body["multiValueQueryStringParameters"] == {"x": ["1", "2"], "y": ["3"]}
     assert body["stage"] == "prod" and body["httpMethod"] == "GET"
     assert requests.get(f"{cloud.api_url}/prod/items/z", timeout=60).json()["pathParameters"] == {"id": "z"}
+    twice = requests.get(f"{cloud.api_url}/items/a%2520b", timeout=60).json()
+    assert twice["path"] == "/items/a%2520b" and twice["pathParameters"] == {"id": "a%20b"}
+    slash = requests.get(f"{cloud.api_url}/items/a%2Fb", timeout=60)
+    assert slash.status_code == 200, slash.text
+    assert slash.json()["path"] == "/items/a%2Fb" and slash.json()["pathParameters"] == {"id": "a/b"}
     missing = requests.get(f"{cloud.api_url}/nothing/here", timeout=60)
     assert missing.status_code == 404 and "message" in missing.json()
     boom = requests.get(f"{cloud.api_url}/boom", timeout=60)
