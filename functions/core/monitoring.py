@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 from botocore.exceptions import ClientError
 
+from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.drift import NUMBER, STRING, check_drift
 
 logger = logging.getLogger(__name__)
@@ -242,20 +243,27 @@ def read_capture_window(s3, bucket: str, model: str, features: list[tuple[str, s
 # --------------------------------------------------------------------------- registry and baseline
 
 
+def _baseline_artifact(record: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """What training recorded for baseline.json: ``lineage.artifacts["baseline.json"]`` (key, sha256)."""
+    arts = ((record or {}).get("lineage") or {}).get("artifacts") or {}
+    return arts.get("baseline.json") or {}
+
+
 def baseline_key(model: str, version: int, record: Mapping[str, Any] | None = None) -> str:
-    """``models/<model>/v<N>/baseline.json`` (next to the version's model.onnx when it has one)."""
+    """The key training recorded in lineage, else ``models/<model>/v<N>/baseline.json`` (next to model.onnx)."""
     record = record or {}
-    if record.get("baseline_key"):
-        return str(record["baseline_key"])
+    if _baseline_artifact(record).get("key"):
+        return str(_baseline_artifact(record)["key"])
     artifact = record.get("artifact_key")
     if artifact:
         return posixpath.join(posixpath.dirname(str(artifact)), "baseline.json")
     return f"{MODELS_PREFIX}{model}/v{int(version)}/baseline.json"
 
 
-def load_baseline(s3, bucket: str, key: str, model: str, version: int) -> dict:
+def load_baseline(s3, bucket: str, key: str, model: str, version: int, sha256: str | None) -> dict:
+    """The baseline's JSON, read only if its bytes have the sha256 training recorded in lineage."""
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        body = get_verified(s3, bucket, key, sha256 or "")
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code")
         if code in ("NoSuchKey", "404", "NotFound"):
@@ -264,6 +272,11 @@ def load_baseline(s3, bucket: str, key: str, model: str, version: int) -> dict:
                 "the training pipeline writes it next to model.onnx: retrain the model, or promote a "
                 "version that has one") from None
         raise
+    except IntegrityError as err:
+        why = ("its lineage records no sha256 for baseline.json (lineage.artifacts)" if not sha256
+               else "it is not the file training wrote")
+        raise DriftCheckError(f"model {model!r} production version {version}: the drift baseline cannot be "
+                              f"trusted, {why}: {err}; retrain the model") from None
     try:
         baseline = json.loads(body)
     except ValueError as err:
@@ -395,7 +408,7 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
         base["version"] = version
         record = registry.get_version(model, version)
         key = baseline_key(model, version, record)
-        baseline = load_baseline(s3, bucket, key, model, version)
+        baseline = load_baseline(s3, bucket, key, model, version, _baseline_artifact(record).get("sha256"))
         features = _baseline_features(baseline, record)
         window = read_capture_window(s3, bucket, model, features, settings.window, now=now,
                                      lookback_days=settings.lookback_days)

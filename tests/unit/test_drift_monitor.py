@@ -5,6 +5,7 @@ Drift Detected event (delivered by a moto EventBridge rule to an SQS queue), ski
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import datetime, timedelta, timezone
@@ -68,16 +69,22 @@ def aws():
         yield {"s3": s3, "ddb": ddb, "events": events, "sqs": sqs, "queue": queue, "registry": registry}
 
 
-def promote_version(aws, model="iris", baseline=True, window=500):
+def promote_version(aws, model="iris", baseline=True, window=500, baseline_body=None):
+    """A production version; its baseline.json written (unless baseline=False) and its sha256 in lineage,
+    as training records them (``baseline_body`` replaces the built baseline's bytes)."""
     registry = aws["registry"]
     v = registry.allocate_version(model)["version"]
     prefix = f"models/{model}/v{v}/"
+    if baseline_body is None:
+        base = build_baseline(training_columns(), SCHEMA, window=window, threshold=0.1, seed=0)
+        baseline_body = json.dumps(base).encode()
+    lineage = {"artifacts": {"baseline.json": {"key": prefix + "baseline.json",
+                                               "sha256": hashlib.sha256(baseline_body).hexdigest()}}}
     registry.record_candidate(model, v, artifact_key=prefix + "model.onnx", artifact_sha256="ab" * 32,
-                              schema=SCHEMA, metrics={"accuracy": 0.9})
+                              schema=SCHEMA, metrics={"accuracy": 0.9}, lineage=lineage)
     registry.promote(model, v, reason="test", actor="test")
     if baseline:
-        base = build_baseline(training_columns(), SCHEMA, window=window, threshold=0.1, seed=0)
-        aws["s3"].put_object(Bucket="artifacts", Key=prefix + "baseline.json", Body=json.dumps(base).encode())
+        aws["s3"].put_object(Bucket="artifacts", Key=prefix + "baseline.json", Body=baseline_body)
     return v
 
 
@@ -268,8 +275,7 @@ def test_unknown_model_is_an_error(aws):
 
 
 def test_baseline_that_is_not_a_baseline_is_an_error(aws):
-    v = promote_version(aws, baseline=False)
-    aws["s3"].put_object(Bucket="artifacts", Key=f"models/iris/v{v}/baseline.json", Body=b"[1, 2]")
+    promote_version(aws, baseline_body=b"[1, 2]")
     with pytest.raises(DriftCheckError, match="has no 'features' object"):
         run(aws)
 
@@ -405,3 +411,29 @@ def test_history_follows_pagination(aws, monkeypatch):
     assert [h["rows"] for h in drift_history(aws["registry"], "iris", limit=3)] == [4, 3, 2]
     assert all(h["kind"] == "drift_check" and h["model"] == "iris" and "pk" not in h for h in
                drift_history(aws["registry"], "iris"))
+
+
+def test_baseline_is_read_only_with_the_sha256_training_recorded(aws):
+    v = promote_version(aws)
+    put_capture(aws, traffic(600))
+    key = f"models/iris/v{v}/baseline.json"
+    honest = json.loads(aws["s3"].get_object(Bucket="artifacts", Key=key)["Body"].read())
+    honest["features"]["x"]["threshold"] = 1e9  # a tampered (or half-written) baseline
+    aws["s3"].put_object(Bucket="artifacts", Key=key, Body=json.dumps(honest).encode())
+    with pytest.raises(DriftCheckError, match=rf"version {v}: the drift baseline cannot be trusted, it is not the "
+                                              r"file training wrote: .*sha256"):
+        run(aws)
+    assert aws["s3"].list_objects_v2(Bucket="artifacts", Prefix="drift/").get("KeyCount") == 0
+
+
+def test_baseline_without_a_recorded_digest_is_refused(aws):
+    registry = aws["registry"]
+    v = registry.allocate_version("iris")["version"]
+    registry.record_candidate("iris", v, artifact_key=f"models/iris/v{v}/model.onnx", artifact_sha256="ab" * 32,
+                              schema=SCHEMA, metrics={"accuracy": 0.9})
+    registry.promote("iris", v, reason="test", actor="test")
+    base = build_baseline(training_columns(), SCHEMA, window=500, threshold=0.1, seed=0)
+    aws["s3"].put_object(Bucket="artifacts", Key=f"models/iris/v{v}/baseline.json", Body=json.dumps(base).encode())
+    put_capture(aws, traffic(600))
+    with pytest.raises(DriftCheckError, match="lineage records no sha256 for baseline.json"):
+        run(aws)
