@@ -14,6 +14,7 @@ acknowledgment says why.
 from __future__ import annotations
 
 from aws_cdk import Acknowledgment, App, Stack, Validations
+from aws_cdk import aws_lambda as lambda_
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
@@ -36,26 +37,31 @@ def acknowledge_findings(stack) -> None:
     artifacts = _arn_token(stack, registry.artifact_bucket)
     auth = inference.auth
 
+    # -- Every function (infra/lambdas.py makes them all alike) ----------------------------
+    for fn in stack.node.find_all():
+        if not isinstance(fn, lambda_.Function):
+            continue
+        _ack(
+            fn.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no "
+            "resource-level permissions, so AWS requires Resource '*'. These are the only actions on '*' "
+            "(tests/infra/test_stack.py::test_no_wildcard_actions_or_resources checks it).",
+        )
+        _ack(
+            fn,
+            "AwsSolutions-L1",
+            "Pinned to python3.12 on purpose: the dependency layers (onnxruntime, numpy, scikit-learn, "
+            "Powertools) are built for CPython 3.12 wheels (infra/layers.py); move runtime and layers together.",
+        )
+
     # -- Inference function -------------------------------------------------------------
-    _ack(
-        inference.role,
-        "AwsSolutions-IAM5[Resource::*]",
-        "X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no "
-        "resource-level permissions, so AWS requires Resource '*'. These are the only actions on '*'.",
-    )
     _ack(
         inference.role,
         f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
         "The function loads whichever model version the registry alias names "
         "(models/<model>/v<N>/model.onnx), so it reads the models/ prefix; only "
         "s3:GetObject/GetObjectVersion, and nothing outside models/.",
-    )
-    _ack(
-        inference.function,
-        "AwsSolutions-L1",
-        "Pinned to python3.12 on purpose: the dependency layers (onnxruntime, numpy, "
-        "Powertools) are built for CPython 3.12 wheels (infra/layers.py supports 3.12 only); "
-        "move runtime and layers together.",
     )
 
     # -- Capture (Firehose → S3) -------------------------------------------------------
@@ -74,16 +80,9 @@ def acknowledge_findings(stack) -> None:
         )
 
     # -- Training pipeline (infra/pipeline.py) ------------------------------------------------
-    pipeline = getattr(stack, "pipeline", None)
+    pipeline = stack.pipeline
     if pipeline is not None:
         data = _arn_token(stack, registry.data_bucket)
-        for name, role in pipeline.roles.items():
-            _ack(
-                role,
-                "AwsSolutions-IAM5[Resource::*]",
-                f"X-Ray active tracing of the pipeline's {name} function: xray:PutTraceSegments and "
-                "xray:PutTelemetryRecords support no resource-level permissions, so AWS requires Resource '*'.",
-            )
         _ack(
             pipeline.roles["Train"],
             f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
@@ -102,15 +101,6 @@ def acknowledge_findings(stack) -> None:
             "The validate step reads the candidate's and the production version's artifacts "
             "(models/<model>/v<N>/…, versions known at run time); read-only, models/ prefix only.",
         )
-        for fn in (pipeline.allocate_function, pipeline.train_function, pipeline.validate_function,
-                   pipeline.record_function):
-            _ack(
-                fn,
-                "AwsSolutions-L1",
-                "Pinned to python3.12 on purpose: the dependency layers (scikit-learn, skl2onnx, "
-                "onnxruntime, numpy, Powertools) are built for CPython 3.12 wheels; move runtime and "
-                "layers together.",
-            )
         sm_role = pipeline.state_machine.role
         _ack(
             sm_role,
@@ -129,14 +119,8 @@ def acknowledge_findings(stack) -> None:
             )
 
     # -- Drift monitoring (infra/monitoring.py) -------------------------------------------------
-    drift = getattr(stack, "drift", None)
+    drift = stack.drift
     if drift is not None:
-        _ack(
-            drift.role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "X-Ray active tracing of the drift function: xray:PutTraceSegments and "
-            "xray:PutTelemetryRecords support no resource-level permissions, so AWS requires Resource '*'.",
-        )
         _ack(
             drift.role,
             f"AwsSolutions-IAM5[Resource::{artifacts}/capture/*]",
@@ -156,25 +140,6 @@ def acknowledge_findings(stack) -> None:
             "Each check writes a new report drift/<model>/<timestamp>.json, a key known only at run "
             "time; s3:PutObject on the drift/ prefix only (no read, no delete).",
         )
-        _ack(
-            drift.function,
-            "AwsSolutions-L1",
-            "Pinned to python3.12 on purpose: the drift function runs on the inference layer (numpy, "
-            "Powertools) built for CPython 3.12 wheels; move runtime and layers together.",
-        )
-        if drift.retrain_function is not None:
-            _ack(
-                drift.retrain_role,
-                "AwsSolutions-IAM5[Resource::*]",
-                "X-Ray active tracing of the retrain function: xray:PutTraceSegments and "
-                "xray:PutTelemetryRecords support no resource-level permissions, so AWS requires Resource '*'.",
-            )
-            _ack(
-                drift.retrain_function,
-                "AwsSolutions-L1",
-                "Pinned to python3.12 on purpose, like every Shipyard function: the dependency layers "
-                "are built for CPython 3.12 wheels; move runtime and layers together.",
-            )
 
     # -- REST API --------------------------------------------------------------------------
     api = inference.api
