@@ -85,7 +85,7 @@ class ModelServer:
         self.max_instances = max_instances
         self.clock = clock
         self._sessions: OrderedDict[tuple[str, int], OnnxModel] = OrderedDict()
-        self._aliases: dict[str, tuple[float, int | None]] = {}
+        self._aliases: dict[str, tuple[float, int | None, str | None]] = {}
 
     @classmethod
     def from_env(cls, **overrides) -> "ModelServer":
@@ -103,17 +103,24 @@ class ModelServer:
         return cls(registry, s3, bucket, capture, **kwargs)
 
     def production(self, name: str) -> int:
-        """The production version, read at most once per ALIAS_TTL_SECONDS per model."""
+        """The production version, read at most once per ALIAS_TTL_SECONDS per model.
+
+        One GetItem (the model item) per TTL entry; an unknown model is cached as such for the same TTL.
+        """
         now = self.clock()
         hit = self._aliases.get(name)
         if hit is None or now - hit[0] >= self.alias_ttl:
             if len(self._aliases) >= MAX_ALIAS_ENTRIES:
                 self._aliases.clear()  # bounded memory under many distinct (unknown) names
-            hit = (now, self.registry.get_alias(name, "production"))
+            try:
+                hit = (now, self.registry.get_model(name)["aliases"].get("production"), None)
+            except ModelNotFound as exc:
+                hit = (now, None, str(exc))
             self._aliases[name] = hit
-        version = hit[1]
+        _, version, not_found = hit
+        if not_found is not None:
+            raise ModelNotFound(not_found)
         if version is None:
-            self.registry.get_model(name)  # raises ModelNotFound for an unknown model
             raise ApiError(409, f"model {name!r} has no production version yet; train and promote one, "
                                 "or pin a version with ?version=N")
         return int(version)

@@ -166,6 +166,25 @@ def test_alias_move_is_visible_after_the_ttl(clock, aws, clf):
     assert body["version"] == v2 and headers["X-Model-Version"] == str(v2)
 
 
+def test_one_registry_read_per_ttl_and_unknown_models_are_cached_too(clock, aws, clf, monkeypatch):
+    from functions.inference import handler
+
+    ddb = handler.server().registry.client
+    reads = []
+    original = ddb.get_item
+    monkeypatch.setattr(ddb, "get_item", lambda **kw: reads.append(kw["Key"]["sk"]["S"]) or original(**kw))
+    assert predict("iris", {"instances": clf.records(1)})[0] == 200
+    assert reads.count("iris") == 1  # the model item once: alias and existence from one GetItem
+    for _ in range(3):
+        assert_error(predict("nope", {"instances": clf.records(1)}), 404, "'nope'")
+        assert_error(predict("empty", {"instances": clf.records(1)}), 409, "no production version")
+    assert reads.count("nope") == 1 and reads.count("empty") == 1  # not-found and 409 cached for the TTL
+    clock.now += 60
+    assert_error(predict("nope", {"instances": clf.records(1)}), 404, "'nope'")
+    assert predict("iris", {"instances": clf.records(1)})[0] == 200
+    assert reads.count("nope") == 2 and reads.count("iris") == 2
+
+
 def test_capture_writes_a_json_line(clock, aws, clf):
     s3 = aws["s3"]
     before = {o["Key"] for o in s3.list_objects_v2(Bucket="artifacts", Prefix="capture/iris/").get("Contents", [])}
