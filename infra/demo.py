@@ -14,10 +14,12 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "iris"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 DEMO_EMAIL = "you@example.com"
@@ -68,22 +70,17 @@ class Demo:
                         known_models=[MODEL])
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, dict, dict]:
-        import requests
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
+        """A SigV4-signed request to the stack's API, as `shipyard predict` makes it."""
+        from infra.cli import signed_request
 
         url = self.outputs["ApiUrl"].rstrip("/") + path
         data = json.dumps(body).encode() if body is not None else None
-        request = AWSRequest(method=method, url=url, data=data,
-                             headers={"Content-Type": "application/json"} if data else {})
-        SigV4Auth(self.cloud.session.get_credentials().get_frozen_credentials(), "execute-api",
-                  self.cloud.region).add_auth(request)
-        response = requests.request(method, url, data=data, headers=dict(request.headers), timeout=120)
+        status, headers, raw = signed_request(method, url, data, "iam", session=self.cloud.session)
         try:
-            answer = response.json()
+            answer = json.loads(raw or b"{}")
         except ValueError:
-            answer = {"message": response.text[:200]}
-        return response.status_code, dict(response.headers), answer
+            answer = {"message": raw.decode(errors="replace")[:200]}
+        return status, headers, answer
 
     def wait_for_pipeline(self, count: int, timeout: float = 600) -> list[dict]:
         """Until at least `count` executions of the pipeline exist and all have finished."""
@@ -263,7 +260,9 @@ def main(aws_port: int = 0, api_port: int = 0) -> int:
 
     started = time.time()
     print("Shipyard demo: the whole loop on the local cloud (no Docker, no AWS account)")
-    cloud = start_local_cloud(aws_port, api_port, log=lambda msg: print(f"    {msg}", flush=True))
+    # Shipyard's own project (its cdk.json declares the iris model), whatever the current directory.
+    cloud = start_local_cloud(aws_port, api_port, project_dir=str(PROJECT_ROOT),
+                              log=lambda msg: print(f"    {msg}", flush=True))
     try:
         print(f"local cloud up in {time.time() - started:.1f}s — aws: {cloud.aws_url}  api: {cloud.api_url}")
         ok = Demo(cloud).run()
