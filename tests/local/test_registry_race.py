@@ -1,5 +1,6 @@
 """The local AWS endpoint keeps DynamoDB's guarantees when many clients race, as Lambda workers do."""
 import threading
+import time
 import uuid
 
 import boto3
@@ -29,7 +30,7 @@ def test_twenty_clients_racing_one_alias_move_over_http_leave_exactly_one_winner
         versions.append(v)
     setup.promote("m", versions[0], reason="start", actor="test")
 
-    barrier, wins, conflicts = threading.Barrier(20), [], []
+    barrier, wins, conflicts, errors = threading.Barrier(20, timeout=60), [], [], []
 
     def race(target):
         registry = Registry(table, client=client())  # one client per worker, like separate processes
@@ -39,13 +40,17 @@ def test_twenty_clients_racing_one_alias_move_over_http_leave_exactly_one_winner
                                             reason="race", actor=f"w{target}"))
         except AliasConflict:
             conflicts.append(target)
+        except Exception as err:  # noqa: BLE001 - reported below (a thread's exception is otherwise lost)
+            errors.append(repr(err))
 
-    threads = [threading.Thread(target=race, args=(v,)) for v in versions[1:]]
+    threads = [threading.Thread(target=race, args=(v,), daemon=True) for v in versions[1:]]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 180
     for t in threads:
-        t.join()
-
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "racing clients still running after 180 s"
+    assert errors == []
     assert len(wins) == 1 and len(conflicts) == 19
     assert setup.get_alias("m") == wins[0]["to_version"]
     assert [e["reason"] for e in setup.history("m")] == ["start", "race"]
