@@ -26,10 +26,7 @@ from infra.monitoring import DriftMonitor, StackAlarms
 from infra.pipeline import TrainingPipeline
 from infra.registry import ModelRegistry
 
-try:  # written by the layers issue; until it lands the function runs without layers
-    from infra.layers import DependencyLayers
-except ImportError:  # pragma: no cover - depends on the state of the repository
-    DependencyLayers = None  # type: ignore[assignment,misc]
+from infra.layers import DependencyLayers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CDK_JSON = PROJECT_ROOT / "cdk.json"
@@ -61,8 +58,8 @@ class ShipyardStack(Stack):
     ) -> None:
         """
         :param config: the validated ``context.shipyard``.
-        :param layers: layers for the inference function; ``None`` (default) uses
-            ``infra.layers.DependencyLayers`` when that module exists, else no layers.
+        :param layers: layers for every function instead of ``DependencyLayers`` (default ``None``:
+            the inference layer for the serving-side functions, the training layer for Train).
         :param build_layers: let ``DependencyLayers`` build missing layers (default). ``False``
             uses an existing build or an empty placeholder (tests, local cloud: never deploy that).
         :param pipeline_options: extra ``TrainingPipeline`` props (e.g. short retry intervals in tests).
@@ -79,14 +76,9 @@ class ShipyardStack(Stack):
         self.layers = None
         training_layers: Sequence[lambda_.ILayerVersion] = layers or []
         if layers is None:
-            if DependencyLayers is not None:
-                self.layers = DependencyLayers(
-                    self, "Layers", architecture=config.architecture, build=build_layers
-                )
-                layers = [self.layers.inference]
-                training_layers = [self.layers.training]
-            else:
-                layers = []
+            self.layers = DependencyLayers(self, "Layers", architecture=config.architecture, build=build_layers)
+            layers = [self.layers.inference]
+            training_layers = [self.layers.training]
 
         self.inference = InferenceApi(
             self,
