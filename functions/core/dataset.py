@@ -19,7 +19,6 @@ Column types
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import math
 import re
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+
+from functions.core.artifacts import sha256_hex
 
 NUMBER = "number"
 STRING = "string"
@@ -104,7 +105,7 @@ def load_csv(
             f"dataset is too large: {size:,} bytes ({_mib(size)}), the limit is {max_bytes:,} bytes "
             f"({_mib(max_bytes)}); upload a smaller sample"
         )
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_hex(data)
     text = _decode(data)
     if not text.strip():
         raise DatasetError(

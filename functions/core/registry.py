@@ -26,7 +26,6 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-STATUSES = ("training", "candidate", "rejected", "failed", "production", "archived")
 # Versions an alias may point at; failed/rejected/training never serve.
 ALIAS_ELIGIBLE = ("candidate", "archived", "production")
 RECORD_KEYS = (
@@ -162,8 +161,9 @@ class Registry:
         self.known_models = tuple(sorted({_check_model(m) for m in known_models}))
 
     @classmethod
-    def from_env(cls) -> "Registry":
-        """Build from REGISTRY_TABLE and SHIPYARD_MODELS (JSON list of model names)."""
+    def from_env(cls, *, client=None) -> "Registry":
+        """Build from REGISTRY_TABLE and SHIPYARD_MODELS (JSON list of model names); `client`: a
+        DynamoDB client to use (default: a new one)."""
         table = os.environ.get("REGISTRY_TABLE")
         if not table:
             raise RegistryError("environment variable REGISTRY_TABLE is not set (the registry table name)")
@@ -176,7 +176,7 @@ class Registry:
             models = list(models)
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise RegistryError(f"SHIPYARD_MODELS must be a JSON list of model names, got {raw!r}")
-        return cls(table, known_models=models)
+        return cls(table, client=client, known_models=models)
 
     # ------------------------------------------------------------ low-level helpers
 

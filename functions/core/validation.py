@@ -19,8 +19,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import numpy as np
-
 from .metrics import higher_is_better, score
 from .schema import FeatureSchema
 
@@ -150,10 +148,3 @@ def decide(spec: Mapping[str, Any], *, candidate_score: float | None, candidate_
     return Decision(True, f"{metric} {candidate_score:.4g} meets min_score {min_score:g}; no production version yet",
                     checks)
 
-
-def as_float(x: Any) -> float | None:
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if np.isfinite(f) else None

@@ -22,13 +22,19 @@ from functions.core.registry import Registry
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-drift"))
 tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-drift"))
 
-_clients: dict[str, Any] = {}
+_clients: dict[str, Any] = {}  # boto3 clients and the registry, built once per warm Lambda
 
 
 def _client(name: str):
     if name not in _clients:
         _clients[name] = boto3.client(name)
     return _clients[name]
+
+
+def _registry() -> Registry:
+    if "registry" not in _clients:
+        _clients["registry"] = Registry.from_env(client=_client("dynamodb"))
+    return _clients["registry"]
 
 
 def parse_event(event: Any) -> str:
@@ -48,7 +54,7 @@ def handler(event: dict, context: Any) -> dict:
     logger.append_keys(model=model)
     report = run_check(
         model,
-        registry=Registry.from_env(),
+        registry=_registry(),
         s3=_client("s3"),
         bucket=os.environ["ARTIFACT_BUCKET"],
         settings=settings_from_env(model),

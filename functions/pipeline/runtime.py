@@ -35,9 +35,7 @@ def client(service: str):
 
 @functools.lru_cache(maxsize=1)
 def registry() -> Registry:
-    reg = Registry.from_env()
-    reg.client = client("dynamodb")
-    return reg
+    return Registry.from_env(client=client("dynamodb"))
 
 
 def env_int(name: str, default: int) -> int:

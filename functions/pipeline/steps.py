@@ -38,7 +38,6 @@ from .errors import PipelineInputError, TransientError, reraise_transient
 
 EVENT_SOURCE = "shipyard"
 PROMOTED, REJECTED, FAILED = "Model Promoted", "Model Rejected", "Pipeline Failed"
-ARTIFACT_NAMES = ("model.onnx", "metrics.json", "baseline.json", "holdout.json")
 SPEC_KEYS = ("target", "task", "estimator", "params", "metric", "min_score", "max_regression", "holdout")
 EVENT_SEND_ATTEMPTS = 3
 EVENT_SEND_DELAY = 0.5  # seconds before the 2nd attempt, doubled for the next

@@ -333,6 +333,10 @@ def test_drift_handler_runs_the_check_from_the_environment(aws, monkeypatch, cap
 
     report = drift_handler.handler({"model": "iris"}, Context())
     assert report["drift_detected"] is True and report["rows"] == 500
+    registry = drift_handler._clients["registry"]  # built once per warm Lambda, then reused
+    monkeypatch.setattr(drift_handler.Registry, "from_env", lambda **kw: pytest.fail("registry built again"))
+    assert drift_handler.handler({"model": "iris"}, Context())["version"] == report["version"]
+    assert drift_handler._clients["registry"] is registry
     assert queued(aws)[0]["detail"]["model"] == "iris"
     with pytest.raises(DriftCheckError, match='expected an event {"model": "<name>"}'):
         drift_handler.handler({"nope": 1}, Context())

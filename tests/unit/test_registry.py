@@ -156,6 +156,13 @@ def test_from_env(monkeypatch, ddb):
         Registry.from_env()
 
 
+def test_from_env_uses_the_given_client_and_builds_none(monkeypatch, ddb):
+    monkeypatch.setenv("REGISTRY_TABLE", "registry")
+    monkeypatch.setattr(registry_module.boto3, "client", lambda *a, **k: pytest.fail("built a second client"))
+    reg = Registry.from_env(client=ddb)
+    assert reg.client is ddb and reg.list_models() == []
+
+
 # ---------------------------------------------------------------- status transitions
 
 def test_candidate_round_trip(reg):
