@@ -197,11 +197,9 @@ def test_each_function_imports_with_only_its_own_layer_on_python312(real, tmp_pa
     """Each handler, from its staged asset, with its layer (the x86_64 build of the same lock:
     this machine cannot run arm64) and Lambda's runtime packages only; the train function also
     runs the train step's core (fit, convert, parity with onnxruntime, baseline)."""
-    from tests.unit.test_layers import _lambda_like_path, _python312
+    from tests.unit.test_layers import _lambda_like_path, python312_or_skip
 
-    python = _python312()
-    if python is None:
-        pytest.skip("no python3.12 here to import the layers with")
+    python = python312_or_skip()
     names = real.layer_names()
     runtime = _lambda_like_path(tmp_path)
     csv_path = tmp_path / "dataset.csv"

@@ -22,11 +22,69 @@ SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 BINARY = {"numpy", "onnxruntime", "protobuf", "wrapt", "scipy", "scikit-learn", "onnx", "ml-dtypes"}
 
 
+def _runs_python312(candidate: str) -> bool:
+    """Whether `candidate` runs as CPython 3.12 (a pyenv shim is on PATH even when it cannot run 3.12)."""
+    try:
+        proc = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and proc.stdout.strip() == "3.12"
+
+
 def _python312() -> str | None:
-    for candidate in ("/root/.pyenv/versions/3.12.1/bin/python3.12", shutil.which("python3.12")):
-        if candidate and os.access(candidate, os.X_OK):
+    """A CPython 3.12 that runs: a `python3.12` on PATH, else the newest 3.12.x in pyenv's versions directory."""
+    candidates = [str(Path(d) / "python3.12") for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    versions = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    if versions.is_dir():
+        def version_key(p: Path) -> tuple:
+            return tuple(int(x) if x.isdigit() else -1 for x in p.parents[1].name.split("."))
+
+        candidates += [str(p) for p in sorted(versions.glob("3.12*/bin/python3.12"), key=version_key, reverse=True)]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK) and _runs_python312(candidate):
             return candidate
     return None
+
+
+def python312_or_skip() -> str:
+    """`_python312()`, or skip the test; on CI (CI=true) a missing 3.12 fails instead, so the check cannot vanish."""
+    python = _python312()
+    if python is None:
+        message = "no python3.12 on PATH or in pyenv's versions to import the layers with"
+        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message} (CI is set: this check must run there)")
+        pytest.skip(message)
+    return python
+
+
+def _fake_python(path: Path, works: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\necho 3.12\n" if works else "#!/bin/sh\necho 'pyenv: python3.12: command not found' >&2\nexit 127\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_python312_is_found_on_path_or_in_any_pyenv_version(tmp_path, monkeypatch):
+    _fake_python(tmp_path / "shims" / "python3.12", works=False)  # a pyenv shim with no 3.12 selected
+    monkeypatch.setenv("PATH", str(tmp_path / "shims"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    _fake_python(tmp_path / "pyenv" / "versions" / "3.12.4" / "bin" / "python3.12")
+    newest = _fake_python(tmp_path / "pyenv" / "versions" / "3.12.10" / "bin" / "python3.12")
+    _fake_python(tmp_path / "pyenv" / "versions" / "3.13.0" / "bin" / "python3.13")
+    assert _python312() == str(newest)
+    on_path = _fake_python(tmp_path / "bin" / "python3.12")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "shims"), str(tmp_path / "bin")]))
+    assert _python312() == str(on_path)
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_a_missing_python312_fails_on_ci_and_skips_elsewhere(tmp_path, monkeypatch, ci, outcome):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome):
+        python312_or_skip()
 
 
 # --------------------------------------------------------------------------- requirement files
@@ -385,9 +443,7 @@ def _run_in_layer(python: str, layer: Path, runtime: Path, code: str, tmp_path: 
 @pytest.mark.slow
 def test_inference_layer_loads_a_model_and_infers_on_python312(tmp_path):
     """Load + infer: a real converted model through the serving code, and the handler imports."""
-    python = _python312()
-    if python is None:
-        pytest.skip("no python3.12 here to import the layer with")
+    python = python312_or_skip()
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -532,9 +588,7 @@ print("trained", sys.version_info[:2])
 
 @pytest.mark.slow
 def test_training_layer_trains_converts_and_infers_on_python312(tmp_path):
-    python = _python312()
-    if python is None:
-        pytest.skip("no python3.12 here to import the layer with")
+    python = python312_or_skip()
     built = builder.build_layer("training", architecture="x86_64", out_dir=tmp_path / "build")
     assert built.unzipped_bytes < 220_000_000
     out = _run_in_layer(python, built.path, _lambda_like_path(tmp_path), _TRAIN_CHECK, tmp_path)
