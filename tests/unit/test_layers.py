@@ -60,7 +60,8 @@ def python312_or_skip() -> str:
 
 def _fake_python(path: Path, works: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\necho 3.12\n" if works else "#!/bin/sh\necho 'pyenv: python3.12: command not found' >&2\nexit 127\n")
+    path.write_text("#!/bin/sh\necho 3.12\n" if works
+                    else "#!/bin/sh\necho 'pyenv: python3.12: command not found' >&2\nexit 127\n")
     path.chmod(0o755)
     return path
 
