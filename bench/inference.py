@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,47 +107,49 @@ def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
                                       "feature, 3 classes), ONNX via functions.core.convert",
                              "batches": {}}
             sink = open(os.devnull, "w")  # EMF metrics lines: serialized as on Lambda, not printed
-            per_batch_budget = budget_seconds / len(BATCHES)
-            for batch in BATCHES:
-                records = _records(trained, batch)
-                event = _event(records)
-                feeds = trained.schema.to_feeds(records)
+            try:
+                per_batch_budget = budget_seconds / len(BATCHES)
+                for batch in BATCHES:
+                    records = _records(trained, batch)
+                    event = _event(records)
+                    feeds = trained.schema.to_feeds(records)
 
-                def handler_call(event=event):
-                    response = shipyard.lambda_handler(event, context)
-                    assert response["statusCode"] == 200, response
-                    return response
+                    def handler_call(event=event):
+                        response = shipyard.lambda_handler(event, context)
+                        assert response["statusCode"] == 200, response
+                        return response
 
-                def sklearn_call(event=event):
-                    response = sklearn_handler.lambda_handler(event, context)
-                    assert response["statusCode"] == 200, response
-                    return response
+                    def sklearn_call(event=event):
+                        response = sklearn_handler.lambda_handler(event, context)
+                        assert response["statusCode"] == 200, response
+                        return response
 
-                def bare_call(feeds=feeds):
-                    return session.run(None, feeds)
+                    def bare_call(feeds=feeds):
+                        return session.run(None, feeds)
 
-                with contextlib.redirect_stdout(sink):
-                    ours = json.loads(handler_call()["body"])
-                    theirs = json.loads(sklearn_call()["body"])
-                    assert ours["predictions"] == theirs["predictions"], "ONNX and sklearn disagree"
-                    # Size the loop to the time budget from one timed pass of each.
-                    start = time.perf_counter()
-                    handler_call(), sklearn_call(), bare_call()
-                    one = max(time.perf_counter() - start, 1e-6)
-                    per_round = max(3, min(500, int(per_batch_budget / one / rounds)))
-                    times = interleaved({"handler": handler_call, "ort": bare_call, "sklearn_handler": sklearn_call},
-                                        rounds=rounds, per_round=per_round)
-                entry = {name: summary(values) for name, values in times.items()}
-                entry["handler_vs_ort_median"] = ratio(entry["handler"]["median_ms"], entry["ort"]["median_ms"])
-                entry["handler_vs_ort_p99"] = ratio(entry["handler"]["p99_ms"], entry["ort"]["p99_ms"])
-                entry["sklearn_handler_vs_handler_median"] = ratio(entry["sklearn_handler"]["median_ms"],
-                                                                   entry["handler"]["median_ms"])
-                entry["request_bytes"] = len(event["body"])
-                results["batches"][str(batch)] = entry
-                log(f"  batch {batch:>4}: handler {entry['handler']['median_ms']:.3f} ms, "
-                    f"ort {entry['ort']['median_ms']:.3f} ms, sklearn handler "
-                    f"{entry['sklearn_handler']['median_ms']:.3f} ms (n={entry['handler']['n']})")
-            sink.close()
+                    with contextlib.redirect_stdout(sink):
+                        ours = json.loads(handler_call()["body"])
+                        theirs = json.loads(sklearn_call()["body"])
+                        assert ours["predictions"] == theirs["predictions"], "ONNX and sklearn disagree"
+                        # Size the loop to the time budget from one timed pass of each.
+                        start = time.perf_counter()
+                        handler_call(), sklearn_call(), bare_call()
+                        one = max(time.perf_counter() - start, 1e-6)
+                        per_round = max(3, min(500, int(per_batch_budget / one / rounds)))
+                        times = interleaved({"handler": handler_call, "ort": bare_call,
+                                             "sklearn_handler": sklearn_call}, rounds=rounds, per_round=per_round)
+                    entry = {name: summary(values) for name, values in times.items()}
+                    entry["handler_vs_ort_median"] = ratio(entry["handler"]["median_ms"], entry["ort"]["median_ms"])
+                    entry["handler_vs_ort_p99"] = ratio(entry["handler"]["p99_ms"], entry["ort"]["p99_ms"])
+                    entry["sklearn_handler_vs_handler_median"] = ratio(entry["sklearn_handler"]["median_ms"],
+                                                                       entry["handler"]["median_ms"])
+                    entry["request_bytes"] = len(event["body"])
+                    results["batches"][str(batch)] = entry
+                    log(f"  batch {batch:>4}: handler {entry['handler']['median_ms']:.3f} ms, "
+                        f"ort {entry['ort']['median_ms']:.3f} ms, sklearn handler "
+                        f"{entry['sklearn_handler']['median_ms']:.3f} ms (n={entry['handler']['n']})")
+            finally:
+                sink.close()
             shipyard.reset()
             return results
     finally:
@@ -178,7 +181,8 @@ def cold(*, runs: int = 5, log=print) -> dict:
     with mock_aws():
         server = AwsServer(port=0)
         server.start()
-        request = ROOT / "bench" / ".cold-event.json"
+        tmp = tempfile.TemporaryDirectory(prefix="shipyard-bench-cold-")  # not in the repository
+        request = Path(tmp.name) / "cold-event.json"
         try:
             endpoint = f"http://127.0.0.1:{server.port}"
             env = {**os.environ, **ENV, "AWS_ENDPOINT_URL": endpoint}
@@ -192,7 +196,7 @@ def cold(*, runs: int = 5, log=print) -> dict:
                 for path in samples:
                     samples[path].append(_cold_run(path, request, env))
         finally:
-            request.unlink(missing_ok=True)
+            tmp.cleanup()
             server.stop()
     out: dict = {"runs": runs}
     for path, values in samples.items():
