@@ -16,8 +16,9 @@ A check that cannot decide (no production version, fewer than ``min_rows`` rows)
 report and registry item, with ``skipped: true`` and the reason; an inconsistent state (the
 production version has no baseline, an unknown model) raises :class:`DriftCheckError`.
 
-The retraining side (``latest_dataset``, ``retrain_input``) lives here too: the retrain function
-starts the pipeline on the model's most recent dataset when a ``Drift Detected`` event arrives.
+The retraining side (``retrain_input``) lives here too: the retrain function starts the pipeline on
+the model's most recent dataset (``functions.pipeline.execution.latest_dataset``) when a
+``Drift Detected`` event arrives.
 numpy, boto3 and Powertools only: this module runs in Lambda.
 """
 from __future__ import annotations
@@ -42,8 +43,6 @@ logger = logging.getLogger(__name__)
 CAPTURE_PREFIX = "capture/"
 DRIFT_PREFIX = "drift/"
 MODELS_PREFIX = "models/"
-DATASETS_PREFIX = "datasets/"
-#: Sort-key prefix of the drift items in the registry table (pk ``MODEL#<model>``, sk ``D#<checked_at>#<suffix>``).
 EVENT_SOURCE = "shipyard"
 DRIFT_DETECTED = "Drift Detected"
 NAMESPACE = "Shipyard"
@@ -434,24 +433,6 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
 
 
 # --------------------------------------------------------------------------- retraining
-
-
-def latest_dataset(s3, bucket: str, model: str) -> dict | None:
-    """The newest current object under ``datasets/<model>/`` (by LastModified, then key): bucket, key,
-    version id, size, etag — from one versions listing, so the caller needs list permission only."""
-    best = None
-    prefix = f"{DATASETS_PREFIX}{model}/"
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
-        for v in page.get("Versions", []):
-            if not v.get("IsLatest") or v["Key"].endswith("/"):
-                continue
-            if best is None or (v["LastModified"], v["Key"]) > (best["LastModified"], best["Key"]):
-                best = v
-    if best is None:
-        return None
-    return {"bucket": bucket, "key": best["Key"], "version_id": best.get("VersionId") or "null",
-            "size": int(best.get("Size", 0)), "etag": str(best.get("ETag", "")).strip('"'),
-            "last_modified": best["LastModified"].astimezone(timezone.utc).isoformat()}
 
 
 def retrain_input(model: str, spec: Mapping[str, Any], dataset: Mapping[str, Any], *,

@@ -18,7 +18,8 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Tracer
 
-from functions.core.monitoring import DriftCheckError, latest_dataset, retrain_input
+from functions.core.monitoring import DriftCheckError, retrain_input
+from functions.pipeline.execution import latest_dataset
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-retrain"))
 tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-retrain"))

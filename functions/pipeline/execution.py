@@ -14,6 +14,7 @@ The EventBridge rule of each model builds this same shape with an input transfor
 from __future__ import annotations
 
 import json
+from datetime import timezone
 from typing import Any, Mapping
 
 DATASETS_PREFIX = "datasets/"
@@ -55,15 +56,25 @@ def describe_dataset(s3, bucket: str, key: str, version_id: str | None = None) -
 
 
 def latest_dataset(s3, bucket: str, model: str) -> dict | None:
-    """The most recently written object under ``datasets/<model>/`` (None when there is none)."""
-    newest = None
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{DATASETS_PREFIX}{model}/"):
-        for obj in page.get("Contents", []):
-            if obj["Key"].endswith("/"):
+    """The newest current object under ``datasets/<model>/`` (None when there is none): bucket, key,
+    version id, size, etag, last_modified — from one versions listing, so the caller needs
+    ``s3:ListBucketVersions`` only.
+
+    Newest means latest LastModified, then the greatest key. S3 lists LastModified in whole
+    seconds, so two uploads within one second tie and the key decides.
+    """
+    best = None
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=f"{DATASETS_PREFIX}{model}/"):
+        for v in page.get("Versions", []):
+            if not v.get("IsLatest") or v["Key"].endswith("/"):
                 continue
-            if newest is None or (obj["LastModified"], obj["Key"]) > (newest["LastModified"], newest["Key"]):
-                newest = obj
-    return describe_dataset(s3, bucket, newest["Key"]) if newest else None
+            if best is None or (v["LastModified"], v["Key"]) > (best["LastModified"], best["Key"]):
+                best = v
+    if best is None:
+        return None
+    return {"bucket": bucket, "key": best["Key"], "version_id": best.get("VersionId") or "null",
+            "size": int(best.get("Size", 0)), "etag": str(best.get("ETag", "")).strip('"'),
+            "last_modified": best["LastModified"].astimezone(timezone.utc).isoformat()}
 
 
 def execution_input(model: str, spec: Mapping[str, Any], dataset: Mapping[str, Any], *, force: bool = False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import pytest
 
@@ -193,6 +194,9 @@ def test_cli_train_starts_a_run_by_hand_and_lineage_shows_the_chain(cloud, run, 
     monkeypatch.chdir(tmp_path)
     for k, v in cloud.environment().items():
         monkeypatch.setenv(k, v)
+    # "the latest upload" is decided by LastModified, which S3 lists in whole seconds: wait out the
+    # second of any earlier upload in this module, so this one is the newest without a tie
+    time.sleep(1.05)
     r = run("prices", data.prices(seed=21), "by-hand.csv")
     first = r.execution()
     # the latest upload, already trained by its rule: deduplicated

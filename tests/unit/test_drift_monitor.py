@@ -18,10 +18,11 @@ from moto import mock_aws
 from functions.core import monitoring
 from functions.core.baseline import build_baseline
 from functions.core.monitoring import (
-    BaselineMissing, DriftCheckError, DriftSettings, drift_history, latest_dataset, read_capture_window,
+    BaselineMissing, DriftCheckError, DriftSettings, drift_history, read_capture_window,
     report_key, run_check, settings_from_env,
 )
 from functions.core.registry import ModelNotFound, Registry
+from functions.pipeline.execution import latest_dataset
 from tests.support import create_artifact_bucket, create_registry_table
 
 NOW = datetime(2025, 3, 4, 12, 30, tzinfo=timezone.utc)
