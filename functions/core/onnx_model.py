@@ -62,6 +62,8 @@ class OnnxModel:
 
 def _finite(values: np.ndarray) -> np.ndarray:
     # Extreme (yet float32) inputs can overflow inside the graph; JSON has no inf/NaN to say so.
+    if np.isfinite(values).all():
+        return values
     bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)[:10].tolist()
@@ -75,7 +77,7 @@ def _finite(values: np.ndarray) -> np.ndarray:
 def _labels(labels: np.ndarray) -> list:
     """Labels as plain Python values (what ``_plain`` gives each), converted as a whole."""
     out = labels.tolist()  # numeric and numpy-str dtypes: Python int/float/str, as .item() gives
-    if labels.dtype == object and not all(type(v) is str for v in out):
+    if labels.dtype == object and set(map(type, out)) != {str}:
         out = [_plain(v) for v in out]  # object arrays may hold numpy scalars or bytes
     return out
 

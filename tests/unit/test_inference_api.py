@@ -473,3 +473,52 @@ def test_plain_requests_never_build_the_validating_resolver(clock, clf):
         status, _, _ = predict("iris", request, query={"version": "1"})
         declined.append(handler._declined)
     assert status == 200 and declined == [False, False]
+
+
+@pytest.mark.parametrize("raw", [
+    '{"instances": [[1, 2.5, "red"]]}', '{"a": 1, "a": 2}', "NaN", "[Infinity, -Infinity]", "[1e400]",
+    '{"a": "\\ud800"}', "[18446744073709551615]", "[" + "9" * 400 + "]",
+    "[-0.0, 1.5e-400, 1E5]",
+])
+def test_body_parsing_reads_what_the_standard_library_reads(raw):
+    # orjson on the hot path; what it refuses (NaN, infinities, lone surrogates, huge integers)
+    # goes to json, so every body means what it always meant.
+    from functions.inference.handler import _loads
+
+    assert repr(_loads(raw)) == repr(json.loads(raw))
+
+
+def test_body_parsing_errors_are_json_decode_errors():
+    from functions.inference.handler import _loads
+
+    for raw in ["{", "[" * 100_000, '{"a": 1} x']:
+        with pytest.raises(json.JSONDecodeError):
+            _loads(raw)
+
+
+def test_answers_are_written_as_json_writes_them():
+    from functions.inference.handler import _dumps
+
+    body = {"predictions": ["setosa", 2, 0.1], "probabilities": [[0.1, 0.9], [1e-300, 1.0]], "version": 3,
+            "name": "ü \u2028 \x00", "classes": [], "aliases": {"production": None}}
+    assert json.loads(_dumps(body)) == body
+    assert _dumps({"a": [0.30000000000000004, 1e-07, 123456789.125]}) == '{"a":[0.30000000000000004,1e-7,123456789.125]}'
+
+
+def test_integers_beyond_64_bits_are_read_as_the_float_the_model_sees():
+    from functions.inference.handler import _loads
+
+    assert _loads("[-9223372036854775809]") == [float(-9223372036854775809)]
+
+
+def test_log_lines_carry_the_api_request_id_as_correlation_id(clock, clf):
+    from functions.inference import handler
+    from tests.models import LambdaContext, rest_event
+
+    event = rest_event("GET", "/models")
+    event["requestContext"]["requestId"] = "req-correlation-1"
+    assert handler.lambda_handler(event, LambdaContext())["statusCode"] == 200
+    assert handler.logger.get_correlation_id() == "req-correlation-1"
+    # a malformed event (no requestContext) is still answered, and carries no stale id
+    assert handler.lambda_handler({"httpMethod": "GET", "path": "/models"}, LambdaContext())["statusCode"] == 200
+    assert handler.logger.get_correlation_id() is None
