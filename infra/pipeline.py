@@ -4,6 +4,7 @@
       Allocate ─► Duplicate? ─► Train ─► Validate ─► Gate ─► Promote | Reject
          │  └─► AlreadyHandled (same object version seen before)
          └─ any state: Catch States.ALL ─► MarkFailed ─► Failed
+                                                         └─► PromotedDespiteError (the alias had moved)
 
 Four functions over ``functions/pipeline`` (docs/pipeline.md): Allocate, Train (training layer,
 3008 MB, 15 min), Validate (inference layer: onnxruntime + numpy) and Record (promote, reject,
@@ -182,7 +183,15 @@ class TrainingPipeline(Construct):
                                     cause="the failure could not be recorded; see the execution's history")
         mark_failed = task("MarkFailed", self.record_function, step_timeout, "$.failure", action="mark_failed")
         mark_failed.add_catch(could_not_record, errors=["States.ALL"], result_path="$.recordError")
-        mark_failed.next(failed)
+        # A step failed after Promote had moved the alias (e.g. Promote timed out after its write):
+        # the version serves, MarkFailed sent `Model Promoted` (with after_error), so the run succeeds.
+        mark_failed.next(
+            sfn.Choice(self, "StillPromoted?")
+            .when(sfn.Condition.and_(sfn.Condition.is_present("$.failure.promoted"),
+                                     sfn.Condition.boolean_equals("$.failure.promoted", True)),
+                  sfn.Succeed(self, "PromotedDespiteError",
+                              comment="production moved to this run's version before a later error"))
+            .otherwise(failed))
 
         allocate = task("Allocate", self.allocate_function, step_timeout, "$.run")
         train = task("Train", self.train_function, train_timeout, "$.train", version=version)

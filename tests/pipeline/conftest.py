@@ -26,6 +26,9 @@ MODELS = {
     "prices": {"target": "price", "task": "regression", "estimator": "sklearn.linear_model.Ridge",
                "params": {"alpha": 0.5}, "metric": "r2", "min_score": 0.5},
     "strict": {"target": "species", "task": "classification", "min_score": 0.999},
+    # used by one test only, so its first run is promoted whatever the other tests did
+    "deadline": {"target": "price", "task": "regression", "estimator": "sklearn.linear_model.Ridge",
+                 "metric": "r2", "min_score": 0.5},
 }
 MAX_DATASET_BYTES = 64 * 1024
 CONFIG = {"stack_name": "Shipyard", "api": {"auth": "iam"}, "models": MODELS}

@@ -167,6 +167,37 @@ def test_throttled_s3_is_retried_to_success(cloud, run, registry):
     assert len(registry.versions_from_dataset(r.bucket, r.key, r.version_id)) == 1
 
 
+def test_promote_timing_out_after_moving_the_alias_ends_promoted_not_failed(cloud, run, registry, monkeypatch):
+    from infra.local.lambda_runtime import Invocation
+
+    real, faked = cloud.runtime.invoke, []
+
+    def invoke(name, event):
+        inv = real(name, event)
+        if (isinstance(event, dict) and event.get("action") == "promote" and not faked and not inv.failed
+                and (event.get("input") or {}).get("model") == "deadline"):
+            # the function did its work (alias moved, event sent) and then ran out of time
+            error = {"errorType": "Sandbox.Timedout", "errorMessage": f"{inv.request_id} Task timed out after 30.00 seconds"}
+            faked.append(inv)
+            return Invocation(inv.request_id, json.dumps(error).encode(), error, inv.logs, inv.duration_ms)
+        return inv
+
+    monkeypatch.setattr(cloud.runtime, "invoke", invoke)
+    r = run("deadline", data.prices(seed=31))
+    execution = r.execution()
+    assert faked, "Promote was never invoked"
+    assert execution["status"] == "SUCCEEDED", execution
+    states = [e["stateEnteredEventDetails"]["name"] for e in _history(cloud, execution["executionArn"])
+              if e["type"].endswith("StateEntered")]
+    assert states[-3:] == ["MarkFailed", "StillPromoted?", "PromotedDespiteError"], states
+    v = _version_of(registry, "deadline", r)
+    assert v["status"] == "production" and registry.get_alias("deadline") == v["version"]
+    mine = [e for e in events_of(cloud) if e["detail"].get("execution_arn") == execution["executionArn"]]
+    assert "Pipeline Failed" not in {e["detail-type"] for e in mine}
+    after = [e for e in mine if e["detail-type"] == "Model Promoted" and e["detail"].get("after_error")]
+    assert len(after) == 1 and after[0]["detail"]["after_error"].startswith("Sandbox.Timedout: ")
+
+
 def test_the_same_object_version_delivered_twice_trains_once(cloud, run, registry):
     r = run("prices", data.prices(seed=11), "twice.csv")
     first = r.execution()
