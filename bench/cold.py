@@ -13,20 +13,7 @@ import json  # noqa: E402
 import sys  # noqa: E402
 
 
-# Not tests.models.LambdaContext: importing tests.models loads scikit-learn, which is exactly the
-# cost this cold-start measurement must not include.
-class _Context:
-    function_name = "shipyard-inference"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:shipyard-inference"
-    memory_limit_in_mb = 1024
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-    log_group_name = "/aws/lambda/shipyard-inference"
-    log_stream_name = "stream"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
+from tests.lambda_context import LambdaContext  # noqa: E402 - imports nothing (tests.models loads scikit-learn)
 
 
 def main() -> None:
@@ -43,7 +30,7 @@ def main() -> None:
         event = json.load(fh)
     t2 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        response = lambda_handler(event, _Context())
+        response = lambda_handler(event, LambdaContext())
     t3 = time.perf_counter()
     if response["statusCode"] != 200:
         raise SystemExit(f"{path}: {response}")

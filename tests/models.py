@@ -10,6 +10,7 @@ import numpy as np
 
 from functions.core import convert
 from functions.core.schema import FeatureSchema
+from tests.lambda_context import LambdaContext  # noqa: F401 - re-exported for the tests
 
 CLASSES = ["cat", "dog", "fish"]
 COLOURS = ["blue", "green", "red"]
@@ -139,20 +140,6 @@ def rest_event(method: str, path: str, *, body: str | None = None, query: dict |
         "body": body,
         "isBase64Encoded": base64,
     }
-
-
-class LambdaContext:
-    function_name = "shipyard-inference"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:shipyard-inference"
-    memory_limit_in_mb = 1024
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-    log_group_name = "/aws/lambda/shipyard-inference"
-    log_stream_name = "stream"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
 
 
 def invoke(method: str, path: str, *, body: Any = None, raw_body: str | None = None,
