@@ -13,29 +13,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Tracer
 
+from functions.core import clients
 from functions.core.monitoring import DriftCheckError, run_check, settings_from_env
-from functions.core.registry import Registry
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-drift"))
 tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-drift"))
-
-_clients: dict[str, Any] = {}  # boto3 clients and the registry, built once per warm Lambda
-
-
-def _client(name: str):
-    if name not in _clients:
-        _clients[name] = boto3.client(name)
-    return _clients[name]
-
-
-def _registry() -> Registry:
-    if "registry" not in _clients:
-        _clients["registry"] = Registry.from_env(client=_client("dynamodb"))
-    return _clients["registry"]
-
 
 def parse_event(event: Any) -> str:
     """The model to check: ``{"model": "iris"}`` (also accepted inside an EventBridge ``detail``)."""
@@ -54,11 +38,11 @@ def handler(event: dict, context: Any) -> dict:
     logger.append_keys(model=model)
     report = run_check(
         model,
-        registry=_registry(),
-        s3=_client("s3"),
+        registry=clients.registry(),
+        s3=clients.client("s3"),
         bucket=os.environ["ARTIFACT_BUCKET"],
         settings=settings_from_env(model),
-        events=_client("events"),
+        events=clients.client("events"),
         event_bus=os.environ.get("EVENT_BUS_NAME") or "default",
     )
     logger.info(

@@ -15,23 +15,14 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Tracer
 
+from functions.core import clients
 from functions.core.monitoring import DriftCheckError, retrain_input
 from functions.pipeline.execution import latest_dataset
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-retrain"))
 tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-retrain"))
-
-_clients: dict[str, Any] = {}
-
-
-def _client(name: str):
-    if name not in _clients:
-        _clients[name] = boto3.client(name)
-    return _clients[name]
-
 
 def execution_name(model: str, now: datetime) -> str:
     """``drift-<model>-<UTC timestamp>``: unique per second, at most 80 characters."""
@@ -48,7 +39,7 @@ def handler(event: dict, context: Any) -> dict:
         raise DriftCheckError(f"expected a Drift Detected event with detail.model, got {str(event)[:200]}")
     logger.append_keys(model=model)
     bucket = os.environ["DATA_BUCKET"]
-    dataset = latest_dataset(_client("s3"), bucket, model)
+    dataset = latest_dataset(clients.client("s3"), bucket, model)
     if dataset is None:
         raise DriftCheckError(f"model {model!r} drifted but s3://{bucket}/datasets/{model}/ holds no dataset "
                               "to retrain on; upload one (that starts the pipeline by itself)")
@@ -61,7 +52,7 @@ def handler(event: dict, context: Any) -> dict:
     payload = retrain_input(model, specs[model], dataset, trigger={
         "event_id": event.get("id"), "time": event.get("time"), "drifted_share": detail.get("drifted_share"),
         "report": detail.get("report")})
-    started = _client("stepfunctions").start_execution(
+    started = clients.client("stepfunctions").start_execution(
         stateMachineArn=arn, name=execution_name(model, now), input=json.dumps(payload))
     logger.info("retraining started", extra={"dataset": dataset, "execution_arn": started["executionArn"]})
     return {"model": model, "dataset": dataset, "execution_arn": started["executionArn"]}

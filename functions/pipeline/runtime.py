@@ -10,11 +10,11 @@ import functools
 import os
 from typing import Any, Callable
 
-import boto3
 from aws_lambda_powertools import Logger, Tracer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from functions.core import clients
 from functions.core.registry import Registry
 
 from .errors import TransientError, is_transient
@@ -28,14 +28,12 @@ tracer = Tracer(service=SERVICE)
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=10, read_timeout=60)
 
 
-@functools.lru_cache(maxsize=None)
 def client(service: str):
-    return boto3.client(service, config=_CONFIG)
+    return clients.client(service, config=_CONFIG)
 
 
-@functools.lru_cache(maxsize=1)
 def registry() -> Registry:
-    return Registry.from_env(client=client("dynamodb"))
+    return clients.registry(config=_CONFIG)
 
 
 def env_int(name: str, default: int) -> int:

@@ -326,7 +326,9 @@ def test_drift_handler_runs_the_check_from_the_environment(aws, monkeypatch, cap
     monkeypatch.setenv("ARTIFACT_BUCKET", "artifacts")
     monkeypatch.setenv("SHIPYARD_MODELS", json.dumps(["iris", "wine"]))
     monkeypatch.setenv("DRIFT_MODELS", json.dumps({"iris": {"window": 500, "share": 0.5}, "wine": {}}))
-    monkeypatch.setattr(drift_handler, "_clients", {"s3": aws["s3"], "events": aws["events"]})
+    from functions.core import clients
+
+    monkeypatch.setattr(clients, "_cache", {"s3": aws["s3"], "events": aws["events"]})
 
     class Context:
         function_name, memory_limit_in_mb, aws_request_id = "drift", 1024, "req-1"
@@ -334,10 +336,10 @@ def test_drift_handler_runs_the_check_from_the_environment(aws, monkeypatch, cap
 
     report = drift_handler.handler({"model": "iris"}, Context())
     assert report["drift_detected"] is True and report["rows"] == 500
-    registry = drift_handler._clients["registry"]  # built once per warm Lambda, then reused
-    monkeypatch.setattr(drift_handler.Registry, "from_env", lambda **kw: pytest.fail("registry built again"))
+    registry = clients.registry()  # built once per warm Lambda, then reused
+    monkeypatch.setattr(clients.Registry, "from_env", lambda **kw: pytest.fail("registry built again"))
     assert drift_handler.handler({"model": "iris"}, Context())["version"] == report["version"]
-    assert drift_handler._clients["registry"] is registry
+    assert clients.registry() is registry
     assert queued(aws)[0]["detail"]["model"] == "iris"
     with pytest.raises(DriftCheckError, match='expected an event {"model": "<name>"}'):
         drift_handler.handler({"nope": 1}, Context())
@@ -366,7 +368,9 @@ def test_latest_dataset_and_retrain_handler(aws, monkeypatch):
     monkeypatch.setenv("DATA_BUCKET", "data")
     monkeypatch.setenv("STATE_MACHINE_ARN", arn)
     monkeypatch.setenv("RETRAIN_SPECS", json.dumps({"iris": {"target": "label", "task": "classification"}}))
-    monkeypatch.setattr(retrain, "_clients", {"s3": s3, "stepfunctions": sfn})
+    from functions.core import clients
+
+    monkeypatch.setattr(clients, "_cache", {"s3": s3, "stepfunctions": sfn})
 
     class Context:
         function_name, memory_limit_in_mb, aws_request_id = "retrain", 256, "req-2"
