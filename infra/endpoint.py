@@ -23,6 +23,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.lambdas import shipyard_function
+from functions.core.layout import METRICS_NAMESPACE
 from infra.registry import CAPTURE_ERROR_PREFIX, CAPTURE_PREFIX, ModelRegistry
 
 HANDLER = "functions.inference.handler.handler"
@@ -181,7 +182,7 @@ class InferenceApi(Construct):
                 else "{}",
                 "CAPTURE_SAMPLE_RATE": str(capture_sample_rate),
                 "POWERTOOLS_SERVICE_NAME": "shipyard-inference",
-                "POWERTOOLS_METRICS_NAMESPACE": "Shipyard",
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
         )
         self.function, self.role, self.log_group = made.function, made.role, made.log_group

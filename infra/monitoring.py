@@ -36,9 +36,10 @@ from functions.drift import drift_function_name
 from infra.config import ModelSpec
 from infra.lambdas import shipyard_function
 from functions.pipeline.execution import spec_document
+from functions.core.layout import METRICS_NAMESPACE
 from infra.registry import DATASETS_PREFIX, DRIFT_PREFIX, ModelRegistry
 
-NAMESPACE = "Shipyard"
+NAMESPACE = METRICS_NAMESPACE
 DRIFT_HANDLER = "functions.drift.handler.handler"
 RETRAIN_HANDLER = "functions.drift.retrain.handler"
 # Metric names published by functions/core/monitoring.py.

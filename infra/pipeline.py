@@ -30,6 +30,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from functions.core.layout import METRICS_NAMESPACE
 from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec
 from infra.lambdas import functions_code, shipyard_function
@@ -127,7 +128,7 @@ class TrainingPipeline(Construct):
             "CODE_VERSION": self.code_version,
             "EVENT_BUS_NAME": "default",
             "POWERTOOLS_SERVICE_NAME": "shipyard-pipeline",
-            "POWERTOOLS_METRICS_NAMESPACE": "Shipyard",
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         }
 
         self.roles: dict[str, iam.Role] = {}

@@ -24,14 +24,12 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from functions.core.layout import (  # noqa: F401 - the S3 layout, re-exported for the constructs
+    CAPTURE_ERROR_PREFIX, CAPTURE_PREFIX, DATASETS_PREFIX, DRIFT_PREFIX, MODELS_PREFIX,
+)
+
 DATASET_INDEX = "by-dataset"
 
-# S3 key prefixes of the artifacts bucket (DESIGN.md "S3 layout").
-MODELS_PREFIX = "models/"
-CAPTURE_PREFIX = "capture/"
-CAPTURE_ERROR_PREFIX = "capture-errors/"
-DRIFT_PREFIX = "drift/"
-DATASETS_PREFIX = "datasets/"
 
 # Exactly what functions/core/registry.py calls: GetItem and Query to read; PutItem, UpdateItem
 # and the ConditionCheck of TransactWriteItems (authorized per operation) to write. No deletes:

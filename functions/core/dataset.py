@@ -28,10 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from functions.core.artifacts import sha256_hex
-
-NUMBER = "number"
-STRING = "string"
-TASKS = ("classification", "regression")
+from functions.core.schema import NUMBER, STRING, TASKS
 
 DEFAULT_MAX_BYTES = 100 * 2**20
 DEFAULT_MIN_ROWS = 20

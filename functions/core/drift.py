@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from functions.core.schema import NUMBER, STRING
+
 #: Quantile levels kept in the baseline: 0, 0.005, ..., 1.
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 201)
 #: Extra knots in the two outer bands, where min/max make linear interpolation crude on skewed
@@ -43,8 +45,6 @@ MAX_UNSEEN_LISTED = 10
 #: Above this many bytes a string column is counted as Python objects instead of fixed-width text.
 _MAX_FIXED_WIDTH_BYTES = 256 * 1024 * 1024
 
-NUMBER = "number"
-STRING = "string"
 WASSERSTEIN = "wasserstein"
 JENSEN_SHANNON = "jensen_shannon"
 

@@ -37,15 +37,12 @@ from botocore.exceptions import ClientError
 
 from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.drift import NUMBER, STRING, check_drift
+from functions.core.layout import CAPTURE_PREFIX, DRIFT_PREFIX, EVENT_SOURCE, METRICS_NAMESPACE, MODELS_PREFIX
 
 logger = logging.getLogger(__name__)
 
-CAPTURE_PREFIX = "capture/"
-DRIFT_PREFIX = "drift/"
-MODELS_PREFIX = "models/"
-EVENT_SOURCE = "shipyard"
 DRIFT_DETECTED = "Drift Detected"
-NAMESPACE = "Shipyard"
+NAMESPACE = METRICS_NAMESPACE
 
 DEFAULT_WINDOW = 500
 DEFAULT_MIN_ROWS = 500

@@ -17,7 +17,7 @@ import json
 from datetime import timezone
 from typing import Any, Mapping
 
-DATASETS_PREFIX = "datasets/"
+from functions.core.layout import DATASETS_PREFIX
 
 
 def spec_document(spec: Any) -> dict:

@@ -32,11 +32,11 @@ from botocore.exceptions import ClientError
 from functions.core import training
 from functions.core.artifacts import get_verified, put_artifact
 from functions.core.dataset import DEFAULT_MAX_BYTES, DEFAULT_MIN_ROWS, DatasetError
+from functions.core.layout import EVENT_SOURCE
 from functions.core.registry import AliasConflict, InvalidTransition, Registry, VersionNotFound
 
 from .errors import PipelineInputError, TransientError, reraise_transient
 
-EVENT_SOURCE = "shipyard"
 PROMOTED, REJECTED, FAILED = "Model Promoted", "Model Rejected", "Pipeline Failed"
 SPEC_KEYS = ("target", "task", "estimator", "params", "metric", "min_score", "max_regression", "holdout")
 EVENT_SEND_ATTEMPTS = 3
