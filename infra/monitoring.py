@@ -29,11 +29,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
 from functions.drift import drift_function_name
 from infra.config import ModelSpec
+from infra.deadletters import event_dead_letter_queue
 from infra.lambdas import shipyard_function
 from functions.pipeline.execution import spec_document
 from functions.core.layout import METRICS_NAMESPACE
@@ -88,6 +90,7 @@ class DriftMonitor(Construct):
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         log_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         code: lambda_.Code | None = None,
+        dead_letter_queue: sqs.IQueue | None = None,
     ) -> None:
         """
         :param registry: where the check reads the registry, baselines and captured inputs, and
@@ -108,6 +111,8 @@ class DriftMonitor(Construct):
         :param log_retention: retention of the functions' log groups.
         :param log_removal_policy: what happens to those log groups when removed.
         :param code: override the function code (default: the ``functions/`` package).
+        :param dead_letter_queue: where schedule and retrain events that could not be delivered go
+            after the targets' retries (default: a queue of this construct, ``event_dead_letter_queue``).
         """
         super().__init__(scope, id)
         if min_rows < 1 or lookback_days < 0:
@@ -163,6 +168,7 @@ class DriftMonitor(Construct):
         self.event_bus.grant_put_events_to(self.function)
 
         # ------------------------------------------------------------ per model
+        self.dead_letter_queue = dead_letter_queue or event_dead_letter_queue(self, "DeadLetters")
         self.schedules: dict[str, events.Rule] = {}
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         for model, model_spec in self.models.items():
@@ -177,6 +183,7 @@ class DriftMonitor(Construct):
                     event=events.RuleTargetInput.from_object({"model": model}),
                     retry_attempts=2,
                     max_event_age=Duration.hours(1),
+                    dead_letter_queue=self.dead_letter_queue,
                 )],
             )
             alarm = self.metric_drifted_share(model, period=schedule_period(spec.schedule)).create_alarm(
@@ -243,7 +250,8 @@ class DriftMonitor(Construct):
                     event_pattern=events.EventPattern(
                         source=["shipyard"], detail_type=["Drift Detected"], detail={"model": [model]}),
                     targets=[targets.LambdaFunction(self.retrain_function, retry_attempts=2,
-                                                    max_event_age=Duration.hours(1))],
+                                                    max_event_age=Duration.hours(1),
+                                                    dead_letter_queue=self.dead_letter_queue)],
                 )
 
     # ------------------------------------------------------------------ grants
@@ -357,6 +365,7 @@ class StackAlarms(Construct):
         self.alarms: list[cloudwatch.Alarm] = []
         self.function_alarms: dict[str, tuple[cloudwatch.Alarm, cloudwatch.Alarm]] = {}
         self.pipeline_alarms: list[cloudwatch.Alarm] = []
+        self.dead_letter_alarms: list[cloudwatch.Alarm] = []
         self._functions: list[tuple[str, lambda_.IFunction]] = []
         self._state_machines: list[sfn.IStateMachine] = []
         self._api = None
@@ -442,6 +451,15 @@ class StackAlarms(Construct):
         self._state_machines.append(state_machine)
         self.pipeline_alarms += [failed_alarm, timed_out]
         return [failed_alarm, timed_out]
+
+    def watch_dead_letters(self, queue: sqs.IQueue, name: str = "event-dead-letters") -> cloudwatch.Alarm:
+        """Any message in the dead-letter queue of the EventBridge targets (an event was dropped)."""
+        alarm = self._alarm(
+            queue.metric_approximate_number_of_messages_visible(statistic="Maximum", period=self.period), name,
+            "EventBridge could not deliver an event (an upload, a drift schedule or a retraining): it is "
+            "kept in the dead-letter queue with ERROR_CODE/ERROR_MESSAGE attributes (docs/monitoring.md)", 1)
+        self.dead_letter_alarms.append(alarm)
+        return alarm
 
     # ------------------------------------------------------------------ dashboard
 

@@ -55,6 +55,15 @@ def acknowledge_findings(stack) -> None:
             "Powertools) are built for CPython 3.12 wheels (infra/layers.py); move runtime and layers together.",
         )
 
+    # -- The EventBridge targets' dead-letter queue (infra/deadletters.py) -----------------
+    _ack(
+        stack.dead_letters,
+        "AwsSolutions-SQS3",
+        "This queue *is* a dead-letter queue: the DeadLetterConfig of every EventBridge target of the "
+        "stack (uploads, drift schedules, retraining). SQS3 only recognizes queues named in another "
+        "queue's redrive policy; a DLQ of a DLQ would only move the same messages once more.",
+    )
+
     # -- Inference function -------------------------------------------------------------
     _ack(
         inference.role,

@@ -26,6 +26,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -33,6 +34,7 @@ from constructs import Construct
 from functions.core.layout import METRICS_NAMESPACE
 from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec
+from infra.deadletters import event_dead_letter_queue
 from infra.lambdas import functions_code, shipyard_function
 from infra.registry import DATASETS_PREFIX, ModelRegistry
 
@@ -91,6 +93,7 @@ class TrainingPipeline(Construct):
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         log_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         code: lambda_.Code | None = None,
+        dead_letter_queue: sqs.IQueue | None = None,
     ) -> None:
         """
         :param registry: buckets and table the steps read and write.
@@ -112,6 +115,8 @@ class TrainingPipeline(Construct):
         :param log_retention: retention of the functions' and the state machine's log groups.
         :param log_removal_policy: what happens to those log groups when removed.
         :param code: override the functions' code (default: the ``functions/`` package).
+        :param dead_letter_queue: where upload events the state machine could not be started for
+            go after the rule's retries (default: a queue of this construct, ``event_dead_letter_queue``).
         """
         super().__init__(scope, id)
         self.registry = registry
@@ -229,6 +234,7 @@ class TrainingPipeline(Construct):
 
         # ------------------------------------------------------------ one rule per model
         self.rules: dict[str, events.Rule] = {}
+        self.dead_letter_queue = dead_letter_queue or event_dead_letter_queue(self, "DeadLetters")
         for name, spec in self.models.items():
             rule = events.Rule(
                 self, f"Upload-{name}",
@@ -256,6 +262,7 @@ class TrainingPipeline(Construct):
                 }),
                 retry_attempts=8,
                 max_event_age=Duration.hours(2),
+                dead_letter_queue=self.dead_letter_queue,
             ))
             self.rules[name] = rule
 

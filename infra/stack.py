@@ -21,6 +21,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from infra.config import ShipyardConfig, load_config
+from infra.deadletters import event_dead_letter_queue
 from infra.endpoint import InferenceApi
 from infra.monitoring import DriftMonitor, StackAlarms
 from infra.pipeline import TrainingPipeline
@@ -93,6 +94,9 @@ class ShipyardStack(Stack):
             cloudwatch_role=config.api.cloudwatch_role,
         )
 
+        # One dead-letter queue for every EventBridge target of the stack (uploads, schedules, retraining).
+        self.dead_letters = event_dead_letter_queue(self, "EventDeadLetters")
+
         self.pipeline = TrainingPipeline(
             self,
             "Pipeline",
@@ -101,6 +105,7 @@ class ShipyardStack(Stack):
             architecture=config.architecture,
             inference_layers=layers,
             training_layers=training_layers,
+            dead_letter_queue=self.dead_letters,
             **dict(pipeline_options or {}),
         )
 
@@ -145,6 +150,7 @@ class ShipyardStack(Stack):
             state_machine=self.pipeline.state_machine,
             architecture=config.architecture,
             layers=layers,  # numpy + Powertools: the inference layer has both
+            dead_letter_queue=self.dead_letters,
         )
 
         # ------------------------------------------------------------ dashboard
@@ -170,6 +176,7 @@ class ShipyardStack(Stack):
         self.alarms.watch_api(self.inference)
         self.alarms.watch_pipeline(self.pipeline.state_machine, failed_alarm=self.pipeline.failed_alarm)
         self.alarms.show(*self.drift.alarms.values())
+        self.alarms.watch_dead_letters(self.dead_letters)
         self.alarms.watch_functions_in(self)
         for row in self.drift.dashboard_widgets():
             self.dashboard.add_widgets(*row)

@@ -439,6 +439,13 @@ class LocalCloud:
             if data:
                 self.put_metrics(directive["Namespace"], data)
 
+    def intercept(self, fn):
+        """Fault injection on the AWS endpoint: ``fn(request)`` (a werkzeug Request) returns a
+        werkzeug Response to answer instead of moto, or None to pass. Returns a remover."""
+        if self._server is None:
+            raise RuntimeError("the local cloud is not started")
+        return self._server.intercept(fn)
+
     def put_metrics(self, namespace: str, data: list[dict]) -> None:
         """Store metric data as PutMetricData would (in-process, no HTTP)."""
         from moto.cloudwatch.models import cloudwatch_backends
@@ -517,7 +524,7 @@ class LocalCloud:
                     payload = raw
             else:
                 payload = target_input(t, event, s.name, s.arn)
-            self.bus.submit(self.bus.deliver, t["Arn"], payload, f"schedule {s.name}", {"name_prefix": s.name[:40]})
+            self.bus.submit(self.bus.deliver_target, t, payload, event, f"schedule {s.name}", s.arn, s.name[:40])
 
     def _alarms(self) -> list:
         from moto.cloudwatch.models import cloudwatch_backends
@@ -533,6 +540,7 @@ class LocalCloud:
         from moto.cloudwatch.models import MetricAggregatedDatum, cloudwatch_backends
 
         self._publish_execution_metrics()
+        self._publish_queue_metrics()
         backend = cloudwatch_backends[ACCOUNT_ID][self.region]
         end = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
         changes = []
@@ -624,6 +632,19 @@ class LocalCloud:
                                                                          "Value": sm["stateMachineArn"]}]}])
         except Exception as err:  # noqa: BLE001
             self.debug(f"[clock] execution metrics: {err!r}")
+
+    def _publish_queue_metrics(self) -> None:
+        """AWS/SQS ApproximateNumberOfMessagesVisible of every queue, as SQS reports each minute."""
+        try:
+            sqs = self.client("sqs")
+            for url in sqs.list_queues().get("QueueUrls", []):
+                n = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+                self.put_metrics("AWS/SQS", [{
+                    "MetricName": "ApproximateNumberOfMessagesVisible", "Unit": "Count",
+                    "Value": float(n["Attributes"]["ApproximateNumberOfMessages"]),
+                    "Dimensions": [{"Name": "QueueName", "Value": url.rsplit("/", 1)[-1]}]}])
+        except Exception as err:  # noqa: BLE001
+            self.debug(f"[clock] queue metrics: {err!r}")
 
 
 def _is_error_line(line: str) -> bool:

@@ -294,6 +294,34 @@ class EventBus:
             raise ValueError(f"target {arn} is not a kind the local cloud delivers to")
         self.deliveries.append(record)
 
+    def deliver_target(self, target: dict, payload: Any, event: dict, source: str, rule_arn: str,
+                       name_prefix: str) -> None:
+        """Deliver to one rule target; what cannot be delivered goes to the target's dead-letter
+        queue (``DeadLetterConfig``), as EventBridge does once its retries are spent.
+
+        Locally every delivery error counts as final (no retry wait): a missing or refused target
+        does not heal within EventBridge's retry window on a laptop either. A function that runs
+        and raises is not a delivery error (EventBridge invokes Lambda asynchronously).
+        """
+        try:
+            self.deliver(target["Arn"], payload, source, {"name_prefix": name_prefix})
+        except Exception as err:
+            dead_letter = (target.get("DeadLetterConfig") or {}).get("Arn")
+            if not dead_letter:
+                raise
+            code = getattr(err, "response", {}).get("Error", {}).get("Code") or type(err).__name__
+            parts = dead_letter.split(":")
+            sqs = self.client("sqs")
+            url = sqs.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])["QueueUrl"]
+            attributes = {"ERROR_CODE": code, "ERROR_MESSAGE": str(err)[:1000], "RULE_ARN": rule_arn,
+                          "TARGET_ARN": target["Arn"], "RETRY_ATTEMPTS": "0",
+                          "EXHAUSTED_RETRY_CONDITION": "MaximumRetryAttempts"}
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event), MessageAttributes={
+                k: {"DataType": "String", "StringValue": v} for k, v in attributes.items() if v})
+            self.failures.append({"arn": target["Arn"], "source": source, "error": repr(err), "dead_letter": dead_letter})
+            self.log(f"[events] {source} -> {target['Arn'].split(':')[-1]}: {code}; the event went to the "
+                     f"dead-letter queue {parts[5]}")
+
     def send_to_rule(self, rule: Any, event: dict, original: Callable | None = None) -> None:
         """What EventBridge does with one event and one rule (moto `Rule`)."""
         if getattr(rule, "state", "ENABLED") != "ENABLED":
@@ -310,8 +338,8 @@ class EventBus:
             service = target["Arn"].split(":")[2]
             if service in ("lambda", "states", "sns", "events", "sqs"):
                 payload = target_input(target, event, rule.name, rule.arn)
-                self.submit(self.deliver, target["Arn"], payload, f"rule {rule.name}",
-                            {"name_prefix": rule.name[:40]})
+                self.submit(self.deliver_target, target, payload, event, f"rule {rule.name}", rule.arn,
+                            rule.name[:40])
             else:
                 others.append(target)
         if others and original is not None:

@@ -8,7 +8,7 @@ moto's URL table (`botocore_stubber.process_request`), exactly as moto does for 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -67,6 +67,13 @@ class AwsServer:
                                    request_handler=_QuietHandler)
         self.host, self.port = host, self._server.server_address[1]
         self._thread: threading.Thread | None = None
+        self._interceptors: list[Callable[[Request], Response | None]] = []
+
+    def intercept(self, fn: Callable[[Request], Response | None]) -> Callable[[], None]:
+        """Let ``fn`` answer requests first (fault injection): a Response it returns is the answer,
+        None passes the request on to moto. Returns a function that removes it."""
+        self._interceptors.append(fn)
+        return lambda: self._interceptors.remove(fn)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="local-aws")
@@ -81,7 +88,9 @@ class AwsServer:
     def _app(self, environ: dict, start_response: Any) -> Any:
         req = Request(environ)
         try:
-            resp = self._dispatch(req)
+            resp = next((r for r in (fn(req) for fn in list(self._interceptors)) if r is not None), None)
+            if resp is None:
+                resp = self._dispatch(req)
         except Exception as err:  # noqa: BLE001 - an unexpected moto failure is a 500, as AWS would
             resp = Response(f'{{"message": "local cloud: {type(err).__name__}: {err}"}}', status=500,
                             content_type="application/json")

@@ -193,8 +193,8 @@ def test_stack_alarms_cover_api_every_function_and_the_pipeline(default):
     assert len(failed) == 1  # the pipeline's own alarm, not a second one
     for alarm in every:
         assert alarm["AlarmActions"] == [{"Ref": topic}], alarm.get("AlarmName")
-    # ~2 per function + API 2 + pipeline 2 + drift 1 per model
-    assert len(every) == 2 * len(functions) + 2 + 2 + 1
+    # 2 per function + API 2 + pipeline 2 + drift 1 per model + the events' dead-letter queue 1
+    assert len(every) == 2 * len(functions) + 2 + 2 + 1 + 1
 
 
 def test_dashboard_shows_drift_per_model_and_every_alarm(variant):

@@ -328,6 +328,28 @@ def test_alarm_topic_encrypted_and_tls_only(synth):
     assert publishers["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
 
 
+def test_every_event_target_has_the_dead_letter_queue_and_it_alarms(synth):
+    (queue_id,) = synth.resources("AWS::SQS::Queue")
+    queue = synth.template_dict["Resources"][queue_id]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True and queue["MessageRetentionPeriod"] == 14 * 86400
+    targets = [t for r in synth.resources("AWS::Events::Rule").values() for t in r["Properties"]["Targets"]]
+    assert len(targets) >= 3  # uploads, drift schedules, retraining
+    for target in targets:
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}, target["Id"]
+    (policy,) = synth.resources("AWS::SQS::QueuePolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in statements)
+    senders = [s for s in statements if s["Effect"] == "Allow"]
+    assert senders and all(s["Principal"] == {"Service": "events.amazonaws.com"} and s["Action"] == "sqs:SendMessage"
+                           and "aws:SourceArn" in s["Condition"]["ArnEquals"] for s in senders)
+    (alarm,) = [a["Properties"] for a in synth.resources("AWS::CloudWatch::Alarm").values()
+                if a["Properties"].get("Namespace") == "AWS/SQS"]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" and alarm["Threshold"] == 1
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
+    assert alarm["AlarmActions"] == [{"Ref": next(iter(synth.resources("AWS::SNS::Topic")))}]
+
+
 def test_dashboard_has_api_widgets(synth):
     (dashboard,) = synth.resources("AWS::CloudWatch::Dashboard").values()
     assert dashboard["Properties"]["DashboardName"] == "Shipyard"

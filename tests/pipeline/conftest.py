@@ -51,31 +51,50 @@ def pipeline_assembly(tmp_path_factory) -> Path:
 
 
 class Faults:
-    """S3 answers `503 SlowDown` to the next `count` GETs of one key (through the local endpoint)."""
+    """Errors the local AWS endpoint answers instead of moto (``LocalCloud.intercept``):
+
+    - ``fail_gets(key, n)``: S3 answers `503 SlowDown` to the next `n` GETs of one key;
+    - ``refuse(action, n)``: a JSON-protocol action (``AWSStepFunctions.StartExecution``) answers
+      `400 AccessDeniedException` `n` times.
+    """
 
     def __init__(self):
         self.lock = threading.Lock()
         self.plans: dict[str, int] = {}
         self.hits: dict[str, int] = {}
+        self.refusals: dict[str, int] = {}
 
     def fail_gets(self, key: str, count: int) -> None:
         with self.lock:
             self.plans[key] = count
 
-    def take(self, method: str, path: str) -> bool:
+    def refuse(self, action: str, count: int) -> None:
         with self.lock:
+            self.refusals[action] = count
+
+    def __call__(self, req):
+        from werkzeug.wrappers import Response
+
+        with self.lock:
+            action = req.headers.get("X-Amz-Target", "")
+            if self.refusals.get(action, 0) > 0:
+                self.refusals[action] -= 1
+                self.hits[action] = self.hits.get(action, 0) + 1
+                return Response(json.dumps({"__type": "AccessDeniedException",
+                                            "message": f"local fault: {action} refused"}),
+                                status=400, content_type="application/x-amz-json-1.0")
             for key, left in self.plans.items():
-                if method == "GET" and path.endswith("/" + key) and left > 0:
+                if req.method == "GET" and req.path.endswith("/" + key) and left > 0:
                     self.plans[key] = left - 1
                     self.hits[key] = self.hits.get(key, 0) + 1
-                    return True
-        return False
+                    return Response(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>"
+                                    b"<Message>Please reduce your request rate.</Message></Error>",
+                                    status=503, content_type="application/xml")
+        return None
 
 
 @pytest.fixture(scope="module")
 def cloud(pipeline_assembly):
-    from werkzeug.wrappers import Response
-
     from infra.local import LocalCloud, Template
 
     lines: list[str] = []
@@ -83,16 +102,7 @@ def cloud(pipeline_assembly):
     c.log_lines = lines
     c.start()
     faults = Faults()
-    dispatch = c._server._dispatch
-
-    def faulty_dispatch(req):
-        if faults.take(req.method, req.path):
-            return Response(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>"
-                            b"<Message>Please reduce your request rate.</Message></Error>",
-                            status=503, content_type="application/xml")
-        return dispatch(req)
-
-    c._server._dispatch = faulty_dispatch
+    c.intercept(faults)
     c.faults = faults
     # Every `shipyard` event lands in a queue the tests read.
     sqs, events = c.client("sqs"), c.client("events")

@@ -198,6 +198,30 @@ def test_promote_timing_out_after_moving_the_alias_ends_promoted_not_failed(clou
     assert len(after) == 1 and after[0]["detail"]["after_error"].startswith("Sandbox.Timedout: ")
 
 
+def test_an_upload_whose_pipeline_cannot_start_is_kept_in_the_dead_letter_queue_and_alarms(cloud, run):
+    sqs = cloud.client("sqs")
+    (queue_url,) = [url for lid, url in cloud.physical_ids.items()
+                    if lid.startswith("EventDeadLetters") and "Policy" not in lid]
+    cloud.faults.refuse("AWSStepFunctions.StartExecution", 1)
+    r = run("prices", data.prices(seed=41), "refused.csv")
+    cloud.wait_idle()
+    assert cloud.faults.hits["AWSStepFunctions.StartExecution"] == 1
+    assert r.executions(timeout=1) == []
+    changes = cloud.evaluate_alarms()  # (before reading the message: a received message is not visible)
+    assert [c["to"] for c in changes if c["alarm"] == "Shipyard-event-dead-letters"] == ["ALARM"]
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                   MessageAttributeNames=["All"]).get("Messages", [])
+    (message,) = [m for m in messages if json.loads(m["Body"])["detail"]["object"].get("version-id") == r.version_id]
+    event = json.loads(message["Body"])  # the S3 event itself: enough to start the run by hand
+    assert event["detail-type"] == "Object Created" and event["detail"]["object"]["key"] == r.key
+    attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert attributes["ERROR_CODE"] == "AccessDeniedException"
+    assert attributes["TARGET_ARN"] == cloud.outputs["PipelineArn"] and ":rule/" in attributes["RULE_ARN"]
+    sqs.purge_queue(QueueUrl=queue_url)
+    later = time.time() + 301  # the next 5-minute period: the queue is empty
+    assert [c["to"] for c in cloud.evaluate_alarms(now=later) if c["alarm"] == "Shipyard-event-dead-letters"] == ["OK"]
+
+
 def test_the_same_object_version_delivered_twice_trains_once(cloud, run, registry):
     r = run("prices", data.prices(seed=11), "twice.csv")
     first = r.execution()
