@@ -35,7 +35,7 @@ from constructs import Construct, IConstruct
 
 from functions.drift import drift_function_name
 from infra.config import ModelSpec
-from infra.deadletters import event_dead_letter_queue
+from infra.deadletters import EventDeadLetters
 from infra.lambdas import shipyard_function
 from functions.pipeline.execution import spec_document
 from functions.core.layout import METRICS_NAMESPACE
@@ -112,7 +112,8 @@ class DriftMonitor(Construct):
         :param log_removal_policy: what happens to those log groups when removed.
         :param code: override the function code (default: the ``functions/`` package).
         :param dead_letter_queue: where schedule and retrain events that could not be delivered go
-            after the targets' retries (default: a queue of this construct, ``event_dead_letter_queue``).
+            after the targets' retries (default: ``EventDeadLetters`` of this construct). A queue given
+            here gets no policy statements from this construct: ``EventDeadLetters.allow_rules_in``.
         """
         super().__init__(scope, id)
         if min_rows < 1 or lookback_days < 0:
@@ -168,7 +169,9 @@ class DriftMonitor(Construct):
         self.event_bus.grant_put_events_to(self.function)
 
         # ------------------------------------------------------------ per model
-        self.dead_letter_queue = dead_letter_queue or event_dead_letter_queue(self, "DeadLetters")
+        # Without a queue given, one of its own (admitting its rules once they exist, below).
+        self.dead_letters = EventDeadLetters(self, "DeadLetters") if dead_letter_queue is None else None
+        self.dead_letter_queue = dead_letter_queue or self.dead_letters.target_queue
         self.schedules: dict[str, events.Rule] = {}
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         for model, model_spec in self.models.items():
@@ -253,6 +256,8 @@ class DriftMonitor(Construct):
                                                     max_event_age=Duration.hours(1),
                                                     dead_letter_queue=self.dead_letter_queue)],
                 )
+        if self.dead_letters is not None:
+            self.dead_letters.allow_rules_in(self)
 
     # ------------------------------------------------------------------ grants
 

@@ -18,6 +18,8 @@ from aws_cdk import aws_lambda as lambda_
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
+from infra.deadletters import EventDeadLetters
+
 PACK = "AwsSolutions"
 
 
@@ -55,14 +57,16 @@ def acknowledge_findings(stack) -> None:
             "Powertools) are built for CPython 3.12 wheels (infra/layers.py); move runtime and layers together.",
         )
 
-    # -- The EventBridge targets' dead-letter queue (infra/deadletters.py) -----------------
-    _ack(
-        stack.dead_letters,
-        "AwsSolutions-SQS3",
-        "This queue *is* a dead-letter queue: the DeadLetterConfig of every EventBridge target of the "
-        "stack (uploads, drift schedules, retraining). SQS3 only recognizes queues named in another "
-        "queue's redrive policy; a DLQ of a DLQ would only move the same messages once more.",
-    )
+    # -- The EventBridge targets' dead-letter queues (infra/deadletters.py) ---------------
+    for dead_letters in stack.node.find_all():
+        if isinstance(dead_letters, EventDeadLetters):
+            _ack(
+                dead_letters.queue,
+                "AwsSolutions-SQS3",
+                "This queue *is* a dead-letter queue: the DeadLetterConfig of EventBridge targets "
+                "(uploads, drift schedules, retraining). SQS3 only recognizes queues named in another "
+                "queue's redrive policy; a DLQ of a DLQ would only move the same messages once more.",
+            )
 
     # -- Inference function -------------------------------------------------------------
     _ack(

@@ -34,7 +34,7 @@ from constructs import Construct
 from functions.core.layout import METRICS_NAMESPACE
 from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec
-from infra.deadletters import event_dead_letter_queue
+from infra.deadletters import EventDeadLetters
 from infra.lambdas import functions_code, shipyard_function
 from infra.registry import DATASETS_PREFIX, ModelRegistry
 
@@ -116,7 +116,8 @@ class TrainingPipeline(Construct):
         :param log_removal_policy: what happens to those log groups when removed.
         :param code: override the functions' code (default: the ``functions/`` package).
         :param dead_letter_queue: where upload events the state machine could not be started for
-            go after the rule's retries (default: a queue of this construct, ``event_dead_letter_queue``).
+            go after the rule's retries (default: ``EventDeadLetters`` of this construct). A queue given
+            here gets no policy statements from this construct: ``EventDeadLetters.allow_rules_in``.
         """
         super().__init__(scope, id)
         self.registry = registry
@@ -234,7 +235,9 @@ class TrainingPipeline(Construct):
 
         # ------------------------------------------------------------ one rule per model
         self.rules: dict[str, events.Rule] = {}
-        self.dead_letter_queue = dead_letter_queue or event_dead_letter_queue(self, "DeadLetters")
+        # Without a queue given, one of its own (admitting its rules once they exist, below).
+        self.dead_letters = EventDeadLetters(self, "DeadLetters") if dead_letter_queue is None else None
+        self.dead_letter_queue = dead_letter_queue or self.dead_letters.target_queue
         for name, spec in self.models.items():
             rule = events.Rule(
                 self, f"Upload-{name}",
@@ -265,6 +268,8 @@ class TrainingPipeline(Construct):
                 dead_letter_queue=self.dead_letter_queue,
             ))
             self.rules[name] = rule
+        if self.dead_letters is not None:
+            self.dead_letters.allow_rules_in(self)
 
         # ------------------------------------------------------------ alarm
         self.failed_alarm = cloudwatch.Alarm(

@@ -21,7 +21,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from infra.config import ShipyardConfig, load_config
-from infra.deadletters import event_dead_letter_queue
+from infra.deadletters import EventDeadLetters
 from infra.endpoint import InferenceApi
 from infra.monitoring import DriftMonitor, StackAlarms
 from infra.pipeline import TrainingPipeline
@@ -95,7 +95,7 @@ class ShipyardStack(Stack):
         )
 
         # One dead-letter queue for every EventBridge target of the stack (uploads, schedules, retraining).
-        self.dead_letters = event_dead_letter_queue(self, "EventDeadLetters")
+        self.dead_letters = EventDeadLetters(self, "EventDeadLetters")
 
         self.pipeline = TrainingPipeline(
             self,
@@ -105,7 +105,7 @@ class ShipyardStack(Stack):
             architecture=config.architecture,
             inference_layers=layers,
             training_layers=training_layers,
-            dead_letter_queue=self.dead_letters,
+            dead_letter_queue=self.dead_letters.target_queue,
             **dict(pipeline_options or {}),
         )
 
@@ -150,7 +150,7 @@ class ShipyardStack(Stack):
             state_machine=self.pipeline.state_machine,
             architecture=config.architecture,
             layers=layers,  # numpy + Powertools: the inference layer has both
-            dead_letter_queue=self.dead_letters,
+            dead_letter_queue=self.dead_letters.target_queue,
         )
 
         # ------------------------------------------------------------ dashboard
@@ -176,7 +176,8 @@ class ShipyardStack(Stack):
         self.alarms.watch_api(self.inference)
         self.alarms.watch_pipeline(self.pipeline.state_machine, failed_alarm=self.pipeline.failed_alarm)
         self.alarms.show(*self.drift.alarms.values())
-        self.alarms.watch_dead_letters(self.dead_letters)
+        self.alarms.watch_dead_letters(self.dead_letters.queue)
+        self.dead_letters.allow_rules_in(self)  # every rule exists by now
         self.alarms.watch_functions_in(self)
         for row in self.drift.dashboard_widgets():
             self.dashboard.add_widgets(*row)

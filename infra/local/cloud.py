@@ -524,7 +524,12 @@ class LocalCloud:
                     payload = raw
             else:
                 payload = target_input(t, event, s.name, s.arn)
-            self.bus.submit(self.bus.deliver_target, t, payload, event, f"schedule {s.name}", s.arn, s.name[:40])
+            if s.kind == "scheduler":  # EventBridge Scheduler keeps the target's input and names the schedule
+                self.bus.submit(self.bus.deliver_target, t, payload, payload, f"schedule {s.name}",
+                                {"SCHEDULE_ARN": s.arn}, s.name[:40])
+            else:
+                self.bus.submit(self.bus.deliver_target, t, payload, event, f"schedule {s.name}",
+                                {"RULE_ARN": s.arn}, s.name[:40])
 
     def _alarms(self) -> list:
         from moto.cloudwatch.models import cloudwatch_backends
@@ -539,10 +544,10 @@ class LocalCloud:
     def _evaluate_alarms(self, now: float | None) -> list[dict]:
         from moto.cloudwatch.models import MetricAggregatedDatum, cloudwatch_backends
 
-        self._publish_execution_metrics()
-        self._publish_queue_metrics()
-        backend = cloudwatch_backends[ACCOUNT_ID][self.region]
         end = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+        self._publish_execution_metrics()
+        self._publish_queue_metrics(end)
+        backend = cloudwatch_backends[ACCOUNT_ID][self.region]
         changes = []
         with self._metrics_lock:
             data = list(backend.metric_data)
@@ -633,14 +638,16 @@ class LocalCloud:
         except Exception as err:  # noqa: BLE001
             self.debug(f"[clock] execution metrics: {err!r}")
 
-    def _publish_queue_metrics(self) -> None:
-        """AWS/SQS ApproximateNumberOfMessagesVisible of every queue, as SQS reports each minute."""
+    def _publish_queue_metrics(self, at: datetime) -> None:
+        """AWS/SQS ApproximateNumberOfMessagesVisible of every queue now, stamped with the
+        evaluation time ``at`` (as SQS reports each minute)."""
         try:
             sqs = self.client("sqs")
             for url in sqs.list_queues().get("QueueUrls", []):
                 n = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
                 self.put_metrics("AWS/SQS", [{
                     "MetricName": "ApproximateNumberOfMessagesVisible", "Unit": "Count",
+                    "Timestamp": at.astimezone(timezone.utc).replace(tzinfo=None),  # moto: naive UTC
                     "Value": float(n["Attributes"]["ApproximateNumberOfMessages"]),
                     "Dimensions": [{"Name": "QueueName", "Value": url.rsplit("/", 1)[-1]}]}])
         except Exception as err:  # noqa: BLE001

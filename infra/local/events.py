@@ -294,14 +294,16 @@ class EventBus:
             raise ValueError(f"target {arn} is not a kind the local cloud delivers to")
         self.deliveries.append(record)
 
-    def deliver_target(self, target: dict, payload: Any, event: dict, source: str, rule_arn: str,
-                       name_prefix: str) -> None:
-        """Deliver to one rule target; what cannot be delivered goes to the target's dead-letter
-        queue (``DeadLetterConfig``), as EventBridge does once its retries are spent.
+    def deliver_target(self, target: dict, payload: Any, dead_letter_body: Any, source: str,
+                       origin: dict[str, str], name_prefix: str) -> None:
+        """Deliver to one target; what cannot be delivered goes to the target's dead-letter queue
+        (``DeadLetterConfig``), as EventBridge does.
 
-        Locally every delivery error counts as final (no retry wait): a missing or refused target
-        does not heal within EventBridge's retry window on a laptop either. A function that runs
-        and raises is not a delivery error (EventBridge invokes Lambda asynchronously).
+        ``dead_letter_body`` is what the queue receives (a rule's event; a schedule's input) and
+        ``origin`` names the sender (``{"RULE_ARN": …}`` or ``{"SCHEDULE_ARN": …}``). Locally a
+        delivery is not retried (``RETRY_ATTEMPTS`` 0): a missing or refused target does not heal
+        within EventBridge's retry window on a laptop either. A function that runs and raises is not
+        a delivery error (EventBridge invokes Lambda asynchronously).
         """
         try:
             self.deliver(target["Arn"], payload, source, {"name_prefix": name_prefix})
@@ -309,18 +311,18 @@ class EventBus:
             dead_letter = (target.get("DeadLetterConfig") or {}).get("Arn")
             if not dead_letter:
                 raise
-            code = getattr(err, "response", {}).get("Error", {}).get("Code") or type(err).__name__
+            code = dead_letter_error_code(err)
             parts = dead_letter.split(":")
             sqs = self.client("sqs")
             url = sqs.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])["QueueUrl"]
-            attributes = {"ERROR_CODE": code, "ERROR_MESSAGE": str(err)[:1000], "RULE_ARN": rule_arn,
-                          "TARGET_ARN": target["Arn"], "RETRY_ATTEMPTS": "0",
-                          "EXHAUSTED_RETRY_CONDITION": "MaximumRetryAttempts"}
-            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event), MessageAttributes={
+            attributes = {"ERROR_CODE": code, "ERROR_MESSAGE": str(err)[:1000], **origin,
+                          "TARGET_ARN": target["Arn"], "RETRY_ATTEMPTS": "0"}
+            body = dead_letter_body if isinstance(dead_letter_body, str) else json.dumps(dead_letter_body)
+            sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes={
                 k: {"DataType": "String", "StringValue": v} for k, v in attributes.items() if v})
             self.failures.append({"arn": target["Arn"], "source": source, "error": repr(err), "dead_letter": dead_letter})
-            self.log(f"[events] {source} -> {target['Arn'].split(':')[-1]}: {code}; the event went to the "
-                     f"dead-letter queue {parts[5]}")
+            self.log(f"[events] {source} -> {target['Arn'].split(':')[-1]}: {code} ({err}); the event went to "
+                     f"the dead-letter queue {parts[5]}")
 
     def send_to_rule(self, rule: Any, event: dict, original: Callable | None = None) -> None:
         """What EventBridge does with one event and one rule (moto `Rule`)."""
@@ -338,8 +340,8 @@ class EventBus:
             service = target["Arn"].split(":")[2]
             if service in ("lambda", "states", "sns", "events", "sqs"):
                 payload = target_input(target, event, rule.name, rule.arn)
-                self.submit(self.deliver_target, target, payload, event, f"rule {rule.name}", rule.arn,
-                            rule.name[:40])
+                self.submit(self.deliver_target, target, payload, event, f"rule {rule.name}",
+                            {"RULE_ARN": rule.arn}, rule.name[:40])
             else:
                 others.append(target)
         if others and original is not None:
@@ -349,6 +351,24 @@ class EventBus:
                 original(rule, event)
             finally:
                 rule.targets = saved
+
+
+def dead_letter_error_code(err: Exception) -> str:
+    """EventBridge's ``ERROR_CODE`` for a failed delivery (its documented codes, not SDK names)."""
+    code = str(getattr(err, "response", {}).get("Error", {}).get("Code") or type(err).__name__)
+    if "AccessDenied" in code or "NotAuthorized" in code or "Unauthorized" in code:
+        return "NO_PERMISSIONS"
+    if "NotFound" in code or "DoesNotExist" in code or "NoSuch" in code:
+        return "NO_RESOURCE"
+    if "Throttl" in code or "TooManyRequests" in code or "SlowDown" in code:
+        return "THROTTLING"
+    if "AlreadyExists" in code:
+        return "RESOURCE_ALREADY_EXISTS"
+    if "Invalid" in code or "Validation" in code:
+        return "INVALID_PARAMETER"
+    if "Connect" in code or "Timeout" in code:
+        return "CONNECTION_FAILURE" if "Connect" in code else "TIMEOUT"
+    return "SDK_CLIENT_ERROR"
 
 
 def normalize_event(event: dict) -> dict:

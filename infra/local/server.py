@@ -73,7 +73,12 @@ class AwsServer:
         """Let ``fn`` answer requests first (fault injection): a Response it returns is the answer,
         None passes the request on to moto. Returns a function that removes it."""
         self._interceptors.append(fn)
-        return lambda: self._interceptors.remove(fn)
+
+        def remove() -> None:
+            if fn in self._interceptors:
+                self._interceptors.remove(fn)
+
+        return remove
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="local-aws")

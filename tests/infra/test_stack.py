@@ -337,17 +337,41 @@ def test_every_event_target_has_the_dead_letter_queue_and_it_alarms(synth):
     for target in targets:
         assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}, target["Id"]
     (policy,) = synth.resources("AWS::SQS::QueuePolicy").values()
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-               for s in statements)
-    senders = [s for s in statements if s["Effect"] == "Allow"]
-    assert senders and all(s["Principal"] == {"Service": "events.amazonaws.com"} and s["Action"] == "sqs:SendMessage"
-                           and "aws:SourceArn" in s["Condition"]["ArnEquals"] for s in senders)
+    deny, allow = policy["Properties"]["PolicyDocument"]["Statement"]  # one statement for every rule
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
+    rules = sorted(synth.resources("AWS::Events::Rule"))
+    assert sorted(a["Fn::GetAtt"][0] for a in allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == rules
     (alarm,) = [a["Properties"] for a in synth.resources("AWS::CloudWatch::Alarm").values()
                 if a["Properties"].get("Namespace") == "AWS/SQS"]
     assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" and alarm["Threshold"] == 1
     assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
     assert alarm["AlarmActions"] == [{"Ref": next(iter(synth.resources("AWS::SNS::Topic")))}]
+
+
+def test_dead_letters_admit_any_number_of_rules_in_one_statement():
+    # SQS allows 20 statements per queue policy; CDK's own wiring adds one per rule (3 per model).
+    from aws_cdk import App, Duration, Stack
+    from aws_cdk import aws_events as events
+    from aws_cdk import aws_events_targets as targets
+    from aws_cdk import aws_sqs as sqs
+    from aws_cdk.assertions import Template
+
+    from infra.deadletters import EventDeadLetters
+
+    stack = Stack(App(), "Many")
+    dead_letters = EventDeadLetters(stack, "DeadLetters")
+    sink = sqs.Queue(stack, "Sink")
+    for i in range(40):
+        events.Rule(stack, f"Rule{i}", schedule=events.Schedule.rate(Duration.hours(1)),
+                    targets=[targets.SqsQueue(sink, dead_letter_queue=dead_letters.target_queue)])
+    assert len(dead_letters.allow_rules_in(stack)) == 40
+    template = Template.from_stack(stack).to_json()
+    queue_id = stack.get_logical_id(dead_letters.queue.node.default_child)
+    (policy,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::SQS::QueuePolicy"
+                 and r["Properties"]["Queues"] == [{"Ref": queue_id}]]
+    deny, allow = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert len(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == 40
 
 
 def test_dashboard_has_api_widgets(synth):

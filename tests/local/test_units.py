@@ -66,3 +66,18 @@ def test_schedule_expressions():
     assert next_fire("cron(0 12 * * ? *)", 0, 86400) == 12 * 3600
     assert next_fire("cron(15 * ? * MON-FRI *)", 0, 86400) == 900  # 1970-01-01 was a Thursday
     assert next_fire("cron(0 0 ? * SAT *)", 0, 86400 * 7) == 2 * 86400
+
+
+@pytest.mark.parametrize("code, expected", [
+    ("AccessDeniedException", "NO_PERMISSIONS"), ("StateMachineDoesNotExist", "NO_RESOURCE"),
+    ("ResourceNotFoundException", "NO_RESOURCE"), ("ThrottlingException", "THROTTLING"),
+    ("TooManyRequestsException", "THROTTLING"), ("ExecutionAlreadyExists", "RESOURCE_ALREADY_EXISTS"),
+    ("InvalidExecutionInput", "INVALID_PARAMETER"), ("ServiceException", "SDK_CLIENT_ERROR"),
+])
+def test_dead_letters_carry_eventbridges_error_codes(code, expected):
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from infra.local.events import dead_letter_error_code
+
+    assert dead_letter_error_code(ClientError({"Error": {"Code": code, "Message": "m"}}, "Op")) == expected
+    assert dead_letter_error_code(EndpointConnectionError(endpoint_url="http://x")) == "CONNECTION_FAILURE"

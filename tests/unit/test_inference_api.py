@@ -505,6 +505,19 @@ def test_answers_are_written_as_json_writes_them():
     assert _dumps({"a": [0.30000000000000004, 1e-07, 123456789.125]}) == '{"a":[0.30000000000000004,1e-7,123456789.125]}'
 
 
+@pytest.mark.parametrize("depth", [995, 1100, 100_000])
+def test_deeply_nested_bodies_are_a_400(clock, depth):
+    for raw in ['{"instances": ' + "[" * depth + "]" * depth + "}", "[" * depth + "]" * depth]:
+        status, _, body = invoke("POST", "/models/iris/predict", raw_body=raw)
+        assert status == 400 and body["message"], (depth, body)
+
+
+def test_integers_beyond_64_bits_are_written_too():
+    from functions.inference.handler import _dumps
+
+    assert json.loads(_dumps({"mse": 30000000000000000000, "n": 1})) == {"mse": 30000000000000000000, "n": 1}
+
+
 def test_integers_beyond_64_bits_are_read_as_the_float_the_model_sees():
     from functions.inference.handler import _loads
 
