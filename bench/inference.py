@@ -23,11 +23,12 @@ from bench.common import interleaved, ratio, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "bench"
+FOREST = "bench-forest"  # a model whose inference outweighs the JSON around it (batch 1000 only)
 BATCHES = (1, 16, 1000)
 ENV = {
     "REGISTRY_TABLE": "registry",
     "ARTIFACT_BUCKET": "artifacts",
-    "SHIPYARD_MODELS": json.dumps([MODEL]),
+    "SHIPYARD_MODELS": json.dumps([MODEL, FOREST]),
     "CAPTURE_STREAMS": "{}",
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_SERVICE_NAME": "shipyard-inference",
@@ -45,28 +46,39 @@ def _trained():
     return classifier()  # LogisticRegression over x1, x2 (numbers) and colour (string), 3 classes
 
 
-def _publish(ddb, s3, trained) -> int:
-    """Create table + bucket and register one promoted version: model.onnx and model.joblib."""
+def _forest():
+    from tests.models import classification_table, train
+
+    # 100 trees of depth 12 over the same features: ~20x the logistic regression's inference
+    return train(*classification_table(n=4000, seed=3), "species", "classification",
+                 "sklearn.ensemble.RandomForestClassifier",
+                 {"n_estimators": 100, "max_depth": 12, "random_state": 0})
+
+
+def _publish(ddb, s3, trained, model: str = MODEL, *, create: bool = True) -> int:
+    """Create table + bucket (``create``) and register one promoted version of ``model``:
+    model.onnx and model.joblib."""
     import joblib
 
     from functions.core.artifacts import put_artifact
     from functions.core.registry import Registry
     from tests.support import create_artifact_bucket, create_registry_table
 
-    create_registry_table(ddb)
-    create_artifact_bucket(s3)
-    registry = Registry("registry", client=ddb, known_models=[MODEL])
-    version = registry.allocate_version(MODEL, estimator="sklearn.linear_model.LogisticRegression",
-                                        params={"max_iter": 500})["version"]
-    prefix = f"models/{MODEL}/v{version}"
+    if create:
+        create_registry_table(ddb)
+        create_artifact_bucket(s3)
+    registry = Registry("registry", client=ddb, known_models=[MODEL, FOREST])
+    version = registry.allocate_version(model, estimator=type(trained.pipeline[-1]).__module__ + "."
+                                        + type(trained.pipeline[-1]).__name__, params={})["version"]
+    prefix = f"models/{model}/v{version}"
     digest = put_artifact(s3, "artifacts", f"{prefix}/model.onnx", trained.onnx)
     buffer = io.BytesIO()
     joblib.dump(trained.pipeline, buffer)
     put_artifact(s3, "artifacts", f"{prefix}/model.joblib", buffer.getvalue())
-    registry.record_candidate(MODEL, version, artifact_key=f"{prefix}/model.onnx", artifact_sha256=digest,
+    registry.record_candidate(model, version, artifact_key=f"{prefix}/model.onnx", artifact_sha256=digest,
                               schema=trained.schema.to_dict(), metrics={"accuracy": 0.9},
-                              lineage={"dataset": {"bucket": "data", "key": f"datasets/{MODEL}/a.csv"}})
-    registry.promote(MODEL, version, reason="bench", actor="bench")
+                              lineage={"dataset": {"bucket": "data", "key": f"datasets/{model}/a.csv"}})
+    registry.promote(model, version, reason="bench", actor="bench")
     return version
 
 
@@ -75,10 +87,10 @@ def _records(trained, n: int) -> list[dict]:
     return [pool[i % len(pool)] for i in range(n)]
 
 
-def _event(records: list[dict]) -> dict:
+def _event(records: list[dict], model: str = MODEL) -> dict:
     from tests.models import rest_event
 
-    return rest_event("POST", f"/models/{MODEL}/predict", body=json.dumps({"instances": records}))
+    return rest_event("POST", f"/models/{model}/predict", body=json.dumps({"instances": records}))
 
 
 def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
@@ -148,6 +160,7 @@ def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
                     log(f"  batch {batch:>4}: handler {entry['handler']['median_ms']:.3f} ms, "
                         f"ort {entry['ort']['median_ms']:.3f} ms, sklearn handler "
                         f"{entry['sklearn_handler']['median_ms']:.3f} ms (n={entry['handler']['n']})")
+                results["forest_b1000"] = _forest_b1000(shipyard, context, sink, rounds, per_batch_budget / 2, log)
             finally:
                 sink.close()
             shipyard.reset()
@@ -158,6 +171,43 @@ def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _forest_b1000(shipyard, context, sink, rounds: int, budget_seconds: float, log) -> dict:
+    """Batch 1000 on a 100-tree forest: the same handler, where inference outweighs the JSON."""
+    import boto3
+    import onnxruntime as ort
+
+    trained = _forest()
+    _publish(boto3.client("dynamodb"), boto3.client("s3"), trained, FOREST, create=False)
+    records = _records(trained, 1000)
+    event = _event(records, FOREST)
+    feeds = trained.schema.to_feeds(records)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(trained.onnx, sess_options=opts, providers=["CPUExecutionProvider"])
+
+    def handler_call():
+        response = shipyard.lambda_handler(event, context)
+        assert response["statusCode"] == 200, response
+        return response
+
+    def bare_call():
+        return session.run(None, feeds)
+
+    with contextlib.redirect_stdout(sink):
+        handler_call()
+        start = time.perf_counter()
+        handler_call(), bare_call()
+        one = max(time.perf_counter() - start, 1e-6)
+        per_round = max(3, min(200, int(budget_seconds / one / rounds)))
+        times = interleaved({"handler": handler_call, "ort": bare_call}, rounds=rounds, per_round=per_round)
+    entry = {name: summary(values) for name, values in times.items()}
+    entry["model"] = "RandomForestClassifier (100 trees, max_depth 12) over the same features"
+    entry["handler_vs_ort_median"] = ratio(entry["handler"]["median_ms"], entry["ort"]["median_ms"])
+    log(f"  forest batch 1000: handler {entry['handler']['median_ms']:.3f} ms, "
+        f"ort {entry['ort']['median_ms']:.3f} ms (n={entry['handler']['n']})")
+    return entry
 
 
 # --------------------------------------------------------------------------- cold start

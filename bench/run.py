@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if warm:
         ratios["handler_vs_ort_b1000"] = warm["batches"]["1000"]["handler_vs_ort_median"]
         ratios["sklearn_handler_vs_handler_b1"] = warm["batches"]["1"]["sklearn_handler_vs_handler_median"]
+        if warm.get("forest_b1000"):
+            ratios["handler_vs_ort_b1000_forest"] = warm["forest_b1000"]["handler_vs_ort_median"]
     if cold:
         ratios["cold_start_ort_vs_sklearn"] = cold["ort_vs_sklearn"]
     if pipe is not None:
@@ -140,6 +142,11 @@ def table(results: dict) -> str:
                     f"| warm handler vs bare `InferenceSession.run`, batch {batch}, {stat} | "
                     f"{entry['handler'][stat + '_ms']:.3f} ms | {entry['ort'][stat + '_ms']:.3f} ms | "
                     f"{_fmt(entry['handler_vs_ort_' + stat])}× | {'≤ 1.5×' if batch == '1000' and stat == 'median' else ''} |")
+        forest = warm.get("forest_b1000")
+        if forest:
+            lines.append(f"| warm handler vs bare `InferenceSession.run`, batch 1000, median, 100-tree forest | "
+                         f"{forest['handler']['median_ms']:.3f} ms | {forest['ort']['median_ms']:.3f} ms | "
+                         f"{_fmt(forest['handler_vs_ort_median'])}× | |")
         for batch, entry in warm["batches"].items():
             lines.append(
                 f"| scikit-learn handler vs Shipyard handler, batch {batch}, median | "
