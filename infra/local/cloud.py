@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,15 @@ def synthesize(project_dir: str | Path = ".", outdir: str | Path | None = None,
         app_cmd = json.loads(cdk_json.read_text())["app"]
     except (OSError, KeyError, ValueError) as err:
         raise TemplateError(f"cannot read the app command from {cdk_json}: {err}") from err
+    try:
+        words = shlex.split(app_cmd)
+    except ValueError:
+        words = []
+    for word in words:  # `python3 app.py` in a directory without app.py: say what a project needs
+        if word.endswith(".py") and not (project_dir / word).exists():
+            raise TemplateError(
+                f"cdk.json's app is `{app_cmd}`, but {project_dir / word} does not exist: a Shipyard project "
+                "has its app.py next to cdk.json (a copy of Shipyard's app.py; see docs/configuration.md)")
     out = Path(outdir) if outdir else Path(tempfile.mkdtemp(prefix="shipyard-cdk-out-"))
     env = dict(os.environ, CDK_OUTDIR=str(out), CDK_DEFAULT_ACCOUNT=ACCOUNT_ID,
                CDK_DEFAULT_REGION=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")))

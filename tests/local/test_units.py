@@ -81,3 +81,13 @@ def test_dead_letters_carry_eventbridges_error_codes(code, expected):
 
     assert dead_letter_error_code(ClientError({"Error": {"Code": code, "Message": "m"}}, "Op")) == expected
     assert dead_letter_error_code(EndpointConnectionError(endpoint_url="http://x")) == "CONNECTION_FAILURE"
+
+
+def test_synthesizing_a_project_without_its_app_says_what_is_missing(tmp_path):
+    import json
+
+    from infra.local.cloud import synthesize
+
+    (tmp_path / "cdk.json").write_text(json.dumps({"app": "python3 app.py", "context": {"shipyard": {}}}))
+    with pytest.raises(TemplateError, match=r"app\.py does not exist: a Shipyard project has its app\.py next to cdk\.json"):
+        synthesize(tmp_path)
