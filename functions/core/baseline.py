@@ -32,6 +32,13 @@ BASELINE_VERSION = 1
 DEFAULT_MAX_CHUNKS = 200
 #: Standard deviations above the chunk mean that the adaptive threshold sits.
 SIGMAS = 3.0
+#: Numeric features with at most this many distinct values also store their exact distribution.
+#: As many as the sketch has 0.5 % bands: up to that, a value holds a band's mass or more on
+#: average, and the sketch's linear ramp across each step misses KS by up to 0.005 (measured
+#: 0.0045-0.0049 from 2 to 200 values) and W1/std by up to 0.008 (Poisson(1)). Beyond it, bands
+#: straddle several values and the error shrinks (KS 0.0028 at 300 values, 0.0007 at 1000).
+#: 200 pairs stay a few KB of JSON.
+MAX_DISCRETE_VALUES = 200
 
 
 def _schema_features(schema: Any) -> list[tuple[str, str]]:
@@ -69,12 +76,26 @@ def _sketch(sorted_values: np.ndarray) -> dict[str, Any]:
             "tail_quantiles": {"lower": q[1:1 + k], "upper": q[-1 - k:-1]}}
 
 
+def _distinct(sorted_values: np.ndarray) -> dict[str, Any]:
+    """Exact distribution (``values``, ``counts``) of sorted values with few distinct ones, else {}.
+
+    One pass over the already sorted column: a run of equal values is one distinct value.
+    """
+    starts = np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1
+    if starts.size + 1 > MAX_DISCRETE_VALUES:
+        return {}
+    bounds = np.concatenate([[0], starts, [sorted_values.size]])
+    return {"values": [float(v) for v in sorted_values[bounds[:-1]]],
+            "counts": [int(c) for c in np.diff(bounds)]}
+
+
 def _numeric_summary(values: np.ndarray, n_missing: int, rows: int) -> dict[str, Any]:
     out: dict[str, Any] = {"type": NUMBER, "count": int(values.size),
                            "missing_rate": n_missing / rows if rows else 0.0}
     if values.size:
         out.update(mean=float(values.mean()), std=float(values.std()),
-                   min=float(values[0]), max=float(values[-1]), **_sketch(values))
+                   min=float(values[0]), max=float(values[-1]), **_sketch(values),
+                   **_distinct(values))
     else:
         out.update(mean=0.0, std=0.0, min=0.0, max=0.0, quantiles=[])
     return out
@@ -113,10 +134,11 @@ def build_baseline(columns: Mapping[str, Any], schema: Mapping[str, Any], *, win
     """Summarise training ``columns`` (name -> array) for the features of ``schema``.
 
     Numeric features: count, missing rate, mean, std (population), min, max and 201 quantiles
-    (levels 0, 0.005, ..., 1) of the non-missing values. String features: category counts and
-    missing rate. Every feature also gets an adaptive threshold for its deciding statistic,
-    calibrated on up to ``max_chunks`` random chunks of ``window`` training rows (``seed`` fixes
-    the shuffle).
+    (levels 0, 0.005, ..., 1) of the non-missing values, plus the exact distribution (distinct
+    values and their counts) when there are at most ``MAX_DISCRETE_VALUES`` distinct values.
+    String features: category counts and missing rate. Every feature also gets an adaptive
+    threshold for its deciding statistic, calibrated on up to ``max_chunks`` random chunks of
+    ``window`` training rows (``seed`` fixes the shuffle).
     """
     if not isinstance(window, (int, np.integer)) or window < 1:
         raise DriftInputError(f"window must be a positive integer, got {window!r}")

@@ -5,7 +5,10 @@ training values (levels 0, 0.005, ..., 1). This module reads those quantiles as 
 reference distribution: its quantile function is the piecewise-linear curve through the 201 knots
 (so the reference is a mixture of 200 uniforms of mass 0.005 each, point masses where knots tie).
 Every numeric statistic is computed exactly against that sketch, after sorting the current column
-once. String features keep exact category counts, so their statistics are exact.
+once. A numeric feature with few distinct training values (counts, flags, codes) also keeps its
+exact distribution (``values``/``counts``); its statistics are then computed against that step
+CDF instead, since the sketch's linear ramps misplace the steps. String features keep exact
+category counts, so their statistics are exact.
 
 Statistics (defaults and rules are explained in docs/drift.md):
 
@@ -16,7 +19,7 @@ Statistics (defaults and rules are explained in docs/drift.md):
   categories, missing-rate change.
 
 ``wasserstein_exact`` and ``ks_exact`` compute the same numeric statistics from two raw samples;
-they validate the sketch and serve small data.
+they validate the sketch and the discrete reference, and serve small data.
 """
 from __future__ import annotations
 
@@ -251,6 +254,90 @@ def psi_sketch(quantiles: Any, cur_sorted: np.ndarray, *,
 
 
 # --------------------------------------------------------------------------------------------
+# Numeric statistics against an exact discrete reference
+# --------------------------------------------------------------------------------------------
+
+def _discrete(values: Any, counts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (values, counts) of a discrete reference, as float arrays."""
+    if values is None or counts is None:
+        raise DriftInputError("baseline values and counts must come together")
+    try:
+        v = np.asarray(values, dtype=float)
+        c = np.asarray(counts, dtype=float)
+    except (TypeError, ValueError):
+        raise DriftInputError("baseline values and counts must be lists of numbers") from None
+    if v.ndim != 1 or v.size == 0 or c.shape != v.shape:
+        raise DriftInputError("baseline values and counts must be non-empty lists of one length")
+    if not np.all(np.isfinite(v)) or np.any(np.diff(v) <= 0):
+        raise DriftInputError("baseline values must be finite and strictly increasing")
+    # Integral counts keep the cumulative sums, hence the CDF, exact in floats.
+    if not np.all(np.isfinite(c)) or np.any(c < 1) or np.any(c != np.floor(c)):
+        raise DriftInputError("baseline counts must be positive integers")
+    return v, c
+
+
+def _merged_cdfs(values: np.ndarray, counts: np.ndarray, x: np.ndarray,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference values merged into the sorted current sample, with both CDFs at each point.
+
+    The CDFs at position i count the current values / reference mass at positions <= i: between
+    two distinct consecutive points both are constant, and at the last of a run of equal points
+    they are the right-continuous CDFs. O(n + k log n), no second sort.
+    """
+    n, k = x.size, values.size
+    if n == 0:
+        raise ValueError("the current sample has no finite values")
+    at = np.searchsorted(x, values)
+    points = np.insert(x, at, values)
+    ref_pos = at + np.arange(k)  # where np.insert put each reference value
+    is_cur = np.ones(points.size, dtype=np.int64)
+    is_cur[ref_pos] = 0
+    ref_mass = np.zeros(points.size)
+    ref_mass[ref_pos] = counts
+    return points, np.cumsum(is_cur) / n, np.cumsum(ref_mass) / counts.sum()
+
+
+def wasserstein_discrete(values: Any, counts: Any, cur_sorted: np.ndarray) -> float:
+    """Wasserstein-1 between a discrete reference and a sorted current sample (feature's units).
+
+    Both CDFs are steps, so W1 = integral of |F_cur - F_ref| is a sum over the merged points.
+    """
+    points, f_cur, f_ref = _merged_cdfs(*_discrete(values, counts), cur_sorted)
+    return float(np.dot(np.diff(points), np.abs(f_cur[:-1] - f_ref[:-1])))
+
+
+def ks_discrete(values: Any, counts: Any, cur_sorted: np.ndarray) -> float:
+    """Kolmogorov-Smirnov sup|F_cur - F_ref| between a discrete reference and a sorted sample."""
+    points, f_cur, f_ref = _merged_cdfs(*_discrete(values, counts), cur_sorted)
+    last = np.append(points[1:] != points[:-1], True)  # where both CDFs have taken all ties
+    return float(np.max(np.abs(f_cur[last] - f_ref[last])))
+
+
+def psi_discrete(values: Any, counts: Any, cur_sorted: np.ndarray, *,
+                 eps: float = PSI_EPSILON) -> float:
+    """PSI over bins cut at the reference deciles (ties merged), bins right-closed.
+
+    A decile is the smallest value whose CDF reaches j/10, so every edge is a reference value and
+    each value's mass falls in one bin; compared in integers (10 * cumulative count >= j * total),
+    so a CDF landing exactly on j/10 is not missed by rounding.
+    """
+    v, c = _discrete(values, counts)
+    x = cur_sorted
+    if x.size == 0:
+        raise ValueError("the current sample has no finite values")
+    cum = np.cumsum(c)
+    edges = np.unique(v[np.searchsorted(10.0 * cum, np.arange(1, 10) * cum[-1], side="left")])
+    ref_cdf = np.concatenate([[0.0], cum[np.searchsorted(v, edges)] / cum[-1], [1.0]])
+    cur_cdf = np.concatenate([[0.0], np.searchsorted(x, edges, side="right") / x.size, [1.0]])
+    return psi(np.diff(ref_cdf), np.diff(cur_cdf), eps)
+
+
+def _is_discrete(fb: Mapping[str, Any]) -> bool:
+    """Whether a baseline feature carries an exact distribution (older baselines never do)."""
+    return "values" in fb or "counts" in fb
+
+
+# --------------------------------------------------------------------------------------------
 # Categorical statistics
 # --------------------------------------------------------------------------------------------
 
@@ -399,8 +486,16 @@ def numeric_scale(std: float, mean: float) -> float:
 
 
 def numeric_statistic(fb: Mapping[str, Any], cur_sorted: np.ndarray) -> float:
-    """The deciding statistic of a numeric feature: W1(sketch, current) / scale."""
-    w1 = wasserstein_sketch(fb["quantiles"], cur_sorted, tail_quantiles=fb.get("tail_quantiles"))
+    """The deciding statistic of a numeric feature: W1(reference, current) / scale.
+
+    The reference is the exact discrete distribution when the baseline has one, else the sketch.
+    The baseline's threshold calibration calls this too, so thresholds match the check.
+    """
+    if _is_discrete(fb):
+        w1 = wasserstein_discrete(fb.get("values"), fb.get("counts"), cur_sorted)
+    else:
+        w1 = wasserstein_sketch(fb["quantiles"], cur_sorted,
+                                tail_quantiles=fb.get("tail_quantiles"))
     return w1 / numeric_scale(fb["std"], fb["mean"])
 
 
@@ -432,10 +527,14 @@ def _numeric_report(fb: Mapping[str, Any], column: Any, name: str, rows: int) ->
         out.update(drifted=True, reason="no non-missing values in the window (feature vanished)")
         return out
     value = numeric_statistic(fb, x)
-    tail = fb.get("tail_quantiles")
-    out.update(value=value, drifted=bool(value > out["threshold"]),
-               ks=ks_sketch(fb["quantiles"], x, tail_quantiles=tail),
-               psi=psi_sketch(fb["quantiles"], x, tail_quantiles=tail))
+    if _is_discrete(fb):
+        ks = ks_discrete(fb.get("values"), fb.get("counts"), x)
+        psi_value = psi_discrete(fb.get("values"), fb.get("counts"), x)
+    else:
+        tail = fb.get("tail_quantiles")
+        ks = ks_sketch(fb["quantiles"], x, tail_quantiles=tail)
+        psi_value = psi_sketch(fb["quantiles"], x, tail_quantiles=tail)
+    out.update(value=value, drifted=bool(value > out["threshold"]), ks=ks, psi=psi_value)
     return out
 
 

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from functions.core.baseline import build_baseline
-from functions.core.drift import QUANTILE_LEVELS, DriftInputError
+from functions.core.baseline import MAX_DISCRETE_VALUES, build_baseline
+from functions.core.drift import QUANTILE_LEVELS, DriftInputError, check_drift, numeric_statistic
 
 SCHEMA = {"target": "label", "task": "classification",
           "features": [{"name": "num", "type": "number"},
@@ -117,3 +117,47 @@ def test_errors():
         build_baseline(_columns(), SCHEMA, threshold=float("nan"))
     with pytest.raises(DriftInputError, match="length"):
         build_baseline({"num": np.zeros(10), "colour": np.array(["a"] * 9, dtype=object)}, SCHEMA)
+
+
+NUMBERS = {"features": [{"name": "n", "type": "number"}]}
+
+
+def test_few_distinct_values_store_the_exact_distribution():
+    rng = np.random.default_rng(8)
+    counts_col = rng.poisson(2.0, 5000).astype(float)
+    counts_col[:50] = np.nan
+    fb = build_baseline({"n": counts_col}, NUMBERS)["features"]["n"]
+    json.dumps(fb, allow_nan=False)
+    values, counts = np.unique(counts_col[50:], return_counts=True)
+    assert fb["values"] == values.tolist() and fb["counts"] == counts.tolist()
+    assert sum(fb["counts"]) == fb["count"] == 4950
+    assert len(fb["quantiles"]) == 201 and len(fb["tail_quantiles"]["lower"]) == 4  # still there
+    # the cap: MAX_DISCRETE_VALUES distinct values are stored, one more is not
+    at_cap = np.arange(20 * MAX_DISCRETE_VALUES, dtype=float) % MAX_DISCRETE_VALUES
+    stored = build_baseline({"n": at_cap}, NUMBERS)["features"]["n"]["values"]
+    assert len(stored) == MAX_DISCRETE_VALUES
+    over = np.arange(20 * (MAX_DISCRETE_VALUES + 1), dtype=float) % (MAX_DISCRETE_VALUES + 1)
+    assert "values" not in build_baseline({"n": over}, NUMBERS)["features"]["n"]
+    assert "values" not in build_baseline(_columns(), SCHEMA)["features"]["num"]  # continuous
+
+
+def test_calibration_scores_chunks_as_the_check_does():
+    """Thresholds of a discrete feature come from the exact statistic, chunk by chunk."""
+    rows, window, seed = 10_000, 500, 3
+    col = (np.random.default_rng(5).random(rows) < 0.3).astype(float)
+    base = build_baseline({"n": col}, NUMBERS, window=window, seed=seed)
+    fb = base["features"]["n"]
+    # the chunks build_baseline uses: window-row pieces of a seeded shuffle
+    order = np.random.default_rng(seed).permutation(rows)
+    chunks = [col[order[i * window:(i + 1) * window]] for i in range(rows // window)]
+    scores = [check_drift(base, {"n": chunk}, min_rows=1)["features"]["n"]["value"]
+              for chunk in chunks]
+    assert fb["chunks"] == len(scores) == 20
+    assert fb["chunk_mean"] == pytest.approx(np.mean(scores), rel=1e-12)
+    assert fb["chunk_std"] == pytest.approx(np.std(scores, ddof=1), rel=1e-12)
+    assert fb["threshold"] == max(0.1, fb["chunk_mean"] + 3 * fb["chunk_std"])
+    # ...and they differ from what the sketch would have given
+    sketch_fb = {k: v for k, v in fb.items() if k not in ("values", "counts")}
+    sketch_mean = np.mean([numeric_statistic(sketch_fb, np.sort(chunk)) for chunk in chunks])
+    print(f"flag p=0.3: chunk mean exact {fb['chunk_mean']:.5f}, sketch {sketch_mean:.5f}")
+    assert abs(sketch_mean - fb["chunk_mean"]) > 1e-4

@@ -18,9 +18,13 @@ from functions.core.drift import (
     chi2_two_sample,
     gammaincc,
     js_distance,
+    ks_discrete,
     ks_exact,
     ks_sketch,
+    numeric_statistic,
+    psi_discrete,
     psi_sketch,
+    wasserstein_discrete,
     wasserstein_exact,
     wasserstein_sketch,
 )
@@ -190,6 +194,138 @@ def test_sketch_wasserstein_of_point_mass_reference():
     cur = np.array([1.0, 3.0, 6.0])
     assert wasserstein_sketch(q, cur) == pytest.approx((2 + 0 + 3) / 3)
     assert ks_sketch(q, cur) == pytest.approx(1 / 3)  # F_cur - F_ref: 1/3 on [1,3), -1/3 on [3,6)
+
+
+# ---------------------------------------------------------------- discrete reference vs exact
+
+def _discrete_sample(kind, n, rng, change=0.0):
+    """Discrete training-like data; ``change`` moves the distribution's parameter."""
+    if kind == "poisson":
+        return rng.poisson(3.0 * (1.0 + change), n).astype(float)
+    if kind == "flag":
+        return (rng.random(n) < 0.3 + 0.2 * change).astype(float)
+    if kind == "int1to5":
+        w = np.array([0.1, 0.2, 0.4, 0.2, 0.1]) + change * np.array([0.0, 0.0, -0.2, 0.0, 0.2])
+        return rng.choice(np.arange(1.0, 6.0), n, p=w / w.sum())
+    raise AssertionError(kind)
+
+
+def _psi_direct(ref, cur, eps=drift.PSI_EPSILON):
+    """PSI on the reference's deciles (smallest value with CDF >= j/10), bins right-closed."""
+    r = np.sort(ref)
+    edges = np.unique([r[-(-j * r.size // 10) - 1] for j in range(1, 10)])  # ceil(j n / 10)-th
+    def props(s):
+        return np.diff(np.concatenate([[0.0], [np.mean(s <= e) for e in edges], [1.0]]))
+    rp, cp = np.maximum(props(ref), eps), np.maximum(props(cur), eps)
+    return float(np.sum((cp - rp) * np.log(cp / rp)))
+
+
+@pytest.mark.parametrize("kind", ["poisson", "flag", "int1to5"])
+def test_discrete_reference_statistics_equal_exact_on_10k_rows(kind):
+    sketch_w = sketch_ks = exact_w = exact_ks = 0.0  # worst |statistic - scipy|, printed
+    for seed in range(3):
+        rng = np.random.default_rng(2000 + seed)
+        ref = _discrete_sample(kind, 10_000, rng)
+        base = build_baseline({"x": ref}, {"features": [{"name": "x", "type": "number"}]},
+                              window=10**9)
+        fb = base["features"]["x"]
+        values, counts = np.unique(ref, return_counts=True)
+        assert fb["values"] == values.tolist() and fb["counts"] == counts.tolist()
+        for change in (0.0, 0.1, 0.5):
+            for shift in (0.0, 0.5):  # 0.5: current values between the reference's
+                cur = _discrete_sample(kind, 10_000, rng, change) + shift
+                cs = np.sort(cur)
+                w_scipy = stats.wasserstein_distance(ref, cur) / ref.std()
+                ks_scipy = stats.ks_2samp(ref, cur).statistic
+                assert abs(wasserstein_exact(ref, cur) / ref.std() - w_scipy) < 1e-12
+                assert abs(ks_exact(ref, cur) - ks_scipy) < 1e-12
+                ks = ks_discrete(fb["values"], fb["counts"], cs)
+                exact_w = max(exact_w, abs(numeric_statistic(fb, cs) - w_scipy))
+                exact_ks = max(exact_ks, abs(ks - ks_scipy))
+                q, tail = fb["quantiles"], fb["tail_quantiles"]
+                w_sketch = wasserstein_sketch(q, cs, tail_quantiles=tail) / fb["std"]
+                sketch_w = max(sketch_w, abs(w_sketch - w_scipy))
+                sketch_ks = max(sketch_ks, abs(ks_sketch(q, cs, tail_quantiles=tail) - ks_scipy))
+                psi_expected = _psi_direct(ref, cur)
+                assert abs(psi_discrete(fb["values"], fb["counts"], cs) - psi_expected) < 1e-9
+                entry = check_drift(base, {"x": cur})["features"]["x"]  # the check takes this path
+                assert abs(entry["value"] - w_scipy) < 1e-9
+                assert abs(entry["ks"] - ks_scipy) < 1e-9
+                assert abs(entry["psi"] - psi_expected) < 1e-9
+    print(f"{kind}: max |W/std - scipy| sketch {sketch_w:.5f}, exact reference {exact_w:.1e}; "
+          f"max |KS - scipy| sketch {sketch_ks:.5f}, exact reference {exact_ks:.1e}")
+    assert exact_w < 1e-9 and exact_ks < 1e-9
+
+
+def test_sketch_was_off_on_discrete_data_and_the_exact_reference_is_not():
+    """Poisson(1) counts, 10k rows: the sketch misses W1/std by more than the 0.005 allowed."""
+    rng = np.random.default_rng(1)
+    ref = rng.poisson(1.0, 10_000).astype(float)
+    cur = rng.poisson(1.0, 10_000).astype(float)
+    fb = _sketch(ref)
+    cs = np.sort(cur)
+    exact = wasserstein_exact(ref, cur) / ref.std()
+    tail = fb["tail_quantiles"]
+    sketch = wasserstein_sketch(fb["quantiles"], cs, tail_quantiles=tail) / fb["std"]
+    print(f"Poisson(1): |W/std sketch - exact| = {abs(sketch - exact):.5f}, "
+          f"discrete = {abs(numeric_statistic(fb, cs) - exact):.1e}")
+    assert abs(sketch - exact) > 0.005
+    assert abs(numeric_statistic(fb, cs) - exact) < 1e-9
+
+
+def test_old_baseline_without_exact_distribution_uses_the_sketch():
+    rng = np.random.default_rng(4)
+    base = build_baseline({"x": _discrete_sample("poisson", 10_000, rng)},
+                          {"features": [{"name": "x", "type": "number"}]})
+    old = json.loads(json.dumps(base))
+    del old["features"]["x"]["values"], old["features"]["x"]["counts"]
+    cur = _discrete_sample("poisson", 2000, rng, 0.1)
+    fb, cs = old["features"]["x"], np.sort(cur)
+    entry = check_drift(old, {"x": cur})["features"]["x"]
+    tail = fb["tail_quantiles"]
+    w1 = wasserstein_sketch(fb["quantiles"], cs, tail_quantiles=tail)
+    assert entry["value"] == w1 / fb["std"]
+    assert entry["ks"] == ks_sketch(fb["quantiles"], cs, tail_quantiles=tail)
+    assert entry["psi"] == psi_sketch(fb["quantiles"], cs, tail_quantiles=tail)
+    assert entry["value"] != check_drift(base, {"x": cur})["features"]["x"]["value"]
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"values": [0.0, 1.0]}, "together"),  # counts missing
+    ({"counts": [3, 4]}, "together"),  # values missing
+    ({"values": [0.0, 1.0], "counts": [3]}, "one length"),
+    ({"values": [], "counts": []}, "non-empty"),
+    ({"values": [0.0, float("nan")], "counts": [3, 4]}, "finite"),
+    ({"values": [0.0, float("inf")], "counts": [3, 4]}, "finite"),
+    ({"values": [1.0, 0.0], "counts": [3, 4]}, "increasing"),
+    ({"values": [1.0, 1.0], "counts": [3, 4]}, "increasing"),
+    ({"values": [0.0, 1.0], "counts": [3, 0]}, "positive integers"),
+    ({"values": [0.0, 1.0], "counts": [3, -4]}, "positive integers"),
+    ({"values": [0.0, 1.0], "counts": [3, 2.5]}, "positive integers"),
+    ({"values": [0.0, "a"], "counts": [3, 4]}, "lists of numbers"),
+    ({"values": [[0.0], [1.0]], "counts": [[3], [4]]}, "one length"),
+])
+def test_malformed_exact_distribution_is_a_clear_error(fields, match):
+    base = build_baseline({"x": np.tile([0.0, 1.0], 1000)},
+                          {"features": [{"name": "x", "type": "number"}]})
+    fb = base["features"]["x"]
+    del fb["values"], fb["counts"]
+    fb.update(fields)
+    with pytest.raises(DriftInputError, match=match):
+        check_drift(base, {"x": np.tile([0.0, 1.0], 500)})
+
+
+@given(ref=st.lists(st.integers(-5, 5), min_size=1, max_size=80),
+       cur=st.lists(st.floats(-8, 8, allow_nan=False), min_size=1, max_size=80))
+@settings(max_examples=150, deadline=None)
+def test_discrete_statistics_equal_exact_property(ref, cur):
+    values, counts = np.unique(np.asarray(ref, dtype=float), return_counts=True)
+    cs = np.sort(np.asarray(cur))
+    w_expected = wasserstein_exact(ref, cur)
+    tolerance = 1e-9 * max(1.0, w_expected)
+    assert abs(wasserstein_discrete(values, counts, cs) - w_expected) <= tolerance
+    assert abs(ks_discrete(values, counts, cs) - ks_exact(ref, cur)) < 1e-12
+    assert abs(psi_discrete(values, counts, cs) - _psi_direct(np.asarray(ref, float), cs)) < 1e-9
 
 
 # ---------------------------------------------------------------- check behaviour
