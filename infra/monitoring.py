@@ -38,18 +38,15 @@ from infra.config import ModelSpec
 from infra.deadletters import EventDeadLetters
 from infra.lambdas import shipyard_function
 from functions.pipeline.execution import spec_document
-from functions.core.layout import METRICS_NAMESPACE
+from functions.core.layout import (
+    DRIFT_DETECTED, EVENT_SOURCE, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED, METRIC_DRIFT_SCORE,
+    METRIC_DRIFTED_SHARE, METRIC_ROWS_CHECKED, METRICS_NAMESPACE,
+)
 from infra.registry import DATASETS_PREFIX, DRIFT_PREFIX, ModelRegistry
 
 NAMESPACE = METRICS_NAMESPACE
 DRIFT_HANDLER = "functions.drift.handler.handler"
 RETRAIN_HANDLER = "functions.drift.retrain.handler"
-# Metric names published by functions/core/monitoring.py.
-METRIC_DRIFTED_SHARE = "DriftedShare"
-METRIC_DRIFT_DETECTED = "DriftDetected"
-METRIC_DRIFT_SCORE = "DriftScore"
-METRIC_ROWS_CHECKED = "RowsChecked"
-METRIC_CHECKS_SKIPPED = "DriftChecksSkipped"
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -251,7 +248,7 @@ class DriftMonitor(Construct):
                     f"Retrain-{model}",
                     description=f"Drift Detected for model {model}: retrain on its newest dataset",
                     event_pattern=events.EventPattern(
-                        source=["shipyard"], detail_type=["Drift Detected"], detail={"model": [model]}),
+                        source=[EVENT_SOURCE], detail_type=[DRIFT_DETECTED], detail={"model": [model]}),
                     targets=[targets.LambdaFunction(self.retrain_function, retry_attempts=2,
                                                     max_event_age=Duration.hours(1),
                                                     dead_letter_queue=self.dead_letter_queue)],

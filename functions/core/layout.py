@@ -11,7 +11,24 @@ CAPTURE_PREFIX = "capture/"  # capture/<model>/YYYY/MM/DD/HH/… (Firehose)
 CAPTURE_ERROR_PREFIX = "capture-errors/"  # what Firehose failed to deliver
 DRIFT_PREFIX = "drift/"  # drift/<model>/<timestamp>.json
 
-# EventBridge source of `Model Promoted`, `Model Rejected`, `Pipeline Failed`, `Drift Detected`
+
+
+def models_prefix(model: str, version: int) -> str:
+    """``models/<model>/v<N>/``: where one version's artifacts live."""
+    return f"{MODELS_PREFIX}{model}/v{int(version)}/"
+
+
+# EventBridge source and detail types of Shipyard's events
 EVENT_SOURCE = "shipyard"
-# CloudWatch namespace of every metric Shipyard publishes
+MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED = "Model Promoted", "Model Rejected", "Pipeline Failed"
+DRIFT_DETECTED = "Drift Detected"
+
+# CloudWatch namespace of every metric Shipyard publishes, and the drift check's metric names.
+# Dimensions: ``Model`` (+ ``Feature`` for DriftScore and DriftThreshold).
 METRICS_NAMESPACE = "Shipyard"
+METRIC_DRIFT_SCORE = "DriftScore"          # per feature: the deciding statistic's value
+METRIC_DRIFT_THRESHOLD = "DriftThreshold"  # per feature: the threshold it was compared with
+METRIC_DRIFTED_SHARE = "DriftedShare"      # share of evaluated features that drifted (checked windows)
+METRIC_DRIFT_DETECTED = "DriftDetected"    # 1 when drifted_share >= share, else 0 (checked windows)
+METRIC_ROWS_CHECKED = "RowsChecked"        # rows in the window (every check, skipped ones too)
+METRIC_CHECKS_SKIPPED = "DriftChecksSkipped"  # 1 when the check made no decision

@@ -37,26 +37,20 @@ from botocore.exceptions import ClientError
 
 from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.drift import NUMBER, STRING, check_drift
-from functions.core.layout import CAPTURE_PREFIX, DRIFT_PREFIX, EVENT_SOURCE, METRICS_NAMESPACE, MODELS_PREFIX
+from functions.core.layout import (  # noqa: F401 - the metric names are part of this module's interface
+    CAPTURE_PREFIX, DRIFT_DETECTED, DRIFT_PREFIX, EVENT_SOURCE, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED,
+    METRIC_DRIFT_SCORE, METRIC_DRIFT_THRESHOLD, METRIC_DRIFTED_SHARE, METRIC_ROWS_CHECKED, METRICS_NAMESPACE,
+    models_prefix,
+)
 
 logger = logging.getLogger(__name__)
 
-DRIFT_DETECTED = "Drift Detected"
 NAMESPACE = METRICS_NAMESPACE
 
 DEFAULT_WINDOW = 500
 DEFAULT_MIN_ROWS = 500
 DEFAULT_SHARE = 0.5
 DEFAULT_LOOKBACK_DAYS = 7
-
-#: Metric names (namespace ``Shipyard``). Dimensions: ``Model`` (+ ``Feature`` for DriftScore).
-METRIC_DRIFT_SCORE = "DriftScore"          # per feature: the deciding statistic's value
-METRIC_DRIFT_THRESHOLD = "DriftThreshold"  # per feature: the threshold it was compared with
-METRIC_DRIFTED_SHARE = "DriftedShare"      # share of evaluated features that drifted (checked windows)
-METRIC_DRIFT_DETECTED = "DriftDetected"    # 1 when drifted_share >= share, else 0 (checked windows)
-METRIC_ROWS_CHECKED = "RowsChecked"        # rows in the window (every check, skipped ones too)
-METRIC_CHECKS_SKIPPED = "DriftChecksSkipped"  # 1 when the check made no decision
-
 
 class DriftCheckError(Exception):
     """The check cannot run: unknown model, missing or unreadable baseline, bad settings."""
@@ -253,7 +247,7 @@ def baseline_key(model: str, version: int, record: Mapping[str, Any] | None = No
     artifact = record.get("artifact_key")
     if artifact:
         return posixpath.join(posixpath.dirname(str(artifact)), "baseline.json")
-    return f"{MODELS_PREFIX}{model}/v{int(version)}/baseline.json"
+    return models_prefix(model, version) + "baseline.json"
 
 
 def load_baseline(s3, bucket: str, key: str, model: str, version: int, sha256: str | None) -> dict:

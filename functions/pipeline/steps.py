@@ -32,22 +32,18 @@ from botocore.exceptions import ClientError
 from functions.core import training
 from functions.core.artifacts import get_verified, put_artifact
 from functions.core.dataset import DEFAULT_MAX_BYTES, DEFAULT_MIN_ROWS, DatasetError
-from functions.core.layout import EVENT_SOURCE
+from functions.core.layout import EVENT_SOURCE, MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED, models_prefix
 from functions.core.registry import AliasConflict, InvalidTransition, Registry, VersionNotFound
 
 from .errors import PipelineInputError, TransientError, reraise_transient
 
-PROMOTED, REJECTED, FAILED = "Model Promoted", "Model Rejected", "Pipeline Failed"
+PROMOTED, REJECTED, FAILED = MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED
 SPEC_KEYS = ("target", "task", "estimator", "params", "metric", "min_score", "max_regression", "holdout")
 EVENT_SEND_ATTEMPTS = 3
 EVENT_SEND_DELAY = 0.5  # seconds before the 2nd attempt, doubled for the next
 
 logger = logging.getLogger(__name__)
 _sleep = time.sleep
-
-
-def models_prefix(model: str, version: int) -> str:
-    return f"models/{model}/v{int(version)}/"
 
 
 def dataset_ref(dataset: Mapping[str, Any]) -> str:
