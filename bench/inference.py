@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 from bench.common import interleaved, ratio, summary
 
@@ -96,15 +97,12 @@ def _event(records: list[dict], model: str = MODEL) -> dict:
 def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
     """Warm Shipyard handler vs bare InferenceSession.run vs the scikit-learn handler."""
     import boto3
-    import onnxruntime as ort
     from moto import mock_aws
 
     from tests.models import LambdaContext
 
     trained = _trained()
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    try:
+    with mock.patch.dict(os.environ, ENV):
         with mock_aws():
             _publish(boto3.client("dynamodb"), boto3.client("s3"), trained)
             from bench import sklearn_handler
@@ -112,9 +110,7 @@ def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
 
             shipyard.reset()
             context = LambdaContext()
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = opts.inter_op_num_threads = 1  # as OnnxModel does
-            session = ort.InferenceSession(trained.onnx, sess_options=opts, providers=["CPUExecutionProvider"])
+            session = _session(trained)
             results: dict = {"model": "LogisticRegression (tests.models.classifier: 2 numeric + 1 string "
                                       "feature, 3 classes), ONNX via functions.core.convert",
                              "batches": {}}
@@ -142,14 +138,9 @@ def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
                     with contextlib.redirect_stdout(sink):
                         ours = json.loads(handler_call()["body"])
                         theirs = json.loads(sklearn_call()["body"])
-                        assert ours["predictions"] == theirs["predictions"], "ONNX and sklearn disagree"
-                        # Size the loop to the time budget from one timed pass of each.
-                        start = time.perf_counter()
-                        handler_call(), sklearn_call(), bare_call()
-                        one = max(time.perf_counter() - start, 1e-6)
-                        per_round = max(3, min(500, int(per_batch_budget / one / rounds)))
-                        times = interleaved({"handler": handler_call, "ort": bare_call,
-                                             "sklearn_handler": sklearn_call}, rounds=rounds, per_round=per_round)
+                    assert ours["predictions"] == theirs["predictions"], "ONNX and sklearn disagree"
+                    times = _measure({"handler": handler_call, "ort": bare_call, "sklearn_handler": sklearn_call},
+                                     sink, rounds, per_batch_budget, most=500)
                     entry = {name: summary(values) for name, values in times.items()}
                     entry["handler_vs_ort_median"] = ratio(entry["handler"]["median_ms"], entry["ort"]["median_ms"])
                     entry["handler_vs_ort_p99"] = ratio(entry["handler"]["p99_ms"], entry["ort"]["p99_ms"])
@@ -165,43 +156,46 @@ def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
                 sink.close()
             shipyard.reset()
             return results
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+
+
+def _session(trained):
+    """A bare InferenceSession with the options the handler's sessions get (OnnxModel.from_bytes)."""
+    from functions.core.onnx_model import OnnxModel
+
+    return OnnxModel.from_bytes(trained.onnx, trained.schema).session
+
+
+def _measure(calls: dict, sink, rounds: int, budget_seconds: float, *, most: int) -> dict[str, list[float]]:
+    """Interleaved timings of ``calls``, the loop sized to the budget from one timed pass of each."""
+    with contextlib.redirect_stdout(sink):  # EMF lines: serialized as on Lambda, not printed
+        for call in calls.values():
+            call()  # warm
+        start = time.perf_counter()
+        for call in calls.values():
+            call()
+        one = max(time.perf_counter() - start, 1e-6)
+        per_round = max(3, min(most, int(budget_seconds / one / rounds)))
+        return interleaved(calls, rounds=rounds, per_round=per_round)
 
 
 def _forest_b1000(shipyard, context, sink, rounds: int, budget_seconds: float, log) -> dict:
     """Batch 1000 on a 100-tree forest: the same handler, where inference outweighs the JSON."""
     import boto3
-    import onnxruntime as ort
 
     trained = _forest()
     _publish(boto3.client("dynamodb"), boto3.client("s3"), trained, FOREST, create=False)
     records = _records(trained, 1000)
     event = _event(records, FOREST)
     feeds = trained.schema.to_feeds(records)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(trained.onnx, sess_options=opts, providers=["CPUExecutionProvider"])
+    session = _session(trained)
 
     def handler_call():
         response = shipyard.lambda_handler(event, context)
         assert response["statusCode"] == 200, response
         return response
 
-    def bare_call():
-        return session.run(None, feeds)
-
-    with contextlib.redirect_stdout(sink):
-        handler_call()
-        start = time.perf_counter()
-        handler_call(), bare_call()
-        one = max(time.perf_counter() - start, 1e-6)
-        per_round = max(3, min(200, int(budget_seconds / one / rounds)))
-        times = interleaved({"handler": handler_call, "ort": bare_call}, rounds=rounds, per_round=per_round)
+    times = _measure({"handler": handler_call, "ort": lambda: session.run(None, feeds)}, sink, rounds,
+                     budget_seconds, most=200)
     entry = {name: summary(values) for name, values in times.items()}
     entry["model"] = "RandomForestClassifier (100 trees, max_depth 12) over the same features"
     entry["handler_vs_ort_median"] = ratio(entry["handler"]["median_ms"], entry["ort"]["median_ms"])

@@ -61,7 +61,6 @@ def main() -> None:
         try:
             module = importlib.import_module(module_name.replace("/", "."))
         except ModuleNotFoundError as err:
-            err.__class__.__name__  # keep the original exception for the message
             raise _ImportModuleError(f"Unable to import module '{module_name}': {err}") from err
         handler = getattr(module, func_name, None)
         if handler is None:

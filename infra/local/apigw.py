@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from .template import ACCOUNT_ID
+
 
 @dataclass
 class Route:
@@ -81,7 +83,7 @@ def _error(status: int, message: str, error_type: str) -> tuple[int, dict, bytes
 
 
 def _sigv4_check(method: str, raw_path: str, raw_query: str, headers: dict[str, str], body: bytes,
-                 region: str, secrets: Callable[[str], str | None]) -> str | None:
+                 secrets: Callable[[str], str | None]) -> str | None:
     """None if the request is signed correctly for execute-api, else API Gateway's 403 message."""
     auth = headers.get("authorization", "")
     if not auth:
@@ -120,8 +122,6 @@ def _sigv4_check(method: str, raw_path: str, raw_query: str, headers: dict[str, 
     names = signed_headers.split(";")
     canonical_headers = "".join(f"{n}:{' '.join(headers.get(n, '').split())}\n" for n in names)
     payload_hash = headers.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
-    if payload_hash == "UNSIGNED-PAYLOAD":
-        payload_hash = "UNSIGNED-PAYLOAD"
     canonical = "\n".join([method, canonical_path, canonical_query, canonical_headers, signed_headers, payload_hash])
     scope = f"{date}/{cred_region}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
@@ -143,7 +143,7 @@ class LocalApiServer:
 
     def __init__(self, apis: list[RestApi], invoke: Callable[[str, dict], tuple[bytes, bool]],
                  port: int = 3000, host: str = "127.0.0.1", region: str = "us-east-1",
-                 account_id: str = "123456789012", secrets: Callable[[str], str | None] = lambda k: None,
+                 account_id: str = ACCOUNT_ID, secrets: Callable[[str], str | None] = lambda k: None,
                  api_keys: Callable[[], dict[str, str]] = dict, log: Callable[[str], None] = print):
         self.apis = apis
         self.invoke = invoke
@@ -230,7 +230,7 @@ class LocalApiServer:
                                     "cognitoIdentityPoolId": None, "cognitoIdentityId": None,
                                     "cognitoAuthenticationType": None, "cognitoAuthenticationProvider": None}
         if route.authorization == "AWS_IAM":
-            problem = _sigv4_check(method, raw_path, raw_query, lower, body, self.region, self.secrets)
+            problem = _sigv4_check(method, raw_path, raw_query, lower, body, self.secrets)
             if problem:
                 kind = "MissingAuthenticationTokenException" if problem == "Missing Authentication Token" \
                     else "IncompleteSignatureException" if "requires" in problem else "InvalidSignatureException"

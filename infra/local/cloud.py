@@ -31,6 +31,7 @@ from .apigw import LocalApiServer
 from .clock import next_fire
 from .events import EventBus, target_input
 from .lambda_runtime import FunctionSpec, Invocation, LambdaRuntime
+from .patches import Patches
 from .resources import PROVISIONERS, DeployContext, Schedule, unsupported_types
 from .template import ACCOUNT_ID, Resolver, Template, TemplateError, creation_order
 
@@ -67,9 +68,17 @@ class _Placeholder(dict):
         return f"{self.lid}.{key}(not-emulated)"
 
 
+#: Context for local synths: layers are not used locally (functions run on this interpreter).
+LOCAL_CONTEXT = {"shipyard:build_layers": "false"}
+
+
 def synthesize(project_dir: str | Path = ".", outdir: str | Path | None = None,
-               timeout: float = 600) -> Path:
-    """Run the CDK app named in `<project_dir>/cdk.json` ("app") into `outdir`; returns the cloud assembly."""
+               timeout: float = 600, context: dict[str, Any] | None = None) -> Path:
+    """Run the CDK app named in `<project_dir>/cdk.json` ("app") into `outdir`; returns the cloud assembly.
+
+    `context` (default `LOCAL_CONTEXT`) reaches the app as the CDK CLI passes `-c` values
+    (`CDK_CONTEXT_JSON`), on top of cdk.json.
+    """
     project_dir = Path(project_dir).resolve()
     cdk_json = project_dir / "cdk.json"
     try:
@@ -87,6 +96,7 @@ def synthesize(project_dir: str | Path = ".", outdir: str | Path | None = None,
                 "has its app.py next to cdk.json (a copy of Shipyard's app.py; see docs/configuration.md)")
     out = Path(outdir) if outdir else Path(tempfile.mkdtemp(prefix="shipyard-cdk-out-"))
     env = dict(os.environ, CDK_OUTDIR=str(out), CDK_DEFAULT_ACCOUNT=ACCOUNT_ID,
+               CDK_CONTEXT_JSON=json.dumps(LOCAL_CONTEXT if context is None else context),
                CDK_DEFAULT_REGION=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")))
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -133,7 +143,8 @@ class LocalCloud:
         self._clock_thread: threading.Thread | None = None
         self._seen_executions: set[str] = set()
         self._session = None
-        self._started = False
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
         self._metrics_lock = threading.Lock()
         self._saved_process_state: dict[str, Any] | None = None
         self._tick_lock = threading.Lock()
@@ -166,19 +177,27 @@ class LocalCloud:
 
     @property
     def session(self):
-        if self._session is None:
-            import boto3
+        with self._clients_lock:
+            if self._session is None:
+                import boto3
 
-            self._session = boto3.Session(
-                aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
-                aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-                aws_session_token=os.environ.get("AWS_SESSION_TOKEN") if os.environ.get("AWS_ACCESS_KEY_ID") else None,
-                region_name=self.region)
-        return self._session
+                self._session = boto3.Session(
+                    aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+                    aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+                    aws_session_token=os.environ.get("AWS_SESSION_TOKEN") if os.environ.get("AWS_ACCESS_KEY_ID") else None,
+                    region_name=self.region)
+            return self._session
 
     def client(self, service: str, **kwargs: Any):
-        """A boto3 client for the local cloud."""
-        return self.session.client(service, endpoint_url=self.aws_url, region_name=self.region, **kwargs)
+        """A boto3 client for the local cloud: one per service, shared (boto3 clients are thread-safe,
+        sessions are not, so clients are made under a lock); with ``kwargs`` (a ``config=``) a new one."""
+        session = self.session
+        with self._clients_lock:
+            if kwargs:
+                return session.client(service, endpoint_url=self.aws_url, region_name=self.region, **kwargs)
+            if service not in self._clients:
+                self._clients[service] = session.client(service, endpoint_url=self.aws_url, region_name=self.region)
+            return self._clients[service]
 
     def environment(self) -> dict[str, str]:
         """Environment variables that point the AWS CLI, boto3 and the shipyard CLI at this cloud."""
@@ -223,7 +242,6 @@ class LocalCloud:
             if self._clock_enabled:
                 self._clock_thread = threading.Thread(target=self._clock_loop, daemon=True, name="local-clock")
                 self._clock_thread.start()
-            self._started = True
         except BaseException:
             self.stop()
             raise
@@ -382,10 +400,8 @@ class LocalCloud:
         self._api.start()
 
     def _invoke_for_api(self, function_arn: str, event: dict) -> tuple[bytes, bool]:
-        from botocore.config import Config
-
-        lam = self.client("lambda", config=Config(read_timeout=960, retries={"max_attempts": 0}))
-        resp = lam.invoke(FunctionName=function_arn, Payload=json.dumps(event).encode())
+        # The bus's client: no SDK retries and a read timeout past Lambda's 900 s, as deliveries need.
+        resp = self.bus.client("lambda").invoke(FunctionName=function_arn, Payload=json.dumps(event).encode())
         return resp["Payload"].read(), bool(resp.get("FunctionError"))
 
     def _secret_for(self, access_key: str) -> str | None:
@@ -525,21 +541,11 @@ class LocalCloud:
         event = {"version": "0", "id": os.urandom(16).hex(), "detail-type": "Scheduled Event",
                  "source": "aws.events", "account": ACCOUNT_ID, "time": events_mod.iso_now(),
                  "region": self.region, "resources": [s.arn], "detail": {}}
+        scheduler = s.kind == "scheduler"  # Scheduler's dead letters hold the target's input, name the schedule
         for t in s.targets:
-            if s.kind == "scheduler":
-                raw = t.get("Input") or "{}"
-                try:
-                    payload = json.loads(raw)
-                except ValueError:
-                    payload = raw
-            else:
-                payload = target_input(t, event, s.name, s.arn)
-            if s.kind == "scheduler":  # EventBridge Scheduler keeps the target's input and names the schedule
-                self.bus.submit(self.bus.deliver_target, t, payload, payload, f"schedule {s.name}",
-                                {"SCHEDULE_ARN": s.arn}, s.name[:40])
-            else:
-                self.bus.submit(self.bus.deliver_target, t, payload, event, f"schedule {s.name}",
-                                {"RULE_ARN": s.arn}, s.name[:40])
+            payload = target_input(t, event, s.name, s.arn)  # a Scheduler target always has its Input
+            self.bus.submit(self.bus.deliver_target, t, payload, payload if scheduler else event,
+                            f"schedule {s.name}", {"SCHEDULE_ARN" if scheduler else "RULE_ARN": s.arn}, s.name[:40])
 
     def _alarms(self) -> list:
         from moto.cloudwatch.models import cloudwatch_backends
@@ -707,7 +713,7 @@ def _compare(v: float, op: str, threshold: float) -> bool:
 
 # --------------------------------------------------------------------------- SNS: email to the console
 
-_sns_original: dict[str, Any] = {}
+_sns_original = Patches()
 _sns_cloud: LocalCloud | None = None
 
 
@@ -718,7 +724,6 @@ def _install_sns(cloud: LocalCloud) -> None:
     _sns_cloud = cloud
     if _sns_original:
         return
-    _sns_original["publish"] = Subscription.publish
 
     def publish(self, message: str, message_id: str, subject: str | None = None, *args: Any, **kwargs: Any) -> None:
         c = _sns_cloud
@@ -730,9 +735,10 @@ def _install_sns(cloud: LocalCloud) -> None:
             return None
         return _sns_original["publish"](self, message, message_id, subject, *args, **kwargs)
 
-    Subscription.publish = publish
+    _sns_original.replace(Subscription, "publish", publish)
 
 
 def _uninstall_sns() -> None:
     global _sns_cloud
     _sns_cloud = None
+    _sns_original.restore()

@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from .patches import Patches
+
 # --------------------------------------------------------------------------- pattern matching
 
 _MISSING = object()
@@ -59,9 +61,7 @@ def _match_values(matchers: list, value: Any) -> bool:
             if bool(m["exists"]) == present:
                 return True
             continue
-        if value is _MISSING:
-            if isinstance(m, dict) and "anything-but" in m:
-                continue
+        if value is _MISSING:  # only `exists: false` (above) matches a missing field
             continue
         if any(_match_one(m, v) for v in values):
             return True
@@ -210,7 +210,6 @@ class EventBus:
         self.region = region
         self.log = log
         self.failures: list[dict] = []
-        self.deliveries: list[dict] = []
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eventbridge")
         self._pending = 0
         self._cond = threading.Condition()
@@ -292,7 +291,6 @@ class EventBus:
                 "Resources": ev.get("resources", []), "EventBusName": parts[5].split("/", 1)[1]}])
         else:
             raise ValueError(f"target {arn} is not a kind the local cloud delivers to")
-        self.deliveries.append(record)
 
     def deliver_target(self, target: dict, payload: Any, dead_letter_body: Any, source: str,
                        origin: dict[str, str], name_prefix: str) -> None:
@@ -405,7 +403,7 @@ def s3_event(account_id: str, region: str, bucket: str, key: Any, event_name: st
 
 # --------------------------------------------------------------------------- the moto seams
 
-_installed: dict[str, Any] = {}
+_installed = Patches()
 _current: EventBus | None = None
 
 
@@ -417,8 +415,6 @@ def install(bus: EventBus) -> None:
     _current = bus
     if _installed:
         return
-    _installed["send_to_targets"] = events_models.Rule.send_to_targets
-    _installed["_send_event_bridge_message"] = notifications._send_event_bridge_message
 
     def send_to_targets(self, original_event: dict, transform_input: bool = True) -> None:
         if _current is None:
@@ -438,10 +434,12 @@ def install(bus: EventBus) -> None:
         except Exception as err:  # noqa: BLE001 - asynchronous in AWS: never fails the upload
             _current.log(f"[events] S3 event for s3://{bucket.name}/{key.name} not sent: {err}")
 
-    events_models.Rule.send_to_targets = send_to_targets
-    notifications._send_event_bridge_message = _send_event_bridge_message
+    _installed.replace(events_models.Rule, "send_to_targets", send_to_targets)
+    _installed.replace(notifications, "_send_event_bridge_message", _send_event_bridge_message)
 
 
 def uninstall() -> None:
+    """Give moto its own methods back (no-op when not installed)."""
     global _current
     _current = None
+    _installed.restore()

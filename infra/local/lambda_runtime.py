@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .patches import Patches
+
 WORKER = str(Path(__file__).with_name("_worker.py"))
 INIT_TIMEOUT = 60.0  # seconds a worker may take to import its handler (heavier than Lambda's 10 s: shared CPUs)
 
@@ -299,7 +301,7 @@ class LambdaRuntime:
 
 # --------------------------------------------------------------------------- the moto seam
 
-_installed: dict[str, Any] = {}
+_installed = Patches()
 _current: LambdaRuntime | None = None
 
 
@@ -311,8 +313,6 @@ def install(runtime: LambdaRuntime) -> None:
     _current = runtime
     if _installed:
         return
-    _installed["_invoke_lambda"] = LambdaFunction._invoke_lambda
-    _installed["invoke"] = LambdaFunction.invoke
 
     def _invoke_lambda(self, event: Any = None) -> tuple[str, bool, str]:
         rt = _current
@@ -343,17 +343,12 @@ def install(runtime: LambdaRuntime) -> None:
         response_headers["x-amz-executed-version"] = "$LATEST"
         return result
 
-    LambdaFunction._invoke_lambda = _invoke_lambda
-    LambdaFunction.invoke = invoke
+    _installed.replace(LambdaFunction, "_invoke_lambda", _invoke_lambda)
+    _installed.replace(LambdaFunction, "invoke", invoke)
 
 
 def uninstall() -> None:
     """Give moto its own `LambdaFunction` methods back (no-op when not installed)."""
     global _current
     _current = None
-    if not _installed:
-        return
-    from moto.awslambda.models import LambdaFunction
-
-    LambdaFunction._invoke_lambda = _installed.pop("_invoke_lambda")
-    LambdaFunction.invoke = _installed.pop("invoke")
+    _installed.restore()

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from .apigw import RestApi, Route
 from .lambda_runtime import FunctionSpec, LambdaRuntime
-from .template import Template, TemplateError
+from .template import ACCOUNT_ID, Template, TemplateError
 
 Provisioner = Callable[[str, dict, "DeployContext"], tuple[str, dict]]
 PROVISIONERS: dict[str, Provisioner] = {}
@@ -65,13 +65,12 @@ class DeployContext:
     endpoint_url: str
     runtime: LambdaRuntime
     region: str = "us-east-1"
-    account_id: str = "123456789012"
+    account_id: str = ACCOUNT_ID
     log: Callable[[str], None] = print
     apis: dict[str, RestApi] = field(default_factory=dict)  # rest api id -> RestApi
     resource_paths: dict[tuple[str, str], str] = field(default_factory=dict)  # (api id, resource id) -> path
     schedules: list[Schedule] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    functions: dict[str, FunctionSpec] = field(default_factory=dict)  # logical id -> spec
     _clients: dict[str, Any] = field(default_factory=dict)
     _tmp: list[tempfile.TemporaryDirectory] = field(default_factory=list)
 
@@ -148,7 +147,7 @@ def _eventbridge(bucket: str, enabled: bool) -> None:
         return
     from moto.s3.models import NotificationConfiguration, s3_backends
 
-    b = s3_backends["123456789012"]["aws"].get_bucket(bucket)
+    b = s3_backends[ACCOUNT_ID]["aws"].get_bucket(bucket)
     if b.notification_configuration is None:
         b.notification_configuration = NotificationConfiguration(event_bridge={})
     else:
@@ -448,7 +447,6 @@ def _function(lid: str, props: dict, ctx: DeployContext) -> tuple[str, dict]:
                         timeout=float(args["Timeout"]), memory=args["MemorySize"], arn=fn["FunctionArn"],
                         logical_id=lid)
     ctx.runtime.register(spec)
-    ctx.functions[lid] = spec
     log_group = (props.get("LoggingConfig") or {}).get("LogGroup")
     if log_group:
         ctx.notes.append(f"{lid}: logs go to /aws/lambda/{name} locally, not to {log_group}")

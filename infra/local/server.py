@@ -13,6 +13,8 @@ from typing import Any, Callable
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from .template import ACCOUNT_ID
+
 # X-Amz-Target prefix -> signing name, for the rare unsigned JSON request
 _TARGETS = {"DynamoDB": "dynamodb", "AWSStepFunctions": "states", "Firehose": "firehose", "AWSEvents": "events",
             "Logs": "logs", "TrentService": "kms", "GraniteServiceVersion20100801": "monitoring",
@@ -115,7 +117,7 @@ class AwsServer:
         service, region = _service_region(req)
         host = _HOSTS.get(service, f"{service}.{region}.amazonaws.com").format(region=region)
         if service == "s3" and req.path.startswith("/v20180820/"):
-            host = f"{req.headers.get('x-amz-account-id', '123456789012')}.s3-control.{region}.amazonaws.com"
+            host = f"{req.headers.get('x-amz-account-id', ACCOUNT_ID)}.s3-control.{region}.amazonaws.com"
         raw_path = req.environ.get("RAW_URI") or req.environ.get("REQUEST_URI") or req.full_path
         if "?" not in raw_path and req.query_string:
             raw_path += "?" + req.query_string.decode()

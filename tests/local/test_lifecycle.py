@@ -25,6 +25,9 @@ def _cloud():
 def test_stop_restores_moto_port_and_step_functions_config(monkeypatch, moto_port, sfn_config):
     from moto.awslambda.models import LambdaFunction
     from moto.core.config import default_user_config
+    from moto.events.models import Rule
+    from moto.s3 import notifications
+    from moto.sns.models import Subscription
 
     if moto_port is None:
         monkeypatch.delenv("MOTO_PORT", raising=False)
@@ -35,15 +38,19 @@ def test_stop_restores_moto_port_and_step_functions_config(monkeypatch, moto_por
     else:
         monkeypatch.setitem(default_user_config, "stepfunctions", dict(sfn_config))
     invoke_lambda, invoke = LambdaFunction._invoke_lambda, LambdaFunction.invoke
+    seams = {(Rule, "send_to_targets"): Rule.send_to_targets, (Subscription, "publish"): Subscription.publish,
+             (notifications, "_send_event_bridge_message"): notifications._send_event_bridge_message}
 
     with _cloud() as cloud:
         assert os.environ["MOTO_PORT"] == str(cloud.aws_port)
         assert default_user_config["stepfunctions"]["execute_state_machine"] is True
         assert LambdaFunction._invoke_lambda is not invoke_lambda
+        assert all(getattr(owner, name) is not original for (owner, name), original in seams.items())
 
     assert os.environ.get("MOTO_PORT") == moto_port
     assert default_user_config.get("stepfunctions") == sfn_config
     assert LambdaFunction._invoke_lambda is invoke_lambda and LambdaFunction.invoke is invoke
+    assert all(getattr(owner, name) is original for (owner, name), original in seams.items())
 
 
 def test_starting_again_leaves_the_warning_filters_alone():
