@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
+from infra.config import ARCHITECTURES, AUTH_MODES
+
 EXIT_OK, EXIT_ERROR = 0, 1  # argparse exits 2 on usage errors
 
 
@@ -31,7 +33,7 @@ class CliError(Exception):
 # --------------------------------------------------------------------------- stack discovery
 
 
-def _project_config(path: Path = Path("cdk.json")) -> dict:
+def _read_project_config(path: Path = Path("cdk.json")) -> dict:
     try:
         return json.loads(path.read_text()).get("context", {}).get("shipyard", {}) or {}
     except FileNotFoundError:
@@ -40,8 +42,15 @@ def _project_config(path: Path = Path("cdk.json")) -> dict:
         raise CliError(f"{path} is not valid JSON: {err}") from err
 
 
+def _project_config(args) -> dict:
+    """``context.shipyard`` of ./cdk.json (``{}`` without one), read once per command."""
+    if getattr(args, "project_config", None) is None:
+        args.project_config = _read_project_config()
+    return args.project_config
+
+
 def _stack_name(args) -> str:
-    return args.stack or os.environ.get("SHIPYARD_STACK") or _project_config().get("stack_name") or "Shipyard"
+    return args.stack or os.environ.get("SHIPYARD_STACK") or _project_config(args).get("stack_name") or "Shipyard"
 
 
 def stack_outputs(stack: str, session=None) -> dict[str, str]:
@@ -73,7 +82,7 @@ def _registry(args):
 
     stack = _stack_name(args)
     table = _output(stack_outputs(stack), "RegistryTableName", stack)
-    known = list((_project_config().get("models") or {}).keys())
+    known = list((_project_config(args).get("models") or {}).keys())
     return Registry(table, known_models=known)
 
 
@@ -190,7 +199,7 @@ def cmd_train(args) -> int:
     from infra.config import ConfigError, load_config
 
     try:
-        config = load_config(_project_config())
+        config = load_config(_project_config(args))
     except ConfigError as err:
         raise CliError(str(err)) from err
     if args.model not in config.models:
@@ -310,9 +319,18 @@ def signed_request(method: str, url: str, body: bytes | None, auth: str, api_key
         raise CliError(f"cannot reach the API at {url}: {err.reason}") from err
 
 
-def _drop_target(model: str, instances: list) -> list:
+def json_answer(body: bytes) -> dict:
+    """An API answer's body as JSON; a body that is not JSON (a proxy's HTML error page, say)
+    becomes ``{"message": <its start>}``, the API's own error shape."""
+    try:
+        return json.loads(body or b"{}")
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8/16/32
+        return {"message": body.decode(errors="replace")[:500]}
+
+
+def _drop_target(args, model: str, instances: list) -> list:
     """A CSV shaped like the training data carries the target column: the model does not take it."""
-    target = ((_project_config().get("models") or {}).get(model) or {}).get("target")
+    target = ((_project_config(args).get("models") or {}).get(model) or {}).get("target")
     if not target or not any(isinstance(i, dict) and target in i for i in instances):
         return instances
     print(f"shipyard: leaving out column {target!r} (the target of {model!r})", file=sys.stderr)
@@ -320,20 +338,17 @@ def _drop_target(model: str, instances: list) -> list:
 
 
 def cmd_predict(args) -> int:
-    instances = _drop_target(args.model, read_instances(Path(args.file)))
+    instances = _drop_target(args, args.model, read_instances(Path(args.file)))
     stack = _stack_name(args)
     api_url = args.api_url or os.environ.get("SHIPYARD_API_URL") or _output(stack_outputs(stack), "ApiUrl", stack)
-    auth = args.auth or (_project_config().get("api") or {}).get("auth") or "iam"
+    auth = args.auth or (_project_config(args).get("api") or {}).get("auth") or "iam"
     url = f"{api_url.rstrip('/')}/models/{urllib.parse.quote(args.model, safe='')}/predict"
     if args.version is not None:
         url += f"?version={args.version}"
     status, headers, body = signed_request(
         "POST", url, json.dumps({"instances": instances}).encode(), auth,
         api_key=args.api_key or os.environ.get("SHIPYARD_API_KEY"))
-    try:
-        answer = json.loads(body or b"{}")
-    except json.JSONDecodeError:
-        answer = {"message": body.decode(errors="replace")[:500]}
+    answer = json_answer(body)
     if status != 200:
         raise CliError(f"the API answered {status}: {answer.get('message', answer)}")
     if args.json:
@@ -515,7 +530,7 @@ def cmd_layers_build(args) -> int:
     from layers import builder
 
     # Default: the architecture the project's functions run on (cdk.json "architecture").
-    arches = args.arch or [_project_config().get("architecture") or "arm64"]
+    arches = args.arch or [_project_config(args).get("architecture") or "arm64"]
     argv = ["build"]
     for arch in arches:
         argv += ["--arch", arch]
@@ -558,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="FILE.csv (header = feature names) or FILE.json")
     p.add_argument("--version", type=int, help="pin a version instead of production")
     p.add_argument("--api-url", help="API base URL (default: the stack's ApiUrl output)")
-    p.add_argument("--auth", choices=["iam", "api_key", "none"], help="API auth (default: cdk.json api.auth)")
+    p.add_argument("--auth", choices=AUTH_MODES, help="API auth (default: cdk.json api.auth)")
     p.add_argument("--api-key", help="API key when auth is api_key (default: SHIPYARD_API_KEY)")
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
     p.set_defaults(run=cmd_predict)
@@ -594,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     layers = sub.add_parser("layers", help="Lambda dependency layers").add_subparsers(dest="layers_command", required=True)
     p = layers.add_parser("build", help="build the dependency layers without Docker")
-    p.add_argument("--arch", action="append", choices=["arm64", "x86_64"], help="architecture (repeatable; default: cdk.json's architecture, arm64)")
+    p.add_argument("--arch", action="append", choices=ARCHITECTURES, help="architecture (repeatable; default: cdk.json's architecture, arm64)")
     p.add_argument("--layer", action="append", choices=["inference", "training"], help="layer (repeatable)")
     p.set_defaults(run=cmd_layers_build)
     return parser

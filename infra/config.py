@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 __all__ = [
+    "ARCHITECTURES",
+    "AUTH_MODES",
     "ApiConfig",
     "ConfigError",
     "DriftConfig",
@@ -26,6 +28,7 @@ __all__ = [
     "REGRESSORS",
     "METRICS",
     "load_config",
+    "rate_seconds",
     "validate_schedule",
 ]
 
@@ -118,7 +121,7 @@ AUTH_MODES = ("iam", "api_key", "none")
 ARCHITECTURES = ("arm64", "x86_64")
 
 _RATE = re.compile(r"^rate\((\d+) ([a-z]+)\)$")
-_RATE_UNITS = ("minute", "hour", "day")
+_RATE_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 _CRON = re.compile(r"^cron\((.*)\)$")
 _CRON_FIELD = [
     ("minutes", re.compile(r"^[0-9,\-*/]+$")),
@@ -262,6 +265,20 @@ def _choice(value, options, key: str, model: str | None, what: str = "") -> str:
     return value
 
 
+def _rate_unit(unit: str) -> str:
+    return unit[:-1] if unit.endswith("s") else unit
+
+
+def rate_seconds(expression) -> int | None:
+    """The interval of a ``rate(N minute(s)|hour(s)|day(s))`` expression in seconds; ``None`` for
+    anything else (``cron()``, ``at()``, not a schedule)."""
+    rate = _RATE.match(expression) if isinstance(expression, str) else None
+    if not rate:
+        return None
+    unit_seconds = _RATE_UNIT_SECONDS.get(_rate_unit(rate.group(2)))
+    return None if unit_seconds is None else int(rate.group(1)) * unit_seconds
+
+
 def validate_schedule(expression) -> str | None:
     """Return ``None`` when *expression* is a valid EventBridge schedule, else what is wrong."""
     if not isinstance(expression, str):
@@ -269,8 +286,8 @@ def validate_schedule(expression) -> str | None:
     rate = _RATE.match(expression)
     if rate:
         n, unit = int(rate.group(1)), rate.group(2)
-        base = unit[:-1] if unit.endswith("s") else unit
-        if base not in _RATE_UNITS:
+        base = _rate_unit(unit)
+        if base not in _RATE_UNIT_SECONDS:
             return (f"{expression!r} has unit {unit!r}; expected minute(s), hour(s) or day(s)")
         if n < 1:
             return f"{expression!r}: the rate value must be a positive integer"
@@ -382,9 +399,7 @@ def _load_api(raw) -> ApiConfig:
     raw = _mapping(raw, "api", None)
     _check_keys(raw, API_KEYS, "api.", None)
     d = ApiConfig()
-    auth = raw.get("auth", d.auth)
-    if not isinstance(auth, str) or auth not in AUTH_MODES:
-        _choice(auth, AUTH_MODES, "api.auth", None, what="API auth mode")
+    auth = _choice(raw.get("auth", d.auth), AUTH_MODES, "api.auth", None, what="API auth mode")
     return ApiConfig(
         auth=auth,
         rate_limit=_number(raw.get("rate_limit", d.rate_limit), "api.rate_limit", None, low=0, low_open=True),

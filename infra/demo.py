@@ -71,16 +71,12 @@ class Demo:
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, dict, dict]:
         """A SigV4-signed request to the stack's API, as `shipyard predict` makes it."""
-        from infra.cli import signed_request
+        from infra.cli import json_answer, signed_request
 
         url = self.outputs["ApiUrl"].rstrip("/") + path
         data = json.dumps(body).encode() if body is not None else None
         status, headers, raw = signed_request(method, url, data, "iam", session=self.cloud.session)
-        try:
-            answer = json.loads(raw or b"{}")
-        except ValueError:
-            answer = {"message": raw.decode(errors="replace")[:200]}
-        return status, headers, answer
+        return status, headers, json_answer(raw)
 
     def wait_for_pipeline(self, count: int, timeout: float = 600) -> list[dict]:
         """Until at least `count` executions of the pipeline exist and all have finished."""

@@ -22,15 +22,13 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.lambdas import shipyard_function
 from functions.core.layout import METRICS_NAMESPACE
+from infra.config import AUTH_MODES
+from infra.lambdas import shipyard_function
 from infra.registry import CAPTURE_ERROR_PREFIX, CAPTURE_PREFIX, ModelRegistry
 
 HANDLER = "functions.inference.handler.handler"
 STAGE_NAME = "prod"
-AUTH_MODES = ("iam", "api_key", "none")
-
-
 
 _ACCESS_LOG_FORMAT = {
     "requestId": apigw.AccessLogField.context_request_id(),
@@ -175,11 +173,7 @@ class InferenceApi(Construct):
                 "SHIPYARD_MODELS": json.dumps(self.models),
                 "ALIAS_TTL_SECONDS": str(alias_ttl_seconds),
                 "MAX_INSTANCES": str(max_instances),
-                "CAPTURE_STREAMS": stack.to_json_string(
-                    {model: stream.ref for model, stream in self.capture_streams.items()}
-                )
-                if self.capture_streams
-                else "{}",
+                "CAPTURE_STREAMS": stack.to_json_string(self.capture_stream_names) if self.capture_streams else "{}",
                 "CAPTURE_SAMPLE_RATE": str(capture_sample_rate),
                 "POWERTOOLS_SERVICE_NAME": "shipyard-inference",
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
@@ -305,6 +299,7 @@ class InferenceApi(Construct):
 
     @property
     def capture_stream_names(self) -> dict[str, str]:
+        """Model -> its capture stream's name (``CAPTURE_STREAMS`` of the function)."""
         return {model: stream.ref for model, stream in self.capture_streams.items()}
 
     # ------------------------------------------------------------------ metrics

@@ -27,15 +27,14 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct, IConstruct, IValidation
 
+from infra.lambdas import lambda_architecture
 from layers import builder
 
-_ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
 _RUNTIMES = {"3.12": lambda_.Runtime.PYTHON_3_12}
 # Unzipped bytes of a function's code plus all its layers, per role (MB = 10^6 bytes). Lambda's
 # hard limit is 250 MiB = 262,144,000 bytes; the budgets keep room under it.
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
 BUDGETS: dict[str, int] = {"inference": 130_000_000, "training": 220_000_000}
-ROLES = tuple(BUDGETS)
 
 _DESCRIPTIONS = {
     "inference": "Shipyard inference dependencies: onnxruntime, numpy, aws-lambda-powertools",
@@ -74,7 +73,7 @@ class DependencyLayers(Construct):
         arch = builder.normalize_architecture(architecture)
         if python not in _RUNTIMES:
             raise ValueError(f"DependencyLayers: python {python!r} is not supported; expected one of {sorted(_RUNTIMES)}")
-        self.architecture = _ARCHITECTURES[arch]
+        self.architecture = lambda_architecture(arch)
         self.runtime = _RUNTIMES[python]
         self.builds: dict[str, builder.LayerBuild | None] = {}
         self.sizes: dict[str, int] = {}
@@ -168,14 +167,11 @@ class FunctionSize:
         return self.total > self.budget
 
     def describe(self) -> str:
-        parts = [f"function code {_mb(self.code_bytes)}"]
-        parts += [f"layer {name} {_mb(size)}" for name, size in self.layers]
-        return (f"{self.path} ({self.role} function): {' + '.join(parts)} = {_mb(self.total)} unzipped, "
-                f"budget {_mb(self.budget)} (Lambda's limit is {_mb(LAMBDA_UNZIPPED_LIMIT)})")
-
-
-def _mb(n: int | None) -> str:
-    return "size unknown" if n is None else f"{n / 1e6:.1f} MB"
+        mb = builder.human_size
+        parts = [f"function code {mb(self.code_bytes)}"]
+        parts += [f"layer {name} {mb(size)}" for name, size in self.layers]
+        return (f"{self.path} ({self.role} function): {' + '.join(parts)} = {mb(self.total)} unzipped, "
+                f"budget {mb(self.budget)} (Lambda's limit is {mb(LAMBDA_UNZIPPED_LIMIT)})")
 
 
 @jsii.implements(IValidation)

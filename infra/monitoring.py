@@ -12,7 +12,8 @@
     out pipeline executions ──► alarm topic; dashboard widgets (alarm states, functions).
 
 Both follow the Construct Library style: optional props with defaults, ``metric_*`` helpers,
-the alarms they create exposed as attributes, least-privilege grants.
+the alarms they create exposed as attributes, least-privilege grants. Both make their alarms with
+``threshold_alarm`` (metric >= threshold, to the alarm topic); neither needs the other.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
 from functions.drift import drift_function_name
-from infra.config import ModelSpec
+from infra.config import ModelSpec, rate_seconds
 from infra.deadletters import EventDeadLetters
 from infra.lambdas import shipyard_function
 from functions.pipeline.execution import spec_document
@@ -42,14 +43,11 @@ from functions.core.layout import (
     DRIFT_DETECTED, EVENT_SOURCE, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED, METRIC_DRIFT_SCORE,
     METRIC_DRIFTED_SHARE, METRIC_ROWS_CHECKED, METRICS_NAMESPACE,
 )
-from infra.registry import DATASETS_PREFIX, DRIFT_PREFIX, ModelRegistry
+from infra.registry import DRIFT_PREFIX, ModelRegistry
 
 NAMESPACE = METRICS_NAMESPACE
 DRIFT_HANDLER = "functions.drift.handler.handler"
 RETRAIN_HANDLER = "functions.drift.retrain.handler"
-
-_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
-_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 def schedule_period(expression: str) -> Duration:
@@ -58,11 +56,40 @@ def schedule_period(expression: str) -> Duration:
     The drift alarm treats missing data as *ignore*, so between checks it keeps the last state;
     the period only needs to hold one check.
     """
-    m = _RATE.match(expression)
-    if not m:
+    seconds = rate_seconds(expression)
+    if seconds is None:
         return Duration.hours(1)
-    seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2).rstrip("s")]
     return Duration.seconds(min(max(seconds, 60), 86400))
+
+
+def threshold_alarm(
+    scope: Construct,
+    id: str,
+    metric: cloudwatch.IMetric,
+    *,
+    alarm_name: str,
+    description: str,
+    threshold: float,
+    alarm_topic: sns.ITopic | None,
+    evaluation_periods: int = 1,
+    datapoints: int = 1,
+    treat_missing_data: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
+) -> cloudwatch.Alarm:
+    """How every Shipyard alarm is made: *metric* >= *threshold* in *datapoints* of
+    *evaluation_periods*, notifying *alarm_topic* (``None``: no action)."""
+    alarm = metric.create_alarm(
+        scope, id,
+        alarm_name=alarm_name,
+        alarm_description=description,
+        threshold=threshold,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluation_periods=evaluation_periods,
+        datapoints_to_alarm=datapoints,
+        treat_missing_data=treat_missing_data,
+    )
+    if alarm_topic is not None:
+        alarm.add_alarm_action(cw_actions.SnsAction(alarm_topic))
+    return alarm
 
 
 class DriftMonitor(Construct):
@@ -155,13 +182,7 @@ class DriftMonitor(Construct):
         registry.grant_read_models(self.function)      # models/<m>/v<N>/baseline.json
         registry.grant_read_capture(self.function)     # list + read capture/<m>/…
         registry.grant_write_artifacts(self.function, DRIFT_PREFIX)  # drift/<m>/<timestamp>.json
-        # Drift items only: PutItem (no Update/Delete, no alias moves) on model partitions.
-        iam.Grant.add_to_principal(
-            grantee=self.function,
-            actions=["dynamodb:PutItem"],
-            resource_arns=[registry.table.table_arn],
-            conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["MODEL#*"]}},
-        )
+        registry.grant_write_drift_items(self.function)  # PutItem only, model partitions only
         self.event_bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")
         self.event_bus.grant_put_events_to(self.function)
 
@@ -186,22 +207,18 @@ class DriftMonitor(Construct):
                     dead_letter_queue=self.dead_letter_queue,
                 )],
             )
-            alarm = self.metric_drifted_share(model, period=schedule_period(spec.schedule)).create_alarm(
+            self.alarms[model] = threshold_alarm(
                 self,
                 f"Alarm-{model}",
+                self.metric_drifted_share(model, period=schedule_period(spec.schedule)),
                 alarm_name=f"{stack.stack_name}-{model}-drift",
-                alarm_description=(
+                description=(
                     f"Model {model}: at least {spec.share:g} of its features drifted in the last drift "
                     f"check (reports: s3://<artifacts>/drift/{model}/). Missing data keeps the state."),
                 threshold=spec.share,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                evaluation_periods=1,
-                datapoints_to_alarm=1,
+                alarm_topic=alarm_topic,
                 treat_missing_data=cloudwatch.TreatMissingData.IGNORE,
             )
-            if alarm_topic is not None:
-                alarm.add_alarm_action(cw_actions.SnsAction(alarm_topic))
-            self.alarms[model] = alarm
 
         # ------------------------------------------------------------ retraining
         self.retrain_rules: dict[str, events.Rule] = {}
@@ -235,12 +252,7 @@ class DriftMonitor(Construct):
             self.retrain_function, self.retrain_role, self.retrain_log_group = (
                 made.function, made.role, made.log_group)
             # Only listing: the newest current version under datasets/ (the pipeline reads the bytes).
-            iam.Grant.add_to_principal(
-                grantee=self.retrain_function,
-                actions=["s3:ListBucket", "s3:ListBucketVersions"],
-                resource_arns=[registry.data_bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{DATASETS_PREFIX}*"]}},
-            )
+            registry.grant_list_datasets(self.retrain_function)
             state_machine.grant_start_execution(self.retrain_function)
             for model in wanted:
                 self.retrain_rules[model] = events.Rule(
@@ -369,24 +381,13 @@ class StackAlarms(Construct):
         self.pipeline_alarms: list[cloudwatch.Alarm] = []
         self.dead_letter_alarms: list[cloudwatch.Alarm] = []
         self._functions: list[tuple[str, lambda_.IFunction]] = []
-        self._state_machines: list[sfn.IStateMachine] = []
-        self._api = None
         self._prefix = Stack.of(self).stack_name
 
     def _alarm(self, metric: cloudwatch.IMetric, name: str, description: str, threshold: float, *,
                evaluation_periods: int = 1, datapoints: int = 1) -> cloudwatch.Alarm:
-        alarm = metric.create_alarm(
-            self, name,
-            alarm_name=f"{self._prefix}-{name}",
-            alarm_description=description,
-            threshold=threshold,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=evaluation_periods,
-            datapoints_to_alarm=datapoints,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        if self.alarm_topic is not None:
-            alarm.add_alarm_action(cw_actions.SnsAction(self.alarm_topic))
+        alarm = threshold_alarm(self, name, metric, alarm_name=f"{self._prefix}-{name}", description=description,
+                                threshold=threshold, alarm_topic=self.alarm_topic,
+                                evaluation_periods=evaluation_periods, datapoints=datapoints)
         self.alarms.append(alarm)
         return alarm
 
@@ -398,7 +399,6 @@ class StackAlarms(Construct):
 
     def watch_api(self, inference) -> tuple[cloudwatch.Alarm, cloudwatch.Alarm]:
         """5XX rate (API Gateway's 5XXError Average is the share of requests) and p99 latency."""
-        self._api = inference
         rate = self._alarm(
             inference.api.metric_server_error(statistic="Average", period=self.period), "api-5xx-rate",
             f"Inference API: {self.api_5xx_rate:.0%} or more of requests answered 5XX in "
@@ -436,23 +436,17 @@ class StackAlarms(Construct):
                 added.append(name)
         return added
 
-    def watch_pipeline(self, state_machine: sfn.IStateMachine, *,
-                       failed_alarm: cloudwatch.Alarm | None = None, name: str = "pipeline",
+    def watch_pipeline(self, state_machine: sfn.IStateMachine, *, name: str = "pipeline",
                        ) -> list[cloudwatch.Alarm]:
-        """Failed executions >= 1 (or the pipeline's own *failed_alarm*, whose owner gives it its
-        action) and timed-out executions >= 1 in a period."""
-        if failed_alarm is None:
-            failed_alarm = self._alarm(
-                state_machine.metric_failed(statistic="Sum", period=self.period), f"{name}-failed",
-                "Training pipeline: an execution failed (the version records why: `shipyard lineage MODEL`)", 1)
-        else:
-            self.alarms.append(failed_alarm)
+        """Failed executions >= 1 and timed-out executions >= 1 in a period."""
+        failed = self._alarm(
+            state_machine.metric_failed(statistic="Sum", period=self.period), f"{name}-failed",
+            "Training pipeline: an execution failed (the version records why: `shipyard lineage MODEL`)", 1)
         timed_out = self._alarm(state_machine.metric_timed_out(statistic="Sum", period=self.period),
                                 f"{name}-timed-out", "Training pipeline: an execution timed out (no version "
                                 "outcome was recorded by the pipeline itself)", 1)
-        self._state_machines.append(state_machine)
-        self.pipeline_alarms += [failed_alarm, timed_out]
-        return [failed_alarm, timed_out]
+        self.pipeline_alarms += [failed, timed_out]
+        return [failed, timed_out]
 
     def watch_dead_letters(self, queue: sqs.IQueue, name: str = "event-dead-letters") -> cloudwatch.Alarm:
         """Any message in the dead-letter queue of the EventBridge targets (an event was dropped)."""

@@ -94,65 +94,63 @@ def acknowledge_findings(stack) -> None:
 
     # -- Training pipeline (infra/pipeline.py) ------------------------------------------------
     pipeline = stack.pipeline
-    if pipeline is not None:
-        data = _arn_token(stack, registry.data_bucket)
-        _ack(
-            pipeline.roles["Train"],
-            f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
-            "The train step writes the artifacts of the version it allocated (models/<model>/v<N>/…), "
-            "a key known only at run time; s3:PutObject/GetObject on the models/ prefix only.",
-        )
-        _ack(
-            pipeline.roles["Train"],
-            f"AwsSolutions-IAM5[Resource::{data}/datasets/*]",
-            "The train step reads whichever dataset upload started the run (datasets/<model>/<any>.csv, "
-            "a pinned S3 version); Get/GetObjectVersion on the datasets/ prefix of the data bucket only.",
-        )
-        _ack(
-            pipeline.roles["Validate"],
-            f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
-            "The validate step reads the candidate's and the production version's artifacts "
-            "(models/<model>/v<N>/…, versions known at run time); read-only, models/ prefix only.",
-        )
-        sm_role = pipeline.state_machine.role
+    data = _arn_token(stack, registry.data_bucket)
+    _ack(
+        pipeline.roles["Train"],
+        f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
+        "The train step writes the artifacts of the version it allocated (models/<model>/v<N>/…), "
+        "a key known only at run time; s3:PutObject/GetObject on the models/ prefix only.",
+    )
+    _ack(
+        pipeline.roles["Train"],
+        f"AwsSolutions-IAM5[Resource::{data}/datasets/*]",
+        "The train step reads whichever dataset upload started the run (datasets/<model>/<any>.csv, "
+        "a pinned S3 version); Get/GetObjectVersion on the datasets/ prefix of the data bucket only.",
+    )
+    _ack(
+        pipeline.roles["Validate"],
+        f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
+        "The validate step reads the candidate's and the production version's artifacts "
+        "(models/<model>/v<N>/…, versions known at run time); read-only, models/ prefix only.",
+    )
+    sm_role = pipeline.state_machine.role
+    _ack(
+        sm_role,
+        "AwsSolutions-IAM5[Resource::*]",
+        "The state machine logs ALL events to CloudWatch Logs and traces with X-Ray: the log "
+        "delivery actions (logs:CreateLogDelivery & co.) and xray:Put* support no resource-level "
+        "permissions, so AWS requires Resource '*' for exactly those actions.",
+    )
+    for fn in (pipeline.allocate_function, pipeline.train_function, pipeline.validate_function,
+               pipeline.record_function):
         _ack(
             sm_role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "The state machine logs ALL events to CloudWatch Logs and traces with X-Ray: the log "
-            "delivery actions (logs:CreateLogDelivery & co.) and xray:Put* support no resource-level "
-            "permissions, so AWS requires Resource '*' for exactly those actions.",
+            f"AwsSolutions-IAM5[Resource::{_arn_token(stack, fn)}:*]",
+            "CDK's LambdaInvoke grant covers the function and its qualified ARNs (<arn>:*, versions "
+            "and aliases) so lambda:InvokeFunction is limited to this one pipeline function.",
         )
-        for fn in (pipeline.allocate_function, pipeline.train_function, pipeline.validate_function,
-                   pipeline.record_function):
-            _ack(
-                sm_role,
-                f"AwsSolutions-IAM5[Resource::{_arn_token(stack, fn)}:*]",
-                "CDK's LambdaInvoke grant covers the function and its qualified ARNs (<arn>:*, versions "
-                "and aliases) so lambda:InvokeFunction is limited to this one pipeline function.",
-            )
 
     # -- Drift monitoring (infra/monitoring.py) -------------------------------------------------
     drift = stack.drift
-    if drift is not None:
-        _ack(
-            drift.role,
-            f"AwsSolutions-IAM5[Resource::{artifacts}/capture/*]",
-            "The drift check reads the newest captured inputs of the model it checks, objects Firehose "
-            "names at delivery time (capture/<model>/YYYY/MM/DD/HH/<generated>); Get/GetObjectVersion "
-            "(and a ListBucket limited to s3:prefix capture/*) on the capture/ prefix only.",
-        )
-        _ack(
-            drift.role,
-            f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
-            "The drift check reads the baseline of whichever version is production "
-            "(models/<model>/v<N>/baseline.json, N known at run time); read-only, models/ prefix only.",
-        )
-        _ack(
-            drift.role,
-            f"AwsSolutions-IAM5[Resource::{artifacts}/drift/*]",
-            "Each check writes a new report drift/<model>/<timestamp>.json, a key known only at run "
-            "time; s3:PutObject on the drift/ prefix only (no read, no delete).",
-        )
+    _ack(
+        drift.role,
+        f"AwsSolutions-IAM5[Resource::{artifacts}/capture/*]",
+        "The drift check reads the newest captured inputs of the model it checks, objects Firehose "
+        "names at delivery time (capture/<model>/YYYY/MM/DD/HH/<generated>); Get/GetObjectVersion "
+        "(and a ListBucket limited to s3:prefix capture/*) on the capture/ prefix only.",
+    )
+    _ack(
+        drift.role,
+        f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
+        "The drift check reads the baseline of whichever version is production "
+        "(models/<model>/v<N>/baseline.json, N known at run time); read-only, models/ prefix only.",
+    )
+    _ack(
+        drift.role,
+        f"AwsSolutions-IAM5[Resource::{artifacts}/drift/*]",
+        "Each check writes a new report drift/<model>/<timestamp>.json, a key known only at run "
+        "time; s3:PutObject on the drift/ prefix only (no read, no delete).",
+    )
 
     # -- REST API --------------------------------------------------------------------------
     api = inference.api

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -54,6 +54,8 @@ TRANSIENT_ERRORS = (
     "Lambda.TooManyRequestsException",
     "TransientError",
 )
+# functions/core/dataset.py's DEFAULT_MAX_BYTES and DEFAULT_MIN_ROWS, not imported: that module
+# needs numpy, which the CDK app does not (tests/infra/test_stack.py checks they agree).
 DEFAULT_MAX_DATASET_BYTES = 100 * 2**20
 DEFAULT_MIN_ROWS = 20
 
@@ -122,7 +124,6 @@ class TrainingPipeline(Construct):
         super().__init__(scope, id)
         self.registry = registry
         self.models = dict(models)
-        stack = Stack.of(self)
         code = code or functions_code()
         self.code_version = code_version()
         env = {
@@ -270,17 +271,6 @@ class TrainingPipeline(Construct):
             self.rules[name] = rule
         if self.dead_letters is not None:
             self.dead_letters.allow_rules_in(self)
-
-        # ------------------------------------------------------------ alarm
-        self.failed_alarm = cloudwatch.Alarm(
-            self, "FailedExecutionsAlarm",
-            alarm_description=f"{stack.stack_name}: a pipeline execution failed (the version records the reason; "
-                              "`shipyard lineage MODEL`)",
-            metric=self.metric_failed(),
-            threshold=1, evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
 
     # ------------------------------------------------------------------ metrics and widgets
 

@@ -171,6 +171,16 @@ class ModelRegistry(Construct):
             resource_arns=[self.table.table_arn],
         )
 
+    def grant_write_drift_items(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Put items into model partitions (``MODEL#*``) only: the drift check's records. No
+        Update/Delete, no alias moves."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["dynamodb:PutItem"],
+            resource_arns=[self.table.table_arn],
+            conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["MODEL#*"]}},
+        )
+
     # ------------------------------------------------------------------ S3 grants
 
     @staticmethod
@@ -181,10 +191,11 @@ class ModelRegistry(Construct):
         )
 
     @staticmethod
-    def _grant_list(grantee: iam.IGrantable, bucket: s3.IBucket, prefix: str) -> iam.Grant:
+    def _grant_list(grantee: iam.IGrantable, bucket: s3.IBucket, prefix: str, *,
+                    versions: bool = False) -> iam.Grant:
         return iam.Grant.add_to_principal(
             grantee=grantee,
-            actions=["s3:ListBucket"],
+            actions=["s3:ListBucket", "s3:ListBucketVersions"] if versions else ["s3:ListBucket"],
             resource_arns=[bucket.bucket_arn],
             conditions={"StringLike": {"s3:prefix": [prefix + "*"]}},
         )
@@ -218,6 +229,11 @@ class ModelRegistry(Construct):
         self._grant_list(grantee, self.data_bucket, DATASETS_PREFIX)
         return self._grant_objects(grantee, self.data_bucket, ["s3:GetObject", "s3:GetObjectVersion"],
                                    DATASETS_PREFIX)
+
+    def grant_list_datasets(self, grantee: iam.IGrantable) -> iam.Grant:
+        """List datasets and their versions (``datasets/*`` of the data bucket), no reading: drift
+        retraining finds a model's newest dataset, the pipeline it starts reads it."""
+        return self._grant_list(grantee, self.data_bucket, DATASETS_PREFIX, versions=True)
 
     def grant_capture_delivery(self, grantee: iam.IGrantable) -> iam.Grant:
         """What a Firehose delivery role needs to write ``capture/*`` (and its error prefix)."""

@@ -12,7 +12,6 @@ from typing import Any, Mapping, Sequence
 
 from aws_cdk import App, CfnOutput, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -138,7 +137,6 @@ class ShipyardStack(Stack):
         )
         if config.alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
-        self.pipeline.failed_alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
 
         # ------------------------------------------------------------ drift monitoring
         self.drift = DriftMonitor(
@@ -174,7 +172,7 @@ class ShipyardStack(Stack):
         # Last, so every function of the stack exists: each gets an errors and a throttles alarm.
         self.alarms = StackAlarms(self, "Alarms", alarm_topic=self.alarm_topic)
         self.alarms.watch_api(self.inference)
-        self.alarms.watch_pipeline(self.pipeline.state_machine, failed_alarm=self.pipeline.failed_alarm)
+        self.alarms.watch_pipeline(self.pipeline.state_machine)
         self.alarms.show(*self.drift.alarms.values())
         self.alarms.watch_dead_letters(self.dead_letters.queue)
         self.dead_letters.allow_rules_in(self)  # every rule exists by now
@@ -256,11 +254,13 @@ def build_app(
     """
     path = Path(cdk_json) if cdk_json else project_cdk_json()
     # Shipyard's feature flags are the defaults the stack is written against; the project's
-    # cdk.json context (its models, its own flags) goes on top.
-    context = ({k: v for k, v in read_cdk_json_context(CDK_JSON).items() if k != "shipyard"}
-               if CDK_JSON.exists() else {})
+    # cdk.json context (its models, its own flags) goes on top. Shipyard's own project (app.py)
+    # passes the same file: read once.
+    defaults = read_cdk_json_context(CDK_JSON) if CDK_JSON.exists() else {}
+    context = {k: v for k, v in defaults.items() if k != "shipyard"}
     if path.exists():
-        context.update(read_cdk_json_context(path))
+        same_file = path.resolve() == CDK_JSON.resolve()
+        context.update(defaults if same_file else read_cdk_json_context(path))
     kwargs: dict[str, Any] = {"context": context, "analytics_reporting": False}
     if config_dict is not None:
         kwargs["post_cli_context"] = {"shipyard": dict(config_dict)}

@@ -536,8 +536,9 @@ def zip_tree(root: Path, dest: Path) -> int:
     return dest.stat().st_size
 
 
-def _human(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+def human_size(n: int | None) -> str:
+    """Bytes as decimal megabytes (10^6, as the size budgets count), ``size unknown`` for ``None``."""
+    return "size unknown" if n is None else f"{n / 1e6:.1f} MB"
 
 
 # --------------------------------------------------------------------------- building
@@ -705,15 +706,15 @@ def build_layer(
         _pip_install(requirements, site, arch, python, log)
         installed = tree_size(site)
         report = trim(site)
-        log(f"  trimmed {report.removed_files} files, {_human(report.removed_bytes)}")
+        log(f"  trimmed {report.removed_files} files, {human_size(report.removed_bytes)}")
         pruned = prune(site)
         if pruned:
-            log(f"  pruned {_human(sum(pruned.values()))} of unused package parts: "
+            log(f"  pruned {human_size(sum(pruned.values()))} of unused package parts: "
                 + ", ".join(sorted(pruned)))
         strip_note, stripped_bytes = "not stripping (disabled)", 0
         if strip:
             _n, stripped_bytes, strip_note = strip_extensions(site, arch, log)
-        log(f"  {strip_note}" + (f", saved {_human(stripped_bytes)}" if stripped_bytes else ""))
+        log(f"  {strip_note}" + (f", saved {human_size(stripped_bytes)}" if stripped_bytes else ""))
         unzipped = tree_size(work / "layer")
         zipped = zip_tree(work / "layer", work / "layer.zip")
         meta = {
@@ -745,8 +746,8 @@ def build_layer(
         shutil.rmtree(work, ignore_errors=True)
         raise
     log(
-        f"  built in {time.monotonic() - started:.1f}s: {_human(unzipped)} unzipped, "
-        f"{_human(zipped)} zipped"
+        f"  built in {time.monotonic() - started:.1f}s: {human_size(unzipped)} unzipped, "
+        f"{human_size(zipped)} zipped"
     )
     _materialize(entry, dest, log)
     return _result(meta, dest, cached=False)
@@ -864,8 +865,8 @@ def _summary(builds: Iterable[LayerBuild]) -> str:
     rows = [f"{'layer':<10} {'arch':<7} {'unzipped':>10} {'zipped':>10}  source"]
     for b in builds:
         rows.append(
-            f"{b.name:<10} {b.architecture:<7} {_human(b.unzipped_bytes):>10} "
-            f"{_human(b.zipped_bytes):>10}  {'cache' if b.cached else 'built'}  {b.path}"
+            f"{b.name:<10} {b.architecture:<7} {human_size(b.unzipped_bytes):>10} "
+            f"{human_size(b.zipped_bytes):>10}  {'cache' if b.cached else 'built'}  {b.path}"
         )
     return "\n".join(rows)
 
@@ -898,8 +899,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 started = time.monotonic()
                 build = build_layer(name, architecture=arch, python=args.python, out_dir=args.out_dir,
                                     cache_dir=args.cache_dir, strip=not args.no_strip)
-                _default_log(f"layer {name} ({arch}): {_human(build.unzipped_bytes)} unzipped, "
-                             f"{_human(build.zipped_bytes)} zipped"
+                _default_log(f"layer {name} ({arch}): {human_size(build.unzipped_bytes)} unzipped, "
+                             f"{human_size(build.zipped_bytes)} zipped"
                              f"{' (cached)' if build.cached else ''} [{time.monotonic() - started:.1f}s]")
                 builds.append(build)
         print(_summary(builds))

@@ -190,7 +190,8 @@ def test_stack_alarms_cover_api_every_function_and_the_pipeline(default):
     assert timed_out["MetricName"] == "ExecutionsTimedOut"
     every = [a["Properties"] for a in _by_type(default, "AWS::CloudWatch::Alarm").values()]
     failed = [a for a in every if a["MetricName"] == "ExecutionsFailed"]
-    assert len(failed) == 1  # the pipeline's own alarm, not a second one
+    assert len(failed) == 1  # StackAlarms' one, not a second one of the pipeline's
+    assert alarms["Shipyard-pipeline-failed"]["MetricName"] == "ExecutionsFailed"
     for alarm in every:
         assert alarm["AlarmActions"] == [{"Ref": topic}], alarm.get("AlarmName")
     # 2 per function + API 2 + pipeline 2 + drift 1 per model + the events' dead-letter queue 1

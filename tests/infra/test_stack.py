@@ -510,6 +510,16 @@ def test_pipeline_functions_sizes_layers_and_least_privilege(synth):
     assert "event-bus/default" in json.dumps(actions["record"]["events:PutEvents"])
 
 
+def test_pipeline_defaults_are_the_dataset_loaders():
+    # infra/pipeline.py keeps its own copies: functions/core/dataset.py imports numpy, which the
+    # CDK app (the `cdk` extra) does not install.
+    from functions.core import dataset
+    from infra import pipeline
+
+    assert pipeline.DEFAULT_MAX_DATASET_BYTES == dataset.DEFAULT_MAX_BYTES
+    assert pipeline.DEFAULT_MIN_ROWS == dataset.DEFAULT_MIN_ROWS
+
+
 def test_pipeline_output_and_dashboard(synth):
     assert synth.template_dict["Outputs"]["PipelineArn"]["Value"]["Ref"].startswith("PipelineStateMachine")
     (dashboard,) = synth.resources("AWS::CloudWatch::Dashboard").values()
