@@ -4,7 +4,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+from infra.config import rate_seconds
+
 _MONTHS = {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}
 _DAYS = {d: i + 1 for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}
 MAX_SCAN_MINUTES = 366 * 24 * 60
@@ -13,9 +14,8 @@ MAX_SCAN_MINUTES = 366 * 24 * 60
 def next_fire(expression: str, since: float, until: float) -> float | None:
     """The first time after `since` (epoch seconds) at which the schedule fires, if it is <= `until`."""
     expression = expression.strip()
-    m = re.fullmatch(r"rate\((\d+)\s+(\w+)\)", expression)
-    if m:
-        step = int(m.group(1)) * _UNITS[m.group(2).lower()]
+    step = rate_seconds(expression)
+    if step is not None:
         t = since + step
         return t if t <= until else None
     m = re.fullmatch(r"at\((.+)\)", expression)
