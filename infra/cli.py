@@ -384,18 +384,10 @@ def start_local_cloud(aws_port: int = 5000, api_port: int = 3000, assembly: str 
         if not Path(project_dir, "cdk.json").exists():
             raise CliError(f"no cdk.json in {Path(project_dir).resolve()}: run this in a Shipyard project")
         say("synthesizing the app (cdk.json)…")
-        # Layers are not used locally (functions run on this interpreter): skip building them.
-        previous = os.environ.get("CDK_CONTEXT_JSON")
-        os.environ["CDK_CONTEXT_JSON"] = json.dumps({"shipyard:build_layers": "false"})
         try:
-            out = synthesize(project_dir)
+            out = synthesize(project_dir)  # without building layers: functions run on this interpreter
         except Exception as err:  # TemplateError carries the app's own message
             raise CliError(str(err)) from err
-        finally:
-            if previous is None:
-                os.environ.pop("CDK_CONTEXT_JSON", None)
-            else:
-                os.environ["CDK_CONTEXT_JSON"] = previous
     say("starting the local cloud…")
     cloud = LocalCloud(Template.load(out), aws_port=aws_port, api_port=api_port, log=say)
     try:
