@@ -8,6 +8,8 @@ import random
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from functions.core.jsonio import dumps
+
 logger = logging.getLogger(__name__)
 
 # Firehose refuses records over 1,000 KiB: skip such a request (and log it) rather than fail.
@@ -74,7 +76,8 @@ class Capture:
             }
             if "probabilities" in response:
                 line["probabilities"] = response["probabilities"]
-            data = (json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n").encode()
+            # orjson (~0.4 ms for 1000 instances, json ~5 ms): this runs on the request path.
+            data = (dumps(line) + "\n").encode()
             if len(data) > MAX_RECORD_BYTES:
                 logger.warning("capture skipped: record of %d bytes exceeds Firehose's limit", len(data))
                 return False

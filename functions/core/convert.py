@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .schema import NUMBER, STRING, FeatureSchema, SchemaError, coerce_labels, is_missing, parse_number
+from .values import plain
 
 # Missing string cells are "" in training arrays and at inference (ONNX strings cannot be null).
 MISSING_STRING = ""
@@ -197,7 +198,7 @@ def _get(row: Any, name: str, positions: dict[str, int] | None, i: int) -> Any:
 
 def fitted_classes(pipeline) -> list[Any]:
     """The fitted classifier's classes as plain Python values (the order of its probabilities)."""
-    return [c.item() if isinstance(c, np.generic) else c for c in pipeline.classes_]
+    return [plain(c) for c in pipeline.classes_]
 
 
 def to_onnx(pipeline, schema: FeatureSchema) -> bytes:

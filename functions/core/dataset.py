@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from functions.core.artifacts import sha256_hex
-from functions.core.schema import NUMBER, STRING, TASKS
+from functions.core.schema import FLOAT32_MAX, NUMBER, STRING, TASKS
 
 DEFAULT_MAX_BYTES = 100 * 2**20
 DEFAULT_MIN_ROWS = 20
@@ -36,8 +36,6 @@ DEFAULT_MAX_CATEGORIES = 1000
 # At least this share of a column's non-missing cells being numbers makes it a numeric column
 # with a few bad values (an error) rather than a string column.
 NUMERIC_SHARE = 0.9
-# ONNX numeric inputs are float32: a larger magnitude would become inf at inference.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 _MISSING_TOKENS = frozenset({"", "nan", "+nan", "-nan"})
 _INF_TOKENS = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
@@ -49,6 +47,15 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 class DatasetError(ValueError):
     """The dataset cannot be used; the message names the column or problem and what was expected."""
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """DatasetError when a dataset of ``size`` bytes is over the ``max_bytes`` limit."""
+    if size > max_bytes:
+        raise DatasetError(
+            f"dataset is too large: {size:,} bytes ({_mib(size)}), the limit is {max_bytes:,} bytes "
+            f"({_mib(max_bytes)}); upload a smaller sample"
+        )
 
 
 @dataclass
@@ -96,12 +103,7 @@ def load_csv(
         raise TypeError(f"load_csv takes the file's bytes, got {type(data).__name__}")
     data = bytes(data)
 
-    size = len(data)
-    if size > max_bytes:
-        raise DatasetError(
-            f"dataset is too large: {size:,} bytes ({_mib(size)}), the limit is {max_bytes:,} bytes "
-            f"({_mib(max_bytes)}); upload a smaller sample"
-        )
+    check_size(len(data), max_bytes)
     digest = sha256_hex(data)
     text = _decode(data)
     if not text.strip():

@@ -30,6 +30,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .values import plain
+
 METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "f1", "roc_auc"),
     "regression": ("r2", "rmse", "mae"),
@@ -155,7 +157,7 @@ def _roc_auc(yt: np.ndarray, probabilities: Any, classes: Sequence[Any] | None) 
     if classes is not None:
         # Probability columns follow `classes` as given (the model's order; sorted in a schema).
         _sorted_labels(_plain_list(classes), "classes")  # unique and orderable
-        labels = [v.item() if isinstance(v, np.generic) else v for v in _plain_list(classes)]
+        labels = [plain(v) for v in _plain_list(classes)]
         known = set(labels)
         unknown = sorted({repr(v) for v in t_list if v not in known})
         if unknown:
@@ -257,7 +259,7 @@ def _plain_list(values: Sequence[Any]) -> list:
 
 
 def _sorted_labels(values: list, what: str) -> list:
-    values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    values = [plain(v) for v in values]
     unique = list(dict.fromkeys(values))
     if len(unique) != len(values) and what == "classes":
         raise ValueError(f"classes must be unique, got {values!r}")

@@ -37,11 +37,13 @@ from botocore.exceptions import ClientError
 
 from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.drift import NUMBER, STRING, check_drift
+from functions.core.eventbus import EventNotDelivered, put_event
 from functions.core.layout import (  # noqa: F401 - the metric names are part of this module's interface
-    CAPTURE_PREFIX, DRIFT_DETECTED, DRIFT_PREFIX, EVENT_SOURCE, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED,
+    CAPTURE_PREFIX, DRIFT_DETECTED, DRIFT_PREFIX, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED,
     METRIC_DRIFT_SCORE, METRIC_DRIFT_THRESHOLD, METRIC_DRIFTED_SHARE, METRIC_ROWS_CHECKED, METRICS_NAMESPACE,
     models_prefix,
 )
+from functions.core.registry import utc_iso
 
 logger = logging.getLogger(__name__)
 
@@ -292,10 +294,6 @@ def _baseline_features(baseline: Mapping[str, Any], record: Mapping[str, Any]) -
     return out
 
 
-def _now_iso(now: datetime) -> str:
-    return now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def report_key(model: str, now: datetime) -> str:
     """``drift/<model>/<UTC timestamp>.json``; lexical order is time order (no ':' in the key)."""
     now = now.astimezone(timezone.utc)
@@ -357,15 +355,11 @@ def drift_event_detail(report: Mapping[str, Any], bucket: str) -> dict:
 
 def send_drift_event(events, report: Mapping[str, Any], bucket: str, event_bus: str = "default") -> str:
     """PutEvents ``Drift Detected`` (source ``shipyard``); returns the event id."""
-    resp = events.put_events(Entries=[{
-        "Source": EVENT_SOURCE, "DetailType": DRIFT_DETECTED, "EventBusName": event_bus,
-        "Detail": json.dumps(drift_event_detail(report, bucket), allow_nan=False),
-    }])
-    entry = (resp.get("Entries") or [{}])[0]
-    if resp.get("FailedEntryCount") or "EventId" not in entry:
+    try:
+        return put_event(events, DRIFT_DETECTED, drift_event_detail(report, bucket), event_bus=event_bus)
+    except EventNotDelivered as err:
         raise DriftCheckError(f"EventBridge refused the Drift Detected event of model {report['model']!r}: "
-                              f"{entry.get('ErrorCode')}: {entry.get('ErrorMessage')}")
-    return entry["EventId"]
+                              f"{err.code}: {err.error_message}") from None
 
 
 # --------------------------------------------------------------------------- the check
@@ -387,8 +381,8 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
     """
     settings = settings or DriftSettings()
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    registry.get_model(model)  # ModelNotFound for a model neither configured nor stored
-    version = registry.get_alias(model, "production")
+    # One read: ModelNotFound for a model neither configured nor stored, else its aliases.
+    version = registry.get_model(model)["aliases"].get("production")
     base: dict[str, Any] = {"model": model, "version": None}
     extra: dict[str, Any] = {"baseline_key": None, "capture": None}
     if version is None:
@@ -411,7 +405,7 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
                               "drift_detected": body["drift_detected"], "drifted_share": body["drifted_share"],
                               "features": body["features"], "drifted_features": body["drifted_features"],
                               "skipped": body["skipped"], "reason": body["reason"], "share": body["share"],
-                              "min_rows": settings.min_rows, "checked_at": _now_iso(now),
+                              "min_rows": settings.min_rows, "checked_at": utc_iso(now),
                               "report_key": report_key(model, now), **extra}
     s3.put_object(Bucket=bucket, Key=report["report_key"], ContentType="application/json",
                   Body=json.dumps(report, allow_nan=False, indent=1).encode())

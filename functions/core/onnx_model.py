@@ -7,6 +7,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .schema import FeatureSchema
+from .values import plain
 
 
 class ModelFormatError(ValueError):
@@ -83,9 +84,7 @@ def _labels(labels: np.ndarray) -> list:
 
 
 def _plain(v: Any) -> Any:
-    # numpy scalars (int64 labels, numpy str) are not JSON serializable as such.
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, bytes):
+    # numpy scalars (int64 labels, numpy str) are not JSON serializable as such; nor are bytes.
+    if isinstance(v, bytes) and not isinstance(v, np.generic):
         return v.decode("utf-8")
-    return v
+    return plain(v)

@@ -62,8 +62,20 @@ class InvalidTransition(RegistryError):
 
 # ---------------------------------------------------------------- value conversion
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def utc_iso(now: datetime | None = None) -> str:
+    """``now`` (default: the current time) in UTC as ISO 8601 with milliseconds and ``Z``:
+    the form of every timestamp Shipyard stores."""
+    now = datetime.now(timezone.utc) if now is None else now.astimezone(timezone.utc)
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dataset_ref(bucket: str, key: str, version_id: Any) -> str:
+    """``s3://<bucket>/<key>?versionId=<version id>``: one dataset object version.
+
+    The version items' ``dataset_ref`` (the ``by-dataset`` index) and the pipeline's run claims
+    are keyed by it, so everything that looks them up builds it here.
+    """
+    return f"s3://{bucket}/{key}?versionId={version_id}"
 
 
 def _to_dynamo(value: Any, path: str = "value") -> Any:
@@ -125,6 +137,11 @@ def _item(attrs: dict) -> dict:
 
 def _plain(item: dict) -> dict:
     return {k: _from_dynamo(_DES.deserialize(v)) for k, v in item.items()}
+
+
+def _public(item: dict) -> dict:
+    """The item without the table's keys and index attributes."""
+    return {k: v for k, v in item.items() if k not in _INTERNAL_KEYS}
 
 
 def _vsk(version: int) -> str:
@@ -198,7 +215,7 @@ class Registry:
     @staticmethod
     def _record(item: dict) -> dict:
         rec = {k: None for k in RECORD_KEYS}
-        rec.update({k: v for k, v in item.items() if k not in _INTERNAL_KEYS})
+        rec.update(_public(item))
         return rec
 
     def _model_item(self, model: str) -> dict | None:
@@ -213,7 +230,7 @@ class Registry:
     def _upsert_model(self, model: str, *, add_version: bool) -> dict:
         expr = ("SET #name = if_not_exists(#name, :name), aliases = if_not_exists(aliases, :empty), "
                 "alias_seq = if_not_exists(alias_seq, :empty), created_at = if_not_exists(created_at, :now)")
-        values = {":name": {"S": model}, ":empty": {"M": {}}, ":now": {"S": _now()}}
+        values = {":name": {"S": model}, ":empty": {"M": {}}, ":now": {"S": utc_iso()}}
         if add_version:
             expr += " ADD next_version :one"
             values[":one"] = {"N": "1"}
@@ -257,7 +274,7 @@ class Registry:
                 raise ValueError(f"dataset for model {model!r} is missing {missing}; "
                                  "lineage needs bucket, key, version_id (and sha256)")
         version = self._upsert_model(model, add_version=True)["next_version"]
-        now = _now()
+        now = utc_iso()
         rec = {"model": model, "version": version, "status": "training", "created_at": now, "updated_at": now,
                "artifact_key": None, "artifact_sha256": None, "schema": None, "metrics": {},
                "estimator": estimator, "params": params if params is not None else {},
@@ -265,7 +282,7 @@ class Registry:
                "execution_arn": execution_arn, "reason": None}
         item = {"pk": f"MODEL#{model}", "sk": _vsk(version), **rec}
         if dataset is not None:
-            item["dataset_ref"] = f"s3://{dataset['bucket']}/{dataset['key']}?versionId={dataset['version_id']}"
+            item["dataset_ref"] = dataset_ref(dataset["bucket"], dataset["key"], dataset["version_id"])
             item["version_ref"] = f"{model}#{version:010d}"
         # The counter makes the number unique; the condition guards against a reset counter.
         try:
@@ -300,7 +317,7 @@ class Registry:
         version already has `to_status` and those attribute values.
         """
         names = {"#status": "status"}
-        values = {":to": {"S": to_status}, ":now": {"S": _now()}}
+        values = {":to": {"S": to_status}, ":now": {"S": utc_iso()}}
         sets = ["#status = :to", "updated_at = :now"]
         for i, (k, v) in enumerate(fields.items()):
             names[f"#f{i}"], values[f":f{i}"] = k, _av(v, k)
@@ -375,7 +392,7 @@ class Registry:
         """
         pk, sk = f"MODEL#{_check_model(model)}", CLAIM_SK_PREFIX + claim_id
         claim = {"kind": "run-claim", "model": model, "dataset": dataset, "execution_arn": execution_arn,
-                 "at": _now()}
+                 "at": utc_iso()}
         try:
             self.client.put_item(TableName=self.table_name, Item=_item({"pk": pk, "sk": sk, **claim}),
                                  ConditionExpression="attribute_not_exists(sk)")
@@ -384,7 +401,7 @@ class Registry:
             if not _is_conditional_failure(e):
                 raise
         existing = self._get(pk, sk) or {}
-        return {**{k: v for k, v in existing.items() if k not in _INTERNAL_KEYS}, "claimed": False}
+        return {**_public(existing), "claimed": False}
 
     def set_claim_version(self, model: str, claim_id: str, version: int) -> None:
         """Record the version a claimed run allocated."""
@@ -420,8 +437,7 @@ class Registry:
             if limit:
                 kw["Limit"] = int(limit) - len(items)
             resp = self.client.query(**kw)
-            items.extend({k: v for k, v in _plain(i).items() if k not in _INTERNAL_KEYS}
-                         for i in resp.get("Items", []))
+            items.extend(_public(_plain(i)) for i in resp.get("Items", []))
             if "LastEvaluatedKey" not in resp or (limit and len(items) >= int(limit)):
                 return items[:limit] if limit else items
             kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
@@ -453,7 +469,7 @@ class Registry:
                                     f"found {actual}; nothing was changed")
             seq_prev = (item.get("alias_seq") or {}).get(alias)
             event = {"model": model, "alias": alias, "from_version": expected, "to_version": to_version,
-                     "reason": reason, "actor": actor, "at": _now(), "seq": (seq_prev or 0) + 1}
+                     "reason": reason, "actor": actor, "at": utc_iso(), "seq": (seq_prev or 0) + 1}
             try:
                 self.client.transact_write_items(
                     TransactItems=self._move_ops(model, alias, event, seq_prev))
@@ -547,7 +563,7 @@ class Registry:
                                                             ":e": {"S": f"E#{_check_alias(alias)}#"}},
                                  ScanIndexForward=False, Limit=1, ConsistentRead=True)
         items = resp.get("Items", [])
-        return {k: v for k, v in _plain(items[0]).items() if k not in _INTERNAL_KEYS} if items else None
+        return _public(_plain(items[0])) if items else None
 
     def history(self, model: str, alias: str = "production") -> list[dict]:
         """Audit events of one alias, oldest first (one query)."""
@@ -555,12 +571,12 @@ class Registry:
                             ExpressionAttributeValues={":pk": {"S": f"MODEL#{_check_model(model)}"},
                                                        ":e": {"S": f"E#{_check_alias(alias)}#"}},
                             ConsistentRead=True)
-        return [{k: v for k, v in i.items() if k not in _INTERNAL_KEYS} for i in items]
+        return [_public(i) for i in items]
 
     # ------------------------------------------------------------ lineage
 
     def versions_from_dataset(self, bucket: str, key: str, version_id: str) -> list[dict]:
         """Versions (of any model) trained on this exact S3 object version (one GSI query)."""
         items = self._query(IndexName="by-dataset", KeyConditionExpression="dataset_ref = :d",
-                            ExpressionAttributeValues={":d": {"S": f"s3://{bucket}/{key}?versionId={version_id}"}})
+                            ExpressionAttributeValues={":d": {"S": dataset_ref(bucket, key, version_id)}})
         return [self._record(i) for i in items]

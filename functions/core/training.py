@@ -29,6 +29,7 @@ import numpy as np
 
 from . import dataset as ds
 from .metrics import higher_is_better, score
+from .values import plain
 
 PARITY_TOLERANCE = 1e-4
 # Seeds are derived from the dataset's sha256: 32 bits of it.
@@ -124,7 +125,7 @@ def holdout_document(dataset: ds.Dataset, idx: np.ndarray, seed: int, fraction: 
         "indices": [int(i) for i in idx],
         "target_name": dataset.schema["target"],
         "columns": columns,
-        "target": [_plain(v) for v in target.tolist()],
+        "target": [plain(v) for v in target.tolist()],
     }
 
 
@@ -145,8 +146,13 @@ def label_mismatches(onnx_labels: list, sk_labels: list, sk_proba: np.ndarray,
 
 
 def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.ndarray,
-                 tolerance: float = PARITY_TOLERANCE) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Compare ONNX (onnxruntime) with scikit-learn on ``X``; returns (parity record, ONNX output).
+                 tolerance: float = PARITY_TOLERANCE, *, feature_schema: Any = None,
+                 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Compare ONNX (onnxruntime) with scikit-learn on ``X``.
+
+    Returns (parity record, ONNX output, scikit-learn output); each output is ``{"predictions"}``
+    plus ``"probabilities"`` (float64) for a classifier, so the caller scores both without
+    predicting again. ``feature_schema``: the ``FeatureSchema`` of ``schema`` if the caller has it.
 
     Classifiers: labels identical (but on ties, see :func:`label_mismatches`) and probabilities
     within ``tolerance`` (absolute).
@@ -155,14 +161,14 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
     from .onnx_model import OnnxModel
     from .schema import FeatureSchema
 
-    fs = FeatureSchema.from_dict(schema)
+    fs = feature_schema if feature_schema is not None else FeatureSchema.from_dict(schema)
     model = OnnxModel.from_bytes(onnx_bytes, fs)
     out = model.session.run(model._outputs, onnx_feeds(schema, X))
     record: dict[str, Any] = {"rows": int(X.shape[0]), "tolerance": tolerance}
     if fs.is_classifier:
-        onnx_labels = [_plain(v) for v in np.asarray(out[0]).ravel().tolist()]
+        onnx_labels = [plain(v) for v in np.asarray(out[0]).ravel().tolist()]
         onnx_proba = np.asarray(out[1], dtype=np.float64)
-        sk_labels = [_plain(v) for v in pipeline.predict(X).tolist()]
+        sk_labels = [plain(v) for v in pipeline.predict(X).tolist()]
         sk_proba = np.asarray(pipeline.predict_proba(X), dtype=np.float64)
         mismatched, ties = label_mismatches(onnx_labels, sk_labels, sk_proba, tolerance)
         diff = float(np.max(np.abs(onnx_proba - sk_proba))) if onnx_proba.size else 0.0
@@ -170,9 +176,11 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
                       compared="labels and probabilities")
         record["passed"] = bool(mismatched == 0 and math.isfinite(diff) and diff <= tolerance)
         onnx_out = {"predictions": onnx_labels, "probabilities": onnx_proba}
+        sk_out = {"predictions": sk_labels, "probabilities": sk_proba}
     else:
         onnx_pred = np.asarray(out[0], dtype=np.float64).ravel()
-        sk_pred = np.asarray(pipeline.predict(X), dtype=np.float64).ravel()
+        sk_raw = pipeline.predict(X)
+        sk_pred = np.asarray(sk_raw, dtype=np.float64).ravel()
         diff = np.abs(onnx_pred - sk_pred)
         allowed = tolerance + tolerance * np.abs(sk_pred)
         worst = float(np.max(diff)) if diff.size else 0.0
@@ -181,7 +189,8 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
                       compared="predictions (absolute or relative)")
         record["passed"] = bool(np.all(np.isfinite(onnx_pred)) and np.all(diff <= allowed))
         onnx_out = {"predictions": onnx_pred}
-    return record, onnx_out
+        sk_out = {"predictions": [plain(v) for v in sk_raw.tolist()]}
+    return record, onnx_out, sk_out
 
 
 def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_MAX_BYTES,
@@ -226,13 +235,9 @@ def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_M
         if list(schema.get("classes") or []) != classes:  # cannot happen with a stratified split
             raise TrainingError(f"the fitted classes {classes} differ from the dataset's {schema.get('classes')}")
     onnx_bytes = convert.to_onnx(pipeline, fs)
-    parity, onnx_out = check_parity(pipeline, onnx_bytes, schema, X_test, tolerance)
+    parity, onnx_out, sk_out = check_parity(pipeline, onnx_bytes, schema, X_test, tolerance, feature_schema=fs)
 
     holdout_score = _score(metric, y_test, onnx_out, schema)
-    sklearn_pred = pipeline.predict(X_test)
-    sk_out = {"predictions": [_plain(v) for v in sklearn_pred.tolist()]}
-    if classifier:
-        sk_out["probabilities"] = np.asarray(pipeline.predict_proba(X_test), dtype=np.float64)
     sklearn_score = _score(metric, y_test, sk_out, schema)
 
     drift = spec.get("drift") or {}
@@ -278,7 +283,7 @@ def _baseline(dataset: ds.Dataset, train_idx: np.ndarray, schema: Mapping[str, A
 def _score(metric: str, y_true: np.ndarray, out: Mapping[str, Any], schema: Mapping[str, Any]) -> float | None:
     classes = schema.get("classes")
     try:
-        value = score(metric, [_plain(v) for v in y_true.tolist()], out["predictions"],
+        value = score(metric, [plain(v) for v in y_true.tolist()], out["predictions"],
                       probabilities=out.get("probabilities"), classes=classes)
     except ValueError:
         return None  # e.g. roc_auc on a holdout that holds one class: recorded as null
@@ -288,6 +293,3 @@ def _score(metric: str, y_true: np.ndarray, out: Mapping[str, Any], schema: Mapp
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
-
-def _plain(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v

@@ -46,16 +46,16 @@ def score_on_holdout(model, holdout: Mapping[str, Any], metric: str) -> float:
     if schema.is_classifier and schema.classes and all(isinstance(c, str) for c in schema.classes):
         y_true = [str(v) for v in y_true]
     value = score(metric, y_true, out["predictions"], probabilities=out.get("probabilities"),
-                  classes=None if not schema.is_classifier else _score_classes(schema, y_true, out))
+                  classes=_score_classes(schema))
     if not math.isfinite(value):
         raise ValueError(f"{metric} is not finite ({value})")
     return float(value)
 
 
-def _score_classes(schema: FeatureSchema, y_true: list, out: Mapping[str, Any]) -> list | None:
+def _score_classes(schema: FeatureSchema) -> list | None:
     # Probability columns follow the model's classes; labels it does not know make the metric
     # undefined for that model (score raises a ValueError naming them).
-    return list(schema.classes) if schema.classes else None
+    return list(schema.classes) if schema.is_classifier and schema.classes else None
 
 
 def schema_differences(candidate: Mapping[str, Any], production: Mapping[str, Any]) -> list[str]:

@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from datetime import datetime, timezone
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
 
 from functions.core import clients
 from functions.core.monitoring import DriftCheckError, retrain_input
-from functions.pipeline.execution import latest_dataset
+from functions.pipeline.execution import latest_dataset, start
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-retrain"))
 tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-retrain"))
-
-def execution_name(model: str, now: datetime) -> str:
-    """``drift-<model>-<UTC timestamp>``: unique per second, at most 80 characters."""
-    safe = re.sub(r"[^A-Za-z0-9_-]", "-", model)[:40]
-    return f"drift-{safe}-{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z"
 
 
 @logger.inject_lambda_context(log_event=True)
@@ -48,11 +41,9 @@ def handler(event: dict, context: Any) -> dict:
         raise DriftCheckError(f"model {model!r} is not set up for retraining (drift.retrain); "
                               f"RETRAIN_SPECS has: {sorted(specs) or 'none'}")
     arn = os.environ["STATE_MACHINE_ARN"]
-    now = datetime.now(timezone.utc)
     payload = retrain_input(model, specs[model], dataset, trigger={
         "event_id": event.get("id"), "time": event.get("time"), "drifted_share": detail.get("drifted_share"),
         "report": detail.get("report")})
-    started = clients.client("stepfunctions").start_execution(
-        stateMachineArn=arn, name=execution_name(model, now), input=json.dumps(payload))
-    logger.info("retraining started", extra={"dataset": dataset, "execution_arn": started["executionArn"]})
-    return {"model": model, "dataset": dataset, "execution_arn": started["executionArn"]}
+    execution_arn = start(clients.client("stepfunctions"), arn, payload, prefix="drift")
+    logger.info("retraining started", extra={"dataset": dataset, "execution_arn": execution_arn})
+    return {"model": model, "dataset": dataset, "execution_arn": execution_arn}

@@ -37,6 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.capture import Capture
+from functions.core.jsonio import dumps
 from functions.core.onnx_model import ModelFormatError, OnnxModel, PredictionError
 from functions.core.registry import ModelNotFound, Registry, VersionNotFound
 from functions.core.schema import FeatureSchema, SchemaError
@@ -131,11 +132,7 @@ class ModelServer:
         if key in self._sessions:
             self._sessions.move_to_end(key)
             return self._sessions[key]
-        try:
-            record = self.registry.get_version(name, version)
-        except VersionNotFound:
-            self.registry.get_model(name)  # an unknown model says so rather than "no version"
-            raise
+        record = _version_record(self.registry, name, version)
         if not record.get("artifact_key") or not record.get("schema"):
             raise ApiError(404, f"model {name!r} version {version} has no model artifact (status "
                                 f"{record.get('status')!r}); expected a trained version")
@@ -154,6 +151,15 @@ class ModelServer:
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
         return loaded
+
+
+def _version_record(registry: Registry, name: str, version: int) -> dict:
+    """The version's record; for an unknown model, ModelNotFound rather than VersionNotFound."""
+    try:
+        return registry.get_version(name, version)
+    except VersionNotFound:
+        registry.get_model(name)  # an unknown model says so rather than "no version"
+        raise
 
 
 _server: ModelServer | None = None
@@ -201,19 +207,9 @@ def _loads(text: str) -> Any:
         raise json.JSONDecodeError(f"unparseable JSON ({type(exc).__name__}: {str(exc)[:100]})", text, 0) from None
 
 
-def _dumps(body: Any) -> str:
-    # orjson writes 1000 predictions with probabilities in ~0.1 ms (json: ~1.8 ms). What it cannot
-    # write (integers beyond 64 bits, say a huge metric read back from DynamoDB) json writes.
-    # Answers hold no NaN (OnnxModel refuses non-finite outputs; DynamoDB stores none).
-    try:
-        return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return json.dumps(body, allow_nan=False)
-
-
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
-                    body=_dumps(body), headers=headers)
+                    body=dumps(body), headers=headers)
 
 
 def _error(status: int, message: str) -> Response:
@@ -227,12 +223,8 @@ def _model_name(raw: str) -> str:
     segment is decoded here. Invalid names never reach DynamoDB.
     """
     name = unquote(raw)
-    ok = 0 < len(name) <= MAX_NAME_LENGTH and "#" not in name and name.isprintable()
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        ok = False
-    if not ok:
+    # isprintable() also refuses lone surrogates (category Cs), so a valid name is UTF-8 encodable.
+    if not (0 < len(name) <= MAX_NAME_LENGTH and "#" not in name and name.isprintable()):
         raise ModelNotFound("unknown model: a model name is 1 to 255 printable characters without '#'")
     return name
 
@@ -263,12 +255,7 @@ def get_model(name: str) -> Response:
 def get_version(name: str, version: int) -> Response:
     registry = server().registry
     name = _model_name(name)
-    try:
-        record = registry.get_version(name, _check_version(name, version))
-    except VersionNotFound:
-        registry.get_model(name)  # an unknown model says so rather than "no version"
-        raise
-    return _json(200, record)
+    return _json(200, _version_record(registry, name, _check_version(name, version)))
 
 
 def predict(name: str, instances: list, version: int | None) -> Response:

@@ -31,9 +31,11 @@ from botocore.exceptions import ClientError
 
 from functions.core import training
 from functions.core.artifacts import get_verified, put_artifact
-from functions.core.dataset import DEFAULT_MAX_BYTES, DEFAULT_MIN_ROWS, DatasetError
-from functions.core.layout import EVENT_SOURCE, MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED, models_prefix
-from functions.core.registry import AliasConflict, InvalidTransition, Registry, VersionNotFound
+from functions.core.dataset import DEFAULT_MAX_BYTES, DEFAULT_MIN_ROWS, DatasetError, check_size
+from functions.core.eventbus import EventNotDelivered
+from functions.core.eventbus import put_event as send_event
+from functions.core.layout import MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED, models_prefix
+from functions.core.registry import AliasConflict, InvalidTransition, Registry, VersionNotFound, dataset_ref
 
 from .errors import PipelineInputError, TransientError, reraise_transient
 
@@ -44,10 +46,6 @@ EVENT_SEND_DELAY = 0.5  # seconds before the 2nd attempt, doubled for the next
 
 logger = logging.getLogger(__name__)
 _sleep = time.sleep
-
-
-def dataset_ref(dataset: Mapping[str, Any]) -> str:
-    return f"s3://{dataset['bucket']}/{dataset['key']}?versionId={dataset.get('version_id')}"
 
 
 def check_input(event: Mapping[str, Any]) -> tuple[str, dict, dict]:
@@ -74,7 +72,7 @@ def allocate(event: Mapping[str, Any], registry: Registry, *, execution_arn: str
     if not dataset.get("version_id"):
         raise PipelineInputError(f"dataset s3://{dataset['bucket']}/{dataset['key']} has no version_id; the data "
                                  "bucket must be versioned so lineage can pin the exact bytes")
-    ref = dataset_ref(dataset)
+    ref = dataset_ref(dataset["bucket"], dataset["key"], dataset["version_id"])
     claim_id = ref + (f"#{execution_arn}" if event.get("force") else "")
     claim = registry.claim_run(model, claim_id, execution_arn=execution_arn, dataset=dataset)
     if not claim["claimed"]:
@@ -108,10 +106,7 @@ def read_dataset(s3, dataset: Mapping[str, Any], max_bytes: int) -> tuple[bytes,
         kwargs["VersionId"] = dataset["version_id"]
     try:
         head = s3.head_object(**kwargs)
-        size = int(head["ContentLength"])
-        if size > max_bytes:
-            raise DatasetError(f"dataset is too large: {size:,} bytes ({_mib(size)}), the limit is {max_bytes:,} bytes "
-                               f"({_mib(max_bytes)}); upload a smaller sample")
+        check_size(int(head["ContentLength"]), max_bytes)
         obj = s3.get_object(**kwargs)
         data = obj["Body"].read()
     except ClientError as err:
@@ -387,18 +382,19 @@ def _promoted_after_failure(events, model: str, version: int, moved: Mapping[str
     return out
 
 
+# EventBridge error codes of a refused entry that a retry of the state may get past.
+TRANSIENT_EVENT_CODES = ("ThrottlingException", "InternalFailure", "InternalException")
+
+
 def put_event(events, detail_type: str, detail: Mapping[str, Any], execution_arn: str | None = None) -> None:
-    entry = {"Source": EVENT_SOURCE, "DetailType": detail_type, "Detail": json.dumps(detail, default=str),
-             "EventBusName": os.environ.get("EVENT_BUS_NAME", "default")}
-    if execution_arn and execution_arn.startswith("arn:"):
-        entry["Resources"] = [execution_arn]
-    resp = events.put_events(Entries=[entry])
-    if resp.get("FailedEntryCount"):
-        failed = resp["Entries"][0]
-        msg = f"{detail_type} event not delivered: {failed.get('ErrorCode')} {failed.get('ErrorMessage')}"
-        if failed.get("ErrorCode") in ("ThrottlingException", "InternalFailure", "InternalException"):
-            raise TransientError(msg)
-        raise RuntimeError(msg)
+    """Send one pipeline event on ``EVENT_BUS_NAME``; a refused entry is a TransientError when a retry may help."""
+    try:
+        send_event(events, detail_type, detail, event_bus=os.environ.get("EVENT_BUS_NAME", "default"),
+                   execution_arn=execution_arn)
+    except EventNotDelivered as err:
+        if err.code in TRANSIENT_EVENT_CODES:
+            raise TransientError(str(err)) from None
+        raise RuntimeError(str(err)) from None
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -407,12 +403,3 @@ def put_event(events, detail_type: str, detail: Mapping[str, Any], execution_arn
 def _json(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
-
-
-def _now() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

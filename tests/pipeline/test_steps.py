@@ -140,3 +140,53 @@ def test_promote_retry_finds_its_own_move_with_one_query(moto_registry, monkeypa
     other = _candidate(moto_registry, "arn:other")
     with pytest.raises(steps.AliasConflict):
         steps.promote(_promote_input(other), moto_registry, FlakyEvents(failures=0), execution_arn="arn:other")
+
+
+class RecordingEvents:
+    """An EventBridge client that keeps every entry and answers with `answer` (default: accepted)."""
+
+    def __init__(self, answer=None):
+        self.entries, self.answer = [], answer
+
+    def put_events(self, Entries):
+        self.entries.extend(Entries)
+        return self.answer or {"FailedEntryCount": 0, "Entries": [{"EventId": "e1"}]}
+
+
+def test_pipeline_events_name_the_execution_and_the_configured_bus(monkeypatch):
+    from functions.pipeline import steps
+
+    monkeypatch.setenv("EVENT_BUS_NAME", "shipyard-bus")
+    events = RecordingEvents()
+    arn = "arn:aws:states:us-east-1:1:execution:p:run1"
+    steps.put_event(events, steps.REJECTED, {"model": "iris", "version": 2}, arn)
+    steps.put_event(events, steps.FAILED, {"model": "iris", "version": None}, "manual")
+    with_arn, without = events.entries
+    assert with_arn == {"Source": "shipyard", "DetailType": "Model Rejected", "EventBusName": "shipyard-bus",
+                        "Detail": '{"model": "iris", "version": 2}', "Resources": [arn]}
+    assert "Resources" not in without and without["EventBusName"] == "shipyard-bus"
+
+
+@pytest.mark.parametrize("code, error", [("ThrottlingException", "TransientError"), ("InternalFailure", "TransientError"),
+                                         ("AccessDeniedException", "RuntimeError")])
+def test_a_refused_pipeline_event_is_transient_only_when_a_retry_may_help(code, error):
+    from functions.pipeline import steps
+
+    events = RecordingEvents({"FailedEntryCount": 1, "Entries": [{"ErrorCode": code, "ErrorMessage": "no"}]})
+    with pytest.raises(Exception) as info:
+        steps.put_event(events, steps.FAILED, {"model": "iris"})
+    assert type(info.value).__name__ == error
+    assert str(info.value) == f"Pipeline Failed event not delivered: {code} no"
+
+
+def test_the_run_claim_and_the_dataset_index_share_one_reference(moto_registry):
+    from functions.core.registry import dataset_ref
+    from functions.pipeline import steps
+
+    event = {"model": "iris", "spec": STEP_SPEC, "dataset": STEP_DATASET}
+    out = steps.allocate(event, moto_registry, execution_arn="arn:1")
+    assert out["dataset_ref"] == dataset_ref("data", "datasets/iris/a.csv", "v1")
+    (rec,) = moto_registry.versions_from_dataset("data", "datasets/iris/a.csv", "v1")
+    assert rec["version"] == out["version"]
+    claim = moto_registry.claim_run("iris", out["dataset_ref"], execution_arn="arn:2", dataset=STEP_DATASET)
+    assert claim["claimed"] is False and claim["execution_arn"] == "arn:1" and claim["version"] == out["version"]

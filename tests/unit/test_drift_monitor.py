@@ -446,3 +446,34 @@ def test_baseline_without_a_recorded_digest_is_refused(aws):
     put_capture(aws, traffic(600))
     with pytest.raises(DriftCheckError, match="lineage records no sha256 for baseline.json"):
         run(aws)
+
+
+def test_a_refused_drift_event_is_a_drift_check_error():
+    class Events:
+        def __init__(self, answer):
+            self.answer, self.entries = answer, []
+
+        def put_events(self, Entries):
+            self.entries.extend(Entries)
+            return self.answer
+
+    report = {"model": "iris", "version": 1, "checked_at": "t", "rows": 500, "drifted_share": 1.0, "share": 0.5,
+              "drifted_features": ["x"], "report_key": "drift/iris/t.json"}
+    events = Events({"FailedEntryCount": 1, "Entries": [{"ErrorCode": "AccessDeniedException", "ErrorMessage": "no"}]})
+    with pytest.raises(DriftCheckError, match="refused the Drift Detected event of model 'iris': AccessDeniedException: no"):
+        monitoring.send_drift_event(events, report, "artifacts", "shipyard-bus")
+    (entry,) = events.entries
+    assert entry["EventBusName"] == "shipyard-bus" and entry["Source"] == "shipyard" and "Resources" not in entry
+    assert json.loads(entry["Detail"]) == monitoring.drift_event_detail(report, "artifacts")
+    events = Events({"FailedEntryCount": 0, "Entries": [{"EventId": "e-1"}]})
+    assert monitoring.send_drift_event(events, report, "artifacts") == "e-1"
+    assert events.entries[0]["EventBusName"] == "default"
+
+
+def test_a_check_reads_the_model_item_once(aws, monkeypatch):
+    promote_version(aws)
+    ddb = aws["registry"].client
+    reads, original = [], ddb.get_item
+    monkeypatch.setattr(ddb, "get_item", lambda **kw: reads.append(kw["Key"]["sk"]["S"]) or original(**kw))
+    run(aws, emit=None)
+    assert reads.count("iris") == 1  # existence and production alias from one GetItem

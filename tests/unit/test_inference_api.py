@@ -220,6 +220,32 @@ def test_capture_is_sampled_and_configured_from_env(aws, monkeypatch):
     assert Capture.from_env().sample_rate == 0.1
 
 
+def test_capture_record_is_one_json_document_per_line():
+    from datetime import datetime, timezone
+
+    from functions.core.capture import Capture
+
+    class Firehose:
+        def __init__(self):
+            self.data = []
+
+        def put_record(self, DeliveryStreamName, Record):
+            self.data.append(Record["Data"])
+
+    fh = Firehose()
+    capture = Capture({"iris": "s"}, 1.0, client=fh, rng=lambda: 0.0,
+                      clock=lambda: datetime(2025, 3, 4, 12, 0, tzinfo=timezone.utc))
+    instances = [{"a": 1.5, "s": "ü\u2028"}, [2**70, None]]  # the second goes to json's fallback
+    for response in ({"predictions": ["x", "y"], "probabilities": [[0.25, 0.75], [1.0, 0.0]]},
+                     {"predictions": [0.5, 1e-07]}):
+        assert capture.record("iris", 3, instances, response) is True
+    first, second = (json.loads(data.decode("utf-8")) for data in fh.data)
+    assert all(data.endswith(b"\n") and data.count(b"\n") == 1 for data in fh.data)
+    head = {"model": "iris", "version": 3, "captured_at": "2025-03-04T12:00:00+00:00", "instances": instances}
+    assert first == {**head, "predictions": ["x", "y"], "probabilities": [[0.25, 0.75], [1.0, 0.0]]}
+    assert second == {**head, "predictions": [0.5, 1e-07]}
+
+
 def test_artifacts_are_verified(aws):
     from functions.core.artifacts import IntegrityError, get_verified, sha256_hex
 
@@ -497,7 +523,7 @@ def test_body_parsing_errors_are_json_decode_errors():
 
 
 def test_answers_are_written_as_json_writes_them():
-    from functions.inference.handler import _dumps
+    from functions.core.jsonio import dumps as _dumps
 
     body = {"predictions": ["setosa", 2, 0.1], "probabilities": [[0.1, 0.9], [1e-300, 1.0]], "version": 3,
             "name": "ü \u2028 \x00", "classes": [], "aliases": {"production": None}}
@@ -513,7 +539,7 @@ def test_deeply_nested_bodies_are_a_400(clock, depth):
 
 
 def test_integers_beyond_64_bits_are_written_too():
-    from functions.inference.handler import _dumps
+    from functions.core.jsonio import dumps as _dumps
 
     assert json.loads(_dumps({"mse": 30000000000000000000, "n": 1})) == {"mse": 30000000000000000000, "n": 1}
 

@@ -470,3 +470,36 @@ def test_put_drift_check_needs_a_time_and_never_collides(reg):
     for _ in range(2):
         reg.put_drift_check("iris", {"checked_at": "2025-01-01T00:00:00.000Z", "rows": 3})
     assert [h["rows"] for h in reg.drift_history("iris")] == [3, 3] and reg.drift_history("wine") == []
+
+
+def test_dataset_ref_is_the_index_key_of_versions(reg, ddb):
+    from functions.core.registry import dataset_ref
+
+    assert dataset_ref("data", "datasets/iris/a.csv", "v1") == "s3://data/datasets/iris/a.csv?versionId=v1"
+    v = reg.allocate_version("iris", dataset=DATASET)["version"]
+    item = ddb.get_item(TableName="registry", Key={"pk": {"S": "MODEL#iris"}, "sk": {"S": f"V#{v:010d}"}})["Item"]
+    assert item["dataset_ref"] == {"S": dataset_ref("data", "datasets/iris/a.csv", "v1")}
+
+
+def test_internal_keys_stay_inside_the_table(reg):
+    v = reg.allocate_version("iris", dataset=DATASET)["version"]
+    reg.record_candidate("iris", v, artifact_key="k", artifact_sha256="ab" * 32, schema={"features": []}, metrics={})
+    reg.promote("iris", v, reason="r", actor="a")
+    reg.claim_run("iris", "c", execution_arn="arn:1", dataset=DATASET)
+    reg.put_drift_check("iris", {"checked_at": "2025-03-04T12:00:00.000Z", "rows": 1})
+    views = [reg.get_version("iris", v), *reg.list_versions("iris"), *reg.history("iris"), reg.last_event("iris"),
+             reg.claim_run("iris", "c", execution_arn="arn:2", dataset=DATASET), *reg.drift_history("iris")]
+    assert len(views) == 6
+    for view in views:
+        assert not {"pk", "sk", "dataset_ref", "version_ref"} & set(view), view
+
+
+def test_utc_iso_is_the_stored_timestamp_form():
+    from datetime import datetime, timedelta, timezone
+
+    from functions.core.registry import utc_iso
+
+    assert utc_iso(datetime(2025, 3, 4, 13, 2, 3, 456789, tzinfo=timezone(timedelta(hours=1)))) == \
+        "2025-03-04T12:02:03.456Z"
+    now = utc_iso()
+    assert now.endswith("Z") and len(now) == len("2025-03-04T12:02:03.456Z")

@@ -102,3 +102,37 @@ def test_a_different_label_on_a_probability_tie_is_not_a_mismatch():
     # rows 0 and 2 tie within 1e-4 (argmax decided by rounding); row 3 is a real mismatch
     assert training.label_mismatches(onnx_, sk, proba, 1e-4) == (1, 2)
     assert training.label_mismatches(sk, sk, proba, 1e-4) == (0, 0)
+
+
+@pytest.mark.parametrize("spec, body", [(ANIMALS, data.animals), (PRICES, data.prices)])
+def test_scikit_learn_predicts_the_holdout_once(spec, body, monkeypatch):
+    from sklearn.pipeline import Pipeline
+
+    calls = []
+    for method in ("predict", "predict_proba"):
+        original = getattr(Pipeline, method)
+        monkeypatch.setattr(Pipeline, method,
+                            lambda self, X, _m=method, _o=original, **kw: calls.append(_m) or _o(self, X, **kw))
+    res = training.train(body(), spec)
+    expected = ["predict", "predict_proba"] if spec["task"] == "classification" else ["predict"]
+    assert calls == expected  # parity's scikit-learn outputs are the ones scored
+    metric = spec["metric"]
+    assert res.metrics["sklearn_" + metric] == pytest.approx(res.metrics[metric], rel=1e-3, abs=1e-3)
+
+
+def test_check_parity_returns_both_outputs(clf):
+    from functions.core import convert
+    from functions.core.dataset import holdout_split, load_csv
+    from functions.core.schema import FeatureSchema
+
+    dataset = load_csv(data.animals(), target="species", task="classification")
+    train_idx, test_idx = holdout_split(dataset.rows, 0.2, 1, stratify=dataset.target)
+    X_train, X_test = training.training_matrix(dataset, train_idx), training.training_matrix(dataset, test_idx)
+    fs = FeatureSchema.from_dict(dataset.schema)
+    pipeline = convert.build_pipeline(fs, ANIMALS["estimator"], ANIMALS["params"]).fit(X_train, dataset.target[train_idx])
+    record, onnx_out, sk_out = training.check_parity(pipeline, convert.to_onnx(pipeline, fs), dataset.schema, X_test,
+                                                     feature_schema=fs)
+    assert record["passed"] and record["rows"] == len(test_idx)
+    assert sk_out["predictions"] == pipeline.predict(X_test).tolist() == onnx_out["predictions"]
+    assert all(type(v) is str for v in sk_out["predictions"])
+    np.testing.assert_array_equal(sk_out["probabilities"], pipeline.predict_proba(X_test))
