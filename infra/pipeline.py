@@ -31,7 +31,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from functions.core.layout import METRICS_NAMESPACE
+from functions.core.layout import DEFAULT_MAX_DATASET_BYTES, DEFAULT_MIN_DATASET_ROWS, METRICS_NAMESPACE
 from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec
 from infra.deadletters import EventDeadLetters
@@ -54,10 +54,6 @@ TRANSIENT_ERRORS = (
     "Lambda.TooManyRequestsException",
     "TransientError",
 )
-# functions/core/dataset.py's DEFAULT_MAX_BYTES and DEFAULT_MIN_ROWS, not imported: that module
-# needs numpy, which the CDK app does not (tests/infra/test_stack.py checks they agree).
-DEFAULT_MAX_DATASET_BYTES = 100 * 2**20
-DEFAULT_MIN_ROWS = 20
 
 
 def code_version(root: Path = PROJECT_ROOT) -> str:
@@ -91,7 +87,7 @@ class TrainingPipeline(Construct):
         retry_attempts: int = 4,
         retry_backoff_rate: float = 2.0,
         max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
-        min_rows: int = DEFAULT_MIN_ROWS,
+        min_rows: int = DEFAULT_MIN_DATASET_ROWS,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         log_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         code: lambda_.Code | None = None,

@@ -28,10 +28,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from functions.core.artifacts import sha256_hex
+from functions.core.layout import DEFAULT_MAX_DATASET_BYTES, DEFAULT_MIN_DATASET_ROWS
 from functions.core.schema import FLOAT32_MAX, NUMBER, STRING, TASKS
 
-DEFAULT_MAX_BYTES = 100 * 2**20
-DEFAULT_MIN_ROWS = 20
+DEFAULT_MAX_BYTES = DEFAULT_MAX_DATASET_BYTES
+DEFAULT_MIN_ROWS = DEFAULT_MIN_DATASET_ROWS
 DEFAULT_MAX_CATEGORIES = 1000
 # At least this share of a column's non-missing cells being numbers makes it a numeric column
 # with a few bad values (an error) rather than a string column.

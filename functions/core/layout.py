@@ -18,6 +18,10 @@ def models_prefix(model: str, version: int) -> str:
     return f"{MODELS_PREFIX}{model}/v{int(version)}/"
 
 
+# What the pipeline trains on, by default (the TrainingPipeline construct's max_dataset_bytes, min_rows)
+DEFAULT_MAX_DATASET_BYTES = 100 * 2**20
+DEFAULT_MIN_DATASET_ROWS = 20
+
 # EventBridge source and detail types of Shipyard's events
 EVENT_SOURCE = "shipyard"
 MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED = "Model Promoted", "Model Rejected", "Pipeline Failed"

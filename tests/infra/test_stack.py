@@ -511,13 +511,15 @@ def test_pipeline_functions_sizes_layers_and_least_privilege(synth):
 
 
 def test_pipeline_defaults_are_the_dataset_loaders():
-    # infra/pipeline.py keeps its own copies: functions/core/dataset.py imports numpy, which the
-    # CDK app (the `cdk` extra) does not install.
+    # Both come from functions/core/layout.py (numpy-free, so the CDK app can import it).
+    import inspect
+
     from functions.core import dataset
     from infra import pipeline
 
-    assert pipeline.DEFAULT_MAX_DATASET_BYTES == dataset.DEFAULT_MAX_BYTES
-    assert pipeline.DEFAULT_MIN_ROWS == dataset.DEFAULT_MIN_ROWS
+    props = inspect.signature(pipeline.TrainingPipeline.__init__).parameters
+    assert props["max_dataset_bytes"].default == dataset.DEFAULT_MAX_BYTES
+    assert props["min_rows"].default == dataset.DEFAULT_MIN_ROWS
 
 
 def test_pipeline_output_and_dashboard(synth):
