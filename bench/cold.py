@@ -35,7 +35,7 @@ def main() -> None:
     if response["statusCode"] != 200:
         raise SystemExit(f"{path}: {response}")
     print(json.dumps({"import_ms": round((t1 - t0) * 1e3, 1), "first_request_ms": round((t3 - t2) * 1e3, 1),
-                      "since_interpreter_ready_ms": round((t3 - _start) * 1e3, 1)}))
+                      "since_interpreter_ready_ms": round((t3 - _start) * 1e3, 1)}), flush=True)
 
 
 main()
