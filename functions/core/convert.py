@@ -72,8 +72,48 @@ def _check_task(model, path: str, task: str) -> None:
         raise ConvertError(f"estimator {path!r} is not a regressor, but the task is regression")
 
 
+def preprocessing_kind(cls: type) -> str:
+    """How the framework prepares numbers for an estimator class (docs/pipeline.md, "Parity").
+
+    - ``"trees"``: decision trees and ensembles of them. Median-impute only, then cast to float32:
+      trees are scale-invariant, and a float64 scaler before float32 thresholds is what made ONNX
+      and scikit-learn send rows down different branches (ONNX scales in float32).
+    - ``"native_nan"``: histogram gradient boosting. Numbers pass through untouched, NaN included
+      (the model learned where missing values go), then cast to float32.
+    - ``"counts"``: multinomial, complement and categorical naive Bayes, which take non-negative
+      counts: median-impute only (standardizing would make them negative).
+    - ``"scaled"``: every other estimator: median-impute and standardize (what linear models,
+      SVMs, neighbours and networks need); their outputs are continuous in the inputs.
+    """
+    from sklearn.ensemble import AdaBoostClassifier, AdaBoostRegressor, BaggingClassifier, BaggingRegressor
+    from sklearn.ensemble._forest import BaseForest
+    from sklearn.ensemble._gb import BaseGradientBoosting
+    from sklearn.ensemble._hist_gradient_boosting.gradient_boosting import BaseHistGradientBoosting
+    from sklearn.naive_bayes import CategoricalNB, ComplementNB, MultinomialNB
+    from sklearn.tree import BaseDecisionTree
+
+    if issubclass(cls, (MultinomialNB, ComplementNB, CategoricalNB)):
+        return "counts"
+    if issubclass(cls, BaseHistGradientBoosting):
+        return "native_nan"
+    # AdaBoost and Bagging: their default (and, from a JSON config, only) base estimator is a tree.
+    if issubclass(cls, (BaseDecisionTree, BaseForest, BaseGradientBoosting, AdaBoostClassifier,
+                        AdaBoostRegressor, BaggingClassifier, BaggingRegressor)):
+        return "trees"
+    return "scaled"
+
+
+_PROBABILITY_HINT = ("choose a classifier with predict_proba, e.g. LogisticRegression, or "
+                     "sklearn.calibration.CalibratedClassifierCV (a calibrated linear SVM)")
+_PROBABILITY_HINTS = {
+    "SVC": "set params {\"probability\": true}",
+    "NuSVC": "set params {\"probability\": true}",
+    "SGDClassifier": "set params {\"loss\": \"log_loss\"} (or \"modified_huber\")",
+}
+
+
 def build_pipeline(schema: FeatureSchema, estimator: str, params: Mapping[str, Any] | None = None):
-    """An unfitted Pipeline: numeric median-impute + scale, string impute + one-hot, estimator."""
+    """An unfitted Pipeline: numeric preparation by estimator family, string impute + one-hot, estimator."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -92,16 +132,24 @@ def build_pipeline(schema: FeatureSchema, estimator: str, params: Mapping[str, A
     except TypeError as exc:
         raise ConvertError(f"estimator {estimator}: bad params {params!r} ({exc})") from exc
     _check_task(model, estimator, schema.task)
+    if schema.task == "classification" and not hasattr(model, "predict_proba"):
+        raise ConvertError(
+            f"estimator {estimator} with params {params!r} does not predict class probabilities, which "
+            f"Shipyard serves and gates on; {_PROBABILITY_HINTS.get(cls.__name__, _PROBABILITY_HINT)}"
+        )
+    kind = preprocessing_kind(cls)
 
     numeric = [i for i, f in enumerate(schema.features) if f.type == NUMBER]
     strings = [i for i, f in enumerate(schema.features) if f.type == STRING]
     transformers = []
     if numeric:
-        transformers.append((
-            "num",
-            Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
-            numeric,
-        ))
+        if kind == "native_nan":
+            numbers: Any = "passthrough"
+        elif kind in ("trees", "counts"):
+            numbers = SimpleImputer(strategy="median")
+        else:
+            numbers = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+        transformers.append(("num", numbers, numeric))
     if strings:
         transformers.append((
             "cat",
@@ -114,7 +162,15 @@ def build_pipeline(schema: FeatureSchema, estimator: str, params: Mapping[str, A
             ]),
             strings,
         ))
-    return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", model)])
+    steps = [("preprocess", ColumnTransformer(transformers))]
+    if kind in ("trees", "native_nan"):
+        # Trees compare features with thresholds: scikit-learn must see the very float32 values
+        # the ONNX graph compares (ONNX computes in float32), or a row near a threshold goes
+        # down the other branch.
+        from skl2onnx.sklapi import CastTransformer
+
+        steps.append(("float32", CastTransformer(dtype=np.float32)))
+    return Pipeline(steps + [("model", model)])
 
 
 def _default_constructible(cls) -> bool:
@@ -201,6 +257,96 @@ def fitted_classes(pipeline) -> list[Any]:
     return [plain(c) for c in pipeline.classes_]
 
 
+def _fix_skl2onnx_leaf_flags() -> None:
+    """skl2onnx 1.20 writes ``False`` (a bool) as the missing-value flag of histogram-gradient-
+    boosting leaves; onnx 1.23 refuses bools in an ints attribute ("Expected an int, got a
+    boolean"), so no HistGradientBoosting* model converted. Coerce the flag to 0/1 where skl2onnx
+    adds each tree node. Idempotent; skl2onnx is pinned exactly (pyproject.toml)."""
+    from skl2onnx.common import tree_ensemble
+
+    add_node = tree_ensemble.add_node
+    if getattr(add_node, "_shipyard_fixed", False):
+        return
+
+    def fixed(*args, nodes_missing_value_tracks_true=0, **kwargs):
+        return add_node(*args, nodes_missing_value_tracks_true=int(nodes_missing_value_tracks_true), **kwargs)
+
+    fixed._shipyard_fixed = True
+    tree_ensemble.add_node = fixed
+
+
+def floor_thresholds_to_float32(estimator) -> int:
+    """Round every split threshold of a fitted tree model down to the nearest float32; returns how
+    many thresholds moved.
+
+    ONNX tree ensembles hold float32 thresholds; skl2onnx rounds scikit-learn's float64 ones to the
+    *nearest* float32, which can land above the float64 value, and an input equal to it then goes
+    left in ONNX and right in scikit-learn. Rounded *down*, ``x <= t`` holds for a float32 ``x``
+    exactly when ``x <= t64`` does (no float32 lies between), so for the float32 inputs both sides
+    see (the pipeline casts them, see :func:`build_pipeline`) scikit-learn's predictions do not
+    change and ONNX's become identical.
+    """
+    moved = 0
+
+    def floor(values: np.ndarray) -> None:
+        nonlocal moved
+        f32 = values.astype(np.float32)
+        above = f32.astype(np.float64) > values
+        f32[above] = np.nextafter(f32[above], np.float32(-np.inf))
+        moved += int(np.count_nonzero(f32.astype(np.float64) != values))
+        values[...] = f32
+
+    seen: set[int] = set()
+
+    def walk(obj) -> None:
+        if obj is None or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        tree = getattr(obj, "tree_", None)
+        if tree is not None and hasattr(tree, "threshold"):
+            leaf = tree.children_left == -1
+            thresholds = tree.threshold  # a writable view of the tree's nodes
+            splits = thresholds[~leaf].copy()
+            floor(splits)
+            thresholds[~leaf] = splits
+        for stage in getattr(obj, "_predictors", None) or ():  # HistGradientBoosting*
+            for predictor in stage:
+                nodes = predictor.nodes
+                split = nodes["is_leaf"] == 0
+                values = nodes["num_threshold"][split].copy()
+                floor(values)
+                nodes["num_threshold"][split] = values
+        members = getattr(obj, "estimators_", None)
+        if members is not None:
+            for member in np.asarray(members, dtype=object).ravel():
+                walk(member)
+        for attr in ("estimator_", "calibrated_classifiers_"):
+            inner = getattr(obj, attr, None)
+            for member in inner if isinstance(inner, list) else [inner]:
+                walk(getattr(member, "estimator", member))
+
+    walk(estimator)
+    return moved
+
+
+def _restore_input_names(onx, names: Sequence[str]) -> None:
+    """skl2onnx rewrites input names that are not identifiers (``od280/od315`` becomes
+    ``od280_od315``); the model format names each input exactly as its feature. Inputs come in
+    the order of ``initial_types``, so the i-th input is the i-th feature."""
+    graph = onx.graph
+    if len(graph.input) != len(names):
+        raise ConvertError(f"converted graph has {len(graph.input)} inputs, expected {len(names)}")
+    renamed = {i.name: n for i, n in zip(graph.input, names) if i.name != n}
+    if not renamed:
+        return
+    for value in graph.input:
+        value.name = renamed.get(value.name, value.name)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
+
+
 def to_onnx(pipeline, schema: FeatureSchema) -> bytes:
     """Serialized ONNX of a fitted pipeline, in the model format of docs/architecture.md."""
     from skl2onnx import convert_sklearn
@@ -221,14 +367,23 @@ def to_onnx(pipeline, schema: FeatureSchema) -> bytes:
             )
         # zipmap=False: plain `label` and `probabilities` tensors instead of a list of maps.
         options = {id(estimator): {"zipmap": False}}
+    _fix_skl2onnx_leaf_flags()
+    floor_thresholds_to_float32(estimator)
     try:
         # A fixed graph name (skl2onnx would pick a random one): the same fitted pipeline always
         # gives the same bytes, so an artifact's sha256 is reproducible.
         onx = convert_sklearn(pipeline, initial_types=inputs, options=options, name="shipyard")
     except Exception as exc:  # skl2onnx raises many types; name the estimator in one error
+        # skl2onnx's messages can hold a whole model (a tree ensemble's attributes: megabytes):
+        # keep the first line, bounded; the full text is in the exception chain (the log).
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if len(first) > 300:
+            first = first[:300] + "…"
         raise ConvertError(
-            f"skl2onnx cannot convert {type(estimator).__module__}.{type(estimator).__name__}: {exc}"
+            f"skl2onnx cannot convert {type(estimator).__module__}.{type(estimator).__name__}: "
+            f"{type(exc).__name__}: {first}"
         ) from exc
+    _restore_input_names(onx, schema.names)
     outputs = [o.name for o in onx.graph.output]
     expected = ["label", "probabilities"] if schema.is_classifier else ["variable"]
     if outputs != expected:

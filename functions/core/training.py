@@ -147,16 +147,20 @@ def label_mismatches(onnx_labels: list, sk_labels: list, sk_proba: np.ndarray,
 
 def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.ndarray,
                  tolerance: float = PARITY_TOLERANCE, *, feature_schema: Any = None,
+                 target_scale: float | None = None,
                  ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Compare ONNX (onnxruntime) with scikit-learn on ``X``.
+    """Compare ONNX (onnxruntime) with scikit-learn on ``X``: the parity gate (docs/pipeline.md).
 
     Returns (parity record, ONNX output, scikit-learn output); each output is ``{"predictions"}``
     plus ``"probabilities"`` (float64) for a classifier, so the caller scores both without
     predicting again. ``feature_schema``: the ``FeatureSchema`` of ``schema`` if the caller has it.
 
-    Classifiers: labels identical (but on ties, see :func:`label_mismatches`) and probabilities
-    within ``tolerance`` (absolute).
-    Regressors: predictions within ``tolerance`` absolute or relative to the value.
+    Classifiers: labels identical but on ties (:func:`label_mismatches`), and probabilities within
+    ``tolerance`` (absolute: probabilities are on one scale, 0 to 1).
+    Regressors: each prediction within ``tolerance × (target_scale + |prediction|)``, where
+    ``target_scale`` is the training target's standard deviation: the gate scales with the
+    target's units (grams or kilograms pass alike) and with the value's own magnitude, which
+    bounds float32 rounding in ONNX (relative 6e-8 per operation).
     """
     from .onnx_model import OnnxModel
     from .schema import FeatureSchema
@@ -173,7 +177,7 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
         mismatched, ties = label_mismatches(onnx_labels, sk_labels, sk_proba, tolerance)
         diff = float(np.max(np.abs(onnx_proba - sk_proba))) if onnx_proba.size else 0.0
         record.update(label_mismatches=mismatched, label_ties=ties, max_abs_diff=_finite_or_none(diff),
-                      compared="labels and probabilities")
+                      allowed=tolerance, compared="labels and probabilities")
         record["passed"] = bool(mismatched == 0 and math.isfinite(diff) and diff <= tolerance)
         onnx_out = {"predictions": onnx_labels, "probabilities": onnx_proba}
         sk_out = {"predictions": sk_labels, "probabilities": sk_proba}
@@ -181,12 +185,14 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
         onnx_pred = np.asarray(out[0], dtype=np.float64).ravel()
         sk_raw = pipeline.predict(X)
         sk_pred = np.asarray(sk_raw, dtype=np.float64).ravel()
+        scale = float(target_scale) if target_scale is not None and math.isfinite(target_scale) else 1.0
         diff = np.abs(onnx_pred - sk_pred)
-        allowed = tolerance + tolerance * np.abs(sk_pred)
+        allowed = tolerance * (scale + np.abs(sk_pred))
         worst = float(np.max(diff)) if diff.size else 0.0
         worst_rel = float(np.max(diff / np.maximum(np.abs(sk_pred), 1e-12))) if diff.size else 0.0
         record.update(max_abs_diff=_finite_or_none(worst), max_rel_diff=_finite_or_none(worst_rel),
-                      compared="predictions (absolute or relative)")
+                      target_scale=scale, allowed=_finite_or_none(float(tolerance * scale)),
+                      compared="predictions, within tolerance x (target std + |prediction|)")
         record["passed"] = bool(np.all(np.isfinite(onnx_pred)) and np.all(diff <= allowed))
         onnx_out = {"predictions": onnx_pred}
         sk_out = {"predictions": [plain(v) for v in sk_raw.tolist()]}
@@ -235,7 +241,8 @@ def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_M
         if list(schema.get("classes") or []) != classes:  # cannot happen with a stratified split
             raise TrainingError(f"the fitted classes {classes} differ from the dataset's {schema.get('classes')}")
     onnx_bytes = convert.to_onnx(pipeline, fs)
-    parity, onnx_out, sk_out = check_parity(pipeline, onnx_bytes, schema, X_test, tolerance, feature_schema=fs)
+    parity, onnx_out, sk_out = check_parity(pipeline, onnx_bytes, schema, X_test, tolerance, feature_schema=fs,
+                                            target_scale=None if classifier else float(np.std(y_train)))
 
     holdout_score = _score(metric, y_test, onnx_out, schema)
     sklearn_score = _score(metric, y_test, sk_out, schema)
