@@ -367,9 +367,10 @@ class Registry:
                                 merge={"lineage": lineage} if lineage else None,
                                 idempotent_on={"artifact_sha256": artifact_sha256})
 
-    def record_failure(self, model: str, version: int, reason: str) -> dict:
-        """training|candidate -> failed, with the reason."""
-        return self._transition(model, version, "failed", ("training", "candidate"), {"reason": reason},
+    def record_failure(self, model: str, version: int, reason: str,
+                       only_from: tuple[str, ...] = ("training", "candidate")) -> dict:
+        """training|candidate (or only the statuses in `only_from`) -> failed, with the reason."""
+        return self._transition(model, version, "failed", only_from, {"reason": reason},
                                 idempotent_on={"reason": reason})
 
     def record_rejection(self, model: str, version: int, reason: str, metrics: dict | None = None) -> dict:

@@ -7,6 +7,7 @@ Environment (set by ``infra/pipeline.py``): ``REGISTRY_TABLE``, ``ARTIFACT_BUCKE
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Any, Callable
 
@@ -17,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from functions.core import clients
 from functions.core.registry import Registry
 
-from .errors import TransientError, is_transient
+from .errors import MAX_RESULT_BYTES, StepResultTooLarge, TransientError, bounded, is_transient
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-pipeline")
 logger = Logger(service=SERVICE)
@@ -59,7 +60,13 @@ def flatten(event: Any) -> Any:
 
 
 def step(fn: Callable[[dict, Any], dict]) -> Callable[[dict, Any], dict]:
-    """Handler decorator: Powertools context, and AWS throttles/5xx re-raised as TransientError."""
+    """Handler decorator: Powertools context; AWS throttles/5xx re-raised as TransientError; bounded errors and results.
+
+    Whatever a step raises or returns lands in the state input (256 KiB at most), and an error's
+    message in the registry and the `Pipeline Failed` event: messages are cut to
+    ``MAX_MESSAGE_CHARS`` (the full text is logged first) keeping the error's type name, which the
+    state machine's Retry matches; a result over ``MAX_RESULT_BYTES`` becomes StepResultTooLarge.
+    """
 
     @functools.wraps(fn)
     def wrapper(event: dict, context: Any) -> dict:
@@ -71,13 +78,50 @@ def step(fn: Callable[[dict, Any], dict]) -> Callable[[dict, Any], dict]:
         except (ClientError, BotoCoreError) as err:
             if is_transient(err):
                 logger.warning("transient AWS error, the state machine will retry", exc_info=True)
-                raise TransientError(f"{type(err).__name__}: {err}") from err
+                raise _bounded(TransientError(f"{type(err).__name__}: {err}"), context) from err
             logger.exception("pipeline step failed")
-            raise
-        except Exception:
+            raise _bounded(err, context)  # noqa: B904 - the same error, its message cut
+        except Exception as err:
             logger.exception("pipeline step failed")
-            raise
+            raise _bounded(err, context)  # noqa: B904
+        _check_result(result, context)
         logger.info("pipeline step done", extra={"result": result})
         return result
 
     return logger.inject_lambda_context(clear_state=True)(tracer.capture_lambda_handler(wrapper))
+
+
+def _log_of(context: Any) -> str:
+    group = getattr(context, "log_group_name", None) or os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
+    request = getattr(context, "aws_request_id", None)
+    return "the function's log" + (f" ({group}" + (f", request {request}" if request else "") + ")" if group else "")
+
+
+def _bounded(err: BaseException, context: Any) -> BaseException:
+    """``err`` with its message cut to MAX_MESSAGE_CHARS; its type name (what Retry/Catch match) kept."""
+    text = str(err)
+    short = bounded(text, _log_of(context))
+    if short == text:
+        return err
+    try:
+        err.args = (short,)
+    except (AttributeError, TypeError):
+        pass
+    if str(err) == short:
+        return err
+    # A class whose str() is not its message (KeyError quotes it, some build it): a stand-in of the same name.
+    stand_in = type(type(err).__name__, (Exception,), {"__module__": type(err).__module__})(short)
+    return stand_in.with_traceback(err.__traceback__)
+
+
+def _check_result(result: Any, context: Any) -> None:
+    try:
+        text = json.dumps(result)
+    except (TypeError, ValueError):
+        return  # not JSON: the runtime reports it (Runtime.MarshalError)
+    size = len(text.encode())
+    if size > MAX_RESULT_BYTES:
+        logger.error("pipeline step result too large", extra={"result": result, "result_bytes": size})
+        raise StepResultTooLarge(bounded(
+            f"the step's result is {size:,} bytes, more than the {MAX_RESULT_BYTES:,} a step may return "
+            f"(Step Functions passes at most 256 KiB between states); it begins {text[:200]}", _log_of(context)))

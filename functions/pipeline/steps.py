@@ -37,11 +37,12 @@ from functions.core.eventbus import put_event as send_event
 from functions.core.layout import MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED, models_prefix
 from functions.core.registry import AliasConflict, InvalidTransition, Registry, VersionNotFound, dataset_ref
 
-from .errors import PipelineInputError, TransientError, reraise_transient
+from .errors import PipelineInputError, TransientError, bounded, reraise_transient
 
 PROMOTED, REJECTED, FAILED = MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED
 SPEC_KEYS = ("target", "task", "estimator", "params", "metric", "min_score", "max_regression", "holdout")
 EVENT_SEND_ATTEMPTS = 3
+MAX_REASON_CHARS = 1200  # `<Error>: <message>`: a bounded message and an error name
 EVENT_SEND_DELAY = 0.5  # seconds before the 2nd attempt, doubled for the next
 
 logger = logging.getLogger(__name__)
@@ -66,9 +67,16 @@ def check_input(event: Mapping[str, Any]) -> tuple[str, dict, dict]:
 # ---------------------------------------------------------------------------- allocate
 
 
-def allocate(event: Mapping[str, Any], registry: Registry, *, execution_arn: str) -> dict:
-    """Claim this dataset object version for one run and allocate the version (status training)."""
+def allocate(event: Mapping[str, Any], registry: Registry, *, execution_arn: str, events=None,
+             execution_timeout: float | None = None) -> dict:
+    """Claim this dataset object version for one run and allocate the version (status training).
+
+    First, versions of the model left `training` past ``execution_timeout`` are marked failed
+    (``sweep_stale``; needs ``events`` for their `Pipeline Failed`).
+    """
     model, spec, dataset = check_input(event)
+    if execution_timeout:
+        sweep_stale(registry, events, model, execution_timeout=execution_timeout, execution_arn=execution_arn)
     if not dataset.get("version_id"):
         raise PipelineInputError(f"dataset s3://{dataset['bucket']}/{dataset['key']} has no version_id; the data "
                                  "bucket must be versioned so lineage can pin the exact bytes")
@@ -93,6 +101,56 @@ def allocate(event: Mapping[str, Any], registry: Registry, *, execution_arn: str
                                     estimator=spec.get("estimator"), params=dict(spec.get("params") or {}))
     registry.set_claim_version(model, claim_id, rec["version"])
     return {"duplicate": False, "version": int(rec["version"]), "dataset_ref": ref}
+
+
+def sweep_stale(registry: Registry, events, model: str, *, execution_timeout: float, execution_arn: str,
+                now: float | None = None) -> list[int]:
+    """Mark failed the versions still `training` longer than an execution may run: their execution is over
+    (timed out, aborted, or failed where no Catch reaches, e.g. ``States.Runtime``) without recording it.
+
+    Defence in depth: every Catch already ends a run in MarkFailed. The write is conditional on the
+    status still being `training`, so a version that moved on meanwhile (and production) is never touched.
+    """
+    now = time.time() if now is None else now
+    swept = []
+    for rec in registry.list_versions(model):
+        started = _epoch(rec.get("created_at"))
+        if rec.get("status") != "training" or rec.get("execution_arn") == execution_arn or started is None \
+                or now - started <= execution_timeout:
+            continue
+        version = int(rec["version"])
+        reason = (f"StaleTraining: still training {_duration(now - started)} after it was allocated "
+                  f"({rec.get('created_at')}), past the pipeline's execution timeout of "
+                  f"{_duration(execution_timeout)}: execution {rec.get('execution_arn')} ended without recording "
+                  f"an outcome (see its history); found by {execution_arn}")
+        try:
+            registry.record_failure(model, version, reason, only_from=("training",))
+        except (InvalidTransition, VersionNotFound):
+            continue
+        logger.warning("%s v%s was left training; marked failed: %s", model, version, reason)
+        swept.append(version)
+        if events is not None:
+            detail = {"model": model, "version": version, "execution_arn": rec.get("execution_arn"), "reason": reason,
+                      "error": "StaleTraining", "dataset": (rec.get("lineage") or {}).get("dataset"),
+                      "status": "failed"}
+            put_event_after_commit(events, FAILED, detail, execution_arn)
+    return swept
+
+
+def _epoch(iso: Any) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
 
 
 # ---------------------------------------------------------------------------- train
@@ -326,9 +384,9 @@ def failure_reason(error: Mapping[str, Any] | None) -> str:
         if isinstance(parsed, Mapping):
             message = parsed.get("errorMessage") or parsed.get("message") or cause
     message = str(message or "").strip()
-    if len(message) > 2000:
-        message = message[:2000] + "…"
-    return f"{name}: {message}" if message else name
+    # The steps bound their own messages; this bounds what they cannot (runtime errors, a Cause from elsewhere).
+    message = bounded(message, "the failed step's log and the execution's history")
+    return bounded(f"{name}: {message}" if message else name, "the execution's history", limit=MAX_REASON_CHARS)
 
 
 def mark_failed(event: Mapping[str, Any], registry: Registry, events, *, execution_arn: str) -> dict:

@@ -4,6 +4,7 @@ tests: moto's mock resets process-wide state.)"""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -190,3 +191,145 @@ def test_the_run_claim_and_the_dataset_index_share_one_reference(moto_registry):
     assert rec["version"] == out["version"]
     claim = moto_registry.claim_run("iris", out["dataset_ref"], execution_arn="arn:2", dataset=STEP_DATASET)
     assert claim["claimed"] is False and claim["execution_arn"] == "arn:1" and claim["version"] == out["version"]
+
+
+# ---------------------------------------------------------------------------- bounded failures
+
+
+class LambdaContext:
+    function_name, memory_limit_in_mb, function_version = "Train", 3008, "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:Train"
+    aws_request_id, log_group_name = "req-1", "/aws/lambda/Train"
+
+
+@pytest.fixture
+def function_log(capsys, monkeypatch):
+    """What the step's logger writes (its handler keeps the stdout of whenever it was made)."""
+    import sys
+
+    from functions.pipeline.runtime import logger
+
+    class Stdout:  # sys.stdout as it is when written to: capsys's during the test
+        def write(self, text):
+            return sys.stdout.write(text)
+
+        def flush(self):
+            sys.stdout.flush()
+
+    for handler in logger._logger.handlers:
+        monkeypatch.setattr(handler, "stream", Stdout())
+    return lambda: capsys.readouterr().out
+
+
+def _handler(fn):
+    from functions.pipeline.runtime import step
+
+    return step(lambda event, context: fn())
+
+
+def _raises(fn) -> BaseException:
+    with pytest.raises(BaseException) as info:
+        _handler(fn)({"model": "iris"}, LambdaContext())
+    return info.value
+
+
+def test_a_huge_error_message_is_cut_in_the_step_keeping_its_type_and_logging_the_full_text(function_log):
+    from functions.core.dataset import DatasetError
+    from functions.pipeline.errors import MAX_MESSAGE_CHARS
+
+    tree = "node " * 130_000  # like a converter that prints a whole tree (650 KB)
+
+    def convert():
+        raise DatasetError(f"cannot convert: {tree}")
+
+    err = _raises(convert)
+    assert type(err) is DatasetError  # the same error: Retry/Catch match its name; DatasetError is not retried
+    message = str(err)
+    assert len(message) <= MAX_MESSAGE_CHARS and message.startswith("cannot convert: node node")
+    assert "[cut: 650,016 characters in all; the full text is in the function's log (/aws/lambda/Train, " \
+           "request req-1)]" in message
+    assert tree in function_log()  # the function's log has all of it
+
+
+def test_an_error_whose_str_is_not_its_message_is_cut_under_the_same_name():
+    from functions.pipeline.errors import MAX_MESSAGE_CHARS
+
+    class ConvertError(Exception):
+        def __str__(self):
+            return "x" * 5000
+
+    err = _raises(lambda: (_ for _ in ()).throw(ConvertError()))
+    assert type(err).__name__ == "ConvertError" and len(str(err)) <= MAX_MESSAGE_CHARS and "[cut: 5,000" in str(err)
+    assert type(_raises(lambda: {}["k" * 3000])).__name__ == "KeyError"
+
+
+def test_a_throttle_with_a_long_message_stays_a_transient_error():
+    from botocore.exceptions import ClientError
+
+    def throttled():
+        raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow " * 1000},
+                           "ResponseMetadata": {"HTTPStatusCode": 503}}, "GetObject")
+
+    err = _raises(throttled)
+    assert type(err).__name__ == "TransientError" and len(str(err)) <= 1000
+    assert str(err).startswith("ClientError: An error occurred (SlowDown)")
+
+
+def test_short_errors_and_results_pass_unchanged():
+    from functions.core.dataset import DatasetError
+
+    err = _raises(lambda: (_ for _ in ()).throw(DatasetError("dataset is empty")))
+    assert str(err) == "dataset is empty"
+    assert _handler(lambda: {"version": 3})({"model": "iris"}, LambdaContext()) == {"version": 3}
+
+
+def test_a_result_too_large_to_pass_between_states_is_a_bounded_error(function_log):
+    from functions.pipeline.errors import MAX_MESSAGE_CHARS, MAX_RESULT_BYTES
+
+    err = _raises(lambda: {"trees": ["leaf"] * 100_000})
+    assert type(err).__name__ == "StepResultTooLarge" and len(str(err)) <= MAX_MESSAGE_CHARS
+    assert str(err).startswith(f"the step's result is 800,011 bytes, more than the {MAX_RESULT_BYTES:,} a step may")
+    assert function_log().count('"leaf"') >= 100_000  # the whole result is in the log
+
+
+def test_failure_reason_is_bounded_whatever_the_cause():
+    from functions.pipeline import steps
+
+    cause = json.dumps({"errorType": "Boom", "errorMessage": "m" * 700_000})
+    reason = steps.failure_reason({"Error": "Boom", "Cause": cause})
+    assert reason.startswith("Boom: mmm") and len(reason) <= steps.MAX_REASON_CHARS
+    assert "[cut: 700,000 characters in all" in reason
+    long_name = steps.failure_reason({"Error": "E" * 5000, "Cause": "x"})
+    assert len(long_name) <= steps.MAX_REASON_CHARS
+
+
+# ---------------------------------------------------------------------------- stale training versions
+
+
+def test_allocate_marks_failed_the_versions_left_training_past_the_execution_timeout(moto_registry):
+    from functions.core import registry as registry_mod
+    from functions.pipeline import steps
+
+    for hours, arn in ((3, "arn:stuck"), (0.5, "arn:running")):
+        v = moto_registry.allocate_version("iris", execution_arn=arn, dataset=STEP_DATASET)["version"]
+        then = registry_mod.utc_iso(registry_mod.datetime.fromtimestamp(time.time() - hours * 3600,
+                                                                         registry_mod.timezone.utc))
+        moto_registry.client.update_item(TableName="registry", Key={"pk": {"S": "MODEL#iris"},
+                                                                    "sk": {"S": registry_mod._vsk(v)}},
+                                         UpdateExpression="SET created_at = :t", ExpressionAttributeValues={":t": {"S": then}})
+    old_candidate = _candidate(moto_registry, "arn:old-candidate")
+    events = FlakyEvents(failures=0)
+    event = {"model": "iris", "spec": STEP_SPEC, "dataset": {**STEP_DATASET, "version_id": "v2"}}
+    out = steps.allocate(event, moto_registry, execution_arn="arn:new", events=events, execution_timeout=7200)
+    stuck, running, candidate, new = moto_registry.list_versions("iris")
+    assert out["version"] == new["version"] == 4 and new["status"] == "training"
+    assert stuck["status"] == "failed" and stuck["reason"].startswith("StaleTraining: still training 3.0 h after ")
+    assert "past the pipeline's execution timeout of 2.0 h: execution arn:stuck ended without recording" in stuck["reason"]
+    assert running["status"] == "training" and candidate["status"] == "candidate"  # within the timeout; not training
+    (sent,) = events.sent
+    detail = json.loads(sent["Detail"])
+    assert sent["DetailType"] == "Pipeline Failed" and detail["version"] == 1 and detail["reason"] == stuck["reason"]
+    assert detail["execution_arn"] == "arn:stuck" and detail["status"] == "failed"
+    # a second sweep finds nothing: the write was conditional on `training`
+    assert steps.sweep_stale(moto_registry, events, "iris", execution_timeout=7200, execution_arn="arn:x") == []
+    assert old_candidate == 3
