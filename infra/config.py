@@ -6,14 +6,20 @@ belongs to one), the key, what was found and what was expected — ``cdk synth``
 
 This module does not import scikit-learn (the CDK app must not need the training stack): the
 estimator is checked against a catalogue of the scikit-learn estimators that skl2onnx converts
-and that need no nested estimator object in ``params``.
+and that need no nested estimator object in ``params``, and its ``params`` against
+``estimator_params.json`` — each estimator's constructor parameters and the JSON values
+scikit-learn's own parameter validation accepts for them, generated from the installed
+scikit-learn by ``python -m infra.estimator_params`` (a test fails when they drift apart).
 """
 from __future__ import annotations
 
 import difflib
+import functools
+import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = [
@@ -27,6 +33,7 @@ __all__ = [
     "CLASSIFIERS",
     "REGRESSORS",
     "METRICS",
+    "estimator_params",
     "load_config",
     "rate_seconds",
     "validate_schedule",
@@ -312,6 +319,138 @@ def validate_schedule(expression) -> str | None:
             "day|days)' or 'cron(minutes hours day-of-month month day-of-week year)'")
 
 
+# --------------------------------------------------------------------------- estimator params
+
+ESTIMATOR_PARAMS = Path(__file__).resolve().with_name("estimator_params.json")
+
+
+@functools.lru_cache(maxsize=1)
+def _params_catalogue() -> dict:
+    return json.loads(ESTIMATOR_PARAMS.read_text(encoding="utf-8"))
+
+
+def estimator_params(estimator: str) -> dict[str, dict] | None:
+    """The constructor parameters of a catalogued estimator, in signature order, each as
+    ``{"accepts": [JSON forms], "objects": [Python-only forms]}`` (see ``infra.estimator_params``);
+    ``None`` for an estimator the catalogue does not know."""
+    return _params_catalogue()["estimators"].get(estimator)
+
+
+def _describe_range(form: dict) -> str:
+    lo, hi, closed = form.get("min"), form.get("max"), form.get("closed", "both")
+    left_in, right_in = closed in ("left", "both"), closed in ("right", "both")
+    if lo is not None and hi is not None:
+        return f" in {'[' if left_in else '('}{repr(lo)}, {repr(hi)}{']' if right_in else ')'}"
+    if lo is not None:
+        return f" {'>=' if left_in else '>'} {repr(lo)}"
+    if hi is not None:
+        return f" {'<=' if right_in else '<'} {repr(hi)}"
+    return ""
+
+
+_VALUE_JSON = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
+
+
+def _describe_form(form: dict) -> str:
+    kind = form["type"]
+    if kind == "int":
+        return "an integer" + _describe_range(form)
+    if kind == "number":
+        return "a number" + _describe_range(form)
+    if kind == "float":
+        return "a number with a decimal point" + _describe_range(form)
+    if kind == "string":
+        if "options" in form:
+            return "one of " + ", ".join(repr(o) for o in form["options"])
+        return "a string"
+    if kind == "values":
+        return "one of " + ", ".join(_VALUE_JSON.get(v, repr(v)) for v in form["values"])
+    return {"null": "null", "bool": "true or false", "array": "an array", "object": "an object",
+            "any": "anything"}[kind]
+
+
+def _in_range(value, form: dict) -> bool:
+    """scikit-learn's ``Interval``: a missing bound is infinite, and ``closed`` applies to it too
+    (``closed: left`` with no ``max`` refuses ``Infinity``)."""
+    lo, hi, closed = form.get("min", -math.inf), form.get("max", math.inf), form.get("closed", "both")
+    if value < lo if closed in ("left", "both") else value <= lo:
+        return False
+    if value > hi if closed in ("right", "both") else value >= hi:
+        return False
+    return True
+
+
+def _accepts(form: dict, value) -> bool:
+    """Whether a JSON value takes this form. Booleans are not numbers here (scikit-learn would
+    take ``true`` as 1; in a config it is a mistake)."""
+    kind = form["type"]
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "any":
+        return True
+    if kind == "null":
+        return value is None
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool) and _in_range(value, form)
+    if kind == "number":
+        return is_number and not (isinstance(value, float) and math.isnan(value)) and _in_range(value, form)
+    if kind == "float":
+        return isinstance(value, float) and not math.isnan(value) and _in_range(value, form)
+    if kind == "string":
+        return isinstance(value, str) and ("options" not in form or value in form["options"])
+    if kind == "values":
+        if not is_number:
+            return False
+        wanted = {float(v) if isinstance(v, str) else v for v in form["values"]}
+        return (math.isnan(value) and any(isinstance(w, float) and math.isnan(w) for w in wanted)) \
+            or value in wanted
+    if kind == "array":
+        return isinstance(value, list)
+    if kind == "object":
+        return isinstance(value, Mapping)
+    raise AssertionError(f"unknown form {kind!r} in {ESTIMATOR_PARAMS.name}")
+
+
+def _check_params(params: Mapping, estimator: str, model: str) -> None:
+    catalogue = estimator_params(estimator)
+    if catalogue is None:  # a catalogue older than CLASSIFIERS/REGRESSORS; a test catches it
+        return
+    short = estimator.rsplit(".", 1)[1]
+    for key, value in params.items():
+        where = f"params.{key}"
+        if not isinstance(key, str) or key not in catalogue:
+            raise ConfigError(
+                where,
+                f"{short} has no parameter {str(key)!r}{_suggest(str(key), catalogue)}; expected one "
+                f"of: {', '.join(catalogue)}",
+                model=model,
+            )
+        spec = catalogue[key]
+        if any(_accepts(form, value) for form in spec["accepts"]):
+            continue
+        json_forms = [form for form in spec["accepts"] if form["type"] != "null"]
+        objects = spec.get("objects", [])
+        if objects and not json_forms:
+            raise ConfigError(
+                where,
+                f"{short}'s {key!r} takes {' or '.join(objects)}, which a JSON config cannot "
+                f"express; leave it out (or null) to use the default, got {value!r}",
+                model=model,
+            )
+        forms = [_describe_form(form) for form in spec["accepts"]]
+        expected = forms[0] if len(forms) == 1 else ", ".join(forms[:-1]) + " or " + forms[-1]
+        hint = ""
+        if isinstance(value, str) and any(f["type"] in ("int", "number", "float") for f in json_forms):
+            hint = " (a quoted number is a string: write it without quotes)"
+        elif isinstance(value, str):
+            options = [o for f in json_forms if f["type"] == "string" for o in f.get("options", ())]
+            hint = _suggest(value, options)
+        raise ConfigError(
+            where, f"{value!r} is not a valid {short} {key!r}{hint}; expected {expected}", model=model,
+        )
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -371,6 +510,7 @@ def _load_model(name, raw) -> ModelSpec:
     if not isinstance(params, Mapping):
         raise ConfigError("params", f"expected an object of estimator keyword arguments, got {params!r}",
                           model=name)
+    _check_params(params, estimator, name)
 
     metric = raw.get("metric", DEFAULT_METRIC[task])
     if metric not in METRICS[task]:

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +15,7 @@ from infra.config import (
     ApiConfig,
     ConfigError,
     DriftConfig,
+    estimator_params,
     load_config,
     validate_schedule,
 )
@@ -82,6 +87,18 @@ def test_input_is_not_mutated():
         (with_model(task="regression", estimator="sklearn.svm.SVC"), "iris", "estimator",
          "is a classification estimator"),
         (with_model(params=[1]), "iris", "params", "expected an object"),
+        # params, against the estimator's signature and scikit-learn's parameter constraints
+        (with_model(estimator="sklearn.ensemble.RandomForestClassifier", params={"n_estimator": 100}),
+         "iris", "params.n_estimator", "did you mean 'n_estimators'?"),
+        (with_model(params={"max_iter": "500"}), "iris", "params.max_iter", "write it without quotes"),
+        (with_model(params={"solver": "lbgfs"}), "iris", "params.solver", "did you mean 'lbfgs'?"),
+        (with_model(estimator="sklearn.ensemble.BaggingClassifier",
+                    params={"estimator": "sklearn.tree.DecisionTreeClassifier"}),
+         "iris", "params.estimator", "which a JSON config cannot express"),
+        (with_model(estimator="sklearn.ensemble.AdaBoostClassifier", params={"base_estimator": None}),
+         "iris", "params.base_estimator", "did you mean 'estimator'?"),
+        (with_model(params={"C": -1}), "iris", "params.C", "expected a number > 0"),
+        (with_model(params={"max_iter": True}), "iris", "params.max_iter", "expected an integer >= 0"),
         # metric
         (with_model(metric="rmse"), "iris", "metric", "is a regression metric"),
         (with_model(task="regression", metric="f1"), "iris", "metric", "r2, rmse, mae"),
@@ -156,3 +173,182 @@ def test_good_model_names_and_estimators_load():
 def test_estimator_catalogues_are_disjoint_dotted_paths():
     assert not CLASSIFIERS & REGRESSORS
     assert all(name.startswith("sklearn.") and name.count(".") == 2 for name in CLASSIFIERS | REGRESSORS)
+
+
+# --------------------------------------------------------------------------- estimator params
+
+RF = "sklearn.ensemble.RandomForestClassifier"
+
+
+def _error(estimator, params, task="classification") -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(with_model(task=task, estimator=estimator, params=params))
+    return info.value
+
+
+def test_unknown_param_names_model_key_suggestion_and_valid_names():
+    error = _error(RF, {"n_estimators": 10, "n_estimator": 100})
+    assert (error.model, error.key) == ("iris", "params.n_estimator")
+    assert str(error) == (
+        "invalid shipyard config: model 'iris', key 'params.n_estimator': RandomForestClassifier has "
+        "no parameter 'n_estimator' (did you mean 'n_estimators'?); expected one of: n_estimators, "
+        "criterion, max_depth, min_samples_split, min_samples_leaf, min_weight_fraction_leaf, "
+        "max_features, max_leaf_nodes, min_impurity_decrease, bootstrap, oob_score, n_jobs, "
+        "random_state, verbose, warm_start, class_weight, ccp_alpha, max_samples, monotonic_cst"
+    )
+
+
+def test_param_with_a_wrong_type_says_what_it_takes():
+    error = _error("sklearn.linear_model.LogisticRegression", {"max_iter": "500"})
+    assert str(error) == (
+        "invalid shipyard config: model 'iris', key 'params.max_iter': '500' is not a valid "
+        "LogisticRegression 'max_iter' (a quoted number is a string: write it without quotes); "
+        "expected an integer >= 0"
+    )
+    error = _error(RF, {"max_features": 2.5})
+    assert error.key == "params.max_features"
+    assert str(error).endswith(
+        "2.5 is not a valid RandomForestClassifier 'max_features'; expected an integer >= 1, a number "
+        "with a decimal point in (0, 1], one of 'log2', 'sqrt' or null"
+    )
+    # scikit-learn's RealNotInt: 1 (one feature) and 1.0 (all of them) differ; both are valid here
+    assert load_config(with_model(estimator=RF, params={"max_features": 1})).models["iris"].params == {
+        "max_features": 1}
+    assert _error(RF, {"max_features": 1.5}).key == "params.max_features"
+    assert "expected an integer >= 1" in str(_error(RF, {"n_estimators": 0}))
+
+
+def test_params_that_need_a_python_object_are_refused_with_the_reason():
+    error = _error("sklearn.ensemble.BaggingClassifier", {"estimator": "sklearn.tree.DecisionTreeClassifier"})
+    assert (error.model, error.key) == ("iris", "params.estimator")
+    assert str(error).endswith(
+        "BaggingClassifier's 'estimator' takes an estimator object (with fit, predict), which a JSON "
+        "config cannot express; leave it out (or null) to use the default, got "
+        "'sklearn.tree.DecisionTreeClassifier'"
+    )
+    error = _error("sklearn.gaussian_process.GaussianProcessClassifier", {"kernel": "RBF"})
+    assert "'kernel' takes a Kernel object, which a JSON config cannot express" in str(error)
+    # null is the default of each of them, and is accepted
+    load_config(with_model(estimator="sklearn.ensemble.BaggingClassifier", params={"estimator": None}))
+
+
+def test_valid_params_load_unchanged():
+    params = {"n_estimators": 50, "max_depth": None, "max_features": 0.5, "class_weight": "balanced",
+              "random_state": 0, "n_jobs": -1, "verbose": False}
+    assert load_config(with_model(estimator=RF, params=params)).models["iris"].params == params
+    reg = {"loss": "squared_error", "learning_rate": 0.1, "max_iter": 100, "categorical_features": None}
+    config = load_config(with_model(task="regression", estimator="sklearn.ensemble.HistGradientBoostingRegressor",
+                                    params=reg))
+    assert config.models["iris"].params == reg
+
+
+def test_config_checks_params_without_importing_scikit_learn():
+    code = (
+        "import sys\n"
+        "from infra.config import load_config, ConfigError\n"
+        "load_config({'models': {'m': {'target': 'y', 'params': {'max_iter': 500, 'C': 0.5}}}})\n"
+        "try:\n"
+        "    load_config({'models': {'m': {'target': 'y', 'params': {'max_ite': 500}}}})\n"
+        "except ConfigError as e:\n"
+        "    assert \"did you mean 'max_iter'\" in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('not refused')\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('sklearn', 'numpy', 'scipy')], 'imported'\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)
+
+
+def test_catalogue_covers_exactly_the_supported_estimators():
+    from infra.estimator_params import CATALOGUE
+
+    catalogued = set(json.loads(CATALOGUE.read_text())["estimators"])
+    assert catalogued == set(CLASSIFIERS | REGRESSORS), (
+        "infra/estimator_params.json and infra/config.py's CLASSIFIERS/REGRESSORS differ: "
+        "run `python -m infra.estimator_params`")
+
+
+def test_catalogue_matches_the_installed_scikit_learn():
+    """A scikit-learn upgrade that changes a signature or a parameter's constraints fails here."""
+    pytest.importorskip("sklearn")
+    import warnings
+
+    from infra.estimator_params import CATALOGUE, REGENERATE, generate
+
+    stored = json.loads(CATALOGUE.read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated estimators still in the catalogue
+        current = generate()
+    stale = sorted(
+        name for name in set(stored["estimators"]) | set(current["estimators"])
+        if stored["estimators"].get(name) != current["estimators"].get(name)
+    )
+    assert not stale, (
+        f"infra/estimator_params.json (scikit-learn {stored['scikit-learn']}) differs from the "
+        f"installed scikit-learn {current['scikit-learn']} for {', '.join(stale)}; regenerate it with "
+        f"`{REGENERATE}` and review the diff"
+    )
+
+
+# Values the check deliberately refuses although scikit-learn's own validation would take them:
+# booleans where a number is expected (True would be 1), dicts as "array-like" (scikit-learn's
+# check is loose: anything with a length), and lists as cv splits (a JSON config has no split
+# indices to give).
+_CANDIDATES = [None, True, False, 0, 1, 2, -1, 3, 100, 0.0, 0.5, 1.0, 1.5, -0.5, float("inf"),
+               "x", "auto", "sqrt", "balanced", "lbfgs", "l2", "squared_error", [], [1, 2], {}, {"a": 1}]
+
+
+def test_check_agrees_with_scikit_learns_own_parameter_validation():
+    pytest.importorskip("sklearn")
+    import importlib
+    import warnings
+
+    from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
+
+    from infra.config import _accepts
+
+    disagree = []
+    for path in sorted(CLASSIFIERS | REGRESSORS):
+        module, name = path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            defaults = cls().get_params(deep=False)
+        for param, spec in estimator_params(path).items():
+            values = list(_CANDIDATES)
+            if isinstance(defaults[param], (type(None), bool, int, float, str)):
+                values.append(defaults[param])
+            for value in values:
+                ours = any(_accepts(form, value) for form in spec["accepts"])
+                try:
+                    validate_parameter_constraints({param: cls._parameter_constraints[param]},
+                                                   {param: value}, name)
+                    theirs = True
+                except InvalidParameterError:
+                    theirs = False
+                deliberate = theirs and not ours and (
+                    isinstance(value, bool) or isinstance(value, dict) or (param == "cv" and isinstance(value, list))
+                )
+                if ours != theirs and not deliberate:
+                    disagree.append(f"{name}.{param}={value!r}: ours {ours}, scikit-learn {theirs}")
+    assert not disagree, "\n".join(disagree)
+
+
+def test_every_default_value_is_accepted():
+    """No estimator's own default (as JSON) is refused: the check never blocks a config that
+    spells out the defaults."""
+    pytest.importorskip("sklearn")
+    import importlib
+    import math
+    import warnings
+
+    for path in sorted(CLASSIFIERS | REGRESSORS):
+        module, name = path.rsplit(".", 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            defaults = getattr(importlib.import_module(module), name)().get_params(deep=False)
+        as_json = {k: v for k, v in defaults.items()
+                   if v is None or isinstance(v, (bool, int, str))
+                   or (isinstance(v, float) and not math.isnan(v))}
+        task = "classification" if path in CLASSIFIERS else "regression"
+        assert load_config(with_model(task=task, estimator=path, params=as_json)).models["iris"].params == as_json
