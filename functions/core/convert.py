@@ -112,8 +112,15 @@ _PROBABILITY_HINTS = {
 }
 
 
-def build_pipeline(schema: FeatureSchema, estimator: str, params: Mapping[str, Any] | None = None):
-    """An unfitted Pipeline: numeric preparation by estimator family, string impute + one-hot, estimator."""
+def build_pipeline(schema: FeatureSchema, estimator: str, params: Mapping[str, Any] | None = None, *,
+                   encoded: bool = False):
+    """An unfitted Pipeline: numeric preparation by estimator family, string impute + one-hot, estimator.
+
+    ``encoded=False``: the input is an object array (:func:`matrix`), strings as strings.
+    ``encoded=True``: the input is a float32 array (:func:`design_matrix`), each string feature as
+    its code in :func:`vocabulary`, so training holds no Python object per cell; such a pipeline
+    is converted through :func:`servable`, its twin that reads the strings themselves.
+    """
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -150,7 +157,11 @@ def build_pipeline(schema: FeatureSchema, estimator: str, params: Mapping[str, A
         else:
             numbers = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
         transformers.append(("num", numbers, numeric))
-    if strings:
+    if strings and encoded:
+        # Codes are positions in the sorted vocabulary (missing = FILL_STRING's position), so the
+        # fitted categories map back to the strings, in the same order (see servable()).
+        transformers.append(("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), strings))
+    elif strings:
         transformers.append((
             "cat",
             Pipeline([
@@ -247,6 +258,84 @@ def _get(row: Any, name: str, positions: dict[str, int] | None, i: int) -> Any:
             raise SchemaError(f"row {i}: column {name!r} is missing")
         return row[name]
     return row[positions[name]]
+
+
+# ---- the lean training path: one float32 matrix, strings as codes ------------------------------
+
+
+def vocabulary(categories: Iterable[str]) -> list[str]:
+    """A string feature's codes: its categories and FILL_STRING (what missing becomes), sorted."""
+    return sorted(set(categories) | {FILL_STRING})
+
+
+def design_matrix(schema: FeatureSchema, columns: Mapping[str, np.ndarray], idx: np.ndarray | None = None,
+                  vocabularies: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
+    """The encoded pipeline's input: ``[n, n_features]`` float32, schema order, no per-cell objects.
+
+    Numbers become float32 (NaN when missing): exactly what the ONNX model receives at inference,
+    so the pipeline is fitted and compared on the values it will serve. A string feature becomes
+    its code in ``vocabularies[name]`` (default :func:`vocabulary` of the schema's categories);
+    missing (None or "") becomes FILL_STRING's code, as the servable twin's imputer does.
+    """
+    n = len(idx) if idx is not None else len(next(iter(columns.values()))) if columns else 0
+    X = np.empty((n, len(schema.features)), dtype=np.float32)
+    for j, f in enumerate(schema.features):
+        col = columns[f.name] if idx is None else columns[f.name][idx]
+        if f.type == NUMBER:
+            X[:, j] = col  # float64 -> float32, NaN stays NaN
+            continue
+        vocab = (vocabularies or {}).get(f.name) or vocabulary(f.categories or ())
+        code = {v: float(i) for i, v in enumerate(vocab)}
+        fill = code[FILL_STRING]
+        # An unknown string (not in the vocabulary) gets -1: one-hot ignores it, as ONNX does.
+        X[:, j] = np.fromiter((fill if v is None or v == MISSING_STRING else code.get(v, -1.0) for v in col),
+                              dtype=np.float32, count=n)
+    return X
+
+
+def servable(pipeline, schema: FeatureSchema, vocabularies: Mapping[str, Sequence[str]] | None = None):
+    """The twin of an encoded pipeline that reads strings (what :func:`to_onnx` converts).
+
+    The same fitted numeric transformer, cast and estimator objects; for the string features an
+    imputer ("" -> FILL_STRING) and a one-hot encoder whose categories are the strings of the
+    codes the encoded pipeline's encoder learned, in the same order: the same columns out.
+    A pipeline that is not encoded is returned as it is.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    ct = pipeline.steps[0][1]
+    fitted = {name: (trans, cols) for name, trans, cols in ct.transformers_ if name in ("num", "cat")}
+    cat = fitted.get("cat")
+    if cat is None or not isinstance(cat[0], OneHotEncoder):
+        return pipeline
+    encoder, cols = cat
+    vocabs = [(vocabularies or {}).get(schema.features[c].name) or vocabulary(schema.features[c].categories or ())
+              for c in cols]
+    categories = [[vocab[int(code)] for code in learned if code >= 0]
+                  for vocab, learned in zip(vocabs, encoder.categories_)]
+    strings = Pipeline([
+        ("impute", SimpleImputer(strategy="constant", missing_values=MISSING_STRING, fill_value=FILL_STRING)),
+        ("onehot", OneHotEncoder(categories=categories, handle_unknown="ignore", sparse_output=False)),
+    ])
+    transformers = [("num", ct.transformers[0][1], fitted["num"][1])] if "num" in fitted else []
+    transformers.append(("cat", strings, cols))
+    twin = ColumnTransformer(transformers)
+    # Fit the twin's structure on a few rows holding every category once (the string encoder's
+    # fit only checks them), then put the trained numeric transformer in place of its own.
+    rows = max(len(c) for c in categories)
+    sample = np.empty((rows, len(schema.features)), dtype=object)
+    for j, f in enumerate(schema.features):
+        sample[:, j] = 0.0 if f.type == NUMBER else None
+    for c, cats in zip(cols, categories):
+        sample[:, c] = [cats[i % len(cats)] for i in range(rows)]
+    twin.fit(sample)
+    if "num" in fitted and not isinstance(fitted["num"][0], str):
+        twin.transformers_ = [("num", fitted["num"][0], fitted["num"][1]) if name == "num" else (name, t, c)
+                              for name, t, c in twin.transformers_]
+    return Pipeline([("preprocess", twin)] + list(pipeline.steps[1:]))
 
 
 # ---- ONNX --------------------------------------------------------------------------------------

@@ -92,15 +92,26 @@ def training_matrix(dataset: ds.Dataset, idx: np.ndarray) -> np.ndarray:
     return X
 
 
-def onnx_feeds(schema: Mapping[str, Any], X: np.ndarray) -> dict[str, np.ndarray]:
-    """ONNX inputs for a training matrix: one ``[n, 1]`` array per feature."""
+def onnx_feeds(schema: Mapping[str, Any], X: np.ndarray,
+               strings: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """ONNX inputs for a training matrix: one ``[n, 1]`` array per feature.
+
+    ``X`` is an object matrix (:func:`training_matrix`) or the float32 design matrix
+    (:func:`functions.core.convert.design_matrix`); with the latter, the string features come
+    from ``strings`` (name -> object array, None for missing), as a caller would send them.
+    """
+    from .convert import MISSING_STRING
+
     feeds = {}
     for j, f in enumerate(schema["features"]):
-        col = X[:, j]
         if f["type"] == ds.NUMBER:
-            feeds[f["name"]] = np.asarray(col, dtype=np.float32).reshape(-1, 1)
+            feeds[f["name"]] = np.asarray(X[:, j], dtype=np.float32).reshape(-1, 1)
+        elif strings is not None:
+            col = strings[f["name"]]
+            feeds[f["name"]] = np.asarray([MISSING_STRING if v is None else v for v in col],
+                                          dtype=object).reshape(-1, 1)
         else:
-            feeds[f["name"]] = np.asarray(col, dtype=object).reshape(-1, 1)
+            feeds[f["name"]] = np.asarray(X[:, j], dtype=object).reshape(-1, 1)
     return feeds
 
 
@@ -147,13 +158,15 @@ def label_mismatches(onnx_labels: list, sk_labels: list, sk_proba: np.ndarray,
 
 def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.ndarray,
                  tolerance: float = PARITY_TOLERANCE, *, feature_schema: Any = None,
-                 target_scale: float | None = None,
+                 target_scale: float | None = None, strings: Mapping[str, np.ndarray] | None = None,
                  ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Compare ONNX (onnxruntime) with scikit-learn on ``X``: the parity gate (docs/pipeline.md).
 
     Returns (parity record, ONNX output, scikit-learn output); each output is ``{"predictions"}``
     plus ``"probabilities"`` (float64) for a classifier, so the caller scores both without
     predicting again. ``feature_schema``: the ``FeatureSchema`` of ``schema`` if the caller has it.
+    ``X`` is what ``pipeline`` takes; ``strings``: the string features' values for ONNX when ``X``
+    holds their codes (see :func:`onnx_feeds`).
 
     Classifiers: labels identical but on ties (:func:`label_mismatches`), and probabilities within
     ``tolerance`` (absolute: probabilities are on one scale, 0 to 1).
@@ -167,7 +180,7 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
 
     fs = feature_schema if feature_schema is not None else FeatureSchema.from_dict(schema)
     model = OnnxModel.from_bytes(onnx_bytes, fs)
-    out = model.session.run(model._outputs, onnx_feeds(schema, X))
+    out = model.session.run(model._outputs, onnx_feeds(schema, X, strings))
     record: dict[str, Any] = {"rows": int(X.shape[0]), "tolerance": tolerance}
     if fs.is_classifier:
         onnx_labels = [plain(v) for v in np.asarray(out[0]).ravel().tolist()]
@@ -218,13 +231,25 @@ def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_M
     classifier = task == "classification"
     train_idx, test_idx = ds.holdout_split(dataset.rows, fraction, seed,
                                            stratify=dataset.target if classifier else None)
-    X_train, X_test = training_matrix(dataset, train_idx), training_matrix(dataset, test_idx)
     y_train, y_test = dataset.target[train_idx], dataset.target[test_idx]
-
     schema = dataset.schema
     fs = FeatureSchema.from_dict(schema)
+
+    # Memory (docs/pipeline.md): one float32 matrix per split (strings as codes), then everything
+    # that needs the typed columns (drift baseline, holdout.json, the holdout's strings for ONNX)
+    # before the fit, so the columns can go before the estimator makes its own copies.
+    X_train = convert.design_matrix(fs, dataset.columns, train_idx)
+    X_test = convert.design_matrix(fs, dataset.columns, test_idx)
+    baseline = _baseline(dataset, train_idx, schema, spec.get("drift") or {})
+    holdout = holdout_document(dataset, test_idx, seed, fraction)
+    test_strings = {f.name: dataset.columns[f.name][test_idx] for f in fs.features if f.type != ds.NUMBER}
+    lineage = {"sha256": dataset.sha256, "rows": dataset.rows, "columns": dataset.n_columns,
+               "missing": dict(dataset.missing)}
+    dataset.columns = {}
+    del dataset
+
     params = dict(spec.get("params") or {})
-    pipeline = convert.build_pipeline(fs, spec["estimator"], params)
+    pipeline = convert.build_pipeline(fs, spec["estimator"], params, encoded=True)
     # Reproducible training: a randomized estimator without a configured random_state gets the
     # split seed (recorded), so the same dataset bytes give the same model.
     estimator = pipeline.steps[-1][1]
@@ -236,19 +261,19 @@ def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_M
         pipeline.fit(X_train, y_train)
     except (ValueError, TypeError, ArithmeticError) as exc:
         raise TrainingError(f"estimator {spec['estimator']} failed to fit the training rows: {exc}") from exc
+    del X_train
     if classifier:
         classes = convert.fitted_classes(pipeline)
         if list(schema.get("classes") or []) != classes:  # cannot happen with a stratified split
             raise TrainingError(f"the fitted classes {classes} differ from the dataset's {schema.get('classes')}")
-    onnx_bytes = convert.to_onnx(pipeline, fs)
+    onnx_bytes = convert.to_onnx(convert.servable(pipeline, fs), fs)
     parity, onnx_out, sk_out = check_parity(pipeline, onnx_bytes, schema, X_test, tolerance, feature_schema=fs,
-                                            target_scale=None if classifier else float(np.std(y_train)))
+                                            target_scale=None if classifier else float(np.std(y_train)),
+                                            strings=test_strings)
 
     holdout_score = _score(metric, y_test, onnx_out, schema)
     sklearn_score = _score(metric, y_test, sk_out, schema)
 
-    drift = spec.get("drift") or {}
-    baseline = _baseline(dataset, train_idx, schema, drift)
     split = {"seed": seed, "fraction": fraction, "train_rows": int(len(train_idx)),
              "holdout_rows": int(len(test_idx)), "stratified": classifier, "method": "holdout_split/PCG64",
              "random_state": random_state}
@@ -267,9 +292,8 @@ def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_M
         metrics=metrics,
         parity=parity,
         baseline=baseline,
-        holdout=holdout_document(dataset, test_idx, seed, fraction),
-        dataset={"sha256": dataset.sha256, "rows": dataset.rows, "columns": dataset.n_columns,
-                 "missing": dict(dataset.missing)},
+        holdout=holdout,
+        dataset=lineage,
         split=split,
         libraries=library_versions(),
     )
