@@ -3,7 +3,7 @@
     S3 "Object Created" datasets/<model>/… ──rule per model──► state machine (standard)
       Allocate ─► Duplicate? ─► Train ─► Validate ─► Gate ─► Promote | Reject
          │  └─► AlreadyHandled (same object version seen before)
-         └─ any state: Catch States.ALL ─► MarkFailed ─► Failed
+         └─ any state: Catch States.DataLimitExceeded, States.ALL ─► MarkFailed ─► Failed
                                                          └─► PromotedDespiteError (the alias had moved)
 
 Four functions over ``functions/pipeline`` (docs/pipeline.md): Allocate, Train (training layer,
@@ -54,6 +54,10 @@ TRANSIENT_ERRORS = (
     "Lambda.TooManyRequestsException",
     "TransientError",
 )
+
+# A result or state over Step Functions' 256 KiB payload quota. AWS documents it as a terminal error
+# that a States.ALL catcher does not catch: every Catch names it first.
+DATA_LIMIT_EXCEEDED = "States.DataLimitExceeded"
 
 
 def code_version(root: Path = PROJECT_ROOT) -> str:
@@ -130,6 +134,8 @@ class TrainingPipeline(Construct):
             "MIN_ROWS": str(int(min_rows)),
             "CODE_VERSION": self.code_version,
             "EVENT_BUS_NAME": "default",
+            # Allocate marks failed the versions left `training` longer than an execution may run.
+            "EXECUTION_TIMEOUT_SECONDS": str(int(execution_timeout.to_seconds())),
             "POWERTOOLS_SERVICE_NAME": "shipyard-pipeline",
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         }
@@ -165,6 +171,7 @@ class TrainingPipeline(Construct):
         registry.grant_write_registry(self.record_function)
         default_bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")
         default_bus.grant_put_events_to(self.record_function)
+        default_bus.grant_put_events_to(self.allocate_function)  # `Pipeline Failed` of the stale versions it sweeps
 
         # ------------------------------------------------------------ state machine
         retry = dict(errors=list(TRANSIENT_ERRORS), interval=retry_interval, max_attempts=retry_attempts,
@@ -186,6 +193,8 @@ class TrainingPipeline(Construct):
         could_not_record = sfn.Fail(self, "FailedUnrecorded", error="PipelineFailed",
                                     cause="the failure could not be recorded; see the execution's history")
         mark_failed = task("MarkFailed", self.record_function, step_timeout, "$.failure", action="mark_failed")
+        # States.ALL does not catch States.DataLimitExceeded (AWS: a terminal error unless named): name it.
+        mark_failed.add_catch(could_not_record, errors=[DATA_LIMIT_EXCEEDED], result_path="$.recordError")
         mark_failed.add_catch(could_not_record, errors=["States.ALL"], result_path="$.recordError")
         # A step failed after Promote had moved the alias (e.g. Promote timed out after its write):
         # the version serves, MarkFailed sent `Model Promoted` (with after_error), so the run succeeds.
@@ -205,6 +214,7 @@ class TrainingPipeline(Construct):
         reject = task("Reject", self.record_function, step_timeout, "$.outcome", action="reject",
                       version=version, validation=sfn.JsonPath.object_at("$.validation"))
         for t in (allocate, train, validate, promote, reject):
+            t.add_catch(mark_failed, errors=[DATA_LIMIT_EXCEEDED], result_path="$.error")
             t.add_catch(mark_failed, errors=["States.ALL"], result_path="$.error")
 
         definition = allocate.next(

@@ -91,6 +91,17 @@ def step(fn: Callable[[dict, Any], dict]) -> Callable[[dict, Any], dict]:
     return logger.inject_lambda_context(clear_state=True)(tracer.capture_lambda_handler(wrapper))
 
 
+# CloudWatch Logs cuts an event at 256 KB: a longer text is logged in parts (JSON escapes may take 6 bytes a char).
+LOG_PART_CHARS = 40_000
+
+
+def log_in_parts(what: str, text: str) -> None:
+    """``text`` whole in the function's log, as lines ``<what>, part i of n`` with the part in ``full_text``."""
+    parts = [text[i:i + LOG_PART_CHARS] for i in range(0, len(text), LOG_PART_CHARS)] or [""]
+    for n, part in enumerate(parts, 1):
+        logger.error(f"{what}, part {n} of {len(parts)}", extra={"full_text": part})
+
+
 def _log_of(context: Any) -> str:
     group = getattr(context, "log_group_name", None) or os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
     request = getattr(context, "aws_request_id", None)
@@ -103,6 +114,7 @@ def _bounded(err: BaseException, context: Any) -> BaseException:
     short = bounded(text, _log_of(context))
     if short == text:
         return err
+    log_in_parts(f"{type(err).__name__} message in full", text)
     try:
         err.args = (short,)
     except (AttributeError, TypeError):
@@ -121,7 +133,7 @@ def _check_result(result: Any, context: Any) -> None:
         return  # not JSON: the runtime reports it (Runtime.MarshalError)
     size = len(text.encode())
     if size > MAX_RESULT_BYTES:
-        logger.error("pipeline step result too large", extra={"result": result, "result_bytes": size})
+        log_in_parts(f"step result of {size:,} bytes in full", text)
         raise StepResultTooLarge(bounded(
             f"the step's result is {size:,} bytes, more than the {MAX_RESULT_BYTES:,} a step may return "
             f"(Step Functions passes at most 256 KiB between states); it begins {text[:200]}", _log_of(context)))

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from . import events as events_mod
 from . import lambda_runtime
+from . import stepfunctions as stepfunctions_mod
 from .apigw import LocalApiServer
 from .clock import next_fire
 from .events import EventBus, target_input
@@ -263,6 +264,7 @@ class LocalCloud:
             self.runtime.stop()
         lambda_runtime.uninstall()
         events_mod.uninstall()
+        stepfunctions_mod.uninstall()
         _uninstall_sns()
         if self._server:
             try:
@@ -320,6 +322,7 @@ class LocalCloud:
         lambda_runtime.install(self.runtime)
         self.bus = EventBus(self.aws_url, self.region, log=self.say, session=self.session)
         events_mod.install(self.bus)
+        stepfunctions_mod.install()
         _install_sns(self)
 
     # ------------------------------------------------------------------ deployment

@@ -3,7 +3,9 @@
 Each worker is started from the function's asset directory with its declared handler, environment
 variables and timeout, like a Lambda execution environment: its own process (own env vars, own
 module state), reused warm between invocations, killed and reported as a timeout error when an
-invocation runs past the function's timeout. Its boto3 talks to the local cloud through
+invocation runs past the function's timeout, and as `Runtime.OutOfMemory` when its peak resident
+memory passes the function's memory setting (Linux). A worker that dies mid-invocation is
+`Runtime.ExitError` with Lambda's words for how it ended. Its boto3 talks to the local cloud through
 `AWS_ENDPOINT_URL`.
 
 `install(runtime)` hooks the runtime into moto at `LambdaFunction._invoke_lambda`, which moto's
@@ -17,6 +19,7 @@ import io
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +34,7 @@ from typing import Any, Callable
 from .patches import Patches
 
 WORKER = str(Path(__file__).with_name("_worker.py"))
+MEMORY_POLL = 0.05  # seconds between looks at a running invocation's peak memory
 INIT_TIMEOUT = 60.0  # seconds a worker may take to import its handler (heavier than Lambda's 10 s: shared CPUs)
 
 # Variables of this process that a worker inherits (everything else comes from the function).
@@ -98,14 +102,16 @@ class _Worker:
                 self._end.set()
         self._end.set()
 
-    def _read_response(self, deadline: float) -> dict | None:
+    def _read_response(self, deadline: float, memory_mb: int | None = None) -> dict | None:
         while b"\n" not in self._buf:
             remaining = deadline - time.time()
             if remaining <= 0:
                 return None
-            ready, _, _ = select.select([self._resp_r], [], [], remaining)
+            ready, _, _ = select.select([self._resp_r], [], [], min(remaining, MEMORY_POLL) if memory_mb else remaining)
+            if memory_mb and self.peak_mb() > memory_mb:
+                raise _OutOfMemory()
             if not ready:
-                return None
+                continue
             chunk = os.read(self._resp_r, 65536)
             if not chunk:
                 raise EOFError("worker exited")
@@ -131,11 +137,20 @@ class _Worker:
         os.write(self._req_w, (json.dumps({"request_id": request_id, "event": event,
                                            "timeout": self.spec.timeout}) + "\n").encode())
         try:
-            msg = self._read_response(started + self.spec.timeout)
+            msg = self._read_response(started + self.spec.timeout, memory_mb=self.spec.memory)
+            if msg is not None and self.peak_mb() > self.spec.memory:  # a peak between two looks
+                raise _OutOfMemory()
+        except _OutOfMemory:
+            # Lambda stops a sandbox the moment it uses more than its memory setting.
+            self.kill()
+            text = f"RequestId: {request_id} Error: Runtime exited with error: signal: killed"
+            msg = {"error": {"errorType": "Runtime.OutOfMemory", "errorMessage": text}, "fatal": True}
+            self._lines += [text, "Runtime.OutOfMemory"]
         except EOFError:
             msg = {"error": {"errorType": "Runtime.ExitError",
-                             "errorMessage": f"RequestId: {request_id} Error: Runtime exited without providing a reason"},
+                             "errorMessage": f"RequestId: {request_id} Error: {self._exit_reason()}"},
                    "fatal": True}
+            self._lines.append(msg["error"]["errorMessage"])
         if msg is None:
             self.kill()
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
@@ -155,6 +170,31 @@ class _Worker:
             return Invocation(request_id, payload, msg["error"], logs, duration)
         return Invocation(request_id, msg["payload"].encode(), None, logs, duration)
 
+    def peak_mb(self) -> float:
+        """The worker's peak resident memory (Linux ``VmHWM``; 0 where /proc is not available)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except (OSError, ValueError):
+            pass
+        return 0.0
+
+    def _exit_reason(self) -> str:
+        """Lambda's words for a runtime process that ended mid-invocation."""
+        try:
+            code = self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is not None and code < 0:
+            names = {signal.SIGKILL: "killed", signal.SIGSEGV: "segmentation fault", signal.SIGABRT: "aborted",
+                     signal.SIGTERM: "terminated"}
+            return f"Runtime exited with error: signal: {names.get(-code, signal.Signals(-code).name)}"
+        if code:
+            return f"Runtime exited with error: exit status {code}"
+        return "Runtime exited without providing a reason"
+
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -166,11 +206,18 @@ class _Worker:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
-        for fd in (self._req_w, self._resp_r):
+        fds, self._req_w, self._resp_r = (self._req_w, self._resp_r), -1, -1  # closed once: fd numbers get reused
+        for fd in fds:
+            if fd < 0:
+                continue
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+
+class _OutOfMemory(Exception):
+    pass
 
 
 class LambdaRuntime:

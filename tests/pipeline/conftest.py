@@ -54,6 +54,7 @@ class Faults:
     """Errors the local AWS endpoint answers instead of moto (``LocalCloud.intercept``):
 
     - ``fail_gets(key, n)``: S3 answers `503 SlowDown` to the next `n` GETs of one key;
+    - ``fail_gets(key, n, status=403, code="InvalidObjectState", message=…)``: another S3 error instead;
     - ``refuse(action, n)``: a JSON-protocol action (``AWSStepFunctions.StartExecution``) answers
       `400 AccessDeniedException` `n` times.
     """
@@ -61,12 +62,18 @@ class Faults:
     def __init__(self):
         self.lock = threading.Lock()
         self.plans: dict[str, int] = {}
+        self.answers: dict[str, tuple[int, bytes]] = {}
         self.hits: dict[str, int] = {}
         self.refusals: dict[str, int] = {}
 
-    def fail_gets(self, key: str, count: int) -> None:
+    def fail_gets(self, key: str, count: int, status: int = 503, code: str = "SlowDown",
+                  message: str = "Please reduce your request rate.") -> None:
+        from xml.sax.saxutils import escape
+
         with self.lock:
             self.plans[key] = count
+            self.answers[key] = (status, (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                                          f"<Message>{escape(message)}</Message></Error>").encode())
 
     def refuse(self, action: str, count: int) -> None:
         with self.lock:
@@ -87,9 +94,8 @@ class Faults:
                 if req.method == "GET" and req.path.endswith("/" + key) and left > 0:
                     self.plans[key] = left - 1
                     self.hits[key] = self.hits.get(key, 0) + 1
-                    return Response(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>"
-                                    b"<Message>Please reduce your request rate.</Message></Error>",
-                                    status=503, content_type="application/xml")
+                    status, body = self.answers[key]
+                    return Response(body, status=status, content_type="application/xml")
         return None
 
 
