@@ -286,10 +286,13 @@ def test_short_errors_and_results_pass_unchanged():
 def test_a_result_too_large_to_pass_between_states_is_a_bounded_error(function_log):
     from functions.pipeline.errors import MAX_MESSAGE_CHARS, MAX_RESULT_BYTES
 
-    err = _raises(lambda: {"trees": ["leaf"] * 100_000})
+    result = {"trees": ["leaf"] * 100_000}
+    err = _raises(lambda: result)
     assert type(err).__name__ == "StepResultTooLarge" and len(str(err)) <= MAX_MESSAGE_CHARS
     assert str(err).startswith(f"the step's result is 800,011 bytes, more than the {MAX_RESULT_BYTES:,} a step may")
-    assert function_log().count('"leaf"') >= 100_000  # the whole result is in the log
+    lines = [json.loads(line) for line in function_log().splitlines() if "bytes in full, part" in line]
+    assert len(lines) == 21 and all(len(json.dumps(line)) < 256 * 1024 for line in lines)  # CloudWatch's event limit
+    assert "".join(line["full_text"] for line in lines) == json.dumps(result)  # the whole result is in the log
 
 
 def test_failure_reason_is_bounded_whatever_the_cause():
