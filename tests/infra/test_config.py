@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from infra.config import (
+    PROBABILITY_PARAMS,
     CLASSIFIERS,
     REGRESSORS,
     ApiConfig,
@@ -226,8 +227,8 @@ def test_params_that_need_a_python_object_are_refused_with_the_reason():
         "config cannot express; leave it out (or null) to use the default, got "
         "'sklearn.tree.DecisionTreeClassifier'"
     )
-    error = _error("sklearn.gaussian_process.GaussianProcessClassifier", {"kernel": "RBF"})
-    assert "'kernel' takes a Kernel object, which a JSON config cannot express" in str(error)
+    error = _error("sklearn.linear_model.RANSACRegressor", {"is_data_valid": "lambda X, y: True"}, "regression")
+    assert "'is_data_valid' takes a callable, which a JSON config cannot express" in str(error)
     # null is the default of each of them, and is accepted
     load_config(with_model(estimator="sklearn.ensemble.BaggingClassifier", params={"estimator": None}))
 
@@ -351,4 +352,32 @@ def test_every_default_value_is_accepted():
                    if v is None or isinstance(v, (bool, int, str))
                    or (isinstance(v, float) and not math.isnan(v))}
         task = "classification" if path in CLASSIFIERS else "regression"
+        if path in PROBABILITY_PARAMS:  # the default gives no probabilities: the one rule beyond types
+            key, gives, _, _ = PROBABILITY_PARAMS[path]
+            as_json[key] = gives[0]
         assert load_config(with_model(task=task, estimator=path, params=as_json)).models["iris"].params == as_json
+
+
+@pytest.mark.parametrize("estimator, params, key, fix", [
+    ("sklearn.svm.SVC", {}, "params.probability", '{"probability": true}'),
+    ("sklearn.svm.NuSVC", {"probability": False}, "params.probability", '{"probability": true}'),
+    ("sklearn.linear_model.SGDClassifier", {}, "params.loss", '{"loss": "log_loss"}'),
+])
+def test_classifiers_must_predict_probabilities(estimator, params, key, fix):
+    """Shipyard serves and gates on class probabilities: a setting without them fails synth."""
+    error = _error(estimator, params)
+    assert (error.model, error.key) == ("iris", key)
+    assert "does not predict class probabilities" in str(error) and fix in str(error)
+
+
+def test_classifiers_with_probabilities_load():
+    load_config(with_model(estimator="sklearn.svm.SVC", params={"probability": True}))
+    load_config(with_model(estimator="sklearn.linear_model.SGDClassifier", params={"loss": "modified_huber"}))
+
+
+@pytest.mark.parametrize("estimator", ["sklearn.svm.LinearSVC", "sklearn.linear_model.RidgeClassifier",
+                                       "sklearn.gaussian_process.GaussianProcessClassifier",
+                                       "sklearn.neighbors.RadiusNeighborsClassifier"])
+def test_estimators_that_failed_on_real_data_are_not_offered(estimator):
+    with pytest.raises(ConfigError, match="estimator"):
+        load_config(with_model(estimator=estimator))
