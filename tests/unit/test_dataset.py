@@ -374,6 +374,205 @@ def test_arbitrary_bytes_fail_only_with_dataset_error(data):
         assert d.rows >= 1 and len(d.target) == d.rows
 
 
+# ---- real-world files: missing markers, delimiters, gzip, pandas index -------------------------
+
+# The rows of the Palmer penguins table as its package ships them: `NA` for missing values, in
+# numeric and in string columns (row 4 has no measurement at all).
+PENGUINS_HEAD = """species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year
+Adelie,Torgersen,39.1,18.7,181,3750,male,2007
+Adelie,Torgersen,39.5,17.4,186,3800,female,2007
+Adelie,Torgersen,40.3,18,195,3250,female,2007
+Adelie,Torgersen,NA,NA,NA,NA,NA,2007
+Adelie,Torgersen,36.7,19.3,193,3450,female,2007
+Adelie,Torgersen,39.3,20.6,190,3650,male,2007
+Adelie,Torgersen,38.9,17.8,181,3625,female,2007
+Adelie,Torgersen,39.2,19.6,195,4675,male,2007
+Adelie,Torgersen,34.1,18.1,193,3475,NA,2007
+Adelie,Torgersen,42,20.2,190,4250,NA,2007
+"""
+PENGUINS_TAIL = "".join(
+    f"{['Gentoo', 'Chinstrap'][i % 2]},Biscoe,{45 + i / 10},{15 + i / 20},{210 + i},{5000 + 10 * i},"
+    f"{['male', 'female'][i % 2]},2008\n" for i in range(20)
+)
+
+
+def test_penguins_as_shipped_with_na_markers():
+    d = load((PENGUINS_HEAD + PENGUINS_TAIL).encode(), target="species")
+    types = {f["name"]: f["type"] for f in d.schema["features"]}
+    assert types == {"island": "string", "bill_length_mm": "number", "bill_depth_mm": "number",
+                     "flipper_length_mm": "number", "body_mass_g": "number", "sex": "string", "year": "number"}
+    assert math.isnan(d.columns["bill_length_mm"][3]) and d.columns["bill_length_mm"][0] == 39.1
+    assert d.columns["sex"][3] is None and d.columns["sex"][8] is None
+    assert d.schema["features"][5]["categories"] == ["female", "male"]  # "NA" is not a category
+    assert d.missing["bill_length_mm"] == 1 and d.missing["sex"] == 3
+    assert d.schema["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
+
+
+def test_penguins_missing_target_is_still_an_error():
+    msg = error((PENGUINS_HEAD + PENGUINS_TAIL).encode(), target="body_mass_g", task="regression")
+    assert "target column 'body_mass_g' has 1 missing value (line 5)" in msg
+
+
+def test_the_real_penguins_file():
+    realdata = pytest.importorskip("palmerpenguins")
+    from pathlib import Path
+
+    data = (Path(realdata.__file__).parent / "data" / "penguins.csv").read_bytes()
+    d = load(data, target="species")
+    assert d.rows == 344 and d.missing["sex"] == 11 and d.missing["body_mass_g"] == 2
+    assert d.schema["features"][0] == {"name": "island", "type": "string",
+                                       "categories": ["Biscoe", "Dream", "Torgersen"]}
+
+
+PANDAS_NA = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+             "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
+
+@pytest.mark.parametrize("token", PANDAS_NA + [" NA ", "NAN", "+nan", "\tnull"])
+def test_pandas_missing_markers_in_numeric_and_string_columns(token):
+    rows = [[i, ["red", "blue"][i % 2], i % 2] for i in range(30)]
+    rows[4][0] = token
+    rows[6][1] = token
+    d = load(make_csv(["a", "colour", "y"], rows))
+    assert d.schema["features"][0]["type"] == "number" and math.isnan(d.columns["a"][4])
+    assert d.columns["colour"][6] is None and d.schema["features"][1]["categories"] == ["blue", "red"]
+    assert d.missing == {"a": 1, "colour": 1}
+
+
+def test_pandas_missing_markers_list_is_pandas_default():
+    from functions.core.dataset import NA_VALUES
+
+    assert NA_VALUES == set(PANDAS_NA)
+    try:
+        from pandas._libs.parsers import STR_NA_VALUES
+    except ImportError:  # pandas is not a dependency of the functions
+        return
+    assert NA_VALUES == set(STR_NA_VALUES)
+
+
+@pytest.mark.parametrize("word", ["na", "Null", "none", "?", "missing"])
+def test_other_words_are_values_not_missing_markers(word):
+    rows = numeric_rows()
+    rows[4][0] = word  # case-sensitive, as pandas: a numeric column with a bad value
+    assert f"line 6 has a value that is not a number: {word!r}" in error(make_csv(["a", "b", "y"], rows))
+
+
+@pytest.mark.parametrize("token", ["NA", "null", "N/A", "None"])
+def test_missing_marker_in_target(token):
+    rows = numeric_rows()
+    rows[3][2] = token
+    assert "target column 'y' has 1 missing value (line 5)" in error(make_csv(["a", "b", "y"], rows))
+
+
+def test_string_column_after_numbers_keeps_the_numbers_text():
+    # Text first met on row 11: the first rows' numbers are read again as the strings they are.
+    rows = [[f" {i}.0", i, i % 2] for i in range(10)] + [["NA", 1, 0]] + [[f"w{i % 3}", i, i % 2] for i in range(20)]
+    d = load(make_csv(["c", "n", "y"], rows))
+    c = d.columns["c"]
+    assert d.schema["features"][0]["type"] == "string"
+    assert c[0] == " 0.0" and c[9] == " 9.0" and c[10] is None and c[11] == "w0"
+    assert d.schema["features"][0]["categories"][:2] == [" 0.0", " 1.0"] and len(d.schema["features"][0]["categories"]) == 13
+
+
+def test_string_cells_share_one_str_per_distinct_value():
+    rows = [[["red", "blue"][i % 2], i, i % 2] for i in range(40)]
+    d = load(make_csv(["colour", "n", "y"], rows))
+    c = d.columns["colour"]
+    assert c.dtype == object and all(c[i] is c[i % 2] for i in range(40))
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_semicolon_tab_and_pipe_files(delimiter):
+    rows = [[f"{i},5" if delimiter == ";" else i, ["a b", "c,d"][i % 2], "NA" if i == 3 else i / 4, i % 2] for i in range(30)]
+    data = "\n".join(delimiter.join(map(str, r)) for r in [["x", "s", "z", "y"]] + rows).encode()
+    d = load(data)
+    assert list(d.columns) == ["x", "s", "z"] and d.rows == 30
+    assert d.columns["s"][1] == "c,d" and math.isnan(d.columns["z"][3])
+
+
+def test_semicolon_file_with_one_column_header_is_read_not_refused():
+    # Before: "target column 'y' not found; the columns are ['a;b;y']".
+    d = load(b"a;b;y\n" + b"".join(b"%d;%d;%d\n" % (i, i * 2, i % 2) for i in range(20)))
+    assert list(d.columns) == ["a", "b"]
+
+
+def test_semicolon_file_wrong_width_names_the_delimiter():
+    lines = ["a;b;y"] + [f"{i};{i};{i % 2}" for i in range(20)]
+    lines[6] = "1;2"
+    msg = error("\n".join(lines).encode())
+    assert "line 7 has 2 fields, expected 3" in msg and "semicolon" in msg
+
+
+def test_comma_wins_when_the_header_splits_both_ways():
+    # "a|b" is one name: pipes inside names of a comma file.
+    d = load(b"a|b,c,y\n" + b"".join(b"%d|x,%d,%d\n" % (i, i, i % 2) for i in range(20)))
+    assert list(d.columns) == ["a|b", "c"] and d.columns["a|b"][0] == "0|x"
+
+
+def test_ambiguous_delimiter_is_named():
+    data = b"a;b|c\n" + b"".join(b"%d;%d|%d\n" % (i, i, i % 2) for i in range(20))
+    msg = error(data, target="c")
+    assert "cannot tell the delimiter" in msg and "a semicolon (';')" in msg and "a pipe ('|')" in msg
+
+
+def test_gzip_upload():
+    import gzip
+
+    plain = make_csv(["a", "colour", "y"], [[i, ["r", "NA"][i % 2], i % 2] for i in range(30)])
+    data = gzip.compress(plain)
+    d = load(data)
+    assert d.rows == 30 and d.columns["colour"][1] is None
+    assert d.sha256 == hashlib.sha256(data).hexdigest()  # of the bytes as uploaded: the .gz file
+    assert load(gzip.compress(plain[:40]) + gzip.compress(plain[40:])).rows == 30  # two members
+    assert load(data + b"\0" * 8).rows == 30  # zero padding
+
+
+def test_gzip_bomb_is_refused_without_inflating_it():
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = compressor.compress(b"a,y\n" + b"0" * (50 * 2**20)) + compressor.flush()
+    assert len(bomb) < 100_000
+    msg = error(bomb, max_bytes=10 * 2**20)
+    assert msg.startswith("dataset is too large once decompressed")
+    assert "more than 10,485,760 bytes (10.0 MiB)" in msg
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "trailing"])
+def test_damaged_gzip(damage):
+    import gzip
+
+    data = gzip.compress(make_csv(["a", "b", "y"], numeric_rows()))
+    if damage == "truncated":
+        msg = error(data[: len(data) // 2])
+        assert "truncated" in msg
+    elif damage == "corrupt":
+        msg = error(data[:12] + b"\xff" * 20 + data[32:])
+        assert "cannot be decompressed" in msg
+    else:
+        msg = error(data + b"junk")
+        assert "not the start of another gzip member" in msg
+
+
+@pytest.mark.parametrize("first", ["", "Unnamed: 0"])
+def test_pandas_index_column_gets_a_hint(first):
+    rows = [[i] + r for i, r in enumerate(numeric_rows())]
+    msg = error(make_csv([first, "a", "b", "y"], rows))
+    assert "position 1" in msg and "looks like an index column written by pandas" in msg
+    assert "index=False" in msg
+
+
+def test_line_numbers_survive_chunking(monkeypatch):
+    import functions.core.dataset as module
+
+    monkeypatch.setattr(module, "_CHUNK_ROWS", 3)
+    lines = ["a,b,y"] + [f"{i},{i},{i % 2}" for i in range(40)]
+    lines[30] = '1,"7\n",0'  # a record of two lines: the ones after it start a line later
+    lines[35] = "1,x,0"
+    msg = error("\n".join(lines).encode())
+    assert "column 'b' is numeric (39 of 40 values are numbers) but line 37 has a value that is not a number" in msg
+
+
 # ---- holdout split ----------------------------------------------------------------------------
 
 
