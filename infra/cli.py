@@ -8,11 +8,8 @@ outputs say where the registry table and the API are.
 from __future__ import annotations
 
 import argparse
-import csv
 import getpass
-import io
 import json
-import math
 import os
 import sys
 import urllib.error
@@ -255,37 +252,45 @@ def cmd_train(args) -> int:
 
 
 def read_instances(path: Path) -> list:
-    """Instances from a CSV file (header row = feature names) or a JSON file (list or {"instances": […]})."""
+    """Instances from a CSV file (header row = feature names) or a JSON file (list or {"instances": […]}).
+
+    A CSV (``.csv``, or ``.csv.gz`` compressed) is read by the training data's reader
+    (``functions.core.dataset.read_table``): UTF-8 with or without a BOM, comma, semicolon, tab or
+    pipe delimited, pandas' missing markers (``NA``, ``null``, empty …) sent as null.
+    """
+    name = path.name.lower()
+    if not name.endswith((".json", ".csv", ".csv.gz")):
+        raise CliError(f"{path}: expected a .csv or .json file (or a gzip-compressed .csv.gz)")
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as err:
         raise CliError(f"cannot read {path}: {err.strerror}") from err
-    if path.suffix.lower() == ".json":
+    if name.endswith(".json"):
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
+            parsed = json.loads(data.decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise CliError(f"{path} is not valid JSON: {err}") from err
-        instances = data.get("instances") if isinstance(data, dict) else data
+        instances = parsed.get("instances") if isinstance(parsed, dict) else parsed
         if not isinstance(instances, list):
             raise CliError(f"{path}: expected a JSON list of instances or an object with an 'instances' list")
         return instances
-    if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
-        if not rows:
-            raise CliError(f"{path}: expected a header row and at least one data row")
-        return [{k: _csv_value(v) for k, v in row.items() if k is not None} for row in rows]
-    raise CliError(f"{path}: expected a .csv or .json file")
+    from functions.core.dataset import DatasetError, read_table
+
+    try:
+        names, records = read_table(data)
+    except DatasetError as err:
+        raise CliError(f"{path}: {err}") from err
+    if not records:
+        raise CliError(f"{path}: expected a header row and at least one data row")
+    return [{k: _csv_value(v) for k, v in zip(names, row)} for _, row in records]
 
 
 def _csv_value(text: str | None):
-    """CSV cells are text: numbers become numbers, empty cells become null (missing)."""
-    if text is None or text.strip() == "":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return value if math.isfinite(value) else text
+    """CSV cells are text: plain decimal numbers become numbers, missing markers (empty, ``NA``,
+    ``null`` … as in training data) become null (missing), anything else stays text."""
+    from functions.core.dataset import cell_value
+
+    return None if text is None else cell_value(text)
 
 
 def signed_request(method: str, url: str, body: bytes | None, auth: str, api_key: str | None = None,

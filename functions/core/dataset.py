@@ -142,7 +142,10 @@ def load_csv(
     check_size(len(raw), max_bytes)
     digest = sha256_hex(raw)
     text = _uncompressed(raw, max_bytes)
-    capacity = _check_text(text, f"at least {min_rows} data rows")
+    capacity = _check_text(
+        text, "dataset is empty: expected a header line of column names followed by at least "
+        f"{min_rows} data rows"
+    )
     delimiter = sniff_delimiter(text)
 
     chunks = _read_chunks(text, delimiter)
@@ -245,7 +248,7 @@ def read_table(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[list
     raw = _view(data, "read_table")
     check_size(len(raw), max_bytes)
     text = _uncompressed(raw, max_bytes)
-    _check_text(text, "data rows")
+    _check_text(text, "the file is empty: expected a header row of column names and data rows")
     delimiter = sniff_delimiter(text)
     chunks = _read_chunks(text, delimiter)
     header_lines, header_rows = next(chunks)
@@ -381,7 +384,7 @@ def _uncompressed(raw: memoryview, max_bytes: int) -> memoryview:
     return memoryview(out)
 
 
-def _check_text(text: memoryview, expected: str) -> int:
+def _check_text(text: memoryview, empty: str) -> int:
     """DatasetError unless ``text`` is UTF-8 with something besides white space (a BOM aside).
 
     Returns an upper bound of the number of records: line terminators + 1.
@@ -408,9 +411,7 @@ def _check_text(text: memoryview, expected: str) -> int:
                 chunk = chunk[1:]
             blank = not chunk.strip()
     if blank:
-        raise DatasetError(
-            f"dataset is empty: expected a header line of column names followed by {expected}"
-        )
+        raise DatasetError(empty)
     return terminators + 1
 
 

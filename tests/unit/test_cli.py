@@ -119,6 +119,40 @@ def test_read_instances_from_csv_and_json(tmp_path):
             cli.read_instances(tmp_path / name)
 
 
+def test_read_instances_csv_follows_the_training_data_rules(tmp_path):
+    import gzip
+
+    expected = [{"a": 1.5, "colour": "red"}, {"a": None, "colour": None}, {"a": 2.0, "colour": "blue"}]
+    # A BOM (Excel's "CSV UTF-8"), semicolons, and pandas' missing markers.
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfa;colour\r\n1.5;red\r\nNA;null\r\n2;blue\r\n")
+    assert cli.read_instances(bom) == expected
+    tab = tmp_path / "tab.csv"
+    tab.write_text("a\tcolour\n1.5\tred\nN/A\t\n2\tblue\n")
+    assert cli.read_instances(tab) == expected
+    packed = tmp_path / "x.csv.gz"
+    packed.write_bytes(gzip.compress(b"a|colour\n1.5|red\n#N/A|None\n2|blue\n"))
+    assert cli.read_instances(packed) == expected
+    # Values stay text unless they are plain numbers: "1_000" and "inf" are sent as written.
+    text = tmp_path / "text.csv"
+    text.write_text("a,b\n1_000,inf\n")
+    assert cli.read_instances(text) == [{"a": "1_000", "b": "inf"}]
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"a,b\n1,2,3\n", "line 2 has 3 fields, expected 2"),
+    (b",a,b\n0,1,2\n", "looks like an index column written by pandas"),
+    (b"a,b\n\xe9,1\n", "not UTF-8"),
+    (b"\x1f\x8b\x08junk", "gzip"),
+])
+def test_read_instances_csv_errors_name_the_file_and_the_problem(tmp_path, content, expected):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(cli.CliError, match=expected) as exc:
+        cli.read_instances(path)
+    assert str(exc.value).startswith(f"{path}: ")
+
+
 class _SigV4CheckingApi(BaseHTTPRequestHandler):
     """An API stand-in that recomputes the SigV4 signature the way API Gateway does."""
     seen: list = []
