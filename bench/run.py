@@ -1,8 +1,8 @@
 """``python -m bench``: run every benchmark, print a table, write ``bench/results.json``.
 
-    python -m bench [--only inference,cold,pipeline,drift] [--quick] [--out PATH]
+    python -m bench [--only inference,cold,pipeline,drift,memory] [--quick] [--out PATH]
 
-``--quick`` shrinks every benchmark (smaller loops, 100k drift rows) for a smoke run; its figures
+``--quick`` shrinks every benchmark (smaller loops, 100k drift rows, a 10 MB memory CSV) for a smoke run; its figures
 are not the ones to quote. A full run takes ~5 minutes on 2 shared cores.
 """
 from __future__ import annotations
@@ -22,13 +22,16 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
 from bench.common import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-SECTIONS = ("inference", "cold", "pipeline", "drift")
+SECTIONS = ("inference", "cold", "pipeline", "drift", "memory")
 GOALS = {
     "handler_vs_ort_b1000": "<= 1.5",
     "sklearn_handler_vs_handler_b1": ">= 20",
     "cold_start_ort_vs_sklearn": "<= 0.3",
     "pipeline_vs_bare": None,
     "evidently_vs_drift_1m": None,
+    "train_peak_rss_ratio": "<= 5",
+    "load_peak_rss_ratio": None,
+    "train_s_per_100mb": None,
 }
 
 
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = value
         return value
 
-    from bench import drift, inference, pipeline
+    from bench import drift, inference, memory, pipeline
 
     warm = section("inference", lambda: inference.warm(rounds=4 if args.quick else 10,
                                                        budget_seconds=10 if args.quick else 75, log=_log))
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = section("pipeline", lambda: pipeline.run(repeats=1 if args.quick else 3, log=_log))
     drifted = section("drift", lambda: drift.run(rows=100_000 if args.quick else drift.ROWS,
                                                  repeats=1 if args.quick else 3, log=_log))
+    mem = section("memory", lambda: memory.run(rows=92_000 if args.quick else memory.ROWS, log=_log))
 
     ratios = results["ratios"]
     notes = results["notes"]
@@ -102,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             notes["evidently_vs_drift_1m"] = drifted["note"]
         if args.quick:
             notes["evidently_vs_drift_1m"] = f"--quick: {drifted['rows']:,} rows, not 1M"
+    if mem is not None:
+        for key in ("train_peak_rss_ratio", "load_peak_rss_ratio", "train_s_per_100mb"):
+            ratios[key] = mem.get(key)
+        if args.quick:
+            notes["train_peak_rss_ratio"] = f"--quick: a {mem['csv_bytes'] / 1e6:.0f} MB CSV, not 100 MB"
     for key in GOALS:
         ratios.setdefault(key, None)
         if ratios[key] is None and key not in notes:
@@ -117,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
 _SECTION_OF = {"handler_vs_ort_b1000": "inference", "sklearn_handler_vs_handler_b1": "inference",
                "cold_start_ort_vs_sklearn": "cold", "pipeline_vs_bare": "pipeline",
-               "evidently_vs_drift_1m": "drift"}
+               "evidently_vs_drift_1m": "drift", "train_peak_rss_ratio": "memory",
+               "load_peak_rss_ratio": "memory", "train_s_per_100mb": "memory"}
 
 
 def _goal(key: str) -> str:
@@ -192,5 +202,18 @@ def table(results: dict) -> str:
         else:
             lines.append(f"| drift check vs Evidently | {drifted['shipyard_check_s_median']:.2f} s | n/a | n/a | "
                          f"{drifted.get('note')} |")
+    mem = results.get("memory")
+    if mem is not None:
+        mib = 2**20
+        for mode, what in (("train", "`training.train`"), ("load", "`load_csv` alone")):
+            if mem.get(f"{mode}_peak_rss") is None:
+                continue
+            lines.append(f"| peak RSS of a fresh process running {what} on a {mem['csv_bytes'] / 1e6:.0f} MB CSV "
+                         f"({mem['rows']:,} rows × {mem['columns']} columns), ÷ CSV bytes | "
+                         f"{mem[f'{mode}_peak_rss'] / mib:.0f} MiB | {mem['csv_bytes'] / mib:.0f} MiB (the CSV) | "
+                         f"{_fmt(mem[f'{mode}_peak_rss_ratio'])}× | {_goal(f'{mode}_peak_rss_ratio')} |")
+            lines.append(f"| the same, above its imports alone ({mem[f'{mode}_imports_peak_rss'] / mib:.0f} MiB), ÷ CSV "
+                         f"bytes; seconds per 100 MB | {(mem[f'{mode}_peak_rss'] - mem[f'{mode}_imports_peak_rss']) / mib:.0f} MiB; "
+                         f"{mem[f'{mode}_s_per_100mb']:.1f} s | | {_fmt(mem[f'{mode}_above_imports_ratio'])}× | |")
     lines += ["", "ratios: " + json.dumps(results["ratios"])]
     return "\n".join(lines)
