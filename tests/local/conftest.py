@@ -28,6 +28,12 @@ HANDLERS = textwrap.dedent('''
         CALLS["n"] += 1
         if event.get("mode") == "bad":
             raise ValueError("bad input: mode=bad")
+        if event.get("mode") == "exit":  # the runtime process dies mid-invocation
+            os._exit(3)
+        if event.get("mode") == "hog":  # more than the function's 128 MB
+            return {"size": len(b"x" * (300 * 2**20))}
+        if event.get("mode") == "big":  # a result over Step Functions' 256 KiB
+            return {"big": "x" * 300_000}
         if CALLS["n"] % 2 == 1:
             raise TransientError("try again")
         return {"ok": True, "calls": CALLS["n"], "input": event}

@@ -73,6 +73,40 @@ def test_errors_and_timeouts_come_back_as_lambda_errors(cloud):
     assert any(e["errorType"] == "Sandbox.Timedout" for e in cloud.function_errors)
 
 
+def test_a_dead_runtime_and_running_out_of_memory_come_back_as_lambdas_errors(cloud):
+    lam = cloud.client("lambda")
+    for mode, error_type, how in (("exit", "Runtime.ExitError", "exit status 3"),
+                                  ("hog", "Runtime.OutOfMemory", "signal: killed")):
+        resp = lam.invoke(FunctionName=cloud.physical_ids["Flaky"], Payload=json.dumps({"mode": mode}).encode())
+        assert resp["FunctionError"] == "Unhandled", mode
+        err = json.loads(resp["Payload"].read())
+        assert err["errorType"] == error_type, err
+        assert err["errorMessage"].startswith("RequestId: ") and err["errorMessage"].endswith(
+            f"Error: Runtime exited with error: {how}"), err
+
+
+def test_states_all_does_not_catch_a_result_over_the_payload_quota(cloud):
+    sfn = cloud.client("stepfunctions")
+    flaky = cloud.client("lambda").get_function(FunctionName=cloud.physical_ids["Flaky"])["Configuration"]["FunctionArn"]
+    outcomes = {}
+    for catch in (["States.ALL"], ["States.DataLimitExceeded"]):
+        definition = {"StartAt": "Big", "States": {
+            "Big": {"Type": "Task", "Resource": flaky, "Parameters": {"mode": "big"},
+                    "Retry": [{"ErrorEquals": ["TransientError"], "IntervalSeconds": 1, "MaxAttempts": 3}],
+                    "Catch": [{"ErrorEquals": catch, "ResultPath": "$.error", "Next": "Caught"}], "End": True},
+            "Caught": {"Type": "Pass", "End": True}}}
+        arn = sfn.create_state_machine(name=f"big-{catch[0].split('.')[1]}", definition=json.dumps(definition),
+                                       roleArn="arn:aws:iam::123456789012:role/x")["stateMachineArn"]
+        run = sfn.start_execution(stateMachineArn=arn, input="{}")["executionArn"]
+        cloud.wait_for_executions(arn, timeout=60)
+        outcomes[catch[0]] = sfn.describe_execution(executionArn=run)
+    uncaught = outcomes["States.ALL"]
+    assert uncaught["status"] == "FAILED" and uncaught["error"] == "States.DataLimitExceeded"
+    caught = outcomes["States.DataLimitExceeded"]
+    assert caught["status"] == "SUCCEEDED"
+    assert json.loads(caught["output"])["error"]["Error"] == "States.DataLimitExceeded"
+
+
 def test_s3_put_reaches_lambda_and_state_machine_through_eventbridge(cloud):
     s3 = cloud.client("s3")
     bucket = cloud.outputs["BucketName"]
