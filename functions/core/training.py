@@ -20,10 +20,11 @@ Steps (docs/pipeline.md):
 """
 from __future__ import annotations
 
+import json
 import math
 import platform
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -50,10 +51,15 @@ class TrainResult:
     metrics: dict[str, Any]
     parity: dict[str, Any]
     baseline: dict[str, Any]
-    holdout: dict[str, Any]
+    holdout_json: bytes  # holdout.json, as written (see holdout_json())
     dataset: dict[str, Any]  # sha256, rows, columns (lineage facts of the bytes)
     split: dict[str, Any]  # seed, fraction, train_rows, holdout_rows, stratified
     libraries: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def holdout(self) -> dict[str, Any]:
+        """``holdout.json`` parsed (the validate step's view of it)."""
+        return json.loads(self.holdout_json)
 
 
 def split_seed(sha256: str) -> int:
@@ -140,6 +146,36 @@ def holdout_document(dataset: ds.Dataset, idx: np.ndarray, seed: int, fraction: 
     }
 
 
+def holdout_json(dataset: ds.Dataset, idx: np.ndarray, seed: int, fraction: float) -> bytes:
+    """``holdout.json`` as bytes: the same bytes as compact, key-sorted JSON of
+    :func:`holdout_document`, written one column at a time so that a large holdout never exists
+    as one Python object per cell (184k rows x 13 columns were 90 MB of floats)."""
+    def dumps(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+    columns = []
+    for name, col in sorted(ds.feature_columns(dataset, idx).items()):
+        if col.dtype == object:
+            values = [None if v is None else str(v) for v in col.tolist()]
+        else:
+            values = [None if math.isnan(v) else float(v) for v in col.tolist()]
+        columns.append(dumps(name) + ":" + dumps(values))
+        del values
+    target = dataset.target[idx]
+    top = {
+        "format": HOLDOUT_FORMAT,
+        "fraction": float(fraction),
+        "indices": [int(i) for i in idx],
+        "rows": int(len(idx)),
+        "seed": int(seed),
+        "target": [plain(v) for v in target.tolist()],
+        "target_name": dataset.schema["target"],
+    }
+    # "columns" sorts first of the top-level keys.
+    rest = dumps(top)[1:]
+    return ('{"columns":{' + ",".join(columns) + "}," + rest).encode()
+
+
 def label_mismatches(onnx_labels: list, sk_labels: list, sk_proba: np.ndarray,
                      tolerance: float) -> tuple[int, int]:
     """(labels that differ, labels that differ on a tie).
@@ -212,13 +248,16 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
     return record, onnx_out, sk_out
 
 
-def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_MAX_BYTES,
+def train(data: bytes | Callable[[], bytes], spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_MAX_BYTES,
           min_rows: int = ds.DEFAULT_MIN_ROWS, tolerance: float = PARITY_TOLERANCE) -> TrainResult:
     """Validate, split, fit, convert and check one dataset for a model ``spec`` (cdk.json keys).
 
     Raises :class:`~functions.core.dataset.DatasetError` for a dataset that cannot be used and
     :class:`TrainingError` (or :class:`~functions.core.convert.ConvertError`) for a model that
     cannot be built or converted.
+
+    ``data``: the CSV's bytes, or a function that reads them. With a function, training holds
+    the only reference and drops the bytes once they are parsed (docs/pipeline.md, "Memory").
     """
     from . import convert
     from .schema import FeatureSchema
@@ -226,7 +265,10 @@ def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_M
     target, task = spec["target"], spec.get("task", "classification")
     metric = spec.get("metric") or ("accuracy" if task == "classification" else "r2")
     fraction = float(spec.get("holdout", 0.2))
+    if callable(data):
+        data = data()
     dataset = ds.load_csv(data, target=target, task=task, max_bytes=max_bytes, min_rows=min_rows)
+    del data
     seed = split_seed(dataset.sha256)
     classifier = task == "classification"
     train_idx, test_idx = ds.holdout_split(dataset.rows, fraction, seed,
@@ -238,10 +280,10 @@ def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_M
     # Memory (docs/pipeline.md): one float32 matrix per split (strings as codes), then everything
     # that needs the typed columns (drift baseline, holdout.json, the holdout's strings for ONNX)
     # before the fit, so the columns can go before the estimator makes its own copies.
+    baseline = _baseline(dataset, train_idx, schema, spec.get("drift") or {})
+    holdout = holdout_json(dataset, test_idx, seed, fraction)
     X_train = convert.design_matrix(fs, dataset.columns, train_idx)
     X_test = convert.design_matrix(fs, dataset.columns, test_idx)
-    baseline = _baseline(dataset, train_idx, schema, spec.get("drift") or {})
-    holdout = holdout_document(dataset, test_idx, seed, fraction)
     test_strings = {f.name: dataset.columns[f.name][test_idx] for f in fs.features if f.type != ds.NUMBER}
     lineage = {"sha256": dataset.sha256, "rows": dataset.rows, "columns": dataset.n_columns,
                "missing": dict(dataset.missing)}
@@ -292,7 +334,7 @@ def train(data: bytes, spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_M
         metrics=metrics,
         parity=parity,
         baseline=baseline,
-        holdout=holdout,
+        holdout_json=holdout,
         dataset=lineage,
         split=split,
         libraries=library_versions(),
@@ -308,7 +350,24 @@ def _baseline(dataset: ds.Dataset, train_idx: np.ndarray, schema: Mapping[str, A
         kwargs["window"] = int(drift["window"])
     if drift.get("threshold") is not None:
         kwargs["threshold"] = float(drift["threshold"])
-    return build_baseline(ds.feature_columns(dataset, train_idx), schema, **kwargs)
+    return build_baseline(_RowsOf(dataset, train_idx), schema, **kwargs)
+
+
+class _RowsOf(Mapping):
+    """The feature columns at rows ``idx``, each made when read: the baseline reads one column at
+    a time, so a copy of every training column never exists at once."""
+
+    def __init__(self, dataset: ds.Dataset, idx: np.ndarray):
+        self._columns, self._idx = dataset.columns, idx
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._columns[name][self._idx]
+
+    def __iter__(self):
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
 
 
 def _score(metric: str, y_true: np.ndarray, out: Mapping[str, Any], schema: Mapping[str, Any]) -> float | None:

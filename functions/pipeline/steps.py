@@ -190,14 +190,20 @@ def train(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: 
     """Read the dataset, train (functions.core.training), write the artifacts, register the candidate."""
     model, spec, dataset = check_input(event)
     version = int(event["version"])
-    data, seen = read_dataset(s3, dataset, max_bytes)
-    result = training.train(data, spec, max_bytes=max_bytes, min_rows=min_rows)
+    seen: dict = {}
+
+    def read() -> bytes:  # training holds the only reference and drops the bytes once parsed
+        data, info = read_dataset(s3, dataset, max_bytes)
+        seen.update(info)
+        return data
+
+    result = training.train(read, spec, max_bytes=max_bytes, min_rows=min_rows)
 
     prefix = models_prefix(model, version)
     artifacts: dict[str, dict] = {}
     payloads = {
         "model.onnx": (result.onnx, "application/octet-stream"),
-        "holdout.json": (_json(result.holdout), "application/json"),
+        "holdout.json": (result.holdout_json, "application/json"),
         "baseline.json": (_json(result.baseline), "application/json"),
     }
     lineage = {
