@@ -61,16 +61,20 @@ if mode in ("train", "imports-train"):
     from functions.core import training
     import sklearn.linear_model, skl2onnx, onnxruntime  # what train imports when it runs
 data = None
-if not mode.startswith("imports"):
+if mode == "load":
     with open(path, "rb") as fh:
         data = fh.read()
+
+def read():  # as the Train step does: training holds the only reference, drops it once parsed
+    with open(path, "rb") as fh:
+        return fh.read()
 before = peak_rss()
 t = time.perf_counter()
 if mode == "load":
     d = dataset.load_csv(data, target=spec["target"], task=spec["task"])
     assert d.rows > 0
 elif mode == "train":
-    result = training.train(data, spec)
+    result = training.train(read, spec)
 seconds = time.perf_counter() - t
 print(json.dumps({"peak_rss": peak_rss(), "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "rss_before_call": before, "seconds": seconds}))
