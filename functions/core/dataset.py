@@ -110,6 +110,7 @@ class Dataset:
     n_columns: int
     sha256: str
     missing: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, Any] = field(default_factory=dict)  # rows without a target: {"rows", "lines"}
 
     @property
     def feature_names(self) -> list[str]:
@@ -201,7 +202,8 @@ def load_csv(
     for state in states:
         state.close(n_rows)
 
-    y, classes = _target(target, task, states[t], line_of)
+    keep = _rows_with_target(target, states[t], line_of)
+    y, classes = _target(target, task, states[t], line_of, keep)
     states[t] = None  # type: ignore[call-overload]
 
     # Columns that are text after a first stretch of numbers need those numbers' text: read the
@@ -223,6 +225,21 @@ def load_csv(
         missing[name] = n_missing
         features.append(feature)
 
+    dropped: dict[str, Any] = {}
+    if keep is not None:
+        gone = np.flatnonzero(~keep)
+        dropped = {"rows": int(gone.size), "lines": [int(line_of[r]) for r in gone[:20]]}
+        for name, col in columns.items():
+            col = columns[name] = col[keep]
+            missing[name] = int(np.count_nonzero(np.isnan(col))) if col.dtype != object else \
+                sum(v is None for v in col.tolist())
+        n_rows = int(np.count_nonzero(keep))
+        if n_rows < min_rows:
+            raise DatasetError(
+                f"too few rows: the dataset has {n_rows} data row{'s' if n_rows != 1 else ''} with a target "
+                f"({dropped['rows']} without one), at least {min_rows} are needed"
+            )
+
     schema: dict[str, Any] = {"target": target, "task": task, "features": features}
     if classes is not None:
         schema["classes"] = classes
@@ -234,6 +251,7 @@ def load_csv(
         n_columns=n_columns,
         sha256=digest,
         missing=missing,
+        dropped=dropped,
     )
 
 
@@ -789,7 +807,46 @@ class _Column:
         return self.strings(), {"name": name, "type": STRING, "categories": categories}, n_missing
 
 
-def _target(name: str, task: str, column: _Column, line_of: np.ndarray) -> tuple[np.ndarray, list | None]:
+# Rows without a target are dropped (and counted in lineage) while they are at most this share of
+# the file: a few unlabelled rows are normal in real data (Palmer penguins has 2 of 344); more
+# points to a broken export, which is refused.
+MAX_MISSING_TARGET_SHARE = 0.1
+
+
+def _rows_with_target(name: str, column: _Column, line_of: np.ndarray) -> np.ndarray | None:
+    """A mask of the rows that have a target, or None when every row has one.
+
+    Raises the "every row needs a target" error past MAX_MISSING_TARGET_SHARE, or when every row
+    lacks one."""
+    if column.mixed_at is None:  # numbers (a regression target so far)
+        if column.problems:
+            return None  # NaN also stands for an infinite or oversized value: _target reports it
+        assert column.values is not None
+        missing = np.isnan(column.values[: column.rows])
+    elif column.mixed_at == 0:  # codes from the first row (a class label, or text)
+        assert column.codes is not None and column.kinds is not None
+        missing = column.kinds[column.codes] == _MISSING
+    else:
+        return None  # numbers then text: _target reports the text (and any gap)
+    n_gaps = int(np.count_nonzero(missing))
+    if not n_gaps:
+        return None
+    if n_gaps <= MAX_MISSING_TARGET_SHARE * column.rows and n_gaps < column.rows:
+        return ~missing
+    gaps = [int(line_of[r]) for r in np.flatnonzero(missing)[:5]]
+    shown = ", ".join(map(str, gaps)) + (f", ... ({n_gaps} in all)" if n_gaps > 5 else "")
+    raise DatasetError(
+        f"target column {name!r} has {n_gaps} missing value{'s' if n_gaps > 1 else ''} "
+        f"(line{'s' if n_gaps > 1 else ''} {shown}); every row needs a target: "
+        f"fill them in or remove those rows (up to {MAX_MISSING_TARGET_SHARE:.0%} of the rows may lack one: "
+        "those rows are left out, and lineage counts them)"
+    )
+
+
+def _target(name: str, task: str, column: _Column, line_of: np.ndarray,
+            keep: np.ndarray | None = None) -> tuple[np.ndarray, list | None]:
+    if keep is not None:
+        return _target_of_rows(name, task, column, keep)
     n = column.rows
     if column.mixed_at is None:
         gap_rows, n_gaps = column.missing_rows, column.missing
@@ -835,6 +892,41 @@ def _target(name: str, task: str, column: _Column, line_of: np.ndarray) -> tuple
         table = _object_array(uniques)
     labels = table[column.codes]
     classes = sorted(set(table.tolist()))
+    if len(classes) < 2:
+        raise DatasetError(
+            f"classification needs at least 2 classes, but target column {name!r} has only one: "
+            f"{classes[0]!r} on every row"
+        )
+    return labels, classes
+
+
+def _target_of_rows(name: str, task: str, column: _Column, keep: np.ndarray) -> tuple[np.ndarray, list | None]:
+    """The target of the rows in ``keep`` (the rows that have one; see _rows_with_target)."""
+    if task == "regression":
+        if column.mixed_at is not None:
+            raise DatasetError(
+                f"regression target {name!r} must be numeric: it holds text; expected a number on every row "
+                "(or task 'classification')"
+            )
+        values = column.numbers()[keep]
+        if np.all(values == values[0]):
+            raise DatasetError(
+                f"regression target {name!r} is constant ({values[0]:g} on every row); there is nothing to learn"
+            )
+        return values, None
+    assert column.codes is not None
+    codes = column.codes[keep]
+    used = np.unique(codes)
+    texts = [column.uniques[int(c)] for c in used]
+    if all(_INT_RE.match(u.strip()) for u in texts) and all(_INT64_MIN <= int(u) <= _INT64_MAX for u in texts):
+        values: list[Any] = [int(u.strip()) for u in texts]
+        table = np.zeros(len(column.uniques), dtype=np.int64)
+    else:
+        values = texts
+        table = np.empty(len(column.uniques), dtype=object)
+    table[used] = values
+    labels = table[codes]
+    classes = sorted(set(values))
     if len(classes) < 2:
         raise DatasetError(
             f"classification needs at least 2 classes, but target column {name!r} has only one: "

@@ -286,7 +286,7 @@ def train(data: bytes | Callable[[], bytes], spec: Mapping[str, Any], *, max_byt
     X_test = convert.design_matrix(fs, dataset.columns, test_idx)
     test_strings = {f.name: dataset.columns[f.name][test_idx] for f in fs.features if f.type != ds.NUMBER}
     lineage = {"sha256": dataset.sha256, "rows": dataset.rows, "columns": dataset.n_columns,
-               "missing": dict(dataset.missing)}
+               "missing": dict(dataset.missing), "dropped": dict(dataset.dropped)}
     dataset.columns = {}
     del dataset
 
