@@ -118,7 +118,7 @@ BAD_DATASETS = {
     "unparsable number": (data.replace_cell(data.animals(), 14, 1, "abc"),
                           "column 'x2' is numeric (239 of 240 values are numbers) but line 14 has a value that is "
                           "not a number: 'abc'"),
-    "over the size limit": (data.animals(n=2000), "dataset is too large: 9"),
+    "over the size limit": (data.animals(n=8000), "dataset is too large: 382,943 bytes"),
 }
 
 

@@ -25,6 +25,8 @@ FAMILIES = [
     ("sklearn.ensemble.GradientBoostingClassifier", "wine"),
     ("sklearn.ensemble.HistGradientBoostingClassifier", "breast_cancer"),
     ("sklearn.tree.DecisionTreeClassifier", "wine"),
+    ("sklearn.ensemble.AdaBoostClassifier", "breast_cancer"),
+    ("sklearn.ensemble.BaggingRegressor", "diabetes"),
     ("sklearn.linear_model.LogisticRegression", "breast_cancer"),
     ("sklearn.ensemble.RandomForestRegressor", "diabetes"),
     ("sklearn.ensemble.GradientBoostingRegressor", "diabetes"),
