@@ -22,10 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from functions.core.layout import (
+    DEFAULT_TRAIN_MEMORY_MB,
+    MAX_TRAIN_MEMORY_MB,
+    MIN_TRAIN_MEMORY_MB,
+    TRAIN_IMPORTS_MB,
+    TRAIN_PEAK_PER_CSV_BYTE,
+    max_dataset_bytes,
+)
+
 __all__ = [
     "ARCHITECTURES",
     "AUTH_MODES",
     "ApiConfig",
+    "ComputeConfig",
     "ConfigError",
     "DriftConfig",
     "ModelSpec",
@@ -162,6 +172,20 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class ComputeConfig:
+    """Where a model trains. ``lambda`` (the only type in this version): the pipeline's Train
+    function, with ``memory`` MB; the largest dataset it accepts follows from the memory
+    (``functions.core.layout.max_dataset_bytes``: about 680 MiB at the default 3008 MB)."""
+
+    type: str = "lambda"
+    memory: int = DEFAULT_TRAIN_MEMORY_MB
+
+    @property
+    def max_dataset_bytes(self) -> int:
+        return max_dataset_bytes(self.memory)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     target: str
@@ -173,6 +197,7 @@ class ModelSpec:
     max_regression: float = 0.0
     holdout: float = 0.2
     drift: DriftConfig = field(default_factory=DriftConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     @property
     def is_classifier(self) -> bool:
@@ -210,9 +235,11 @@ TOP_KEYS = ("stack_name", "alarm_email", "architecture", "api", "models")
 API_KEYS = ("auth", "rate_limit", "burst_limit", "cloudwatch_role")
 MODEL_KEYS = (
     "target", "task", "estimator", "params", "metric", "min_score", "max_regression",
-    "holdout", "drift",
+    "holdout", "drift", "compute",
 )
 DRIFT_KEYS = ("schedule", "threshold", "share", "retrain", "window")
+COMPUTE_KEYS = ("type", "memory")
+COMPUTE_TYPES = ("lambda",)
 
 
 def _suggest(word: str, options) -> str:
@@ -561,7 +588,26 @@ def _load_model(name, raw) -> ModelSpec:
         holdout=_number(raw.get("holdout", 0.2), "holdout", name, low=0, high=1, low_open=True,
                         high_open=True),
         drift=_load_drift(raw.get("drift", {}), name),
+        compute=_load_compute(raw.get("compute", {}), name),
     )
+
+
+def _load_compute(raw, model: str) -> ComputeConfig:
+    raw = _mapping(raw, "compute", model)
+    _check_keys(raw, COMPUTE_KEYS, "compute.", model)
+    kind = raw.get("type", "lambda")
+    if kind == "sagemaker":
+        raise ConfigError("compute.type", "'sagemaker' is not available in this version of Shipyard; "
+                          "expected 'lambda' (with compute.memory up to 10240 MB)", model=model)
+    _choice(kind, COMPUTE_TYPES, "compute.type", model)
+    memory = raw.get("memory", DEFAULT_TRAIN_MEMORY_MB)
+    if isinstance(memory, bool) or not isinstance(memory, int) or not (
+            MIN_TRAIN_MEMORY_MB <= memory <= MAX_TRAIN_MEMORY_MB):
+        raise ConfigError(
+            "compute.memory", f"expected an integer number of MB from {MIN_TRAIN_MEMORY_MB} to "
+            f"{MAX_TRAIN_MEMORY_MB} (Lambda's limit), got {memory!r}; the largest dataset a Train function "
+            f"takes is about (memory - {TRAIN_IMPORTS_MB} MB) / {TRAIN_PEAK_PER_CSV_BYTE:g}", model=model)
+    return ComputeConfig(type=kind, memory=memory)
 
 
 def _load_api(raw) -> ApiConfig:

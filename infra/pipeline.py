@@ -31,7 +31,8 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from functions.core.layout import DEFAULT_MAX_DATASET_BYTES, DEFAULT_MIN_DATASET_ROWS, METRICS_NAMESPACE
+from functions.core.layout import DEFAULT_MIN_DATASET_ROWS, DEFAULT_TRAIN_MEMORY_MB, METRICS_NAMESPACE
+from functions.core.layout import max_dataset_bytes as layout_max_dataset_bytes
 from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec
 from infra.deadletters import EventDeadLetters
@@ -68,6 +69,14 @@ def code_version(root: Path = PROJECT_ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
+def train_memory(models: Mapping[str, ModelSpec]) -> int:
+    """The Train function's memory: the largest ``compute.memory`` of the models (3008 MB by default).
+
+    One function trains every model, so it is sized for the one that needs the most; each run is
+    still held to its own model's dataset limit (``max_dataset_bytes`` in the execution input)."""
+    return max([m.compute.memory for m in models.values()] or [DEFAULT_TRAIN_MEMORY_MB])
+
+
 class TrainingPipeline(Construct):
     """One standard state machine for all models, one EventBridge rule per model."""
 
@@ -81,7 +90,7 @@ class TrainingPipeline(Construct):
         architecture: str = "arm64",
         inference_layers: Sequence[lambda_.ILayerVersion] = (),
         training_layers: Sequence[lambda_.ILayerVersion] = (),
-        train_memory_size: int = 3008,
+        train_memory_size: int | None = None,
         train_timeout: Duration = Duration.minutes(15),
         validate_memory_size: int = 1769,
         validate_timeout: Duration = Duration.minutes(5),
@@ -90,7 +99,7 @@ class TrainingPipeline(Construct):
         retry_interval: Duration = Duration.seconds(5),
         retry_attempts: int = 4,
         retry_backoff_rate: float = 2.0,
-        max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+        max_dataset_bytes: int | None = None,
         min_rows: int = DEFAULT_MIN_DATASET_ROWS,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         log_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
@@ -103,7 +112,9 @@ class TrainingPipeline(Construct):
         :param architecture: ``arm64`` (default) or ``x86_64``; must match the layers.
         :param inference_layers: layers of Allocate, Validate, Record (onnxruntime, numpy, Powertools).
         :param training_layers: layers of Train (scikit-learn, skl2onnx, onnxruntime, Powertools).
-        :param train_memory_size: Train memory in MB (default 3008: more memory is more CPU).
+        :param train_memory_size: Train memory in MB (default: the largest ``compute.memory`` of the
+            models, 3008 unless configured; more memory is also more CPU). One Train function serves
+            every model; each model's dataset limit follows its own ``compute.memory``.
         :param train_timeout: Train timeout (default and Lambda maximum 15 minutes).
         :param validate_memory_size: Validate memory in MB (default 1769, one full vCPU).
         :param validate_timeout: Validate timeout (default 5 minutes).
@@ -112,7 +123,8 @@ class TrainingPipeline(Construct):
         :param retry_interval: first retry delay after a transient error (default 5 s).
         :param retry_attempts: retries per state after transient errors (default 4).
         :param retry_backoff_rate: delay multiplier per retry (default 2).
-        :param max_dataset_bytes: largest dataset trained on (default 100 MiB); larger → failed.
+        :param max_dataset_bytes: largest dataset the Train function takes (default: what its memory
+            allows, ``functions.core.layout.max_dataset_bytes``; about 680 MiB at 3008 MB); larger → failed.
         :param min_rows: fewest data rows trained on (default 20).
         :param log_retention: retention of the functions' and the state machine's log groups.
         :param log_removal_policy: what happens to those log groups when removed.
@@ -124,6 +136,11 @@ class TrainingPipeline(Construct):
         super().__init__(scope, id)
         self.registry = registry
         self.models = dict(models)
+        if train_memory_size is None:
+            train_memory_size = train_memory(self.models)
+        if max_dataset_bytes is None:
+            max_dataset_bytes = layout_max_dataset_bytes(train_memory_size)
+        self.train_memory_size, self.max_dataset_bytes = train_memory_size, max_dataset_bytes
         code = code or functions_code()
         self.code_version = code_version()
         env = {

@@ -179,7 +179,7 @@ def build_pipeline(schema: FeatureSchema, estimator: str, params: Mapping[str, A
             strings,
         ))
     steps = [("preprocess", ColumnTransformer(transformers))]
-    if kind in ("trees", "native_nan"):
+    if kind in ("trees", "native_nan") and not encoded:  # the encoded matrix is float32 already
         # Trees compare features with thresholds: scikit-learn must see the very float32 values
         # the ONNX graph compares (ONNX computes in float32), or a row near a threshold goes
         # down the other branch.

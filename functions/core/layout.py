@@ -18,8 +18,22 @@ def models_prefix(model: str, version: int) -> str:
     return f"{MODELS_PREFIX}{model}/v{int(version)}/"
 
 
+# Training memory (docs/pipeline.md, "Memory"; measured by bench/memory.py): a Train function's
+# peak is what its imports take plus a multiple of the CSV's size. The multiple is the largest
+# measured across estimator families (histogram gradient boosting), with a margin.
+TRAIN_IMPORTS_MB = 256  # measured: 228 MiB (numpy, scikit-learn, skl2onnx, onnxruntime)
+TRAIN_PEAK_PER_CSV_BYTE = 4.0
+DEFAULT_TRAIN_MEMORY_MB = 3008
+MIN_TRAIN_MEMORY_MB, MAX_TRAIN_MEMORY_MB = 1024, 10240  # Lambda's limit is 10240 MB
+
+
+def max_dataset_bytes(memory_mb: int) -> int:
+    """The largest CSV a Train function with ``memory_mb`` of memory trains on."""
+    return int((memory_mb - TRAIN_IMPORTS_MB) * 2**20 / TRAIN_PEAK_PER_CSV_BYTE)
+
+
 # What the pipeline trains on, by default (the TrainingPipeline construct's max_dataset_bytes, min_rows)
-DEFAULT_MAX_DATASET_BYTES = 100 * 2**20
+DEFAULT_MAX_DATASET_BYTES = max_dataset_bytes(DEFAULT_TRAIN_MEMORY_MB)
 DEFAULT_MIN_DATASET_ROWS = 20
 
 # EventBridge source and detail types of Shipyard's events

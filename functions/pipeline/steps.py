@@ -190,6 +190,8 @@ def train(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: 
     """Read the dataset, train (functions.core.training), write the artifacts, register the candidate."""
     model, spec, dataset = check_input(event)
     version = int(event["version"])
+    if spec.get("max_dataset_bytes"):  # the model's own limit (its compute.memory), within the function's
+        max_bytes = min(max_bytes, int(spec["max_dataset_bytes"]))
     seen: dict = {}
 
     def read() -> bytes:  # training holds the only reference and drops the bytes once parsed

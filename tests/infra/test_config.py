@@ -381,3 +381,39 @@ def test_classifiers_with_probabilities_load():
 def test_estimators_that_failed_on_real_data_are_not_offered(estimator):
     with pytest.raises(ConfigError, match="estimator"):
         load_config(with_model(estimator=estimator))
+
+
+def test_compute_defaults_to_lambda_with_3008_mb_and_the_dataset_limit_it_allows():
+    from functions.core.layout import max_dataset_bytes
+
+    compute = load_config(BASE).models["iris"].compute
+    assert (compute.type, compute.memory) == ("lambda", 3008)
+    assert compute.max_dataset_bytes == max_dataset_bytes(3008) > 600 * 2**20  # was a flat 100 MiB
+    big = load_config(with_model(compute={"memory": 10240})).models["iris"].compute
+    assert big.memory == 10240 and big.max_dataset_bytes > 3 * compute.max_dataset_bytes
+
+
+@pytest.mark.parametrize("compute, key, words", [
+    ({"memory": 512}, "compute.memory", "from 1024 to 10240"),
+    ({"memory": 20000}, "compute.memory", "from 1024 to 10240 (Lambda's limit), got 20000"),
+    ({"memory": "3008"}, "compute.memory", "expected an integer number of MB"),
+    ({"type": "sagemaker"}, "compute.type", "not available in this version"),
+    ({"type": "fargate"}, "compute.type", "expected one of: lambda"),
+    ({"memroy": 4096}, "compute.memroy", "memory"),
+])
+def test_bad_compute_names_the_key(compute, key, words):
+    with pytest.raises(ConfigError) as info:
+        load_config(with_model(compute=compute))
+    assert (info.value.model, info.value.key) == ("iris", key) and words in str(info.value)
+
+
+def test_the_train_function_takes_the_largest_memory_and_each_run_its_models_limit():
+    from functions.pipeline.execution import spec_document
+    from infra.pipeline import train_memory
+
+    config = load_config({"models": {"small": {"target": "y"}, "big": {"target": "y", "compute": {"memory": 8192}}}})
+    assert train_memory(config.models) == 8192
+    assert train_memory({}) == 3008
+    small, big = (spec_document(config.models[m]) for m in ("small", "big"))
+    assert small["compute"] == {"type": "lambda", "memory": 3008}
+    assert small["max_dataset_bytes"] < big["max_dataset_bytes"] == config.models["big"].compute.max_dataset_bytes

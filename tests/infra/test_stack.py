@@ -9,6 +9,8 @@ import json
 import pytest
 from aws_cdk.assertions import Match
 
+from functions.core.layout import max_dataset_bytes
+
 from infra.stack import OUTPUT_NAMES
 
 pytestmark = pytest.mark.slow
@@ -498,7 +500,8 @@ def test_pipeline_functions_sizes_layers_and_least_privilege(synth):
     for handler in ("allocate", "validate", "record"):
         _, props = _pipeline_function(synth, f"functions.pipeline.{handler}.handler")
         assert "LayersInference" in json.dumps(props["Layers"]), handler
-        assert props["Environment"]["Variables"]["MAX_DATASET_BYTES"] == str(100 * 2**20)
+        # what 3008 MB of memory takes (docs/pipeline.md, "Memory")
+        assert props["Environment"]["Variables"]["MAX_DATASET_BYTES"] == str(max_dataset_bytes(3008))
         assert props["Environment"]["Variables"]["EXECUTION_TIMEOUT_SECONDS"] == "7200"  # the stale-version sweep
     roles = {h: _pipeline_function(synth, f"functions.pipeline.{h}.handler")[1]["Role"]["Fn::GetAtt"][0]
              for h in ("allocate", "train", "validate", "record")}
@@ -525,7 +528,8 @@ def test_pipeline_defaults_are_the_dataset_loaders():
     from infra import pipeline
 
     props = inspect.signature(pipeline.TrainingPipeline.__init__).parameters
-    assert props["max_dataset_bytes"].default == dataset.DEFAULT_MAX_BYTES
+    assert props["max_dataset_bytes"].default is None  # what the Train function's memory allows
+    assert dataset.DEFAULT_MAX_BYTES == max_dataset_bytes(pipeline.train_memory({}))
     assert props["min_rows"].default == dataset.DEFAULT_MIN_ROWS
 
 

@@ -336,3 +336,27 @@ def test_allocate_marks_failed_the_versions_left_training_past_the_execution_tim
     # a second sweep finds nothing: the write was conditional on `training`
     assert steps.sweep_stale(moto_registry, events, "iris", execution_timeout=7200, execution_arn="arn:x") == []
     assert old_candidate == 3
+
+
+def test_train_holds_a_dataset_to_its_models_own_limit(moto_registry):
+    """The execution input carries the model's limit (its compute.memory); the Train function's
+    own limit still caps it, and the refusal comes before the object is read."""
+    import boto3
+
+    from functions.core.dataset import DatasetError
+    from functions.pipeline import steps
+    from tests.pipeline import data
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="data-bucket")
+    s3.put_bucket_versioning(Bucket="data-bucket", VersioningConfiguration={"Status": "Enabled"})
+    body = data.animals()
+    vid = s3.put_object(Bucket="data-bucket", Key="datasets/iris/a.csv", Body=body)["VersionId"]
+    v = moto_registry.allocate_version("iris", execution_arn="arn:x", dataset=STEP_DATASET)["version"]
+    event = {"model": "iris", "version": v, "dataset": {"bucket": "data-bucket", "key": "datasets/iris/a.csv", "version_id": vid},
+             "spec": {"target": "species", "task": "classification", "max_dataset_bytes": len(body) - 1}}
+    with pytest.raises(DatasetError, match=f"dataset is too large: {len(body):,} bytes .* the limit is {len(body) - 1:,}"):
+        steps.train(event, moto_registry, s3, artifact_bucket="a", max_bytes=10 * len(body))
+    event["spec"]["max_dataset_bytes"] = 100 * len(body)  # the function's own limit is the smaller
+    with pytest.raises(DatasetError, match=f"the limit is {2 * len(body) // 3:,}"):
+        steps.train(event, moto_registry, s3, artifact_bucket="a", max_bytes=2 * len(body) // 3)
