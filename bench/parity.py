@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from functions.core import training  # noqa: E402
-from infra.config import CLASSIFIERS, REGRESSORS  # noqa: E402
+from infra.config import CLASSIFIERS, PROBABILITY_PARAMS, REGRESSORS  # noqa: E402
 from tests import realdata  # noqa: E402
 
 DATASETS = {
@@ -36,15 +36,19 @@ def data(name: str) -> bytes:
 
 
 def run(estimator: str, task: str, dataset: str, target: str) -> dict:
-    spec = {"target": target, "task": task, "estimator": estimator}
+    spec = {"target": target, "task": task, "estimator": estimator, "params": {}}
+    if estimator in PROBABILITY_PARAMS:  # the setting that gives probabilities (checked at synth)
+        key, gives, _, _ = PROBABILITY_PARAMS[estimator]
+        spec["params"] = {key: gives[0]}
     t0 = time.perf_counter()
     try:
         result = training.train(data(dataset), spec)
     except Exception as exc:  # noqa: BLE001 - recorded in the table
-        return {"estimator": estimator, "dataset": dataset, "task": task, "error": f"{type(exc).__name__}: {str(exc)[:300]}",
+        return {"estimator": estimator, "params": spec["params"], "dataset": dataset, "task": task,
+                "error": f"{type(exc).__name__}: {str(exc)[:300]}",
                 "seconds": round(time.perf_counter() - t0, 2)}
     m, p = result.metrics, result.parity
-    return {"estimator": estimator, "dataset": dataset, "task": task, "passed": p["passed"],
+    return {"estimator": estimator, "params": spec["params"], "dataset": dataset, "task": task, "passed": p["passed"],
             "label_mismatches": p.get("label_mismatches"), "label_ties": p.get("label_ties"),
             "max_abs_diff": p.get("max_abs_diff"), "allowed": p.get("allowed"),
             "metric": m["metric"], "onnx": m[m["metric"]], "sklearn": m["sklearn_" + m["metric"]],

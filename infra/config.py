@@ -84,7 +84,8 @@ DEFAULT_METRIC = {"classification": "accuracy", "regression": "r2"}
 # classifiers that never predict probabilities (LinearSVC, Perceptron, PassiveAggressive,
 # RidgeClassifier[CV]: Shipyard serves and gates on probabilities), Gaussian processes (skl2onnx
 # converts binary classifiers only, and its regressor's output is not the model format's) and
-# radius neighbours (ONNX fails on a row with no neighbour in the radius).
+# radius neighbours and categorical naive Bayes (ONNX fails on a row with no neighbour in the
+# radius, or a value the model has not seen).
 CLASSIFIERS = frozenset(
     "sklearn." + name
     for name in """
@@ -96,7 +97,7 @@ CLASSIFIERS = frozenset(
     ensemble.RandomForestClassifier
     linear_model.LogisticRegression linear_model.LogisticRegressionCV
     linear_model.SGDClassifier
-    naive_bayes.BernoulliNB naive_bayes.CategoricalNB naive_bayes.ComplementNB
+    naive_bayes.BernoulliNB naive_bayes.ComplementNB
     naive_bayes.GaussianNB naive_bayes.MultinomialNB
     neighbors.KNeighborsClassifier
     neural_network.MLPClassifier
@@ -175,7 +176,7 @@ class DriftConfig:
 class ComputeConfig:
     """Where a model trains. ``lambda`` (the only type in this version): the pipeline's Train
     function, with ``memory`` MB; the largest dataset it accepts follows from the memory
-    (``functions.core.layout.max_dataset_bytes``: about 680 MiB at the default 3008 MB)."""
+    (``functions.core.layout.max_dataset_bytes``: 550 MiB at the default 3008 MB)."""
 
     type: str = "lambda"
     memory: int = DEFAULT_TRAIN_MEMORY_MB

@@ -124,7 +124,7 @@ class TrainingPipeline(Construct):
         :param retry_attempts: retries per state after transient errors (default 4).
         :param retry_backoff_rate: delay multiplier per retry (default 2).
         :param max_dataset_bytes: largest dataset the Train function takes (default: what its memory
-            allows, ``functions.core.layout.max_dataset_bytes``; about 680 MiB at 3008 MB); larger → failed.
+            allows, ``functions.core.layout.max_dataset_bytes``; 550 MiB at 3008 MB); larger → failed.
         :param min_rows: fewest data rows trained on (default 20).
         :param log_retention: retention of the functions' and the state machine's log groups.
         :param log_removal_policy: what happens to those log groups when removed.

@@ -503,6 +503,13 @@ def to_onnx(pipeline, schema: FeatureSchema) -> bytes:
             )
         # zipmap=False: plain `label` and `probabilities` tensors instead of a list of maps.
         options = {id(estimator): {"zipmap": False}}
+    if schema.is_classifier and len(schema.classes or ()) == 2 and type(estimator).__name__ == "LinearDiscriminantAnalysis":
+        # Measured on breast-cancer: ONNX gives expit(2d) where scikit-learn gives expit(d).
+        raise ConvertError(
+            "skl2onnx cannot convert sklearn.discriminant_analysis.LinearDiscriminantAnalysis faithfully on two "
+            "classes: its probabilities come out as sigmoid(2 x decision) instead of sigmoid(decision); use it "
+            "for three or more classes, or use sklearn.linear_model.LogisticRegression"
+        )
     _fix_skl2onnx_leaf_flags()
     _register_imputer_converter()
     floor_thresholds_to_float32(estimator)

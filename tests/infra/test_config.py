@@ -388,7 +388,7 @@ def test_compute_defaults_to_lambda_with_3008_mb_and_the_dataset_limit_it_allows
 
     compute = load_config(BASE).models["iris"].compute
     assert (compute.type, compute.memory) == ("lambda", 3008)
-    assert compute.max_dataset_bytes == max_dataset_bytes(3008) > 600 * 2**20  # was a flat 100 MiB
+    assert compute.max_dataset_bytes == max_dataset_bytes(3008) == int(2752 * 2**20 / 5)  # 550 MiB; was 100 MiB
     big = load_config(with_model(compute={"memory": 10240})).models["iris"].compute
     assert big.memory == 10240 and big.max_dataset_bytes > 3 * compute.max_dataset_bytes
 

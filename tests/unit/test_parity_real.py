@@ -162,3 +162,16 @@ def test_conversion_errors_are_short():
     assert result is None and len(str(info.value)) < 600
     assert "GaussianProcessClassifier" in str(info.value)
     assert isinstance(pipe[-1], GaussianProcessClassifier)
+
+
+def test_binary_linear_discriminant_analysis_is_refused_with_the_reason():
+    """skl2onnx writes sigmoid(2d) for its probabilities: the conversion says so instead of
+    leaving the gate to find a 0.15 difference."""
+    with pytest.raises(ConvertError, match=r"sigmoid\(2 x decision\)"):
+        training.train(realdata.sklearn_csv("breast_cancer"), {
+            "target": "target", "task": "classification",
+            "estimator": "sklearn.discriminant_analysis.LinearDiscriminantAnalysis"})
+    three = training.train(realdata.sklearn_csv("wine"), {
+        "target": "target", "task": "classification",
+        "estimator": "sklearn.discriminant_analysis.LinearDiscriminantAnalysis"})
+    assert three.parity["passed"]
