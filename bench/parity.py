@@ -1,6 +1,7 @@
 """Parity of every catalogued estimator on real data: the table in docs/pipeline.md.
 
     python -m bench.parity [--json bench/parity.json] [ESTIMATOR_SUBSTRING ...]
+    python -m bench.parity --markdown [--json bench/parity.json]   # the docs table from a run
 
 For each estimator of ``infra.config`` (CLASSIFIERS, REGRESSORS) and each real dataset of its task
 (tests/realdata.py: Palmer penguins as shipped, scikit-learn's wine, breast-cancer and diabetes),
@@ -55,11 +56,53 @@ def run(estimator: str, task: str, dataset: str, target: str) -> dict:
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def _cell(row: dict) -> str:
+    if row.get("error"):
+        kind, _, message = row["error"].partition(": ")
+        if kind == "TrainingError":
+            return "fit failed¹"
+        if "does not predict class probabilities" in message:
+            return "no probabilities²"
+        return "refused: two classes³" if "two classes" in message else f"error: {kind}"
+    if row.get("label_mismatches") is not None:
+        diff = f"{row['max_abs_diff']:.1g}" if row["max_abs_diff"] else "0"
+        text = f"{row['metric']} {row['onnx']:.3f}, Δp {diff}"
+    else:
+        rel = row["max_abs_diff"] / row["allowed"] if row.get("allowed") else 0.0
+        text = f"{row['metric']} {row['onnx']:.3f}, {rel:.0%} of tol."
+    return text if row["passed"] else f"**gate fails**: {text}"
+
+
+def markdown(rows: list[dict]) -> str:
+    """One line per estimator, one column per dataset: the ONNX holdout metric and the largest
+    difference from scikit-learn (probability Δp, or the share of the regression tolerance used)."""
+    out = []
+    for task, sets in DATASETS.items():
+        names = [d for d, _ in sets]
+        out.append(f"| {task} estimator | " + " | ".join(names) + " |")
+        out.append("|---|" + "---|" * len(names))
+        by = {}
+        for r in rows:
+            if r["task"] == task:
+                by.setdefault(r["estimator"], {})[r["dataset"]] = r
+        for estimator in sorted(by):
+            params = next(iter(by[estimator].values())).get("params") or {}
+            label = estimator.removeprefix("sklearn.") + (f" `{json.dumps(params)}`" if params else "")
+            out.append(f"| {label} | " + " | ".join(_cell(by[estimator][d]) if d in by[estimator] else ""
+                                                    for d in names) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("only", nargs="*", help="substrings of estimator names to run (default: all)")
     ap.add_argument("--json", default=str(ROOT / "bench" / "parity.json"))
+    ap.add_argument("--markdown", action="store_true", help="print the docs table of a stored run and exit")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.json).read_text())))
+        return 0
     rows = []
     for task, catalogue in (("classification", CLASSIFIERS), ("regression", REGRESSORS)):
         for estimator in sorted(catalogue):
