@@ -108,8 +108,11 @@ def decide(spec: Mapping[str, Any], *, candidate_score: float | None, candidate_
     if not parity or not parity.get("passed"):
         detail = ""
         if parity:
+            allowed = f"{parity.get('tolerance')}"
+            if "target_scale" in parity:  # regression: the gate scales with the target
+                allowed += f" x (target std {parity['target_scale']:.4g} + |prediction|)"
             detail = (f" (label mismatches {parity.get('label_mismatches', 0)}, max difference "
-                      f"{parity.get('max_abs_diff')}, tolerance {parity.get('tolerance')})")
+                      f"{parity.get('max_abs_diff')}, allowed {allowed}; docs/pipeline.md, \"Parity\")")
         return Decision(False, "ONNX parity check failed: the converted model does not reproduce scikit-learn on "
                                f"the holdout{detail}; the estimator may not convert faithfully, try another one", checks)
     if candidate_score is None:

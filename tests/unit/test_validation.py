@@ -93,3 +93,13 @@ def test_validate_step_imports_no_scikit_learn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={"PATH": "", "POWERTOOLS_TRACE_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"})
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_parity_failure_says_what_was_allowed():
+    from functions.core.validation import decide
+
+    spec = {"metric": "r2", "min_score": 0.0, "max_regression": 0.0}
+    parity = {"passed": False, "max_abs_diff": 151.0, "tolerance": 1e-4, "target_scale": 801.9, "allowed": 0.0802}
+    d = decide(spec, candidate_score=0.8, candidate_error=None, parity=parity, schema_diffs=[],
+               production_version=None, production_score=None, production_error=None)
+    assert not d.promote and "max difference 151.0, allowed 0.0001 x (target std 801.9 + |prediction|)" in d.reason
