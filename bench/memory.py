@@ -44,6 +44,12 @@ _CHILD = r"""
 import json, resource, sys, time
 mode, path, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 
+class NoPandas:  # as in the training layer, which has no pandas (scikit-learn imports it when present: ~95 MiB)
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pandas":
+            raise ModuleNotFoundError("No module named 'pandas'")
+sys.meta_path.insert(0, NoPandas())
+
 def peak_rss():
     # VmHWM: the high-water mark of this process's own memory. ru_maxrss is the fallback (not
     # Linux): on Linux it carries over the RSS the forked parent had before exec.

@@ -11,7 +11,6 @@ function imports this package's siblings without shipping the training stack.
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 import math
@@ -190,35 +189,10 @@ def build_pipeline(schema: FeatureSchema, estimator: str, params: Mapping[str, A
 
 
 def median_imputer():
-    """A median SimpleImputer that fits one column at a time (see :class:`ColumnMedianImputer`)."""
-    return _imputer_class()(strategy="median", copy=False)
+    """A median SimpleImputer that fits one column at a time (:mod:`functions.core.imputer`)."""
+    from .imputer import ColumnMedianImputer
 
-
-@functools.lru_cache(maxsize=None)
-def _imputer_class():
-    from sklearn.impute import SimpleImputer
-
-    class ColumnMedianImputer(SimpleImputer):
-        """SimpleImputer(strategy="median") whose fit takes each column's median on its own.
-
-        scikit-learn's median fit goes through a masked copy of the whole matrix: 85 MB more for a
-        736k x 11 float32 training matrix, the largest single cost of a lean training run. The
-        statistics are the same (``np.nanmedian`` per column; an all-missing column gets NaN and
-        is dropped as SimpleImputer does with keep_empty_features=False). Converted to ONNX as a
-        SimpleImputer (registered in :func:`to_onnx`)."""
-
-        def fit(self, X, y=None):
-            X = np.asarray(X)
-            if X.dtype == object or self.strategy != "median" or X.ndim != 2:
-                return super().fit(X, y)
-            super().fit(X[:1], y)  # validation and every fitted attribute but the statistics
-            stats = np.array([np.nanmedian(X[:, j]) if not np.isnan(X[:, j]).all() else np.nan
-                              for j in range(X.shape[1])], dtype=self.statistics_.dtype)
-            self.statistics_ = stats
-            return self
-
-    ColumnMedianImputer.__module__ = __name__
-    return ColumnMedianImputer
+    return ColumnMedianImputer(strategy="median", copy=False)
 
 
 def _register_imputer_converter() -> None:
@@ -226,7 +200,9 @@ def _register_imputer_converter() -> None:
     from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
     from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
 
-    update_registered_converter(_imputer_class(), "ShipyardColumnMedianImputer",
+    from .imputer import ColumnMedianImputer
+
+    update_registered_converter(ColumnMedianImputer, "ShipyardColumnMedianImputer",
                                 calculate_sklearn_imputer_output_shapes, convert_sklearn_imputer)
 
 

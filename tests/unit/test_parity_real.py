@@ -213,3 +213,21 @@ def test_every_catalogued_estimator_passes_parity_on_real_data_or_is_a_documente
             outcomes[(estimator, name)] = "pass" if result.parity["passed"] else "gate"
     unexpected = {k: v for k, v in outcomes.items() if v != KNOWN.get(k, "pass")}
     assert not unexpected, unexpected
+
+
+def test_the_column_median_imputer_matches_scikit_learns_and_pickles():
+    import pickle
+
+    from sklearn.impute import SimpleImputer
+
+    from functions.core.imputer import ColumnMedianImputer
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(500, 4)).astype(np.float32)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    X[:, 3] = np.nan  # a column with no value: dropped by both
+    X[0, 0] = np.nan
+    ours, theirs = ColumnMedianImputer(strategy="median"), SimpleImputer(strategy="median")
+    np.testing.assert_array_equal(ours.fit_transform(X), theirs.fit_transform(X))
+    np.testing.assert_array_equal(ours.statistics_, theirs.statistics_)
+    assert pickle.loads(pickle.dumps(ours)).statistics_.tolist()[:3] == ours.statistics_.tolist()[:3]
