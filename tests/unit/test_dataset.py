@@ -168,9 +168,13 @@ def test_too_large_names_size_and_limit():
     assert f"{len(data):,} bytes" in msg and "limit is 100 bytes" in msg
 
 
-def test_default_limit_is_100_mib():
-    msg = error(b"a" * (100 * 2**20 + 1))
-    assert "104,857,601 bytes" in msg and "104,857,600 bytes (100.0 MiB)" in msg
+def test_default_limit_is_what_the_default_train_memory_takes():
+    from functions.core.layout import max_dataset_bytes
+
+    limit = max_dataset_bytes(3008)  # 550 MiB (docs/pipeline.md, "Memory")
+    # calloc'd zeros: the pages are never touched (the size is checked before anything is read)
+    msg = error(memoryview(np.zeros(limit + 1, dtype=np.uint8)))
+    assert f"{limit + 1:,} bytes" in msg and f"the limit is {limit:,} bytes (550.4 MiB)" in msg
 
 
 @pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf", b"\n\n", b"  \r\n "])
