@@ -148,6 +148,11 @@ def cmd_lineage(args) -> int:
         if ds:
             print(f"  dataset    s3://{ds.get('bucket')}/{ds.get('key')} (version {ds.get('version_id', '-')}, "
                   f"sha256 {str(ds.get('sha256', '-'))[:12]}…)")
+            dropped = ds.get("dropped") or {}
+            if dropped.get("rows"):
+                lines = ", ".join(map(str, dropped.get("lines") or []))
+                print(f"  rows       {ds.get('rows')} trained on; {dropped['rows']} without a target left out "
+                      f"(line{'s' if dropped['rows'] > 1 else ''} {lines}{', …' if dropped['rows'] > len(dropped.get('lines') or []) else ''})")
         if v.get("execution_arn"):
             print(f"  execution  {v['execution_arn']}")
         if v.get("estimator"):

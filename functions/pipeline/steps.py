@@ -211,7 +211,8 @@ def train(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: 
     lineage = {
         "dataset": {"bucket": dataset["bucket"], "key": dataset["key"], "version_id": seen["version_id"],
                     "sha256": result.dataset["sha256"], "rows": result.dataset["rows"],
-                    "columns": result.dataset["columns"], "size": seen["size"], "etag": seen["etag"]},
+                    "columns": result.dataset["columns"], "size": seen["size"], "etag": seen["etag"],
+                    **({"dropped": result.dataset["dropped"]} if result.dataset.get("dropped") else {})},
         "execution_arn": execution_arn,
         "split": result.split,
         "libraries": result.libraries,
