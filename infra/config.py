@@ -174,8 +174,8 @@ class DriftConfig:
 
 @dataclass(frozen=True)
 class ComputeConfig:
-    """Where a model trains. ``lambda`` (the only type in this version): the pipeline's Train
-    function, with ``memory`` MB; the largest dataset it accepts follows from the memory
+    """Where a model trains. ``lambda`` (the only type in this version): a Train function of
+    ``memory`` MB (one per size, infra/pipeline.py); the largest dataset it accepts follows from it
     (``functions.core.layout.max_dataset_bytes``: 550 MiB at the default 3008 MB)."""
 
     type: str = "lambda"

@@ -95,18 +95,19 @@ def acknowledge_findings(stack) -> None:
     # -- Training pipeline (infra/pipeline.py) ------------------------------------------------
     pipeline = stack.pipeline
     data = _arn_token(stack, registry.data_bucket)
-    _ack(
-        pipeline.roles["Train"],
-        f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
-        "The train step writes the artifacts of the version it allocated (models/<model>/v<N>/…), "
-        "a key known only at run time; s3:PutObject/GetObject on the models/ prefix only.",
-    )
-    _ack(
-        pipeline.roles["Train"],
-        f"AwsSolutions-IAM5[Resource::{data}/datasets/*]",
-        "The train step reads whichever dataset upload started the run (datasets/<model>/<any>.csv, "
-        "a pinned S3 version); Get/GetObjectVersion on the datasets/ prefix of the data bucket only.",
-    )
+    for train in pipeline.train_functions.values():  # one per compute.memory size
+        _ack(
+            train.role,
+            f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
+            "The train step writes the artifacts of the version it allocated (models/<model>/v<N>/…), "
+            "a key known only at run time; s3:PutObject/GetObject on the models/ prefix only.",
+        )
+        _ack(
+            train.role,
+            f"AwsSolutions-IAM5[Resource::{data}/datasets/*]",
+            "The train step reads whichever dataset upload started the run (datasets/<model>/<any>.csv, "
+            "a pinned S3 version); Get/GetObjectVersion on the datasets/ prefix of the data bucket only.",
+        )
     _ack(
         pipeline.roles["Validate"],
         f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
@@ -121,7 +122,7 @@ def acknowledge_findings(stack) -> None:
         "delivery actions (logs:CreateLogDelivery & co.) and xray:Put* support no resource-level "
         "permissions, so AWS requires Resource '*' for exactly those actions.",
     )
-    for fn in (pipeline.allocate_function, pipeline.train_function, pipeline.validate_function,
+    for fn in (pipeline.allocate_function, *pipeline.train_functions.values(), pipeline.validate_function,
                pipeline.record_function):
         _ack(
             sm_role,

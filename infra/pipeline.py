@@ -70,11 +70,18 @@ def code_version(root: Path = PROJECT_ROOT) -> str:
 
 
 def train_memory(models: Mapping[str, ModelSpec]) -> int:
-    """The Train function's memory: the largest ``compute.memory`` of the models (3008 MB by default).
+    """The largest ``compute.memory`` of the models (3008 MB by default): the ``Train`` function's."""
+    return max(train_memories(models))
 
-    One function trains every model, so it is sized for the one that needs the most; each run is
-    still held to its own model's dataset limit (``max_dataset_bytes`` in the execution input)."""
-    return max([m.compute.memory for m in models.values()] or [DEFAULT_TRAIN_MEMORY_MB])
+
+def train_memories(models: Mapping[str, ModelSpec]) -> list[int]:
+    """The distinct ``compute.memory`` sizes of the models, largest first: one Train function each."""
+    return sorted({m.compute.memory for m in models.values()} or {DEFAULT_TRAIN_MEMORY_MB}, reverse=True)
+
+
+def train_function_id(memory: int, largest: int) -> str:
+    """``Train`` for the largest size (what a stack of one size has), ``Train<MB>`` for the others."""
+    return "Train" if memory == largest else f"Train{memory}"
 
 
 class TrainingPipeline(Construct):
@@ -112,9 +119,9 @@ class TrainingPipeline(Construct):
         :param architecture: ``arm64`` (default) or ``x86_64``; must match the layers.
         :param inference_layers: layers of Allocate, Validate, Record (onnxruntime, numpy, Powertools).
         :param training_layers: layers of Train (scikit-learn, skl2onnx, onnxruntime, Powertools).
-        :param train_memory_size: Train memory in MB (default: the largest ``compute.memory`` of the
-            models, 3008 unless configured; more memory is also more CPU). One Train function serves
-            every model; each model's dataset limit follows its own ``compute.memory``.
+        :param train_memory_size: one Train function of this many MB for every model (default: one
+            Train function per distinct ``compute.memory`` of the models, 3008 MB unless configured,
+            the state machine choosing by the run's ``spec.compute.memory``; more memory is more CPU).
         :param train_timeout: Train timeout (default and Lambda maximum 15 minutes).
         :param validate_memory_size: Validate memory in MB (default 1769, one full vCPU).
         :param validate_timeout: Validate timeout (default 5 minutes).
@@ -123,7 +130,7 @@ class TrainingPipeline(Construct):
         :param retry_interval: first retry delay after a transient error (default 5 s).
         :param retry_attempts: retries per state after transient errors (default 4).
         :param retry_backoff_rate: delay multiplier per retry (default 2).
-        :param max_dataset_bytes: largest dataset the Train function takes (default: what its memory
+        :param max_dataset_bytes: largest dataset a Train function takes (default: what its memory
             allows, ``functions.core.layout.max_dataset_bytes``; 550 MiB at 3008 MB); larger → failed.
         :param min_rows: fewest data rows trained on (default 20).
         :param log_retention: retention of the functions' and the state machine's log groups.
@@ -136,18 +143,17 @@ class TrainingPipeline(Construct):
         super().__init__(scope, id)
         self.registry = registry
         self.models = dict(models)
-        if train_memory_size is None:
-            train_memory_size = train_memory(self.models)
-        if max_dataset_bytes is None:
-            max_dataset_bytes = layout_max_dataset_bytes(train_memory_size)
-        self.train_memory_size, self.max_dataset_bytes = train_memory_size, max_dataset_bytes
+        memories = [train_memory_size] if train_memory_size is not None else train_memories(self.models)
+        largest = memories[0]
+        self.train_memory_size = largest
+        self.max_dataset_bytes = max_dataset_bytes or layout_max_dataset_bytes(largest)
         code = code or functions_code()
         self.code_version = code_version()
         env = {
             "REGISTRY_TABLE": registry.table.table_name,
             "ARTIFACT_BUCKET": registry.artifact_bucket.bucket_name,
             "SHIPYARD_MODELS": json.dumps(list(self.models)),
-            "MAX_DATASET_BYTES": str(int(max_dataset_bytes)),
+            "MAX_DATASET_BYTES": str(int(self.max_dataset_bytes)),
             "MIN_ROWS": str(int(min_rows)),
             "CODE_VERSION": self.code_version,
             "EVENT_BUS_NAME": "default",
@@ -161,18 +167,30 @@ class TrainingPipeline(Construct):
         self.log_groups: dict[str, logs.LogGroup] = {}
 
         def function(name: str, description: str, memory: int, timeout: Duration,
-                     layers: Sequence[lambda_.ILayerVersion]) -> lambda_.Function:
+                     layers: Sequence[lambda_.ILayerVersion], handler: str | None = None,
+                     environment: Mapping[str, str] | None = None) -> lambda_.Function:
             made = shipyard_function(
-                self, name, description=f"Shipyard pipeline: {description}", handler=HANDLERS[name],
-                environment=env, architecture=architecture, layers=layers, code=code, memory_size=memory,
-                timeout=timeout, log_retention=log_retention, log_removal_policy=log_removal_policy)
+                self, name, description=f"Shipyard pipeline: {description}", handler=handler or HANDLERS[name],
+                environment=environment or env, architecture=architecture, layers=layers, code=code,
+                memory_size=memory, timeout=timeout, log_retention=log_retention,
+                log_removal_policy=log_removal_policy)
             self.roles[name], self.log_groups[name] = made.role, made.log_group
             return made.function
 
         self.allocate_function = function("Allocate", "claim the dataset version, allocate the model version",
                                           256, step_timeout, inference_layers)
-        self.train_function = function("Train", "train, convert to ONNX, check parity, register the candidate",
-                                       train_memory_size, train_timeout, training_layers)
+        # One Train function per memory size the models ask for (compute.memory), each with the
+        # dataset limit its memory allows; "Train" is the largest.
+        self.train_functions: dict[int, lambda_.Function] = {}
+        for memory in memories:
+            limit = max_dataset_bytes or layout_max_dataset_bytes(memory)
+            self.train_functions[memory] = function(
+                train_function_id(memory, largest),
+                "train, convert to ONNX, check parity, register the candidate"
+                + (f" ({memory} MB models)" if len(memories) > 1 else ""),
+                memory, train_timeout, training_layers, handler=HANDLERS["Train"],
+                environment={**env, "MAX_DATASET_BYTES": str(int(limit))})
+        self.train_function = self.train_functions[largest]
         self.validate_function = function("Validate", "score candidate and production on the holdout, gate",
                                           validate_memory_size, validate_timeout, inference_layers)
         self.record_function = function("Record", "promote, reject or mark failed, and emit the event",
@@ -180,9 +198,10 @@ class TrainingPipeline(Construct):
 
         # Least privilege: what each step touches, nothing more.
         registry.grant_write_registry(self.allocate_function)
-        registry.grant_read_datasets(self.train_function)
-        registry.grant_write_models(self.train_function)
-        registry.grant_write_registry(self.train_function)
+        for fn in self.train_functions.values():
+            registry.grant_read_datasets(fn)
+            registry.grant_write_models(fn)
+            registry.grant_write_registry(fn)
         registry.grant_read_models(self.validate_function)
         registry.grant_write_registry(self.validate_function)  # records both scores on the candidate
         registry.grant_write_registry(self.record_function)
@@ -224,13 +243,14 @@ class TrainingPipeline(Construct):
             .otherwise(failed))
 
         allocate = task("Allocate", self.allocate_function, step_timeout, "$.run")
-        train = task("Train", self.train_function, train_timeout, "$.train", version=version)
+        trains = {memory: task(train_function_id(memory, largest), fn, train_timeout, "$.train", version=version)
+                  for memory, fn in self.train_functions.items()}
         validate = task("Validate", self.validate_function, validate_timeout, "$.validation", version=version)
         promote = task("Promote", self.record_function, step_timeout, "$.outcome", action="promote",
                        version=version, validation=sfn.JsonPath.object_at("$.validation"))
         reject = task("Reject", self.record_function, step_timeout, "$.outcome", action="reject",
                       version=version, validation=sfn.JsonPath.object_at("$.validation"))
-        for t in (allocate, train, validate, promote, reject):
+        for t in (allocate, *trains.values(), validate, promote, reject):
             t.add_catch(mark_failed, errors=[DATA_LIMIT_EXCEEDED], result_path="$.error")
             t.add_catch(mark_failed, errors=["States.ALL"], result_path="$.error")
 
@@ -238,12 +258,12 @@ class TrainingPipeline(Construct):
             sfn.Choice(self, "Duplicate?")
             .when(sfn.Condition.boolean_equals("$.run.duplicate", True),
                   sfn.Succeed(self, "AlreadyHandled", comment="this dataset object version already started a run"))
-            .otherwise(train.next(validate).next(
+            .otherwise(self._train_on(trains, largest, validate.next(
                 sfn.Choice(self, "Gate")
                 .when(sfn.Condition.boolean_equals("$.validation.promote", True),
                       promote.next(sfn.Succeed(self, "Promoted")))
                 .otherwise(reject.next(sfn.Succeed(self, "Rejected")))
-            ))
+            )))
         )
         self.log_group = logs.LogGroup(self, "StateMachineLogs", retention=log_retention,
                                        removal_policy=log_removal_policy)
@@ -295,6 +315,22 @@ class TrainingPipeline(Construct):
         if self.dead_letters is not None:
             self.dead_letters.allow_rules_in(self)
 
+    def _train_on(self, trains: Mapping[int, tasks.LambdaInvoke], largest: int,
+                  then: sfn.IChainable) -> sfn.IChainable:
+        """The Train state, or with several sizes a Choice on the run's ``spec.compute.memory``
+        (an input without it, e.g. started by an older CLI, goes to the largest)."""
+        for t in trains.values():
+            t.next(then)
+        if len(trains) == 1:
+            return trains[largest]
+        choice = sfn.Choice(self, "TrainOn", comment="the Train function with the model's compute.memory")
+        memory = "$.spec.compute.memory"
+        for size, t in trains.items():
+            if size != largest:
+                choice.when(sfn.Condition.and_(sfn.Condition.is_present(memory),
+                                               sfn.Condition.number_equals(memory, size)), t)
+        return choice.otherwise(trains[largest])
+
     # ------------------------------------------------------------------ metrics and widgets
 
     @property
@@ -324,8 +360,9 @@ class TrainingPipeline(Construct):
             ),
             cloudwatch.GraphWidget(
                 title="Train duration p99 (ms) and errors",
-                left=[self.train_function.metric_duration(statistic="p99", period=Duration.minutes(5))],
-                right=[self.train_function.metric_errors(period=Duration.minutes(5))],
+                left=[fn.metric_duration(statistic="p99", period=Duration.minutes(5))
+                      for fn in self.train_functions.values()],
+                right=[fn.metric_errors(period=Duration.minutes(5)) for fn in self.train_functions.values()],
                 width=12,
             ),
         ]

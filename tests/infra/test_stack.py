@@ -538,3 +538,41 @@ def test_pipeline_output_and_dashboard(synth):
     (dashboard,) = synth.resources("AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
     assert "ExecutionsFailed" in body and "ExecutionsStarted" in body
+
+
+def _definition(synth) -> dict:
+    ((_, sm),) = synth.resources("AWS::StepFunctions::StateMachine").items()
+    joined = sm["Properties"]["DefinitionString"]["Fn::Join"][1]
+    text = "".join(p if isinstance(p, str) else "<ref>" for p in joined)
+    return json.loads(text.replace('"<ref>"', '"arn"').replace("<ref>", "arn"))
+
+
+def test_each_training_memory_has_its_train_function_and_the_state_machine_chooses(synth_api_key):
+    """iris trains with the default 3008 MB, house-prices with compute.memory 6144: two Train
+    functions, each with the dataset limit its memory allows; the state machine picks by the
+    run's spec.compute.memory, and the rule of each model carries it."""
+    functions = {f["Properties"]["MemorySize"]: f["Properties"]
+                 for f in synth_api_key.resources("AWS::Lambda::Function").values()
+                 if f["Properties"]["Handler"] == "functions.pipeline.train.handler"}
+    assert sorted(functions) == [3008, 6144]
+    for memory, props in functions.items():
+        assert props["Environment"]["Variables"]["MAX_DATASET_BYTES"] == str(max_dataset_bytes(memory))
+        assert "LayersTraining" in json.dumps(props["Layers"])
+    states = _definition(synth_api_key)["States"]
+    assert states["Duplicate?"]["Default"] == "TrainOn" and states["TrainOn"]["Default"] == "Train"
+    (rule,) = states["TrainOn"]["Choices"]
+    assert rule["Next"] == "Train3008"
+    assert {"Variable": "$.spec.compute.memory", "NumericEquals": 3008} in rule["And"]
+    for name in ("Train", "Train3008"):
+        assert states[name]["Next"] == "Validate"
+        assert states[name]["Catch"] == states["Validate"]["Catch"] and states[name]["Retry"] == states["Validate"]["Retry"]
+    templates = [r["Properties"]["Targets"][0]["InputTransformer"]["InputTemplate"]
+                 for r in synth_api_key.resources("AWS::Events::Rule").values()
+                 if r["Properties"].get("EventPattern", {}).get("source") == ["aws.s3"]]
+    assert sorted('"compute":{"type":"lambda","memory":6144}' in t for t in templates) == [False, True]
+    assert sorted('"compute":{"type":"lambda","memory":3008}' in t for t in templates) == [False, True]
+
+
+def test_one_memory_size_keeps_one_train_state(synth):
+    states = _definition(synth)["States"]
+    assert "TrainOn" not in states and states["Duplicate?"]["Default"] == "Train"

@@ -50,6 +50,9 @@ REAL_PARAMS = {"wine-svc": {"probability": True}, "diabetes-elastic": {"alpha": 
 for _name, (_data, _target, _estimator) in REAL_MODELS.items():
     MODELS[_name] = {"target": _target, "estimator": _estimator, "params": REAL_PARAMS.get(_name, {}),
                      "task": "regression" if _target == "body_mass_g" or _data == "diabetes" else "classification"}
+# A model with its own training memory: a second Train function (Train2048), chosen by the
+# state machine on the run's spec.compute.memory (tests/pipeline/test_real_data.py).
+MODELS["cancer-nb"]["compute"] = {"memory": 2048}
 MAX_DATASET_BYTES = 192 * 1024  # breast-cancer, the largest real set here, is 122 KB
 CONFIG = {"stack_name": "Shipyard", "api": {"auth": "iam"}, "models": MODELS}
 

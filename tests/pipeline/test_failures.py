@@ -55,8 +55,8 @@ def _failed(cloud, registry, r, reason_start: str) -> dict:
 
 
 def _train_spec(cloud):
-    (spec,) = [s for s in cloud.runtime.functions.values() if s.handler == TRAIN]
-    return spec
+    """The "Train" function (the largest of the stack's Train functions, one per compute.memory)."""
+    return max((s for s in cloud.runtime.functions.values() if s.handler == TRAIN), key=lambda s: s.memory)
 
 
 def _is_train_of(cloud, name: str, event, key: str) -> bool:

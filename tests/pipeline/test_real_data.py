@@ -137,3 +137,24 @@ def test_predictions_from_a_promoted_penguin_model_handle_missing_values(cloud, 
               "body_mass_g": 5000, "sex": None, "year": 2008}
     out = OnnxModel.from_bytes(onnx, schema).predict(schema.to_feeds([record]))
     assert out["predictions"] == ["Gentoo"]
+
+
+def test_a_model_with_its_own_memory_trains_on_its_own_train_function(cloud, run, registry):
+    """cancer-nb sets compute.memory 2048: its run goes through Train2048 (a 2048 MB function with
+    the dataset limit 2048 MB allows), every other model's through Train (3008 MB)."""
+    sfn = cloud.client("stepfunctions")
+    r = run("cancer-nb", _bytes("breast_cancer"), "again.csv")
+    execution = r.execution()
+    assert execution["status"] == "SUCCEEDED", execution
+    entered = [e["stateEnteredEventDetails"]["name"] for e in sfn.get_execution_history(
+        executionArn=execution["executionArn"], maxResults=1000)["events"] if "stateEnteredEventDetails" in e]
+    assert "TrainOn" in entered and "Train2048" in entered and "Train" not in entered
+    lambda_ = cloud.client("lambda")
+    sizes = {f["MemorySize"]: f["Environment"]["Variables"]["MAX_DATASET_BYTES"]
+             for f in lambda_.list_functions()["Functions"] if f["Handler"] == "functions.pipeline.train.handler"}
+    assert sorted(sizes) == [2048, 3008]
+    other = run("penguins-gb", _bytes("penguins"), "again.csv").execution()
+    entered = [e["stateEnteredEventDetails"]["name"] for e in sfn.get_execution_history(
+        executionArn=other["executionArn"], maxResults=1000)["events"] if "stateEnteredEventDetails" in e]
+    assert "Train" in entered and "Train2048" not in entered
+
