@@ -452,6 +452,25 @@ PROBABILITY_PARAMS = {
 }
 
 
+# Params with which skl2onnx 1.20 does not reproduce the estimator (found on real data by
+# python -m bench.parity and tests/unit/test_parity_real.py): (estimator, param, value) -> why.
+UNFAITHFUL_PARAMS = {
+    (f"sklearn.neighbors.KNeighbors{kind}", "weights", "distance"):
+        "skl2onnx 1.20 negates the neighbours' distances when it weights by them (probabilities 0.04 "
+        "and predictions 12 off on real data); use weights 'uniform'"
+    for kind in ("Classifier", "Regressor")
+}
+
+
+def _check_faithful(params: Mapping, estimator: str, model: str) -> None:
+    for key, value in params.items():
+        why = UNFAITHFUL_PARAMS.get((estimator, key, value if isinstance(value, str) else None))
+        if why:
+            short = estimator.rsplit(".", 1)[1]
+            raise ConfigError(f"params.{key}", f"{short} with {key}={value!r} does not convert to ONNX faithfully: "
+                              f"{why}", model=model)
+
+
 def _check_probabilities(params: Mapping, estimator: str, model: str) -> None:
     rule = PROBABILITY_PARAMS.get(estimator)
     if rule is None:
@@ -568,6 +587,7 @@ def _load_model(name, raw) -> ModelSpec:
                           model=name)
     _check_params(params, estimator, name)
     _check_probabilities(params, estimator, name)
+    _check_faithful(params, estimator, name)
 
     metric = raw.get("metric", DEFAULT_METRIC[task])
     if metric not in METRICS[task]:

@@ -459,6 +459,25 @@ def _restore_input_names(onx, names: Sequence[str]) -> None:
                 node.input[k] = renamed[name]
 
 
+def _apply_log_link(onx, estimator) -> None:
+    """Histogram gradient boosting regressors with a log link (``loss`` poisson or gamma) predict
+    ``exp(raw)``; skl2onnx 1.20 leaves the raw sum of the trees (measured on diabetes: 4.57 where
+    scikit-learn says 96.4). Append the Exp the converter leaves out."""
+    from onnx import helper
+
+    link = getattr(getattr(estimator, "_loss", None), "link", None)
+    if type(link).__name__ != "LogLink" or not hasattr(estimator, "_predictors"):
+        return
+    graph = onx.graph
+    (output,) = graph.output
+    raw = output.name + "_log"
+    for node in graph.node:
+        for k, name in enumerate(node.output):
+            if name == output.name:
+                node.output[k] = raw
+    graph.node.append(helper.make_node("Exp", [raw], [output.name], name="shipyard_log_link"))
+
+
 def to_onnx(pipeline, schema: FeatureSchema) -> bytes:
     """Serialized ONNX of a fitted pipeline, in the model format of docs/architecture.md."""
     from skl2onnx import convert_sklearn
@@ -504,6 +523,8 @@ def to_onnx(pipeline, schema: FeatureSchema) -> bytes:
             f"{type(exc).__name__}: {first}"
         ) from exc
     _restore_input_names(onx, schema.names)
+    if not schema.is_classifier:
+        _apply_log_link(onx, estimator)
     outputs = [o.name for o in onx.graph.output]
     expected = ["label", "probabilities"] if schema.is_classifier else ["variable"]
     if outputs != expected:

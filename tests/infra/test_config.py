@@ -417,3 +417,12 @@ def test_the_train_function_takes_the_largest_memory_and_each_run_its_models_lim
     small, big = (spec_document(config.models[m]) for m in ("small", "big"))
     assert small["compute"] == {"type": "lambda", "memory": 3008}
     assert small["max_dataset_bytes"] < big["max_dataset_bytes"] == config.models["big"].compute.max_dataset_bytes
+
+
+@pytest.mark.parametrize("task, estimator", [("classification", "sklearn.neighbors.KNeighborsClassifier"),
+                                             ("regression", "sklearn.neighbors.KNeighborsRegressor")])
+def test_params_skl2onnx_does_not_convert_faithfully_fail_synth_with_the_reason(task, estimator):
+    error = _error(estimator, {"weights": "distance"}, task)
+    assert (error.model, error.key) == ("iris", "params.weights")
+    assert "does not convert to ONNX faithfully" in str(error) and "use weights 'uniform'" in str(error)
+    load_config(with_model(task=task, estimator=estimator, params={"weights": "uniform"}))
