@@ -44,8 +44,12 @@ REAL_MODELS = {
     "cancer-knn": ("breast_cancer", "target", "sklearn.neighbors.KNeighborsClassifier"),
     "diabetes-elastic": ("diabetes", "target", "sklearn.linear_model.ElasticNet"),
     "diabetes-mlp": ("diabetes", "target", "sklearn.neural_network.MLPRegressor"),
+    "diabetes-poisson": ("diabetes", "target", "sklearn.ensemble.HistGradientBoostingRegressor"),
+    "wine-logistic": ("wine", "target", "sklearn.linear_model.LogisticRegression"),
+    "cancer-extra": ("breast_cancer", "target", "sklearn.ensemble.ExtraTreesClassifier"),
 }
 REAL_PARAMS = {"wine-svc": {"probability": True}, "diabetes-elastic": {"alpha": 0.01},
+               "diabetes-poisson": {"loss": "poisson"}, "wine-logistic": {"max_iter": 2000},
                "diabetes-mlp": {"hidden_layer_sizes": [32], "max_iter": 2000}}
 for _name, (_data, _target, _estimator) in REAL_MODELS.items():
     MODELS[_name] = {"target": _target, "estimator": _estimator, "params": REAL_PARAMS.get(_name, {}),
