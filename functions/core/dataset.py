@@ -1043,19 +1043,6 @@ def feature_columns(dataset: Dataset, idx: Sequence[int] | np.ndarray | None = N
     return {name: dataset.columns[name][idx] for name in dataset.feature_names}
 
 
-def rows_matrix(dataset: Dataset, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-    """An ``[len(idx), n_features]`` object array in schema feature order.
-
-    Numbers are Python floats (NaN when missing), strings are ``str`` (``None`` when missing).
-    """
-    cols = feature_columns(dataset, idx)
-    n = len(next(iter(cols.values()))) if cols else 0
-    X = np.empty((n, len(cols)), dtype=object)
-    for j, col in enumerate(cols.values()):
-        X[:, j] = col.tolist() if col.dtype != object else col
-    return X
-
-
 def _index(idx: Sequence[int] | np.ndarray, n_rows: int) -> np.ndarray:
     arr = np.asarray(idx)
     if arr.size == 0:

@@ -8,15 +8,18 @@ S3, calls this, writes the artifacts and registers the candidate.
 Steps (docs/pipeline.md):
 
 1. :func:`functions.core.dataset.load_csv` validates and types the CSV (every refusal is a
-   :class:`~functions.core.dataset.DatasetError` naming the column or problem).
+   :class:`~functions.core.dataset.DatasetError` naming the column or problem); the bytes are
+   dropped once parsed when the caller hands a reader.
 2. Deterministic holdout split (stratified for classifiers). The seed is derived from the
    dataset's sha256, so the same bytes always give the same split, and it is recorded.
-3. :func:`functions.core.convert.build_pipeline` (impute + scale numbers, impute + one-hot
-   strings, the configured estimator) is fitted on the training rows and converted to ONNX.
-4. Parity: the ONNX model (onnxruntime) and the scikit-learn pipeline predict the holdout; labels
-   must be identical and probabilities (classifiers) or predictions (regressors) within
-   ``PARITY_TOLERANCE``. The result is recorded either way; the validate step gates on it.
-5. The drift baseline (:func:`functions.core.baseline.build_baseline`) of the training columns.
+3. The drift baseline (:func:`functions.core.baseline.build_baseline`) of the training rows and
+   ``holdout.json``, then one float32 design matrix per split
+   (:func:`functions.core.convert.design_matrix`); the typed columns go before the fit.
+4. :func:`functions.core.convert.build_pipeline` (numbers prepared by estimator family, strings
+   one-hot, the configured estimator) is fitted and converted to ONNX through its string-reading
+   twin (:func:`functions.core.convert.servable`).
+5. Parity (:func:`check_parity`): the ONNX model (onnxruntime) and the scikit-learn pipeline
+   predict the holdout; the result is recorded either way; the validate step gates on it.
 """
 from __future__ import annotations
 
@@ -79,77 +82,30 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def training_matrix(dataset: ds.Dataset, idx: np.ndarray) -> np.ndarray:
-    """The pipeline's input: schema-ordered object array; numbers as float32-representable floats.
-
-    Numbers are rounded through float32, which is what the ONNX model receives at inference, so
-    the pipeline is fitted and compared on exactly the values it will serve. Missing strings are
-    ``""`` (what :mod:`functions.core.convert` imputes and what ``FeatureSchema.to_feeds`` feeds).
-    """
-    from .convert import MISSING_STRING
-
-    X = ds.rows_matrix(dataset, idx)
-    for j, f in enumerate(dataset.schema["features"]):
-        col = X[:, j]
-        if f["type"] == ds.NUMBER:
-            X[:, j] = np.asarray(col, dtype=np.float64).astype(np.float32).astype(np.float64).tolist()
-        else:
-            X[:, j] = [MISSING_STRING if v is None else v for v in col]
-    return X
-
-
-def onnx_feeds(schema: Mapping[str, Any], X: np.ndarray,
-               strings: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """ONNX inputs for a training matrix: one ``[n, 1]`` array per feature.
-
-    ``X`` is an object matrix (:func:`training_matrix`) or the float32 design matrix
-    (:func:`functions.core.convert.design_matrix`); with the latter, the string features come
-    from ``strings`` (name -> object array, None for missing), as a caller would send them.
-    """
+def onnx_feeds(schema: Mapping[str, Any], X: np.ndarray, strings: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """ONNX inputs for rows of the design matrix ``X`` (:func:`functions.core.convert.design_matrix`):
+    one ``[n, 1]`` array per feature; numbers from ``X`` (float32), string features from
+    ``strings`` (name -> object array, None for missing), as a caller would send them."""
     from .convert import MISSING_STRING
 
     feeds = {}
     for j, f in enumerate(schema["features"]):
         if f["type"] == ds.NUMBER:
             feeds[f["name"]] = np.asarray(X[:, j], dtype=np.float32).reshape(-1, 1)
-        elif strings is not None:
-            col = strings[f["name"]]
-            feeds[f["name"]] = np.asarray([MISSING_STRING if v is None else v for v in col],
-                                          dtype=object).reshape(-1, 1)
         else:
-            feeds[f["name"]] = np.asarray(X[:, j], dtype=object).reshape(-1, 1)
+            feeds[f["name"]] = np.asarray([MISSING_STRING if v is None else v for v in strings[f["name"]]],
+                                          dtype=object).reshape(-1, 1)
     return feeds
 
 
-def holdout_document(dataset: ds.Dataset, idx: np.ndarray, seed: int, fraction: float) -> dict[str, Any]:
-    """``holdout.json``: the holdout rows as JSON columns (null for missing) + targets.
+def holdout_json(dataset: ds.Dataset, idx: np.ndarray, seed: int, fraction: float) -> bytes:
+    """``holdout.json``: the holdout rows as JSON columns (null for missing) and their targets, the
+    seed, fraction and row indices; compact, key-sorted JSON.
 
     The validate step scores candidate and production on exactly these rows with onnxruntime
-    (no scikit-learn): records ``{feature: value}`` go through ``FeatureSchema.to_feeds``.
-    """
-    columns = {}
-    for name, col in ds.feature_columns(dataset, idx).items():
-        if col.dtype == object:
-            columns[name] = [None if v is None else str(v) for v in col.tolist()]
-        else:
-            columns[name] = [None if math.isnan(v) else float(v) for v in col.tolist()]
-    target = dataset.target[idx]
-    return {
-        "format": HOLDOUT_FORMAT,
-        "rows": int(len(idx)),
-        "seed": int(seed),
-        "fraction": float(fraction),
-        "indices": [int(i) for i in idx],
-        "target_name": dataset.schema["target"],
-        "columns": columns,
-        "target": [plain(v) for v in target.tolist()],
-    }
-
-
-def holdout_json(dataset: ds.Dataset, idx: np.ndarray, seed: int, fraction: float) -> bytes:
-    """``holdout.json`` as bytes: the same bytes as compact, key-sorted JSON of
-    :func:`holdout_document`, written one column at a time so that a large holdout never exists
-    as one Python object per cell (184k rows x 13 columns were 90 MB of floats)."""
+    (no scikit-learn): records ``{feature: value}`` go through ``FeatureSchema.to_feeds``. Written
+    one column at a time, so that a large holdout never exists as one Python object per cell
+    (184k rows x 13 columns were 90 MB of floats)."""
     def dumps(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
@@ -201,8 +157,8 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
     Returns (parity record, ONNX output, scikit-learn output); each output is ``{"predictions"}``
     plus ``"probabilities"`` (float64) for a classifier, so the caller scores both without
     predicting again. ``feature_schema``: the ``FeatureSchema`` of ``schema`` if the caller has it.
-    ``X`` is what ``pipeline`` takes; ``strings``: the string features' values for ONNX when ``X``
-    holds their codes (see :func:`onnx_feeds`).
+    ``X``: the design matrix ``pipeline`` takes; ``strings``: the string features' values, which
+    the ONNX graph reads as text (:func:`onnx_feeds`).
 
     Classifiers: labels identical but on ties (:func:`label_mismatches`), and probabilities within
     ``tolerance`` (absolute: probabilities are on one scale, 0 to 1).
@@ -216,7 +172,7 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
 
     fs = feature_schema if feature_schema is not None else FeatureSchema.from_dict(schema)
     model = OnnxModel.from_bytes(onnx_bytes, fs)
-    out = model.session.run(model._outputs, onnx_feeds(schema, X, strings))
+    out = model.session.run(model._outputs, onnx_feeds(schema, X, strings or {}))
     record: dict[str, Any] = {"rows": int(X.shape[0]), "tolerance": tolerance}
     if fs.is_classifier:
         onnx_labels = [plain(v) for v in np.asarray(out[0]).ravel().tolist()]
@@ -362,6 +318,9 @@ class _RowsOf(Mapping):
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._columns[name][self._idx]
+
+    def __contains__(self, name: object) -> bool:  # without making the column
+        return name in self._columns
 
     def __iter__(self):
         return iter(self._columns)

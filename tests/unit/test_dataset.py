@@ -16,7 +16,6 @@ from functions.core.dataset import (
     feature_columns,
     holdout_split,
     load_csv,
-    rows_matrix,
 )
 
 
@@ -735,21 +734,17 @@ def test_plain_split_properties(n, fraction, seed):
 # ---- training views ---------------------------------------------------------------------------
 
 
-def test_rows_matrix_and_feature_columns():
+def test_feature_columns():
     rows = [[i if i != 3 else "", ["r", "g", ""][i % 3], i % 2] for i in range(20)]
     d = load(make_csv(["n", "s", "y"], rows))
-    X = rows_matrix(d, [0, 3, 5])
-    assert X.shape == (3, 2) and X.dtype == object
-    assert X[0].tolist() == [0.0, "r"]
-    assert math.isnan(X[1, 0]) and X[1, 1] == "r"
-    assert X[2].tolist() == [5.0, None]
-    assert type(X[0, 0]) is float
+    cols = feature_columns(d, [0, 3, 5])
+    assert list(cols) == ["n", "s"] and cols["n"].dtype == np.float64 and cols["s"].dtype == object
+    assert cols["n"][0] == 0.0 and math.isnan(cols["n"][1]) and cols["s"].tolist() == ["r", "r", None]
     cols = feature_columns(d, np.array([1, 2]))
-    assert list(cols) == ["n", "s"] and cols["n"].tolist() == [1.0, 2.0] and cols["s"].tolist() == ["g", None]
-    assert rows_matrix(d).shape == (20, 2)
-    assert rows_matrix(d, []).shape == (0, 2)
+    assert cols["n"].tolist() == [1.0, 2.0] and cols["s"].tolist() == ["g", None]
+    assert len(feature_columns(d)["n"]) == 20 and len(feature_columns(d, [])["s"]) == 0
     with pytest.raises(DatasetError, match="row indices"):
-        rows_matrix(d, [20])
+        feature_columns(d, [20])
     with pytest.raises(DatasetError, match="integers"):
         feature_columns(d, [0.5])
 
@@ -758,6 +753,6 @@ def test_split_then_views_end_to_end():
     rows = [[i, ["x", "y"][i % 2], ["a", "b", "c"][i % 3]] for i in range(60)]
     d = load(make_csv(["n", "s", "label"], rows), target="label")
     train, test = holdout_split(d.rows, 0.25, 11, stratify=d.target)
-    X_train, X_test = rows_matrix(d, train), rows_matrix(d, test)
-    assert X_train.shape == (45, 2) and X_test.shape == (15, 2)
+    X_train, X_test = feature_columns(d, train), feature_columns(d, test)
+    assert len(X_train["n"]) == 45 and len(X_test["s"]) == 15
     assert set(d.target[test]) == {"a", "b", "c"}

@@ -70,13 +70,28 @@ def test_parity_failure_is_recorded_not_raised(clf, monkeypatch):
     assert res.parity["max_abs_diff"] > 0 and res.parity["passed"] is False
 
 
-def test_training_matrix_rounds_numbers_through_float32(clf):
+def test_design_matrix_rounds_numbers_through_float32_and_codes_strings(clf):
+    from functions.core import convert
     from functions.core.dataset import load_csv
+    from functions.core.schema import FeatureSchema
 
-    d = load_csv(b"x,s,y\n" + b"".join(b"%r,a,%d\n" % (0.1 + i, i % 2) for i in range(30)), target="y",
-                 task="classification")
-    X = training.training_matrix(d, np.arange(3))
-    assert X[0, 0] == float(np.float32(0.1)) and X[0, 1] == "a"
+    d = load_csv(b"x,s,y\n" + b"".join(b"%r,%s,%d\n" % (0.1 + i, [b"b", b"a", b""][i % 3], i % 2) for i in range(30)),
+                 target="y", task="classification")
+    X = convert.design_matrix(FeatureSchema.from_dict(d.schema), d.columns, np.arange(3))
+    assert X.dtype == np.float32 and X[0, 0] == np.float32(0.1)
+    # codes into the sorted vocabulary ["__missing__", "a", "b"]: missing is FILL_STRING's code
+    assert X[:, 1].tolist() == [2.0, 1.0, 0.0]
+
+
+def test_holdout_json_is_the_compact_sorted_json_of_the_holdout():
+    from functions.core.dataset import holdout_split, load_csv
+
+    d = load_csv(data.animals(), target="species", task="classification")
+    _, test = holdout_split(d.rows, 0.2, 5, stratify=d.target)
+    body = training.holdout_json(d, test, 5, 0.2)
+    doc = json.loads(body)
+    assert body == json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    assert doc["indices"] == test.tolist() and doc["seed"] == 5 and doc["rows"] == len(test)
 
 
 def test_library_versions_are_recorded(clf):
@@ -127,11 +142,13 @@ def test_check_parity_returns_both_outputs(clf):
 
     dataset = load_csv(data.animals(), target="species", task="classification")
     train_idx, test_idx = holdout_split(dataset.rows, 0.2, 1, stratify=dataset.target)
-    X_train, X_test = training.training_matrix(dataset, train_idx), training.training_matrix(dataset, test_idx)
     fs = FeatureSchema.from_dict(dataset.schema)
-    pipeline = convert.build_pipeline(fs, ANIMALS["estimator"], ANIMALS["params"]).fit(X_train, dataset.target[train_idx])
-    record, onnx_out, sk_out = training.check_parity(pipeline, convert.to_onnx(pipeline, fs), dataset.schema, X_test,
-                                                     feature_schema=fs)
+    X_train, X_test = (convert.design_matrix(fs, dataset.columns, idx) for idx in (train_idx, test_idx))
+    strings = {"colour": dataset.columns["colour"][test_idx]}
+    pipeline = convert.build_pipeline(fs, ANIMALS["estimator"], ANIMALS["params"], encoded=True)
+    pipeline.fit(X_train, dataset.target[train_idx])
+    record, onnx_out, sk_out = training.check_parity(pipeline, convert.to_onnx(convert.servable(pipeline, fs), fs),
+                                                     dataset.schema, X_test, feature_schema=fs, strings=strings)
     assert record["passed"] and record["rows"] == len(test_idx)
     assert sk_out["predictions"] == pipeline.predict(X_test).tolist() == onnx_out["predictions"]
     assert all(type(v) is str for v in sk_out["predictions"])
