@@ -1,7 +1,7 @@
 """Shipyard's EventBridge events (source ``shipyard``): one PutEvents entry, checked.
 
 The pipeline's outcome events (``functions/pipeline/steps.py``) and the drift check's
-``Drift Detected`` (``functions/core/monitoring.py``) are sent by :func:`put_event`.
+``Drift Detected`` (``functions/drift/check.py``) are sent by :func:`put_event`.
 """
 from __future__ import annotations
 

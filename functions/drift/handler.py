@@ -2,7 +2,7 @@
 
 Event: ``{"model": "<name>"}`` (the schedule's input). Answer: the report written to
 ``drift/<model>/<timestamp>.json`` (see docs/monitoring.md) plus ``report_uri`` (s3://…). The rules live in
-``functions.core.monitoring``; this handler parses, calls and logs.
+``functions.drift.check``; this handler parses, calls and logs.
 
 Environment: REGISTRY_TABLE, ARTIFACT_BUCKET, SHIPYARD_MODELS, DRIFT_MODELS (JSON model ->
 {window, share, threshold, retrain}), DRIFT_MIN_ROWS (500), DRIFT_LOOKBACK_DAYS (7),
@@ -16,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 
 from functions.core import clients
-from functions.core.monitoring import DriftCheckError, run_check, settings_from_env
+from functions.drift.check import DriftCheckError, run_check, settings_from_env
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-drift"))
 tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-drift"))

@@ -16,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 
 from functions.core import clients
-from functions.core.monitoring import DriftCheckError, retrain_input
+from functions.drift.check import DriftCheckError, retrain_input
 from functions.pipeline.execution import latest_dataset, start
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-retrain"))

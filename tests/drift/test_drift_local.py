@@ -83,7 +83,7 @@ def executions(cloud) -> list[dict]:
 
 
 def test_drifted_traffic_to_alarm_and_retraining(cloud, monkeypatch, capsys):
-    from functions.core.monitoring import drift_history
+    from functions.drift.check import drift_history
     from functions.core.registry import Registry
 
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The drift check orchestration (functions.core.monitoring) and its handlers, on moto.
+"""The drift check orchestration (functions.drift.check) and its handlers, on moto.
 
 Capture objects in S3 as Firehose writes them → report in drift/, registry item, EMF metrics,
 Drift Detected event (delivered by a moto EventBridge rule to an SQS queue), skip rules, errors.
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
-from functions.core import monitoring
 from functions.core.baseline import build_baseline
-from functions.core.monitoring import (
+from functions.core.registry import ModelNotFound, Registry
+from functions.drift import check as drift_check
+from functions.drift.check import (
     BaselineMissing, DriftCheckError, DriftSettings, drift_history, read_capture_window,
     report_key, run_check, settings_from_env,
 )
-from functions.core.registry import ModelNotFound, Registry
 from functions.pipeline.execution import latest_dataset
 from tests.support import create_artifact_bucket, create_registry_table
 
@@ -102,7 +102,7 @@ def put_capture(aws, instances, *, model="iris", at=NOW - timedelta(minutes=10),
     return key
 
 
-def run(aws, model="iris", settings=None, emit=monitoring.emit_metrics, **kw):
+def run(aws, model="iris", settings=None, emit=drift_check.emit_metrics, **kw):
     return run_check(model, registry=aws["registry"], s3=aws["s3"], bucket="artifacts",
                      settings=settings or DriftSettings(), events=aws["events"], now=NOW, emit=emit, **kw)
 
@@ -461,12 +461,12 @@ def test_a_refused_drift_event_is_a_drift_check_error():
               "drifted_features": ["x"], "report_key": "drift/iris/t.json"}
     events = Events({"FailedEntryCount": 1, "Entries": [{"ErrorCode": "AccessDeniedException", "ErrorMessage": "no"}]})
     with pytest.raises(DriftCheckError, match="refused the Drift Detected event of model 'iris': AccessDeniedException: no"):
-        monitoring.send_drift_event(events, report, "artifacts", "shipyard-bus")
+        drift_check.send_drift_event(events, report, "artifacts", "shipyard-bus")
     (entry,) = events.entries
     assert entry["EventBusName"] == "shipyard-bus" and entry["Source"] == "shipyard" and "Resources" not in entry
-    assert json.loads(entry["Detail"]) == monitoring.drift_event_detail(report, "artifacts")
+    assert json.loads(entry["Detail"]) == drift_check.drift_event_detail(report, "artifacts")
     events = Events({"FailedEntryCount": 0, "Entries": [{"EventId": "e-1"}]})
-    assert monitoring.send_drift_event(events, report, "artifacts") == "e-1"
+    assert drift_check.send_drift_event(events, report, "artifacts") == "e-1"
     assert events.entries[0]["EventBusName"] == "default"
 
 

@@ -44,6 +44,7 @@ from functions.core.layout import (  # noqa: F401 - the metric names are part of
     models_prefix,
 )
 from functions.core.registry import utc_iso
+from functions.pipeline.execution import execution_input
 
 logger = logging.getLogger(__name__)
 
@@ -430,8 +431,6 @@ def retrain_input(model: str, spec: Mapping[str, Any], dataset: Mapping[str, Any
     version: retraining on the dataset that trained the current version must not end in
     ``AlreadyHandled``.
     """
-    from functions.pipeline.execution import execution_input
-
     return execution_input(
         model, spec, {k: dataset[k] for k in ("bucket", "key", "version_id", "size", "etag") if k in dataset},
         force=True, trigger={"source": "drift", **dict(trigger)})
