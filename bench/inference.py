@@ -219,7 +219,7 @@ def cold(*, runs: int = 5, log=print) -> dict:
     import boto3
     from moto import mock_aws
 
-    from infra.local.server import AwsServer  # moto's backends over HTTP, without Flask
+    from localcloud.server import AwsServer  # moto's backends over HTTP, without Flask
 
     trained = _trained()
     samples: dict[str, list[dict]] = {"ort": [], "sklearn": []}

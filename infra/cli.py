@@ -384,8 +384,8 @@ def cmd_predict(args) -> int:
 def start_local_cloud(aws_port: int = 5000, api_port: int = 3000, assembly: str | None = None,
                       project_dir: str = ".", log=None):
     """Synthesize the project in `project_dir` (its own cdk.json and app) and start it locally."""
-    from infra.local import LocalCloud, Template
-    from infra.local.cloud import synthesize
+    from localcloud import LocalCloud, Template
+    from localcloud.cloud import synthesize
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if assembly:

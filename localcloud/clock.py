@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from infra.config import rate_seconds
-
+_RATE = re.compile(r"^rate\((\d+) ([a-z]+)\)$")
+_RATE_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 _MONTHS = {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}
 _DAYS = {d: i + 1 for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}
 MAX_SCAN_MINUTES = 366 * 24 * 60
@@ -38,6 +38,18 @@ def next_fire(expression: str, since: float, until: float) -> float | None:
             return t.timestamp()
         t += timedelta(minutes=1)
     return None
+
+
+def rate_seconds(expression: str) -> int | None:
+    """The interval of a ``rate(N minute(s)|hour(s)|day(s))`` expression in seconds; ``None`` for
+    anything else (``cron()``, ``at()``). Lenient (``rate(1 minutes)`` is 60): the local cloud runs
+    what the template holds; checking an expression is the app's business at synth."""
+    rate = _RATE.match(expression)
+    if not rate:
+        return None
+    unit = rate.group(2)
+    unit_seconds = _RATE_UNIT_SECONDS.get(unit[:-1] if unit.endswith("s") else unit)
+    return None if unit_seconds is None else int(rate.group(1)) * unit_seconds
 
 
 def _field(spec: str, value: int, lo: int, hi: int, names: dict[str, int] | None = None) -> bool:

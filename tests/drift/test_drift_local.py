@@ -39,7 +39,7 @@ def cloud(tmp_path_factory):
     from aws_cdk import App, Duration
 
     from infra.config import load_config
-    from infra.local import LocalCloud, Template
+    from localcloud import LocalCloud, Template
     from infra.stack import ShipyardStack, read_cdk_json_context
 
     context = {k: v for k, v in read_cdk_json_context().items() if k != "shipyard"}

@@ -211,7 +211,7 @@ def asset_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cloud(asset_dir):
-    from infra.local import LocalCloud, Template
+    from localcloud import LocalCloud, Template
 
     template = Template.from_dict(json.loads(json.dumps(TEMPLATE)), stack_name="LocalTest",
                                   assets={"app.zip": asset_dir})

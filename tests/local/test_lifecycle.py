@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 
-from infra.local import LocalCloud, Template
-from infra.local.resources import Schedule
+from localcloud import LocalCloud, Template
+from localcloud.resources import Schedule
 
 TINY = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {"TopicArn": {"Value": {"Ref": "Topic"}}}}
@@ -81,7 +81,7 @@ def test_rate_counts_from_deployment_not_from_the_first_tick(monkeypatch):
 
 
 def test_concurrent_ticks_fire_a_due_schedule_once(monkeypatch):
-    import infra.local.cloud as cloud_mod
+    import localcloud.cloud as cloud_mod
 
     cloud = _cloud()
     fired = []

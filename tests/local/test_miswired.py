@@ -8,7 +8,7 @@ from botocore.credentials import Credentials
 
 
 def test_function_missing_its_table_variable_fails_with_a_clear_error(shipyard_assembly):
-    from infra.local import LocalCloud, Template
+    from localcloud import LocalCloud, Template
 
     template = Template.load(shipyard_assembly)
     body = json.loads(json.dumps(template.body))

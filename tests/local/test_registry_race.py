@@ -7,7 +7,7 @@ import boto3
 import pytest
 
 from functions.core.registry import AliasConflict, Registry
-from infra.local.server import AwsServer
+from localcloud.server import AwsServer
 from tests.support import create_registry_table
 
 

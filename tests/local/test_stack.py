@@ -11,7 +11,7 @@ CONTRACT_OUTPUTS = {"ApiUrl", "DataBucketName", "ArtifactBucketName", "RegistryT
 
 @pytest.fixture(scope="module")
 def stack_cloud(shipyard_assembly):
-    from infra.local import LocalCloud, Template
+    from localcloud import LocalCloud, Template
 
     lines = []
     cloud = LocalCloud(Template.load(shipyard_assembly), aws_port=0, api_port=0, clock=False, log=lines.append)

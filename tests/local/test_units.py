@@ -1,9 +1,9 @@
 """Pure pieces of the local cloud: intrinsic functions, creation order, event patterns, input templates."""
 import pytest
 
-from infra.local.clock import next_fire
-from infra.local.events import matches, render_template, target_input
-from infra.local.template import Resolver, Template, TemplateError, creation_order
+from localcloud.clock import next_fire
+from localcloud.events import matches, render_template, target_input
+from localcloud.template import Resolver, Template, TemplateError, creation_order
 
 EVENT = {"source": "aws.s3", "detail-type": "Object Created", "time": "2024-01-01T00:00:00Z",
          "detail": {"bucket": {"name": "data"}, "object": {"key": "datasets/iris/a.csv", "size": 10},
@@ -77,7 +77,7 @@ def test_schedule_expressions():
 def test_dead_letters_carry_eventbridges_error_codes(code, expected):
     from botocore.exceptions import ClientError, EndpointConnectionError
 
-    from infra.local.events import dead_letter_error_code
+    from localcloud.events import dead_letter_error_code
 
     assert dead_letter_error_code(ClientError({"Error": {"Code": code, "Message": "m"}}, "Op")) == expected
     assert dead_letter_error_code(EndpointConnectionError(endpoint_url="http://x")) == "CONNECTION_FAILURE"
@@ -86,7 +86,7 @@ def test_dead_letters_carry_eventbridges_error_codes(code, expected):
 def test_synthesizing_a_project_without_its_app_says_what_is_missing(tmp_path):
     import json
 
-    from infra.local.cloud import synthesize
+    from localcloud.cloud import synthesize
 
     (tmp_path / "cdk.json").write_text(json.dumps({"app": "python3 app.py", "context": {"shipyard": {}}}))
     with pytest.raises(TemplateError, match=r"app\.py does not exist: a Shipyard project has its app\.py next to cdk\.json"):

@@ -128,7 +128,7 @@ class Faults:
 
 @pytest.fixture(scope="module")
 def cloud(pipeline_assembly):
-    from infra.local import LocalCloud, Template
+    from localcloud import LocalCloud, Template
 
     lines: list[str] = []
     c = LocalCloud(Template.load(pipeline_assembly), aws_port=0, api_port=0, clock=False, log=lines.append)

@@ -89,7 +89,7 @@ def test_a_step_error_with_a_huge_message_fails_the_version_with_a_short_reason(
 
 
 def test_a_result_over_the_payload_quota_fails_the_version(cloud, run, registry, monkeypatch):
-    from infra.local.lambda_runtime import Invocation
+    from localcloud.lambda_runtime import Invocation
 
     real, key = cloud.runtime.invoke, "datasets/prices/oversized.csv"
 
@@ -119,7 +119,7 @@ def test_a_task_timeout_fails_the_version(cloud, run, registry, monkeypatch):
     def invoke(name, event):
         if _is_train_of(cloud, name, event, key):
             time.sleep(5)  # a Lambda that hangs past the state's timeout
-            from infra.local.lambda_runtime import Invocation
+            from localcloud.lambda_runtime import Invocation
 
             error = {"errorType": "Hung", "errorMessage": "never seen: the state timed out first"}
             return Invocation("hung", json.dumps(error).encode(), error, "", 5000.0)
@@ -136,7 +136,7 @@ def test_a_task_timeout_fails_the_version(cloud, run, registry, monkeypatch):
 
 
 def test_a_crashed_runtime_fails_the_version(cloud, run, registry, monkeypatch):
-    from infra.local import lambda_runtime
+    from localcloud import lambda_runtime
 
     real, key, killed = lambda_runtime._Worker.invoke, "datasets/prices/crash.csv", []
 

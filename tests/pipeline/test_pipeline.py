@@ -168,7 +168,7 @@ def test_throttled_s3_is_retried_to_success(cloud, run, registry):
 
 
 def test_promote_timing_out_after_moving_the_alias_ends_promoted_not_failed(cloud, run, registry, monkeypatch):
-    from infra.local.lambda_runtime import Invocation
+    from localcloud.lambda_runtime import Invocation
 
     real, faked = cloud.runtime.invoke, []
 
