@@ -107,8 +107,9 @@ def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
             _publish(boto3.client("dynamodb"), boto3.client("s3"), trained)
             from bench import sklearn_handler
             from functions.inference import handler as shipyard
+            from functions.inference import service
 
-            shipyard.reset()
+            service.reset()
             context = LambdaContext()
             session = _session(trained)
             results: dict = {"model": "LogisticRegression (tests.models.classifier: 2 numeric + 1 string "
@@ -154,7 +155,7 @@ def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
                 results["forest_b1000"] = _forest_b1000(shipyard, context, sink, rounds, per_batch_budget / 2, log)
             finally:
                 sink.close()
-            shipyard.reset()
+            service.reset()
             return results
 
 

@@ -1,11 +1,12 @@
 """The inference API's validating resolver and its OpenAPI document.
 
 ``validating_app()`` is the API with Powertools' OpenAPI request validation (pydantic): the same
-routes, answers and errors as ``functions.inference.handler.app``, with the parameters and the
-body declared as types. The handler hands it every request that its own resolver does not
-plainly accept (see docs/api.md, "Request validation"), so malformed requests get pydantic's
-precise messages; it is also what the OpenAPI document is generated from (docs, fuzz tests).
-It is built on first use: a warm, well-formed request never imports pydantic.
+routes (``functions.inference.service``), answers and errors as the serving resolver
+``functions.inference.handler.app``, with the parameters and the body declared as types. The
+handler chooses it for every request that is not plainly valid (``functions/inference/plain.py``;
+see docs/api.md, "Request validation"), so malformed requests get pydantic's precise messages;
+it is also what the OpenAPI document is generated from (docs, fuzz tests). It is built on first
+use: a warm, well-formed request never imports pydantic.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.inference import handler
+from functions.core.jsonio import loads
+from functions.inference import service
 
 TITLE = "Shipyard inference API"
 VERSION = "1.0.0"
@@ -88,15 +90,15 @@ _EXPECTED = {
 @lru_cache(maxsize=1)
 def validating_app() -> APIGatewayRestResolver:
     """The API with OpenAPI request validation: routes, their documentation, the error answers."""
-    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=handler._loads)
+    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=loads)
 
     @app.get("/models", summary="List models and their production versions", responses=_doc("models", _MODELS))
     def list_models():
-        return handler.list_models()
+        return service.list_models()
 
     @app.get("/models/<name>", summary="A model's aliases and versions", responses=_doc("the model", _MODEL, 404))
     def get_model(name: Annotated[str, Path(description="model name")]):
-        return handler.get_model(name)
+        return service.get_model(name)
 
     @app.get("/models/<name>/versions/<version>", summary="One version record, lineage included",
              responses=_doc("the version record", _VERSION, 400, 404))
@@ -104,7 +106,7 @@ def validating_app() -> APIGatewayRestResolver:
         name: Annotated[str, Path(description="model name")],
         version: Annotated[int, Path(ge=1, description="version number")],
     ):
-        return handler.get_version(name, version)
+        return service.get_version(name, version)
 
     @app.post("/models/<name>/predict", summary="Predict with the production (or a pinned) version",
               responses=_doc("predictions, with the version in the X-Model-Version header", _PREDICTION,
@@ -114,9 +116,9 @@ def validating_app() -> APIGatewayRestResolver:
         request: Annotated[PredictRequest, Body(description='{"instances": [...]}')],
         version: Annotated[int | None, Query(ge=1, description="pin this version instead of production")] = None,
     ):
-        return handler.predict(name, request.instances, version)
+        return service.predict(name, request.instances, version)
 
-    handler.install_error_handlers(app)
+    service.install_error_handlers(app)
 
     @app.exception_handler(RequestValidationError)
     def _validation_error(exc: RequestValidationError):
@@ -129,13 +131,13 @@ def validating_app() -> APIGatewayRestResolver:
                 parts.append(f"body is not valid JSON ({detail})")
             else:
                 parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
-        return handler._error(400, f"malformed request: {'; '.join(parts)}; "
-                                   f"expected {_EXPECTED.get(where, _EXPECTED['body'])}")
+        return service.error_response(400, f"malformed request: {'; '.join(parts)}; "
+                                           f"expected {_EXPECTED.get(where, _EXPECTED['body'])}")
 
     @app.exception_handler(RequestUnsupportedContentType)
     def _unsupported_content_type(exc: RequestUnsupportedContentType):
-        return handler._error(400, f"malformed request: unsupported content type; expected {_EXPECTED['body']} "
-                                   "sent as application/json")
+        return service.error_response(400, "malformed request: unsupported content type; "
+                                           f"expected {_EXPECTED['body']} sent as application/json")
 
     return app
 

@@ -33,7 +33,7 @@ METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 @pytest.fixture(scope="module")
 def api():
     """A served classifier ("iris"), a configured model without versions ("empty"), the document."""
-    from functions.inference import handler
+    from functions.inference import handler, service
     from functions.inference.openapi import openapi_schema
 
     trained = models.classifier()
@@ -54,9 +54,9 @@ def api():
         mp.setenv("SHIPYARD_MODELS", '["iris", "empty"]')
         mp.setenv("MAX_INSTANCES", str(MAX_INSTANCES))
         mp.setenv("CAPTURE_STREAMS", "{}")
-        handler.reset()
+        service.reset()
         yield {"doc": openapi_schema(), "schema": trained.schema, "handler": handler}
-        handler.reset()
+        service.reset()
     mp.undo()
 
 

@@ -83,12 +83,12 @@ def publish(registry, s3, name, trained, promote=True) -> int:
 
 @pytest.fixture
 def clock(aws):
-    from functions.inference import handler
+    from functions.inference import service
 
     c = Clock()
-    handler.reset(clock=c)
+    service.reset(clock=c)
     yield c
-    handler.reset()
+    service.reset()
 
 
 def predict(name, body, query=None):
@@ -145,10 +145,10 @@ def test_version_pinning(clock, aws, clf):
 
 
 def test_session_cache_does_not_download_again(clock, clf):
-    from functions.inference import handler
+    from functions.inference import service
 
     gets = []
-    handler.server().s3.meta.events.register("before-call.s3.GetObject", lambda **kw: gets.append(1))
+    service.server().s3.meta.events.register("before-call.s3.GetObject", lambda **kw: gets.append(1))
     for _ in range(3):
         assert predict("iris", {"instances": clf.records(1)})[0] == 200
     assert len(gets) == 1
@@ -167,9 +167,9 @@ def test_alias_move_is_visible_after_the_ttl(clock, aws, clf):
 
 
 def test_one_registry_read_per_ttl_and_unknown_models_are_cached_too(clock, aws, clf, monkeypatch):
-    from functions.inference import handler
+    from functions.inference import service
 
-    ddb = handler.server().registry.client
+    ddb = service.server().registry.client
     reads = []
     original = ddb.get_item
     monkeypatch.setattr(ddb, "get_item", lambda **kw: reads.append(kw["Key"]["sk"]["S"]) or original(**kw))
@@ -398,12 +398,12 @@ def test_503_tampered_artifact_is_never_served(clock, aws, clf):
 
 
 def test_unexpected_errors_do_not_leak(clock, aws, monkeypatch):
-    from functions.inference import handler
+    from functions.inference import service
 
     def boom(*a, **kw):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(handler.server().registry, "list_models", boom)
+    monkeypatch.setattr(service.server().registry, "list_models", boom)
     status, _, body = invoke("GET", "/models")
     assert status == 500 and body == {"message": "internal error; the request was logged"}
 
@@ -492,13 +492,49 @@ def test_plain_requests_never_build_the_validating_resolver(clock, clf):
                          env={**os.environ, "POWERTOOLS_TRACE_DISABLED": "true"})
     assert out.stdout.strip() == "[]"
     from functions.inference import handler
+    from tests.models import rest_event
 
-    declined = []
     for request in ({"instances": clf.records(5)}, {"instances": clf.arrays(5)}):
-        handler._declined = False
-        status, _, _ = predict("iris", request, query={"version": "1"})
-        declined.append(handler._declined)
-    assert status == 200 and declined == [False, False]
+        event = rest_event("POST", "/models/iris/predict", body=json.dumps(request), query={"version": "1"})
+        resolver, routing_context = handler.resolver_for(event)
+        assert resolver is handler.app
+        assert routing_context["prediction"] == (request["instances"], 1)
+        assert predict("iris", request, query={"version": "1"})[0] == 200
+
+
+@pytest.mark.parametrize("method, path, body, query, headers, plain", [
+    ("GET", "/models", None, None, {}, True),
+    ("GET", "/models/iris", None, {"version": "x"}, {"Content-Type": "text/plain"}, True),
+    ("GET", "/models/iris/versions/7", None, None, {}, True),
+    ("GET", "/models/iris/versions/07", None, None, {}, False),
+    ("GET", "/models/iris/versions/7/x", None, None, {}, False),  # no route either way: the same 404
+    ("get", "/models/iris/versions/%37", None, None, {}, False),
+    ("POST", "/models/iris/predict", '{"instances": []}', None, {}, True),
+    ("POST", "/models/iris/predict", '{"instances": []}', {"version": "1"}, {"content-type": "application/json"}, True),
+    ("POST", "/models/iris/predict", '{"instances": []}', {"version": "0"}, {}, False),
+    ("POST", "/models/iris/predict", '{"instances": []}', None, {"Content-Type": "text/json"}, False),
+    ("POST", "/models/iris/predict", '{"instances": {}}', None, {}, False),
+    ("POST", "/models/iris/predict", "{", None, {}, False),
+    ("POST", "/models/iris/predict", None, None, {}, False),
+    ("POST", "/models", "{", None, {}, True),  # no route takes a body there: the serving resolver's 404
+    ("PUT", "/models/iris/predict", "{", None, {}, True),
+])
+def test_the_resolver_is_chosen_before_resolving(method, path, body, query, headers, plain):
+    from functions.inference import handler
+    from tests.models import rest_event
+
+    resolver, _ = handler.resolver_for(rest_event(method, path, body=body, query=query, headers=headers))
+    assert (resolver is handler.app) == plain
+
+
+def test_malformed_events_go_to_the_serving_resolver_and_fail_as_before():
+    from functions.inference import handler
+    from tests.models import LambdaContext
+
+    for event in ({}, {"httpMethod": 1, "path": "/models"}, {"httpMethod": "GET", "path": None}):
+        assert handler.resolver_for(event)[0] is handler.app
+    answer = handler.lambda_handler({"httpMethod": "POST"}, LambdaContext())
+    assert answer["statusCode"] == 500 and json.loads(answer["body"]) == {"message": "internal error; the request was logged"}
 
 
 @pytest.mark.parametrize("raw", [
@@ -509,17 +545,17 @@ def test_plain_requests_never_build_the_validating_resolver(clock, clf):
 def test_body_parsing_reads_what_the_standard_library_reads(raw):
     # orjson on the hot path; what it refuses (NaN, infinities, lone surrogates, huge integers)
     # goes to json, so every body means what it always meant.
-    from functions.inference.handler import _loads
+    from functions.core.jsonio import loads
 
-    assert repr(_loads(raw)) == repr(json.loads(raw))
+    assert repr(loads(raw)) == repr(json.loads(raw))
 
 
 def test_body_parsing_errors_are_json_decode_errors():
-    from functions.inference.handler import _loads
+    from functions.core.jsonio import loads
 
     for raw in ["{", "[" * 100_000, '{"a": 1} x']:
         with pytest.raises(json.JSONDecodeError):
-            _loads(raw)
+            loads(raw)
 
 
 def test_answers_are_written_as_json_writes_them():
@@ -545,9 +581,9 @@ def test_integers_beyond_64_bits_are_written_too():
 
 
 def test_integers_beyond_64_bits_are_read_as_the_float_the_model_sees():
-    from functions.inference.handler import _loads
+    from functions.core.jsonio import loads
 
-    assert _loads("[-9223372036854775809]") == [float(-9223372036854775809)]
+    assert loads("[-9223372036854775809]") == [float(-9223372036854775809)]
 
 
 def test_log_lines_carry_the_api_request_id_as_correlation_id(clock, clf):

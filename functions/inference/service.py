@@ -1,0 +1,292 @@
+"""What the inference API does, independent of how a request reaches it.
+
+The serving state (``ModelServer``: ONNX sessions per (model, version) and production-alias
+lookups for ``ALIAS_TTL_SECONDS``, kept by a warm Lambda), the operations behind the four routes,
+the API's errors and their JSON answers. Both resolvers — the serving one in
+``functions/inference/handler.py`` and the validating one in ``functions/inference/openapi.py`` —
+route to these functions and install these error handlers, so they answer alike.
+
+Environment: REGISTRY_TABLE, ARTIFACT_BUCKET, SHIPYARD_MODELS, ALIAS_TTL_SECONDS (60),
+MAX_INSTANCES (1000), CAPTURE_STREAMS, CAPTURE_SAMPLE_RATE (see docs/architecture.md).
+"""
+from __future__ import annotations
+
+import binascii
+import os
+import time
+import warnings
+from collections import OrderedDict
+from typing import Any, Callable
+from urllib.parse import unquote
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
+
+from functions.core.artifacts import IntegrityError, get_verified
+from functions.core.capture import Capture
+from functions.core.jsonio import dumps
+from functions.core.onnx_model import ModelFormatError, OnnxModel, PredictionError
+from functions.core.registry import ModelNotFound, Registry, VersionNotFound
+from functions.core.schema import FeatureSchema, SchemaError
+
+SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-inference")
+logger = Logger(service=SERVICE_NAME)
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Shipyard"))
+
+# Reads publish no metric by design; Powertools would warn on each of them.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
+
+# Version numbers are stored zero-padded to 10 digits; anything larger cannot exist.
+MAX_VERSION = 9_999_999_999
+MAX_NAME_LENGTH = 255
+MAX_SESSIONS = 16
+MAX_ALIAS_ENTRIES = 1024
+
+
+class ApiError(Exception):
+    """An answer other than 200: status code and a message saying what was wrong and what was expected."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ---- serving state -----------------------------------------------------------------------------
+
+
+class ModelServer:
+    """Resolves (model, version) to a loaded, verified OnnxModel, with a warm-Lambda cache."""
+
+    def __init__(self, registry: Registry, s3: Any, bucket: str, capture: Capture, *,
+                 alias_ttl: float = 60.0, max_instances: int = 1000,
+                 clock: Callable[[], float] = time.monotonic):
+        self.registry = registry
+        self.s3 = s3
+        self.bucket = bucket
+        self.capture = capture
+        self.alias_ttl = alias_ttl
+        self.max_instances = max_instances
+        self.clock = clock
+        self._sessions: OrderedDict[tuple[str, int], OnnxModel] = OrderedDict()
+        self._aliases: dict[str, tuple[float, int | None, str | None]] = {}
+
+    @classmethod
+    def from_env(cls, **overrides) -> "ModelServer":
+        import boto3
+
+        kwargs: dict[str, Any] = {
+            "alias_ttl": float(os.environ.get("ALIAS_TTL_SECONDS") or 60),
+            "max_instances": int(os.environ.get("MAX_INSTANCES") or 1000),
+        }
+        kwargs.update(overrides)
+        registry = kwargs.pop("registry", None) or Registry.from_env()
+        s3 = kwargs.pop("s3", None) or boto3.client("s3")
+        bucket = kwargs.pop("bucket", None) or os.environ["ARTIFACT_BUCKET"]
+        capture = kwargs.pop("capture", None) or Capture.from_env()
+        return cls(registry, s3, bucket, capture, **kwargs)
+
+    def production(self, name: str) -> int:
+        """The production version, read at most once per ALIAS_TTL_SECONDS per model.
+
+        One GetItem (the model item) per TTL entry; an unknown model is cached as such for the same TTL.
+        """
+        now = self.clock()
+        hit = self._aliases.get(name)
+        if hit is None or now - hit[0] >= self.alias_ttl:
+            if len(self._aliases) >= MAX_ALIAS_ENTRIES:
+                self._aliases.clear()  # bounded memory under many distinct (unknown) names
+            try:
+                hit = (now, self.registry.get_model(name)["aliases"].get("production"), None)
+            except ModelNotFound as exc:
+                hit = (now, None, str(exc))
+            self._aliases[name] = hit
+        _, version, not_found = hit
+        if not_found is not None:
+            raise ModelNotFound(not_found)
+        if version is None:
+            raise ApiError(409, f"model {name!r} has no production version yet; train and promote one, "
+                                "or pin a version with ?version=N")
+        return int(version)
+
+    def model(self, name: str, version: int) -> OnnxModel:
+        """The verified model of one version, loaded once per warm Lambda."""
+        key = (name, version)
+        if key in self._sessions:
+            self._sessions.move_to_end(key)
+            return self._sessions[key]
+        record = version_record(self.registry, name, version)
+        if not record.get("artifact_key") or not record.get("schema"):
+            raise ApiError(404, f"model {name!r} version {version} has no model artifact (status "
+                                f"{record.get('status')!r}); expected a trained version")
+        try:
+            data = get_verified(self.s3, self.bucket, record["artifact_key"], record.get("artifact_sha256"))
+        except IntegrityError:
+            metrics.add_metric(name="ArtifactIntegrityFailures", unit=MetricUnit.Count, value=1)
+            raise
+        except (ClientError, BotoCoreError) as exc:
+            raise ApiError(503, f"model {name!r} version {version}: artifact unavailable ({exc})") from exc
+        try:
+            loaded = OnnxModel.from_bytes(data, FeatureSchema.from_dict(record["schema"]))
+        except (SchemaError, ModelFormatError) as exc:
+            raise ApiError(503, f"model {name!r} version {version} cannot be served: {exc}") from exc
+        self._sessions[key] = loaded
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        return loaded
+
+
+def version_record(registry: Registry, name: str, version: int) -> dict:
+    """The version's record; for an unknown model, ModelNotFound rather than VersionNotFound."""
+    try:
+        return registry.get_version(name, version)
+    except VersionNotFound:
+        registry.get_model(name)  # an unknown model says so rather than "no version"
+        raise
+
+
+_server: ModelServer | None = None  # the warm Lambda's one ModelServer, built on first use
+
+
+def server() -> ModelServer:
+    """The warm ModelServer, built from the environment on first use."""
+    global _server
+    if _server is None:
+        _server = ModelServer.from_env()
+    return _server
+
+
+def reset(**overrides) -> ModelServer | None:
+    """Drop the warm state; with overrides (clock, registry, s3, ...) build it now (tests)."""
+    global _server
+    _server = ModelServer.from_env(**overrides) if overrides else None
+    return _server
+
+
+# ---- answers -----------------------------------------------------------------------------------
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer (orjson-written, see functions.core.jsonio)."""
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
+                    body=dumps(body), headers=headers)
+
+
+def error_response(status: int, message: str) -> Response:
+    """An error answer of the contract: JSON ``{"message": ...}``."""
+    return json_response(status, {"message": message})
+
+
+def model_name(raw: str) -> str:
+    """The decoded model name of the path; names that cannot be a model are unknown models.
+
+    API Gateway REST APIs keep the path percent-encoded and Powertools matches on it, so the
+    segment is decoded here. Invalid names never reach DynamoDB.
+    """
+    name = unquote(raw)
+    # isprintable() also refuses lone surrogates (category Cs), so a valid name is UTF-8 encodable.
+    if not (0 < len(name) <= MAX_NAME_LENGTH and "#" not in name and name.isprintable()):
+        raise ModelNotFound("unknown model: a model name is 1 to 255 printable characters without '#'")
+    return name
+
+
+def check_version(name: str, version: int) -> int:
+    """``version`` if it can exist (at most MAX_VERSION), else VersionNotFound."""
+    if version > MAX_VERSION:
+        raise VersionNotFound(f"model {name!r} has no version above {MAX_VERSION}")
+    return version
+
+
+# ---- what the routes do (shared by both resolvers) ---------------------------------------------
+
+
+def list_models() -> Response:
+    return json_response(200, {"models": server().registry.list_models()})
+
+
+def get_model(name: str) -> Response:
+    registry = server().registry
+    name = model_name(name)
+    model = registry.get_model(name)
+    aliases = {"production": None, **(model.get("aliases") or {})}
+    versions = [{k: v.get(k) for k in ("version", "status", "metrics", "created_at")}
+                for v in registry.list_versions(name)]
+    return json_response(200, {"name": name, "aliases": aliases, "versions": versions})
+
+
+def get_version(name: str, version: int) -> Response:
+    registry = server().registry
+    name = model_name(name)
+    return json_response(200, version_record(registry, name, check_version(name, version)))
+
+
+def predict(name: str, instances: list, version: int | None) -> Response:
+    srv = server()
+    name = model_name(name)
+    n = len(instances)
+    if n > srv.max_instances:
+        raise ApiError(413, f"{n} instances in one request; at most {srv.max_instances} are accepted, "
+                            "split the request")
+    if version is None:
+        version = srv.production(name)
+    else:
+        check_version(name, version)
+    model = srv.model(name, version)
+    result = model.predict(model.schema.to_feeds(instances))
+    body = {"model": name, "version": version, **result}
+    metrics.add_dimension(name="model", value=name)
+    metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=n)
+    srv.capture.record(name, version, instances, result)
+    return json_response(200, body, headers={"X-Model-Version": str(version)})
+
+
+# ---- errors: always JSON {"message": ...}, never a traceback -----------------------------------
+
+
+def install_error_handlers(resolver: APIGatewayRestResolver) -> None:
+    """The error answers of the contract, on a resolver (the serving one and the validating one)."""
+
+    @resolver.exception_handler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.message)
+
+    @resolver.exception_handler(ModelNotFound)
+    def _model_not_found(exc: ModelNotFound):
+        return error_response(404, f"{exc}; GET /models lists the models")
+
+    @resolver.exception_handler(VersionNotFound)
+    def _version_not_found(exc: VersionNotFound):
+        return error_response(404, f"{exc}; GET /models/{{name}} lists its versions")
+
+    @resolver.exception_handler(SchemaError)
+    def _schema_error(exc: SchemaError):
+        return error_response(400, str(exc))
+
+    @resolver.exception_handler(PredictionError)
+    def _prediction_error(exc: PredictionError):
+        return error_response(400, str(exc))
+
+    @resolver.exception_handler(IntegrityError)
+    def _integrity_error(exc: IntegrityError):
+        logger.error("artifact integrity check failed", extra={"detail": str(exc)})
+        return error_response(503, f"the model artifact failed its sha256 check and will not be served: {exc}")
+
+    @resolver.exception_handler([binascii.Error, UnicodeDecodeError])
+    def _undecodable_body(exc: Exception):
+        # isBase64Encoded bodies that are not base64, or bytes that are not UTF-8.
+        return error_response(400, "malformed request: body cannot be decoded "
+                                   f"({type(exc).__name__}); expected UTF-8 JSON")
+
+    @resolver.not_found
+    def _route_not_found(exc: Exception):
+        event = resolver.current_event
+        return error_response(404, f"no route for {event.http_method} {event.path}; routes are GET /models, "
+                                   "GET /models/{name}, GET /models/{name}/versions/{version}, "
+                                   "POST /models/{name}/predict")
+
+    @resolver.exception_handler(Exception)
+    def _unexpected(exc: Exception):
+        logger.exception("unexpected error")
+        return error_response(500, "internal error; the request was logged")
