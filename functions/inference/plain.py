@@ -20,6 +20,7 @@ unknown routes, malformed events) is the serving resolver's, which answers or fa
 """
 from __future__ import annotations
 
+import base64
 from typing import Any, NamedTuple
 
 from aws_lambda_powertools.event_handler import content_types
@@ -77,10 +78,15 @@ def _plain_prediction(event: dict) -> Prediction | None:
     content_type = content_type.strip()
     if content_type and not content_type.startswith(content_types.APPLICATION_JSON):
         return None
-    request = APIGatewayProxyEvent(event, loads)
     try:
-        body = request.json_body
-        values = request.resolved_query_string_parameters.get("version")
+        # Powertools' json_body (decoded_body, then the resolver's deserializer), on the raw event.
+        body = event.get("body")
+        if event.get("isBase64Encoded") and body:
+            body = base64.b64decode(body.encode()).decode()
+        body = loads(body) if body else None
+        # Its resolved_query_string_parameters, read only when there is a query string at all.
+        values = (APIGatewayProxyEvent(event).resolved_query_string_parameters.get("version")
+                  if event.get("queryStringParameters") or event.get("multiValueQueryStringParameters") else None)
     except Exception:  # noqa: BLE001 - undecodable, not JSON, odd parameters: the validating resolver says why
         return None
     if type(body) is not dict or len(body) != 1 or type(body.get("instances")) is not list:
