@@ -21,23 +21,25 @@ import tempfile
 import threading
 import time
 import warnings
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from . import events as events_mod
-from . import lambda_runtime
+from . import lambda_runtime, sns
 from . import stepfunctions as stepfunctions_mod
 from .apigw import LocalApiServer
 from .clock import next_fire
+from .cloudwatch import CloudWatch
 from .events import EventBus, target_input
 from .lambda_runtime import FunctionSpec, Invocation, LambdaRuntime
-from .patches import Patches
 from .resources import PROVISIONERS, DeployContext, Schedule, unsupported_types
 from .template import ACCOUNT_ID, Resolver, Template, TemplateError, creation_order
 
 _active_lock = threading.Lock()
 _active: "LocalCloud | None" = None
+
+# Where a running local cloud hooks into moto, in the order they are installed (and uninstalled).
+_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, sns.SEAM)
 
 
 _WAIT_CONDITION_WARNING = ".*WaitConditionHandle.*"
@@ -131,7 +133,8 @@ class LocalCloud:
         self.function_errors: list[dict] = []  # invocations that failed (errorType, errorMessage, logs)
         self.error_logs: list[dict] = []  # ERROR/CRITICAL log lines and tracebacks functions printed
         self.notifications: list[dict] = []  # SNS messages to email subscriptions (printed)
-        self.alarm_changes: list[dict] = []
+        self.cloudwatch = CloudWatch(self.region, client=lambda service: self.client(service),
+                                     say=lambda msg: self.say(msg), debug=lambda msg: self.debug(msg))
         self.schedules: list[Schedule] = []
         self.startup_seconds: float | None = None
         self.physical_ids: dict[str, str] = {}
@@ -142,14 +145,11 @@ class LocalCloud:
         self._ctx: DeployContext | None = None
         self._stop = threading.Event()
         self._clock_thread: threading.Thread | None = None
-        self._seen_executions: set[str] = set()
         self._session = None
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
-        self._metrics_lock = threading.Lock()
         self._saved_process_state: dict[str, Any] | None = None
         self._tick_lock = threading.Lock()
-        self._alarms_lock = threading.Lock()
 
     # ------------------------------------------------------------------ logging
     def say(self, msg: str) -> None:
@@ -262,10 +262,8 @@ class LocalCloud:
             self.bus.stop()
         if self.runtime:
             self.runtime.stop()
-        lambda_runtime.uninstall()
-        events_mod.uninstall()
-        stepfunctions_mod.uninstall()
-        _uninstall_sns()
+        for seam in _SEAMS:
+            seam.uninstall()
         if self._server:
             try:
                 self._server.stop()
@@ -319,11 +317,11 @@ class LocalCloud:
     def _install_seams(self) -> None:
         self.runtime = LambdaRuntime(self.aws_url, self.region, on_log=self._on_function_log,
                                      on_invoked=self._on_function_invoked)
-        lambda_runtime.install(self.runtime)
+        lambda_runtime.SEAM.install(self.runtime)
         self.bus = EventBus(self.aws_url, self.region, log=self.say, session=self.session)
-        events_mod.install(self.bus)
-        stepfunctions_mod.install()
-        _install_sns(self)
+        events_mod.SEAM.install(self.bus)
+        stepfunctions_mod.SEAM.install()
+        sns.SEAM.install(self)
 
     # ------------------------------------------------------------------ deployment
     def _deploy(self) -> None:
@@ -362,7 +360,7 @@ class LocalCloud:
         self.physical_ids = dict(resolver.physical_ids)
         self.schedules = ctx.schedules
         self.notes = ctx.notes
-        for a in self._alarms():
+        for a in self.cloudwatch.alarms():
             if a.metric_data_queries and not a.metric_name:
                 self.notes.append(f"alarm {a.name}: metric math alarms are not evaluated locally")
         # outputs
@@ -432,7 +430,7 @@ class LocalCloud:
             self._log(f"[{spec.logical_id or spec.name}] {line}")
         if line.startswith("{") and '"_aws"' in line:
             try:
-                self._put_emf(json.loads(line))
+                self.cloudwatch.put_emf(json.loads(line))
             except (ValueError, KeyError, TypeError):
                 pass
 
@@ -450,24 +448,6 @@ class LocalCloud:
             self.function_errors.append(record)
             self.say(f"[lambda] {spec.logical_id or spec.name} failed: {record['errorType']}: {record['errorMessage']}")
 
-    def _put_emf(self, doc: dict) -> None:
-        meta = doc["_aws"]
-        ts = datetime.fromtimestamp(meta.get("Timestamp", time.time() * 1000) / 1000, timezone.utc).replace(tzinfo=None)
-        for directive in meta.get("CloudWatchMetrics", []):
-            dim_sets = directive.get("Dimensions") or [[]]
-            data = []
-            for metric in directive.get("Metrics", []):
-                value = doc.get(metric["Name"])
-                if value is None:
-                    continue
-                values = value if isinstance(value, list) else [value]
-                for dims in dim_sets:
-                    data.append({"MetricName": metric["Name"], "Values": [float(v) for v in values],
-                                 "Unit": metric.get("Unit", "None"), "Timestamp": ts,
-                                 "Dimensions": [{"Name": d, "Value": str(doc[d])} for d in dims if d in doc]})
-            if data:
-                self.put_metrics(directive["Namespace"], data)
-
     def intercept(self, fn):
         """Fault injection on the AWS endpoint: ``fn(request)`` (a werkzeug Request) returns a
         werkzeug Response to answer instead of moto, or None to pass. Returns a remover."""
@@ -477,12 +457,12 @@ class LocalCloud:
 
     def put_metrics(self, namespace: str, data: list[dict]) -> None:
         """Store metric data as PutMetricData would (in-process, no HTTP)."""
-        from moto.cloudwatch.models import cloudwatch_backends
+        self.cloudwatch.put_metrics(namespace, data)
 
-        for d in data:
-            d.setdefault("Timestamp", datetime.now(timezone.utc).replace(tzinfo=None))  # moto: naive UTC
-        with self._metrics_lock:
-            cloudwatch_backends[ACCOUNT_ID][self.region].put_metric_data(namespace, data)
+    @property
+    def alarm_changes(self) -> list[dict]:
+        """Every alarm state change so far (alarm, from, to, reason, at)."""
+        return self.cloudwatch.alarm_changes
 
     # ------------------------------------------------------------------ waiting
     def wait_idle(self, timeout: float = 120.0) -> bool:
@@ -550,127 +530,9 @@ class LocalCloud:
             self.bus.submit(self.bus.deliver_target, t, payload, payload if scheduler else event,
                             f"schedule {s.name}", {"SCHEDULE_ARN" if scheduler else "RULE_ARN": s.arn}, s.name[:40])
 
-    def _alarms(self) -> list:
-        from moto.cloudwatch.models import cloudwatch_backends
-
-        return list(cloudwatch_backends[ACCOUNT_ID][self.region].alarms.values())
-
     def evaluate_alarms(self, now: float | None = None) -> list[dict]:
         """Evaluate every metric alarm against the metrics published so far; notify on state changes."""
-        with self._alarms_lock:  # the clock thread and callers: a state change notifies once
-            return self._evaluate_alarms(now)
-
-    def _evaluate_alarms(self, now: float | None) -> list[dict]:
-        from moto.cloudwatch.models import MetricAggregatedDatum, cloudwatch_backends
-
-        end = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
-        self._publish_execution_metrics()
-        self._publish_queue_metrics(end)
-        backend = cloudwatch_backends[ACCOUNT_ID][self.region]
-        changes = []
-        with self._metrics_lock:
-            data = list(backend.metric_data)
-        for alarm in self._alarms():
-            if not alarm.metric_name:
-                continue
-            want_dims = {(d.name, d.value) for d in alarm.dimensions}
-            period = timedelta(seconds=int(alarm.period or 60))
-            n = int(alarm.evaluation_periods or 1)
-            m = int(alarm.datapoints_to_alarm or n)
-            windows: list[list] = [[] for _ in range(n)]
-            for d in data:
-                if d.namespace != alarm.namespace or d.name != alarm.metric_name:
-                    continue
-                if {(x.name, x.value) for x in d.dimensions} != want_dims:
-                    continue
-                ts = d.timestamp if d.timestamp.tzinfo else d.timestamp.replace(tzinfo=timezone.utc)
-                age = end - ts
-                if age < timedelta(0):
-                    age = timedelta(0)
-                idx = int(age / period)
-                if idx < n:
-                    windows[idx].append(d)
-            values = [_statistic(w, alarm.statistic, alarm.extended_statistic, MetricAggregatedDatum) for w in windows]
-            treat = alarm.treat_missing_data or "missing"
-            breaches = []
-            for v in values:
-                if v is None:
-                    breaches.append({"breaching": True, "notBreaching": False}.get(treat))
-                else:
-                    breaches.append(_compare(v, alarm.comparison_operator, float(alarm.threshold)))
-            evaluated = [b for b in breaches if b is not None]
-            if not evaluated:
-                new = alarm.state_value if treat == "ignore" else "INSUFFICIENT_DATA"
-            else:
-                new = "ALARM" if sum(evaluated) >= m else "OK"
-            if new == alarm.state_value:
-                continue
-            shown = [v for v in values if v is not None]
-            reason = (f"Threshold Crossed: {len(evaluated)} datapoint(s) evaluated, {sum(evaluated)} breaching "
-                      f"[{', '.join(f'{v:g}' for v in shown)}] {alarm.comparison_operator} {alarm.threshold:g}")
-            old = alarm.state_value
-            alarm.update_state(reason, json.dumps({"version": "1.0", "recentDatapoints": shown}), new)
-            change = {"alarm": alarm.name, "from": old, "to": new, "reason": reason, "at": time.time()}
-            changes.append(change)
-            self.alarm_changes.append(change)
-            self.say(f"[alarm] {alarm.name}: {old} -> {new} ({reason})")
-            actions = {"ALARM": alarm.alarm_actions, "OK": alarm.ok_actions,
-                       "INSUFFICIENT_DATA": alarm.insufficient_data_actions}[new]
-            if alarm.actions_enabled:
-                for arn in actions or []:
-                    self._alarm_action(arn, alarm, old, new, reason)
-        return changes
-
-    def _alarm_action(self, arn: str, alarm: Any, old: str, new: str, reason: str) -> None:
-        if ":sns:" not in arn:
-            self.say(f"[alarm] action {arn} of {alarm.name} is not emulated")
-            return
-        message = {
-            "AlarmName": alarm.name, "AlarmDescription": alarm.description, "AWSAccountId": ACCOUNT_ID,
-            "NewStateValue": new, "OldStateValue": old, "NewStateReason": reason,
-            "StateChangeTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
-            "Region": self.region, "AlarmArn": alarm.alarm_arn,
-            "Trigger": {"MetricName": alarm.metric_name, "Namespace": alarm.namespace,
-                        "Statistic": (alarm.statistic or "").upper(), "Period": alarm.period,
-                        "EvaluationPeriods": alarm.evaluation_periods, "ComparisonOperator": alarm.comparison_operator,
-                        "Threshold": alarm.threshold, "TreatMissingData": alarm.treat_missing_data or "missing",
-                        "Dimensions": [{"name": d.name, "value": d.value} for d in alarm.dimensions]},
-        }
-        self.client("sns").publish(TopicArn=arn, Subject=f'{new}: "{alarm.name}" in {self.region}'[:100],
-                                   Message=json.dumps(message))
-
-    def _publish_execution_metrics(self) -> None:
-        """AWS/States metrics for executions that finished since the last look."""
-        try:
-            sfn = self.client("stepfunctions")
-            for sm in sfn.list_state_machines()["stateMachines"]:
-                for e in sfn.list_executions(stateMachineArn=sm["stateMachineArn"])["executions"]:
-                    if e["status"] == "RUNNING" or e["executionArn"] in self._seen_executions:
-                        continue
-                    self._seen_executions.add(e["executionArn"])
-                    name = {"SUCCEEDED": "ExecutionsSucceeded", "FAILED": "ExecutionsFailed",
-                            "TIMED_OUT": "ExecutionsTimedOut", "ABORTED": "ExecutionsAborted"}.get(e["status"])
-                    if name:
-                        self.put_metrics("AWS/States", [{"MetricName": name, "Value": 1.0, "Unit": "Count",
-                                                         "Dimensions": [{"Name": "StateMachineArn",
-                                                                         "Value": sm["stateMachineArn"]}]}])
-        except Exception as err:  # noqa: BLE001
-            self.debug(f"[clock] execution metrics: {err!r}")
-
-    def _publish_queue_metrics(self, at: datetime) -> None:
-        """AWS/SQS ApproximateNumberOfMessagesVisible of every queue now, stamped with the
-        evaluation time ``at`` (as SQS reports each minute)."""
-        try:
-            sqs = self.client("sqs")
-            for url in sqs.list_queues().get("QueueUrls", []):
-                n = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-                self.put_metrics("AWS/SQS", [{
-                    "MetricName": "ApproximateNumberOfMessagesVisible", "Unit": "Count",
-                    "Timestamp": at.astimezone(timezone.utc).replace(tzinfo=None),  # moto: naive UTC
-                    "Value": float(n["Attributes"]["ApproximateNumberOfMessages"]),
-                    "Dimensions": [{"Name": "QueueName", "Value": url.rsplit("/", 1)[-1]}]}])
-        except Exception as err:  # noqa: BLE001
-            self.debug(f"[clock] queue metrics: {err!r}")
+        return self.cloudwatch.evaluate_alarms(now)
 
 
 def _is_error_line(line: str) -> bool:
@@ -681,67 +543,3 @@ def _is_error_line(line: str) -> bool:
             return False
         return isinstance(doc, dict) and str(doc.get("level", doc.get("levelname", ""))).upper() in ("ERROR", "CRITICAL")
     return line.startswith(("[ERROR]", "ERROR", "CRITICAL", "Traceback"))
-
-
-def _statistic(window: list, stat: str | None, extended: str | None, aggregated_cls: type) -> float | None:
-    if not window:
-        return None
-    values: list[float] = []
-    total = count = 0.0
-    lo, hi = float("inf"), float("-inf")
-    for d in window:
-        if isinstance(d, aggregated_cls):
-            total += d.sum
-            count += d.sample_count
-            lo, hi = min(lo, d.min), max(hi, d.max)
-        else:
-            values.append(float(d.value))
-            total += float(d.value)
-            count += 1
-            lo, hi = min(lo, float(d.value)), max(hi, float(d.value))
-    if extended and extended.startswith("p"):
-        if not values:
-            return hi
-        values.sort()
-        q = float(extended[1:]) / 100
-        return values[min(len(values) - 1, max(0, int(round(q * len(values) + 0.5)) - 1))]
-    return {"Sum": total, "SampleCount": count, "Average": total / count if count else None,
-            "Minimum": lo, "Maximum": hi}.get(stat or "Average")
-
-
-def _compare(v: float, op: str, threshold: float) -> bool:
-    return {"GreaterThanThreshold": v > threshold, "GreaterThanOrEqualToThreshold": v >= threshold,
-            "LessThanThreshold": v < threshold, "LessThanOrEqualToThreshold": v <= threshold}.get(op, False)
-
-
-# --------------------------------------------------------------------------- SNS: email to the console
-
-_sns_original = Patches()
-_sns_cloud: LocalCloud | None = None
-
-
-def _install_sns(cloud: LocalCloud) -> None:
-    global _sns_cloud
-    from moto.sns.models import Subscription
-
-    _sns_cloud = cloud
-    if _sns_original:
-        return
-
-    def publish(self, message: str, message_id: str, subject: str | None = None, *args: Any, **kwargs: Any) -> None:
-        c = _sns_cloud
-        if c is not None and self.protocol in ("email", "email-json"):
-            note = {"to": self.endpoint, "subject": subject, "message": message, "topic": self.topic.arn,
-                    "at": time.time()}
-            c.notifications.append(note)
-            c.say(f"[sns] email to {self.endpoint}: {subject or '(no subject)'}\n{message}")
-            return None
-        return _sns_original["publish"](self, message, message_id, subject, *args, **kwargs)
-
-    _sns_original.replace(Subscription, "publish", publish)
-
-
-def _uninstall_sns() -> None:
-    global _sns_cloud
-    _sns_cloud = None
-    _sns_original.restore()

@@ -1,6 +1,6 @@
 """EventBridge, locally: event patterns, input transformation, delivery to targets, S3 events.
 
-moto stores rules and targets but delivers only to queues, logs and buses. `install(bus)` takes over
+moto stores rules and targets but delivers only to queues, logs and buses. `SEAM.install(bus)` takes over
 `Rule.send_to_targets` (reached by PutEvents and by S3's EventBridge notifications) so that rules
 match with EventBridge's pattern semantics and deliver to Lambda functions and Step Functions state
 machines too — asynchronously, as in AWS — with `Input`, `InputPath` and `InputTransformer`
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .patches import Patches
+from .patches import Seam
 
 # --------------------------------------------------------------------------- pattern matching
 
@@ -403,27 +403,21 @@ def s3_event(account_id: str, region: str, bucket: str, key: Any, event_name: st
 
 # --------------------------------------------------------------------------- the moto seams
 
-_installed = Patches()
-_current: EventBus | None = None
-
-
-def install(bus: EventBus) -> None:
-    global _current
+def _patch(seam: Seam) -> None:
+    """Deliver moto's rule matches and S3's EventBridge events through ``seam.current`` (an `EventBus`)."""
     from moto.events import models as events_models
     from moto.s3 import notifications
 
-    _current = bus
-    if _installed:
-        return
-
     def send_to_targets(self, original_event: dict, transform_input: bool = True) -> None:
-        if _current is None:
-            return _installed["send_to_targets"](self, original_event, transform_input)
-        _current.send_to_rule(self, normalize_event(original_event), _installed["send_to_targets"])
+        bus = seam.current
+        if bus is None:
+            return seam["send_to_targets"](self, original_event, transform_input)
+        bus.send_to_rule(self, normalize_event(original_event), seam["send_to_targets"])
 
     def _send_event_bridge_message(account_id: str, bucket: Any, event_name: str, key: Any) -> None:
-        if _current is None:
-            return _installed["_send_event_bridge_message"](account_id, bucket, event_name, key)
+        bus = seam.current
+        if bus is None:
+            return seam["_send_event_bridge_message"](account_id, bucket, event_name, key)
         try:
             event = s3_event(account_id, bucket.region_name, bucket.name, key,
                              str(getattr(event_name, "value", event_name)))
@@ -432,14 +426,10 @@ def install(bus: EventBus) -> None:
             for rule in list(default.rules.values()) if default else []:
                 rule.send_to_targets(copy.deepcopy(event))
         except Exception as err:  # noqa: BLE001 - asynchronous in AWS: never fails the upload
-            _current.log(f"[events] S3 event for s3://{bucket.name}/{key.name} not sent: {err}")
+            bus.log(f"[events] S3 event for s3://{bucket.name}/{key.name} not sent: {err}")
 
-    _installed.replace(events_models.Rule, "send_to_targets", send_to_targets)
-    _installed.replace(notifications, "_send_event_bridge_message", _send_event_bridge_message)
+    seam.replace(events_models.Rule, "send_to_targets", send_to_targets)
+    seam.replace(notifications, "_send_event_bridge_message", _send_event_bridge_message)
 
 
-def uninstall() -> None:
-    """Give moto its own methods back (no-op when not installed)."""
-    global _current
-    _current = None
-    _installed.restore()
+SEAM = Seam(_patch)

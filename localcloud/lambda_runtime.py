@@ -8,7 +8,7 @@ memory passes the function's memory setting (Linux). A worker that dies mid-invo
 `Runtime.ExitError` with Lambda's words for how it ended. Its boto3 talks to the local cloud through
 `AWS_ENDPOINT_URL`.
 
-`install(runtime)` hooks the runtime into moto at `LambdaFunction._invoke_lambda`, which moto's
+`SEAM.install(runtime)` hooks the runtime into moto at `LambdaFunction._invoke_lambda`, which moto's
 Invoke API, Step Functions Task states, SNS and S3 notifications all reach; `LambdaFunction.invoke`
 is wrapped so that an uncaught exception is reported as `FunctionError: Unhandled` (moto says
 `Handled`), as Lambda does.
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .patches import Patches
+from .patches import Seam
 
 WORKER = str(Path(__file__).with_name("_worker.py"))
 MEMORY_POLL = 0.05  # seconds between looks at a running invocation's peak memory
@@ -348,23 +348,14 @@ class LambdaRuntime:
 
 # --------------------------------------------------------------------------- the moto seam
 
-_installed = Patches()
-_current: LambdaRuntime | None = None
-
-
-def install(runtime: LambdaRuntime) -> None:
-    """Route moto's Lambda executions to `runtime` (idempotent; the last runtime installed wins)."""
-    global _current
+def _patch(seam: Seam) -> None:
+    """Route moto's Lambda executions to ``seam.current`` (a `LambdaRuntime`; the last installed wins)."""
     from moto.awslambda.models import LambdaFunction
 
-    _current = runtime
-    if _installed:
-        return
-
     def _invoke_lambda(self, event: Any = None) -> tuple[str, bool, str]:
-        rt = _current
+        rt = seam.current
         if rt is None:
-            return _installed["_invoke_lambda"](self, event)
+            return seam["_invoke_lambda"](self, event)
         if isinstance(event, (str, bytes)):
             try:
                 event = json.loads(event)
@@ -382,20 +373,16 @@ def install(runtime: LambdaRuntime) -> None:
         return inv.payload.decode("utf-8"), inv.failed, inv.logs
 
     def invoke(self, body: str, request_headers: Any, response_headers: Any) -> Any:
-        result = _installed["invoke"](self, body, request_headers, response_headers)
-        if _current is None:  # no local cloud running: moto's own behaviour
+        result = seam["invoke"](self, body, request_headers, response_headers)
+        if seam.current is None:  # no local cloud running: moto's own behaviour
             return result
         if response_headers.get("x-amz-function-error") == "Handled":
             response_headers["x-amz-function-error"] = "Unhandled"
         response_headers["x-amz-executed-version"] = "$LATEST"
         return result
 
-    _installed.replace(LambdaFunction, "_invoke_lambda", _invoke_lambda)
-    _installed.replace(LambdaFunction, "invoke", invoke)
+    seam.replace(LambdaFunction, "_invoke_lambda", _invoke_lambda)
+    seam.replace(LambdaFunction, "invoke", invoke)
 
 
-def uninstall() -> None:
-    """Give moto its own `LambdaFunction` methods back (no-op when not installed)."""
-    global _current
-    _current = None
-    _installed.restore()
+SEAM = Seam(_patch)

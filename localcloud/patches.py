@@ -1,19 +1,25 @@
-"""The moto methods a local cloud replaces while it runs, kept so that ``restore()`` puts them back.
+"""The moto methods a local cloud replaces while it runs: one `Seam` per hook into moto.
 
-Each seam module (``lambda_runtime``, ``events``, the SNS e-mail seam in ``cloud``) owns one
-``Patches``: ``replace`` installs a function, ``patches[name]`` calls moto's original from it, and
-``restore`` (at ``LocalCloud.stop``) leaves moto as it was.
+A seam module (``lambda_runtime``, ``events``, ``stepfunctions``, ``sns``) makes one
+``Seam(patch)``: ``patch(seam)`` installs its replacements with ``seam.replace``, which read
+``seam.current`` (the object serving them now: a Lambda runtime, an event bus, a cloud; ``None``
+when no local cloud runs) and call moto's original as ``seam[name]``. ``seam.install(current)``
+at ``LocalCloud.start`` patches moto once (the last ``current`` wins); ``seam.uninstall()`` at
+``LocalCloud.stop`` leaves moto as it was.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 
-class Patches:
-    def __init__(self) -> None:
+class Seam:
+    def __init__(self, patch: Callable[["Seam"], None]) -> None:
+        self._patch = patch
         self._saved: dict[str, tuple[Any, Any]] = {}
+        self.current: Any = None
 
     def __bool__(self) -> bool:
+        """Whether moto is patched."""
         return bool(self._saved)
 
     def __getitem__(self, name: str) -> Any:
@@ -25,7 +31,15 @@ class Patches:
             self._saved[name] = (owner, getattr(owner, name))
         setattr(owner, name, fn)
 
-    def restore(self) -> None:
+    def install(self, current: Any = None) -> None:
+        """Serve the replacements from ``current``, patching moto if it is not yet (idempotent)."""
+        self.current = current
+        if not self._saved:
+            self._patch(self)
+
+    def uninstall(self) -> None:
+        """Give moto its own methods back (no-op when not installed)."""
+        self.current = None
         for name, (owner, original) in self._saved.items():
             setattr(owner, name, original)
         self._saved.clear()

@@ -5,19 +5,17 @@ moto checks a Lambda task's result against the 256 KiB quota but nothing else, a
 "Step Functions service quotas") also fails a state with ``States.DataLimitExceeded`` when its
 input after ``Parameters`` or its output (after ``ResultPath``) is over 256 KiB, and ``States.ALL``
 catches neither ``States.DataLimitExceeded`` nor ``States.Runtime``: only a catcher (or retrier)
-that names them does. `install()` makes moto do the same, so a state machine that counts on
+that names them does. `SEAM` makes moto do the same, so a state machine that counts on
 ``States.ALL`` for everything fails locally as it would in AWS.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from .patches import Patches
+from .patches import Seam
 
 # Errors a States.ALL catcher or retrier does not match (AWS: terminal unless named).
 NOT_MATCHED_BY_ALL = ("States.DataLimitExceeded", "States.Runtime")
-
-_installed = Patches()
 
 
 def _data_limit_exceeded(env: Any, what: str) -> Exception:
@@ -39,10 +37,8 @@ def _data_limit_exceeded(env: Any, what: str) -> Exception:
         ))))
 
 
-def install() -> None:
-    """Apply AWS's quota and States.ALL rules to moto's Step Functions interpreter (idempotent)."""
-    if _installed:
-        return
+def _patch(seam: Seam) -> None:
+    """Apply AWS's quota and States.ALL rules to moto's Step Functions interpreter."""
     from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
     from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda import StateTaskLambda
@@ -55,25 +51,23 @@ def install() -> None:
             env.stack.pop()
             env.stack.append(any(getattr(n, "error_name", None) == name for n in self.error_names))
             return
-        _installed["_eval_body"](self, env)
+        seam["_eval_body"](self, env)
 
     def _eval_parameters(self, env):
-        parameters = _installed["_eval_parameters"](self, env)
+        parameters = seam["_eval_parameters"](self, env)
         if not is_within_size_quota(parameters["Payload"]):
             raise _data_limit_exceeded(env, "input after Parameters")
         return parameters
 
     def _evaluate_with_timeout(self, env):
-        _installed["_evaluate_with_timeout"](self, env)
+        seam["_evaluate_with_timeout"](self, env)
         # The state's output (its input with the result at ResultPath) is on top of the stack.
         if env.stack and not is_within_size_quota(env.stack[-1]):
             raise _data_limit_exceeded(env, "output")
 
-    _installed.replace(ErrorEqualsDecl, "_eval_body", _eval_body)
-    _installed.replace(StateTaskLambda, "_eval_parameters", _eval_parameters)
-    _installed.replace(ExecutionState, "_evaluate_with_timeout", _evaluate_with_timeout)
+    seam.replace(ErrorEqualsDecl, "_eval_body", _eval_body)
+    seam.replace(StateTaskLambda, "_eval_parameters", _eval_parameters)
+    seam.replace(ExecutionState, "_evaluate_with_timeout", _evaluate_with_timeout)
 
 
-def uninstall() -> None:
-    """Give moto its own methods back (no-op when not installed)."""
-    _installed.restore()
+SEAM = Seam(_patch)
