@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import re
-import threading
 import time
 import urllib.parse
 import uuid
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from .httpserver import ServerThread
 from .template import ACCOUNT_ID
 
 
@@ -138,7 +138,7 @@ def _sigv4_check(method: str, raw_path: str, raw_query: str, headers: dict[str, 
 # --------------------------------------------------------------------------- the server
 
 
-class LocalApiServer:
+class LocalApiServer(ServerThread):
     """Serves the template's REST APIs on one port (path optionally prefixed by a stage name)."""
 
     def __init__(self, apis: list[RestApi], invoke: Callable[[str, dict], tuple[bytes, bool]],
@@ -176,18 +176,9 @@ class LocalApiServer:
             def log_message(self, fmt: str, *args: Any) -> None:
                 outer.log(f"[api] {self.address_string()} {fmt % args}")
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="local-api")
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        server = ThreadingHTTPServer((host, port), Handler)
+        server.daemon_threads = True
+        super().__init__(server, name="local-api")
 
     # -- routing
     def find(self, path: str, method: str) -> tuple:

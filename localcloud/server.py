@@ -13,6 +13,7 @@ from typing import Any, Callable
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from .httpserver import ServerThread
 from .template import ACCOUNT_ID
 
 # X-Amz-Target prefix -> signing name, for the rare unsigned JSON request
@@ -61,14 +62,13 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-class AwsServer:
+class AwsServer(ServerThread):
     """A threaded HTTP server for moto's backends on `host:port` (port 0: any free port)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5000):
-        self._server = make_server(host, port, self._app, threaded=True,
-                                   request_handler=_QuietHandler)
-        self.host, self.port = host, self._server.server_address[1]
-        self._thread: threading.Thread | None = None
+        super().__init__(make_server(host, port, self._app, threaded=True, request_handler=_QuietHandler),
+                         name="local-aws")
+        self.host = host
         self._interceptors: list[Callable[[Request], Response | None]] = []
 
     def intercept(self, fn: Callable[[Request], Response | None]) -> Callable[[], None]:
@@ -81,16 +81,6 @@ class AwsServer:
                 self._interceptors.remove(fn)
 
         return remove
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="local-aws")
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread:
-            self._thread.join(5)
 
     def _app(self, environ: dict, start_response: Any) -> Any:
         req = Request(environ)
