@@ -1,4 +1,5 @@
-"""Inference benchmarks: warm handler vs bare onnxruntime, the scikit-learn handler, cold starts.
+"""Inference benchmarks: warm handler vs bare onnxruntime and vs the JSON floor, the handler's
+stages, the scikit-learn handler, cold starts.
 
 The world is the one the tests use (tests/unit/test_inference_api.py): a registry table and an
 artifacts bucket on moto, a real scikit-learn pipeline converted by ``functions.core.convert``,
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "bench"
 FOREST = "bench-forest"  # a model whose inference outweighs the JSON around it (batch 1000 only)
 BATCHES = (1, 16, 1000)
+STAGE_BATCHES = ("1", "1000")  # where the handler's time goes, stage by stage
 ENV = {
     "REGISTRY_TABLE": "registry",
     "ARTIFACT_BUCKET": "artifacts",
@@ -136,27 +138,115 @@ def warm(*, rounds: int = 10, budget_seconds: float = 60.0, log=print) -> dict:
                     def bare_call(feeds=feeds):
                         return session.run(None, feeds)
 
+                    floor_call = _floor(event["body"], trained, session)
                     with contextlib.redirect_stdout(sink):
                         ours = json.loads(handler_call()["body"])
                         theirs = json.loads(sklearn_call()["body"])
                     assert ours["predictions"] == theirs["predictions"], "ONNX and sklearn disagree"
-                    times = _measure({"handler": handler_call, "ort": bare_call, "sklearn_handler": sklearn_call},
+                    assert json.loads(floor_call())["predictions"] == ours["predictions"], "the floor answers otherwise"
+                    times = _measure({"handler": handler_call, "ort": bare_call, "floor": floor_call,
+                                      "sklearn_handler": sklearn_call},
                                      sink, rounds, per_batch_budget, most=500)
                     entry = {name: summary(values) for name, values in times.items()}
                     entry["handler_vs_ort_median"] = ratio(entry["handler"]["median_ms"], entry["ort"]["median_ms"])
                     entry["handler_vs_ort_p99"] = ratio(entry["handler"]["p99_ms"], entry["ort"]["p99_ms"])
+                    entry["handler_vs_floor_median"] = ratio(entry["handler"]["median_ms"], entry["floor"]["median_ms"])
+                    entry["handler_vs_floor_p99"] = ratio(entry["handler"]["p99_ms"], entry["floor"]["p99_ms"])
                     entry["sklearn_handler_vs_handler_median"] = ratio(entry["sklearn_handler"]["median_ms"],
                                                                        entry["handler"]["median_ms"])
                     entry["request_bytes"] = len(event["body"])
                     results["batches"][str(batch)] = entry
                     log(f"  batch {batch:>4}: handler {entry['handler']['median_ms']:.3f} ms, "
-                        f"ort {entry['ort']['median_ms']:.3f} ms, sklearn handler "
-                        f"{entry['sklearn_handler']['median_ms']:.3f} ms (n={entry['handler']['n']})")
+                        f"ort {entry['ort']['median_ms']:.3f} ms, floor {entry['floor']['median_ms']:.3f} ms, "
+                        f"sklearn handler {entry['sklearn_handler']['median_ms']:.3f} ms (n={entry['handler']['n']})")
+                    if str(batch) in STAGE_BATCHES:
+                        entry["stages"] = _stages(shipyard, event, context, trained, session, sink, rounds,
+                                                  per_batch_budget / 2, log)
                 results["forest_b1000"] = _forest_b1000(shipyard, context, sink, rounds, per_batch_budget / 2, log)
             finally:
                 sink.close()
             service.reset()
             return results
+
+
+def _floor(body: str, trained, session):
+    """The floor any JSON API over this model must pay: ``orjson.loads`` of the body, the feeds
+    built from the records by the project's own ``FeatureSchema.to_feeds``, ``session.run``, and
+    ``orjson.dumps`` of the answer (labels as a list, probabilities straight from numpy): no
+    routing, no checks beyond ``to_feeds``', no logging or metrics, no float64 widening."""
+    import orjson
+
+    schema, classes = trained.schema, list(trained.schema.classes or ())
+
+    def floor_call(body=body):
+        instances = orjson.loads(body)["instances"]
+        labels, probabilities = session.run(None, schema.to_feeds(instances))
+        return orjson.dumps({"model": MODEL, "version": 1, "predictions": labels.tolist(),
+                             "probabilities": probabilities, "classes": classes},
+                            option=orjson.OPT_SERIALIZE_NUMPY)
+
+    return floor_call
+
+
+def _stages(shipyard, event: dict, context, trained, session, sink, rounds: int, budget_seconds: float,
+            log) -> dict:
+    """Where the handler's time goes: each stage of a prediction timed on its own, interleaved.
+
+    Nested stages (each includes the ones above it in the list of ``derived``) give the cost of
+    each layer as a difference of medians; the floor's own parts are timed beside them.
+    """
+    import orjson
+
+    from functions.core.jsonio import dumps, loads
+    from functions.inference import service
+    from functions.inference.plain import plain_request
+
+    body = event["body"]
+    instances = orjson.loads(body)["instances"]
+    schema = trained.schema
+    model = service.server().model(MODEL, service.server().production(MODEL))
+    feeds = schema.to_feeds(instances)
+    answer = {"model": MODEL, "version": 1, **model.predict(feeds)}
+    labels, probabilities = session.run(None, feeds)
+    floor_answer = {"model": MODEL, "version": 1, "predictions": labels.tolist(),
+                    "probabilities": probabilities, "classes": list(schema.classes or ())}
+
+    def resolve():  # lambda_handler without its decorators: the choice of resolver and Powertools
+        resolver, routing_context = shipyard.resolver_for(event)
+        resolver.append_context(**routing_context)
+        return resolver.resolve(event, context)
+
+    calls = {
+        "orjson_loads": lambda: orjson.loads(body),
+        "to_feeds": lambda: schema.to_feeds(instances),
+        "session_run": lambda: session.run(None, feeds),
+        "orjson_dumps_floor": lambda: orjson.dumps(floor_answer, option=orjson.OPT_SERIALIZE_NUMPY),
+        "plain_request": lambda: plain_request(event),  # header scan + jsonio.loads + shape checks
+        "model_predict": lambda: model.predict(feeds),  # session.run + float64, finiteness, tolist
+        "dumps_answer": lambda: dumps(answer),  # jsonio.dumps of the handler's answer (Python lists)
+        "service_predict": lambda: service.predict(MODEL, instances, None),  # the route's work
+        "resolve": resolve,
+        "handler": lambda: shipyard.lambda_handler(event, context),
+    }
+    assert loads(body) == orjson.loads(body)
+    times = _measure(calls, sink, rounds, budget_seconds, most=300)
+    medians = {name: summary(values)["median_ms"] for name, values in times.items()}
+    m = medians
+    derived = {
+        "floor_parts_sum": m["orjson_loads"] + m["to_feeds"] + m["session_run"] + m["orjson_dumps_floor"],
+        "choice_beyond_loads": m["plain_request"] - m["orjson_loads"],
+        "model_predict_beyond_run": m["model_predict"] - m["session_run"],
+        "answer_dumps_beyond_floor_dumps": m["dumps_answer"] - m["orjson_dumps_floor"],
+        "route_beyond_feeds_predict_dumps": m["service_predict"] - m["to_feeds"] - m["model_predict"]
+        - m["dumps_answer"],
+        "powertools_resolver": m["resolve"] - m["plain_request"] - m["service_predict"],
+        "decorators": m["handler"] - m["resolve"],
+    }
+    out = {"median_ms": medians, "derived_ms": {k: round(v, 4) for k, v in derived.items()},
+           "n": summary(times["handler"])["n"]}
+    log("    stages (median ms): " + ", ".join(f"{k} {v:.3f}" for k, v in medians.items()))
+    log("    derived (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in out["derived_ms"].items()))
+    return out
 
 
 def _session(trained):

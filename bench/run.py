@@ -25,6 +25,8 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 SECTIONS = ("inference", "cold", "pipeline", "drift", "memory")
 GOALS = {
     "handler_vs_ort_b1000": "<= 1.5",
+    "handler_vs_floor_b1000": "<= 1.25",
+    "handler_vs_floor_b1": None,
     "sklearn_handler_vs_handler_b1": ">= 20",
     "cold_start_ort_vs_sklearn": "<= 0.3",
     "pipeline_vs_bare": None,
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = results["notes"]
     if warm:
         ratios["handler_vs_ort_b1000"] = warm["batches"]["1000"]["handler_vs_ort_median"]
+        ratios["handler_vs_floor_b1000"] = warm["batches"]["1000"]["handler_vs_floor_median"]
+        ratios["handler_vs_floor_b1"] = warm["batches"]["1"]["handler_vs_floor_median"]
         ratios["sklearn_handler_vs_handler_b1"] = warm["batches"]["1"]["sklearn_handler_vs_handler_median"]
         if warm.get("forest_b1000"):
             ratios["handler_vs_ort_b1000_forest"] = warm["forest_b1000"]["handler_vs_ort_median"]
@@ -124,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if errors else 0
 
 
-_SECTION_OF = {"handler_vs_ort_b1000": "inference", "sklearn_handler_vs_handler_b1": "inference",
+_SECTION_OF = {"handler_vs_ort_b1000": "inference", "handler_vs_floor_b1000": "inference",
+               "handler_vs_floor_b1": "inference", "sklearn_handler_vs_handler_b1": "inference",
                "cold_start_ort_vs_sklearn": "cold", "pipeline_vs_bare": "pipeline",
                "evidently_vs_drift_1m": "drift", "train_peak_rss_ratio": "memory",
                "load_peak_rss_ratio": "memory", "train_s_per_100mb": "memory"}
@@ -159,6 +164,13 @@ def table(results: dict) -> str:
                     f"{entry['handler'][stat + '_ms']:.3f} ms | {entry['ort'][stat + '_ms']:.3f} ms | "
                     f"{_fmt(entry['handler_vs_ort_' + stat])}× | "
                     f"{_goal('handler_vs_ort_b1000') if batch == '1000' and stat == 'median' else ''} |")
+        for batch, entry in warm["batches"].items():
+            if "floor" not in entry:
+                continue
+            lines.append(
+                f"| warm handler vs the JSON floor (`orjson.loads` + `to_feeds` + `session.run` + `orjson.dumps`), "
+                f"batch {batch}, median | {entry['handler']['median_ms']:.3f} ms | {entry['floor']['median_ms']:.3f} ms | "
+                f"{_fmt(entry['handler_vs_floor_median'])}× | {_goal('handler_vs_floor_b1000') if batch == '1000' else ''} |")
         forest = warm.get("forest_b1000")
         if forest:
             lines.append(f"| warm handler vs bare `InferenceSession.run`, batch 1000, median, 100-tree forest | "
