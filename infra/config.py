@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from functions.core.layout import (
+    DEFAULT_DRIFT_SHARE,
+    DEFAULT_DRIFT_THRESHOLD,
+    DEFAULT_DRIFT_WINDOW,
     DEFAULT_TRAIN_MEMORY_MB,
     MAX_TRAIN_MEMORY_MB,
     MIN_TRAIN_MEMORY_MB,
@@ -162,13 +165,13 @@ class DriftConfig:
 
     schedule: str = "rate(1 hour)"
     """EventBridge schedule expression: ``rate(N unit)`` or ``cron(6 fields)``."""
-    threshold: float = 0.1
+    threshold: float = DEFAULT_DRIFT_THRESHOLD
     """Per-feature drift score above which a feature counts as drifted."""
-    share: float = 0.5
+    share: float = DEFAULT_DRIFT_SHARE
     """Share of features (0..1] that must drift for the model to count as drifted."""
     retrain: bool = False
     """Start a pipeline run on the latest dataset when drift is detected."""
-    window: int = 500
+    window: int = DEFAULT_DRIFT_WINDOW
     """Most recent captured records compared with the baseline."""
 
 

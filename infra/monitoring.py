@@ -40,12 +40,11 @@ from infra.deadletters import EventDeadLetters
 from infra.lambdas import shipyard_function
 from functions.pipeline.execution import spec_document
 from functions.core.layout import (
-    DRIFT_DETECTED, EVENT_SOURCE, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED, METRIC_DRIFT_SCORE,
+    DEFAULT_DRIFT_LOOKBACK_DAYS, DEFAULT_DRIFT_MIN_ROWS, DRIFT_DETECTED, EVENT_SOURCE, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED, METRIC_DRIFT_SCORE,
     METRIC_DRIFTED_SHARE, METRIC_ROWS_CHECKED, METRICS_NAMESPACE,
 )
 from infra.registry import DRIFT_PREFIX, ModelRegistry
 
-NAMESPACE = METRICS_NAMESPACE
 DRIFT_HANDLER = "functions.drift.handler.handler"
 RETRAIN_HANDLER = "functions.drift.retrain.handler"
 
@@ -109,8 +108,8 @@ class DriftMonitor(Construct):
         function_name: str | None = None,
         memory_size: int = 1024,
         timeout: Duration = Duration.minutes(5),
-        min_rows: int = 500,
-        lookback_days: int = 7,
+        min_rows: int = DEFAULT_DRIFT_MIN_ROWS,
+        lookback_days: int = DEFAULT_DRIFT_LOOKBACK_DAYS,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         log_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         code: lambda_.Code | None = None,
@@ -174,7 +173,7 @@ class DriftMonitor(Construct):
                 "DRIFT_LOOKBACK_DAYS": str(lookback_days),
                 "EVENT_BUS_NAME": "default",
                 "POWERTOOLS_SERVICE_NAME": "shipyard-drift",
-                "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
         )
         self.function, self.role, self.log_group = made.function, made.role, made.log_group
@@ -278,7 +277,7 @@ class DriftMonitor(Construct):
 
     @staticmethod
     def _metric(name: str, model: str, statistic: str, period: Duration, **dims: str) -> cloudwatch.Metric:
-        return cloudwatch.Metric(namespace=NAMESPACE, metric_name=name, dimensions_map={"Model": model, **dims},
+        return cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=name, dimensions_map={"Model": model, **dims},
                                  statistic=statistic, period=period)
 
     def metric_drifted_share(self, model: str, period: Duration = Duration.hours(1)) -> cloudwatch.Metric:
@@ -314,7 +313,7 @@ class DriftMonitor(Construct):
             spec = model_spec.drift
             period = schedule_period(spec.schedule)
             features = cloudwatch.MathExpression(
-                expression=(f"SEARCH('{{{NAMESPACE},Feature,Model}} MetricName=\"{METRIC_DRIFT_SCORE}\" "
+                expression=(f"SEARCH('{{{METRICS_NAMESPACE},Feature,Model}} MetricName=\"{METRIC_DRIFT_SCORE}\" "
                             f"Model=\"{model}\"', 'Maximum', {int(period.to_seconds())})"),
                 using_metrics={},
                 label="",

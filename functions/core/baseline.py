@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from functions.core.drift import (
-    DEFAULT_THRESHOLD,
     JENSEN_SHANNON,
     NUMBER,
     QUANTILE_LEVELS,
@@ -26,6 +25,7 @@ from functions.core.drift import (
     numeric_statistic,
     numeric_values,
 )
+from functions.core.layout import DEFAULT_DRIFT_THRESHOLD, DEFAULT_DRIFT_WINDOW
 
 BASELINE_VERSION = 1
 #: Most chunks of training data used to calibrate a feature's threshold.
@@ -128,8 +128,8 @@ def _calibrate(feature: dict[str, Any], column: Any, ftype: str, chunks: list[np
         feature.update(chunk_mean=None, chunk_std=None, threshold=float(threshold))
 
 
-def build_baseline(columns: Mapping[str, Any], schema: Mapping[str, Any], *, window: int = 500,
-                   threshold: float = DEFAULT_THRESHOLD, seed: int = 0,
+def build_baseline(columns: Mapping[str, Any], schema: Mapping[str, Any], *, window: int = DEFAULT_DRIFT_WINDOW,
+                   threshold: float = DEFAULT_DRIFT_THRESHOLD, seed: int = 0,
                    max_chunks: int = DEFAULT_MAX_CHUNKS) -> dict[str, Any]:
     """Summarise training ``columns`` (name -> array) for the features of ``schema``.
 

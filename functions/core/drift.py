@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from functions.core.layout import DEFAULT_DRIFT_MIN_ROWS, DEFAULT_DRIFT_SHARE
 from functions.core.schema import NUMBER, STRING
 
 #: Quantile levels kept in the baseline: 0, 0.005, ..., 1.
@@ -37,8 +38,6 @@ QUANTILE_LEVELS = np.linspace(0.0, 1.0, 201)
 #: data: 0.005 * 2**-k for k = 4..1 (and 1 minus those). Stored as ``tail_quantiles``.
 TAIL_LOWER_LEVELS = np.array([0.005 * 2.0 ** -k for k in (4, 3, 2, 1)])
 TAIL_UPPER_LEVELS = 1.0 - TAIL_LOWER_LEVELS[::-1]
-#: Default threshold of the deciding statistics (Wasserstein/std and Jensen-Shannon distance).
-DEFAULT_THRESHOLD = 0.1
 #: Proportions below this are raised to it in PSI, so empty bins give a large finite term.
 PSI_EPSILON = 1e-4
 #: Chi-square cells are pooled until every expected count is at least this (Cochran's rule).
@@ -573,7 +572,7 @@ def _column_length(column: Any) -> int:
 
 
 def check_drift(baseline: Mapping[str, Any], columns: Mapping[str, Any], *,
-                min_rows: int = 500, share: float = 0.5) -> dict[str, Any]:
+                min_rows: int = DEFAULT_DRIFT_MIN_ROWS, share: float = DEFAULT_DRIFT_SHARE) -> dict[str, Any]:
     """Compare a window of current data (``columns``: name -> array) with a baseline.
 
     Returns the drift report described in docs/drift.md. Columns not in the baseline are

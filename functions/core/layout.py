@@ -1,5 +1,5 @@
 """The names the deployed parts agree on (DESIGN.md): S3 key prefixes, the events' source, the
-metrics namespace. The CDK constructs (``infra/``) and the Lambda code both import them from here.
+metrics namespace; the defaults of the training memory model, the datasets and the drift check. The CDK constructs (``infra/``) and the Lambda code both import them from here.
 """
 
 # Data bucket: uploads that start the pipeline, datasets/<model>/<file>.csv
@@ -36,6 +36,14 @@ def max_dataset_bytes(memory_mb: int) -> int:
 # What the pipeline trains on, by default (the TrainingPipeline construct's max_dataset_bytes, min_rows)
 DEFAULT_MAX_DATASET_BYTES = max_dataset_bytes(DEFAULT_TRAIN_MEMORY_MB)
 DEFAULT_MIN_DATASET_ROWS = 20
+
+# Drift check defaults (``drift`` in cdk.json, docs/drift.md): the DriftConfig defaults of
+# infra/config.py, the DriftMonitor construct's and the baseline/check code's alike.
+DEFAULT_DRIFT_THRESHOLD = 0.1  # deciding statistic (Wasserstein/std, Jensen-Shannon) above which a feature drifted
+DEFAULT_DRIFT_SHARE = 0.5  # share of evaluated features that must drift for the model to have drifted
+DEFAULT_DRIFT_WINDOW = 500  # newest captured rows checked; also the baseline's calibration chunk
+DEFAULT_DRIFT_MIN_ROWS = 500  # windows with fewer rows are skipped (no decision)
+DEFAULT_DRIFT_LOOKBACK_DAYS = 7  # UTC days of capture a window may reach back
 
 # EventBridge source and detail types of Shipyard's events
 EVENT_SOURCE = "shipyard"

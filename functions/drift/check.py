@@ -39,7 +39,8 @@ from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.drift import NUMBER, STRING, check_drift
 from functions.core.eventbus import EventNotDelivered, put_event
 from functions.core.layout import (  # noqa: F401 - the metric names are part of this module's interface
-    CAPTURE_PREFIX, DRIFT_DETECTED, DRIFT_PREFIX, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED,
+    CAPTURE_PREFIX, DEFAULT_DRIFT_LOOKBACK_DAYS, DEFAULT_DRIFT_MIN_ROWS, DEFAULT_DRIFT_SHARE, DEFAULT_DRIFT_WINDOW,
+    DRIFT_DETECTED, DRIFT_PREFIX, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED,
     METRIC_DRIFT_SCORE, METRIC_DRIFT_THRESHOLD, METRIC_DRIFTED_SHARE, METRIC_ROWS_CHECKED, METRICS_NAMESPACE,
     models_prefix,
 )
@@ -47,13 +48,6 @@ from functions.core.registry import utc_iso
 from functions.pipeline.execution import execution_input
 
 logger = logging.getLogger(__name__)
-
-NAMESPACE = METRICS_NAMESPACE
-
-DEFAULT_WINDOW = 500
-DEFAULT_MIN_ROWS = 500
-DEFAULT_SHARE = 0.5
-DEFAULT_LOOKBACK_DAYS = 7
 
 class DriftCheckError(Exception):
     """The check cannot run: unknown model, missing or unreadable baseline, bad settings."""
@@ -70,10 +64,10 @@ class BaselineMissing(DriftCheckError):
 class DriftSettings:
     """Per-model settings of a check (from ``drift`` in cdk.json, via ``DRIFT_MODELS``)."""
 
-    window: int = DEFAULT_WINDOW
-    share: float = DEFAULT_SHARE
-    min_rows: int = DEFAULT_MIN_ROWS
-    lookback_days: int = DEFAULT_LOOKBACK_DAYS
+    window: int = DEFAULT_DRIFT_WINDOW
+    share: float = DEFAULT_DRIFT_SHARE
+    min_rows: int = DEFAULT_DRIFT_MIN_ROWS
+    lookback_days: int = DEFAULT_DRIFT_LOOKBACK_DAYS
 
     def __post_init__(self) -> None:
         if not isinstance(self.window, int) or self.window < 1:
@@ -102,12 +96,12 @@ def settings_from_env(model: str, environ: Mapping[str, str] | None = None) -> D
             f"model {model!r} has no drift monitoring configured; configured: {sorted(models) or 'none'}")
     spec = models[model] or {}
     try:
-        min_rows = int(env.get("DRIFT_MIN_ROWS") or DEFAULT_MIN_ROWS)
-        lookback = int(env.get("DRIFT_LOOKBACK_DAYS") or DEFAULT_LOOKBACK_DAYS)
+        min_rows = int(env.get("DRIFT_MIN_ROWS") or DEFAULT_DRIFT_MIN_ROWS)
+        lookback = int(env.get("DRIFT_LOOKBACK_DAYS") or DEFAULT_DRIFT_LOOKBACK_DAYS)
     except ValueError as err:
         raise DriftCheckError(f"DRIFT_MIN_ROWS / DRIFT_LOOKBACK_DAYS must be integers: {err}") from None
-    return DriftSettings(window=int(spec.get("window", DEFAULT_WINDOW)),
-                         share=float(spec.get("share", DEFAULT_SHARE)),
+    return DriftSettings(window=int(spec.get("window", DEFAULT_DRIFT_WINDOW)),
+                         share=float(spec.get("share", DEFAULT_DRIFT_SHARE)),
                          min_rows=min_rows, lookback_days=lookback)
 
 
@@ -175,7 +169,7 @@ def _instance_values(instance: Any, names: list[str]) -> list[Any] | None:
 
 
 def read_capture_window(s3, bucket: str, model: str, features: list[tuple[str, str]], rows: int, *,
-                        now: datetime | None = None, lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+                        now: datetime | None = None, lookback_days: int = DEFAULT_DRIFT_LOOKBACK_DAYS,
                         ) -> CaptureWindow:
     """The newest *rows* captured instances of *model* as columns (one per feature).
 
@@ -319,7 +313,7 @@ def drift_history(registry, model: str, limit: int | None = None) -> list[dict]:
 # --------------------------------------------------------------------------- metrics and events
 
 
-def emit_metrics(report: Mapping[str, Any], namespace: str = NAMESPACE) -> None:
+def emit_metrics(report: Mapping[str, Any], namespace: str = METRICS_NAMESPACE) -> None:
     """Publish the check's metrics as CloudWatch EMF lines (Powertools), one per dimension set.
 
     ``service`` is deliberately not a dimension: alarms and the dashboard address the metrics by
