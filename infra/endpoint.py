@@ -168,9 +168,7 @@ class InferenceApi(Construct):
             log_retention=log_retention,
             log_removal_policy=log_removal_policy,
             environment={
-                "REGISTRY_TABLE": registry.table.table_name,
-                "ARTIFACT_BUCKET": registry.artifact_bucket.bucket_name,
-                "SHIPYARD_MODELS": json.dumps(self.models),
+                **registry.environment(self.models),
                 "ALIAS_TTL_SECONDS": str(alias_ttl_seconds),
                 "MAX_INSTANCES": str(max_instances),
                 "CAPTURE_STREAMS": stack.to_json_string(self.capture_stream_names) if self.capture_streams else "{}",

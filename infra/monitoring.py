@@ -162,9 +162,7 @@ class DriftMonitor(Construct):
             log_retention=log_retention,
             log_removal_policy=log_removal_policy,
             environment={
-                "REGISTRY_TABLE": registry.table.table_name,
-                "ARTIFACT_BUCKET": registry.artifact_bucket.bucket_name,
-                "SHIPYARD_MODELS": json.dumps(list(self.models)),
+                **registry.environment(self.models),
                 "DRIFT_MODELS": json.dumps({
                     m: {"window": s.drift.window, "share": s.drift.share, "threshold": s.drift.threshold,
                         "retrain": s.drift.retrain}

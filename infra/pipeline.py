@@ -15,7 +15,6 @@ own log group and traces with X-Ray; every task has a timeout, the execution too
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -150,9 +149,7 @@ class TrainingPipeline(Construct):
         code = code or functions_code()
         self.code_version = code_version()
         env = {
-            "REGISTRY_TABLE": registry.table.table_name,
-            "ARTIFACT_BUCKET": registry.artifact_bucket.bucket_name,
-            "SHIPYARD_MODELS": json.dumps(list(self.models)),
+            **registry.environment(self.models),
             "MAX_DATASET_BYTES": str(int(self.max_dataset_bytes)),
             "MIN_ROWS": str(int(min_rows)),
             "CODE_VERSION": self.code_version,

@@ -16,7 +16,8 @@ Grants are least privilege and named after what the grantee does (``grant_read_r
 """
 from __future__ import annotations
 
-from typing import Sequence
+import json
+from typing import Iterable, Sequence
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
@@ -151,6 +152,16 @@ class ModelRegistry(Construct):
     @property
     def dataset_index_arn(self) -> str:
         return f"{self.table.table_arn}/index/{DATASET_INDEX}"
+
+    def environment(self, models: Iterable[str]) -> dict[str, str]:
+        """The environment of a function that reads the registry (``Registry.from_env``) and the
+        artifacts: ``REGISTRY_TABLE``, ``ARTIFACT_BUCKET`` and ``SHIPYARD_MODELS`` (the JSON list of
+        *models*, the names configured in cdk.json, known before their first version)."""
+        return {
+            "REGISTRY_TABLE": self.table.table_name,
+            "ARTIFACT_BUCKET": self.artifact_bucket.bucket_name,
+            "SHIPYARD_MODELS": json.dumps(list(models)),
+        }
 
     # ------------------------------------------------------------------ registry grants
 
