@@ -43,8 +43,6 @@ from functions.core.artifacts import sha256_hex
 from functions.core.layout import DEFAULT_MAX_DATASET_BYTES, DEFAULT_MIN_DATASET_ROWS
 from functions.core.schema import FLOAT32_MAX, NUMBER, STRING, TASKS
 
-DEFAULT_MAX_BYTES = DEFAULT_MAX_DATASET_BYTES
-DEFAULT_MIN_ROWS = DEFAULT_MIN_DATASET_ROWS
 DEFAULT_MAX_CATEGORIES = 1000
 # At least this share of a column's non-missing cells being numbers makes it a numeric column
 # with a few bad values (an error) rather than a string column.
@@ -125,8 +123,8 @@ def load_csv(
     *,
     target: str,
     task: str,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    min_rows: int = DEFAULT_MIN_ROWS,
+    max_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+    min_rows: int = DEFAULT_MIN_DATASET_ROWS,
     max_categories: int | None = DEFAULT_MAX_CATEGORIES,
 ) -> Dataset:
     """Validate and type a CSV upload; raise :class:`DatasetError` on the first problem found.
@@ -255,7 +253,7 @@ def load_csv(
     )
 
 
-def read_table(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def read_table(data: bytes, *, max_bytes: int = DEFAULT_MAX_DATASET_BYTES) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The column names and the ``(line, cells)`` records of a small CSV that is not training data.
 
     The same reading rules as :func:`load_csv` — gzip, UTF-8 (a BOM is fine), the delimiter, the

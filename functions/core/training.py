@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import dataset as ds
+from .layout import DEFAULT_MAX_DATASET_BYTES, DEFAULT_MIN_DATASET_ROWS
 from .metrics import higher_is_better, score
 from .values import plain
 
@@ -204,8 +205,8 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
     return record, onnx_out, sk_out
 
 
-def train(data: bytes | Callable[[], bytes], spec: Mapping[str, Any], *, max_bytes: int = ds.DEFAULT_MAX_BYTES,
-          min_rows: int = ds.DEFAULT_MIN_ROWS, tolerance: float = PARITY_TOLERANCE) -> TrainResult:
+def train(data: bytes | Callable[[], bytes], spec: Mapping[str, Any], *, max_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+          min_rows: int = DEFAULT_MIN_DATASET_ROWS, tolerance: float = PARITY_TOLERANCE) -> TrainResult:
     """Validate, split, fit, convert and check one dataset for a model ``spec`` (cdk.json keys).
 
     Raises :class:`~functions.core.dataset.DatasetError` for a dataset that cannot be used and

@@ -31,15 +31,16 @@ from botocore.exceptions import ClientError
 
 from functions.core import training
 from functions.core.artifacts import get_verified, put_artifact
-from functions.core.dataset import DEFAULT_MAX_BYTES, DEFAULT_MIN_ROWS, DatasetError, check_size
+from functions.core.dataset import DatasetError, check_size
 from functions.core.eventbus import EventNotDelivered
 from functions.core.eventbus import put_event as send_event
-from functions.core.layout import MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED, models_prefix
+from functions.core.layout import (
+    DEFAULT_MAX_DATASET_BYTES, DEFAULT_MIN_DATASET_ROWS, MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED, models_prefix,
+)
 from functions.core.registry import AliasConflict, InvalidTransition, Registry, VersionNotFound, dataset_ref
 
 from .errors import PipelineInputError, TransientError, bounded, reraise_transient
 
-PROMOTED, REJECTED, FAILED = MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED
 SPEC_KEYS = ("target", "task", "estimator", "params", "metric", "min_score", "max_regression", "holdout")
 EVENT_SEND_ATTEMPTS = 3
 MAX_REASON_CHARS = 1200  # `<Error>: <message>`: a bounded message and an error name
@@ -133,7 +134,7 @@ def sweep_stale(registry: Registry, events, model: str, *, execution_timeout: fl
             detail = {"model": model, "version": version, "execution_arn": rec.get("execution_arn"), "reason": reason,
                       "error": "StaleTraining", "dataset": (rec.get("lineage") or {}).get("dataset"),
                       "status": "failed"}
-            put_event_after_commit(events, FAILED, detail, execution_arn)
+            put_event_after_commit(events, PIPELINE_FAILED, detail, execution_arn)
     return swept
 
 
@@ -185,7 +186,7 @@ def read_dataset(s3, dataset: Mapping[str, Any], max_bytes: int) -> tuple[bytes,
 
 
 def train(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: str,
-          max_bytes: int = DEFAULT_MAX_BYTES, min_rows: int = DEFAULT_MIN_ROWS, code_version: str = "",
+          max_bytes: int = DEFAULT_MAX_DATASET_BYTES, min_rows: int = DEFAULT_MIN_DATASET_ROWS, code_version: str = "",
           execution_arn: str | None = None) -> dict:
     """Read the dataset, train (functions.core.training), write the artifacts, register the candidate."""
     model, spec, dataset = check_input(event)
@@ -334,7 +335,7 @@ def promote(event: Mapping[str, Any], registry: Registry, events, *, execution_a
               "execution_arn": execution_arn, "reason": reason, "audit_seq": moved.get("seq"),
               "metric": validation.get("metric"), "score": validation.get("candidate_score"),
               "production_score": validation.get("production_score"), "dataset": dataset}
-    error = put_event_after_commit(events, PROMOTED, detail, execution_arn)
+    error = put_event_after_commit(events, MODEL_PROMOTED, detail, execution_arn)
     out = {"promoted": True, "from_version": moved.get("from_version"), "to_version": version,
            "audit_seq": moved.get("seq"), "event_delivered": error is None}
     if error is not None:
@@ -374,7 +375,7 @@ def reject(event: Mapping[str, Any], registry: Registry, events, *, execution_ar
               "metric": validation.get("metric"), "score": validation.get("candidate_score"),
               "production_version": validation.get("production_version"),
               "production_score": validation.get("production_score"), "dataset": dataset}
-    put_event(events, REJECTED, detail, execution_arn)
+    put_event(events, MODEL_REJECTED, detail, execution_arn)
     return {"rejected": True, "version": version, "reason": reason}
 
 
@@ -417,7 +418,7 @@ def mark_failed(event: Mapping[str, Any], registry: Registry, events, *, executi
     detail = {"model": model, "version": version, "execution_arn": execution_arn, "reason": reason,
               "error": (event.get("error") or {}).get("Error"), "dataset": event.get("dataset"),
               "status": status}
-    put_event(events, FAILED, detail, execution_arn)
+    put_event(events, PIPELINE_FAILED, detail, execution_arn)
     return {"failed": True, "version": version, "reason": reason}
 
 
@@ -441,7 +442,7 @@ def _promoted_after_failure(events, model: str, version: int, moved: Mapping[str
     detail = {"model": model, "version": version, "previous_version": moved.get("from_version"),
               "execution_arn": execution_arn, "reason": moved.get("reason"), "audit_seq": moved.get("seq"),
               "dataset": dataset, "after_error": reason}
-    error = put_event_after_commit(events, PROMOTED, detail, execution_arn)
+    error = put_event_after_commit(events, MODEL_PROMOTED, detail, execution_arn)
     out = {"failed": False, "promoted": True, "version": version, "reason": reason,
            "event_delivered": error is None}
     if error is not None:

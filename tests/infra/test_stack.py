@@ -528,9 +528,10 @@ def test_pipeline_defaults_are_the_dataset_loaders():
     from infra import pipeline
 
     props = inspect.signature(pipeline.TrainingPipeline.__init__).parameters
+    loader = inspect.signature(dataset.load_csv).parameters
     assert props["max_dataset_bytes"].default is None  # what the Train function's memory allows
-    assert dataset.DEFAULT_MAX_BYTES == max_dataset_bytes(pipeline.train_memory({}))
-    assert props["min_rows"].default == dataset.DEFAULT_MIN_ROWS
+    assert loader["max_bytes"].default == max_dataset_bytes(pipeline.train_memory({}))
+    assert props["min_rows"].default == loader["min_rows"].default
 
 
 def test_pipeline_output_and_dashboard(synth):

@@ -83,7 +83,7 @@ def test_promote_retries_the_event_send_alone(moto_registry):
     events = FlakyEvents(failures=2)
     out = steps.promote(_promote_input(v), moto_registry, events, execution_arn=arn)
     assert out["event_delivered"] is True and "event_error" not in out
-    assert events.types() == [steps.PROMOTED] and events.calls == 3
+    assert events.types() == [steps.MODEL_PROMOTED] and events.calls == 3
     assert len(moto_registry.history("iris")) == 1
 
 
@@ -98,7 +98,7 @@ def test_mark_failed_after_the_move_reports_the_promotion_not_a_failure(moto_reg
                "error": {"Error": "States.Timeout", "Cause": "Promote timed out"}}
     out = steps.mark_failed(failure, moto_registry, events, execution_arn=arn)
     assert out["failed"] is False and out["promoted"] is True and out["reason"].startswith("States.Timeout")
-    assert events.types() == [steps.PROMOTED]
+    assert events.types() == [steps.MODEL_PROMOTED]
     assert json.loads(events.sent[0]["Detail"])["audit_seq"] == 1
     assert moto_registry.get_version("iris", v)["status"] == "production"
 
@@ -110,7 +110,7 @@ def test_mark_failed_still_fails_a_candidate(moto_registry):
     events = FlakyEvents(failures=0)
     out = steps.mark_failed({"model": "iris", "run": {"version": v}, "error": {"Error": "Boom"}},
                             moto_registry, events, execution_arn="arn:x")
-    assert out["failed"] is True and events.types() == [steps.FAILED]
+    assert out["failed"] is True and events.types() == [steps.PIPELINE_FAILED]
     assert moto_registry.get_version("iris", v)["status"] == "failed"
 
 
@@ -160,8 +160,8 @@ def test_pipeline_events_name_the_execution_and_the_configured_bus(monkeypatch):
     monkeypatch.setenv("EVENT_BUS_NAME", "shipyard-bus")
     events = RecordingEvents()
     arn = "arn:aws:states:us-east-1:1:execution:p:run1"
-    steps.put_event(events, steps.REJECTED, {"model": "iris", "version": 2}, arn)
-    steps.put_event(events, steps.FAILED, {"model": "iris", "version": None}, "manual")
+    steps.put_event(events, steps.MODEL_REJECTED, {"model": "iris", "version": 2}, arn)
+    steps.put_event(events, steps.PIPELINE_FAILED, {"model": "iris", "version": None}, "manual")
     with_arn, without = events.entries
     assert with_arn == {"Source": "shipyard", "DetailType": "Model Rejected", "EventBusName": "shipyard-bus",
                         "Detail": '{"model": "iris", "version": 2}', "Resources": [arn]}
@@ -175,7 +175,7 @@ def test_a_refused_pipeline_event_is_transient_only_when_a_retry_may_help(code, 
 
     events = RecordingEvents({"FailedEntryCount": 1, "Entries": [{"ErrorCode": code, "ErrorMessage": "no"}]})
     with pytest.raises(Exception) as info:
-        steps.put_event(events, steps.FAILED, {"model": "iris"})
+        steps.put_event(events, steps.PIPELINE_FAILED, {"model": "iris"})
     assert type(info.value).__name__ == error
     assert str(info.value) == f"Pipeline Failed event not delivered: {code} no"
 
