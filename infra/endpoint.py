@@ -226,7 +226,7 @@ class InferenceApi(Construct):
         # The stack declares the contract's outputs (ApiUrl); drop RestApi's own Endpoint output.
         self.api.node.try_remove_child("Endpoint")
 
-        # Errors are JSON {"message": …} (DESIGN.md), including API Gateway's own.
+        # Errors are JSON {"message": …} (docs/api.md), including API Gateway's own.
         error_template = {"application/json": '{"message": $context.error.messageString}'}
         for name, response_type in (
             ("Default4XX", apigw.ResponseType.DEFAULT_4_XX),

@@ -1,4 +1,4 @@
-"""``ShipyardStack``: composes the constructs and declares the stack outputs (DESIGN.md).
+"""``ShipyardStack``: composes the constructs and declares the stack outputs (README.md "Deploy").
 
 ``build_app`` is the one way to build the CDK app: ``app.py``, the tests and the local cloud
 all use it, so they synthesize exactly the same template.

@@ -1,11 +1,11 @@
-"""The names the deployed parts agree on (DESIGN.md): S3 key prefixes, the events' source, the
+"""The names the deployed parts agree on (the design contract): S3 key prefixes, the events' source, the
 metrics namespace; the defaults of the training memory model, the datasets and the drift check. The CDK constructs (``infra/``) and the Lambda code both import them from here.
 """
 
 # Data bucket: uploads that start the pipeline, datasets/<model>/<file>.csv
 DATASETS_PREFIX = "datasets/"
 
-# Artifacts bucket (DESIGN.md "S3 layout")
+# Artifacts bucket (the design contract's "S3 layout")
 MODELS_PREFIX = "models/"  # models/<model>/v<N>/{model.onnx, metrics.json, baseline.json}
 CAPTURE_PREFIX = "capture/"  # capture/<model>/YYYY/MM/DD/HH/… (Firehose)
 CAPTURE_ERROR_PREFIX = "capture-errors/"  # what Firehose failed to deliver

@@ -370,8 +370,8 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
               emit: Callable[[Mapping[str, Any]], None] | None = emit_metrics) -> dict[str, Any]:
     """Check *model* now: write the report, record it, publish metrics, send the event when drifted.
 
-    Returns the report (DESIGN.md shape plus ``checked_at``, ``report_key``, ``baseline_key`` and
-    ``capture``). ``events=None`` sends no event (the report still says ``drift_detected``);
+    Returns the report (docs/monitoring.md "Report": the shape of docs/drift.md plus ``checked_at``,
+    ``report_key``, ``baseline_key`` and ``capture``). ``events=None`` sends no event (the report still says ``drift_detected``);
     ``emit=None`` publishes no metrics.
     """
     settings = settings or DriftSettings()

@@ -135,7 +135,7 @@ def test_drifted_window_writes_report_records_emits_and_sends_event(aws, capsys)
     assert report["features"]["x"]["statistic"] == "wasserstein"
     assert report["features"]["colour"]["statistic"] == "jensen_shannon"
 
-    # the report in S3: DESIGN.md's shape, at drift/<model>/<timestamp>.json
+    # the report in S3: docs/monitoring.md's shape, at drift/<model>/<timestamp>.json
     assert report["report_key"] == "drift/iris/2025-03-04T12-30-00.000Z.json"
     stored = json.loads(aws["s3"].get_object(Bucket="artifacts", Key=report["report_key"])["Body"].read())
     assert {"model", "version", "rows", "window", "drift_detected", "drifted_share", "features"} <= set(stored)
