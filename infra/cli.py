@@ -12,13 +12,13 @@ import getpass
 import json
 import os
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
+from infra.apiclient import ApiClientError, json_answer, signed_request
 from infra.config import ARCHITECTURES, AUTH_MODES
+from infra.localstart import LocalStartError, start_local_cloud
 
 EXIT_OK, EXIT_ERROR = 0, 1  # argparse exits 2 on usage errors
 
@@ -298,46 +298,6 @@ def _csv_value(text: str | None):
     return None if text is None else cell_value(text)
 
 
-def signed_request(method: str, url: str, body: bytes | None, auth: str, api_key: str | None = None,
-                   session=None) -> tuple[int, dict, bytes]:
-    """One HTTP request to the API, SigV4-signed for `execute-api` when auth is iam."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if auth == "iam":
-        import boto3
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
-        session = session or boto3.Session()
-        credentials = session.get_credentials()
-        if credentials is None:
-            raise CliError("the API uses IAM auth but no AWS credentials were found (set AWS_PROFILE or keys)")
-        region = session.region_name or os.environ.get("AWS_REGION") or "us-east-1"
-        aws_request = AWSRequest(method=method, url=url, data=body or b"", headers=headers)
-        SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(aws_request)
-        headers = dict(aws_request.headers.items())
-    elif auth == "api_key":
-        if not api_key:
-            raise CliError("the API uses an API key: pass --api-key or set SHIPYARD_API_KEY")
-        headers["x-api-key"] = api_key
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, dict(response.headers.items()), response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers.items()), err.read()
-    except urllib.error.URLError as err:
-        raise CliError(f"cannot reach the API at {url}: {err.reason}") from err
-
-
-def json_answer(body: bytes) -> dict:
-    """An API answer's body as JSON; a body that is not JSON (a proxy's HTML error page, say)
-    becomes ``{"message": <its start>}``, the API's own error shape."""
-    try:
-        return json.loads(body or b"{}")
-    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8/16/32
-        return {"message": body.decode(errors="replace")[:500]}
-
-
 def _drop_target(args, model: str, instances: list) -> list:
     """A CSV shaped like the training data carries the target column: the model does not take it."""
     target = ((_project_config(args).get("models") or {}).get(model) or {}).get("target")
@@ -379,35 +339,6 @@ def cmd_predict(args) -> int:
 
 
 # --------------------------------------------------------------------------- local cloud
-
-
-def start_local_cloud(aws_port: int = 5000, api_port: int = 3000, assembly: str | None = None,
-                      project_dir: str = ".", log=None):
-    """Synthesize the project in `project_dir` (its own cdk.json and app) and start it locally."""
-    from localcloud import LocalCloud, Template
-    from localcloud.cloud import synthesize
-
-    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    if assembly:
-        out = Path(assembly)
-    else:
-        if not Path(project_dir, "cdk.json").exists():
-            raise CliError(f"no cdk.json in {Path(project_dir).resolve()}: run this in a Shipyard project")
-        say("synthesizing the app (cdk.json)…")
-        try:
-            out = synthesize(project_dir)  # without building layers: functions run on this interpreter
-        except Exception as err:  # TemplateError carries the app's own message
-            raise CliError(str(err)) from err
-    say("starting the local cloud…")
-    cloud = LocalCloud(Template.load(out), aws_port=aws_port, api_port=api_port, log=say)
-    try:
-        cloud.start()
-    except OSError as err:
-        raise CliError(f"cannot start the local cloud: {err} (is port {aws_port} or {api_port} in use? "
-                       "choose others with --aws-port/--api-port)") from err
-    for warning in cloud.warnings:
-        say(f"warning: {warning}")
-    return cloud
 
 
 def cmd_local_up(args) -> int:
@@ -628,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"]
     try:
         return args.run(args)
-    except (CliError, RegistryError) as err:
+    except (CliError, ApiClientError, LocalStartError, RegistryError) as err:
         print(f"shipyard: {err}", file=sys.stderr)
         return EXIT_ERROR
     except BotoCoreError as err:  # no region, no credentials, endpoint unreachable

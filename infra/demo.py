@@ -19,6 +19,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from infra.apiclient import json_answer, signed_request
+from infra.localstart import start_local_cloud
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "iris"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -71,8 +74,6 @@ class Demo:
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, dict, dict]:
         """A SigV4-signed request to the stack's API, as `shipyard predict` makes it."""
-        from infra.cli import json_answer, signed_request
-
         url = self.outputs["ApiUrl"].rstrip("/") + path
         data = json.dumps(body).encode() if body is not None else None
         status, headers, raw = signed_request(method, url, data, "iam", session=self.cloud.session)
@@ -252,8 +253,6 @@ def iris_csv() -> bytes:
 
 
 def main(aws_port: int = 0, api_port: int = 0) -> int:
-    from infra.cli import start_local_cloud
-
     started = time.time()
     print("Shipyard demo: the whole loop on the local cloud (no Docker, no AWS account)")
     # Shipyard's own project (its cdk.json declares the iris model), whatever the current directory.

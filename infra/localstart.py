@@ -1,0 +1,44 @@
+"""Starting a Shipyard project on the local cloud: for ``shipyard local up`` and ``shipyard demo``.
+
+``start_local_cloud`` synthesizes the project (its own ``cdk.json`` and app, without building
+layers: the functions run on this interpreter) or loads an assembly already synthesized, and
+starts the local cloud on it. What the user can act on (no ``cdk.json``, an app that does not
+synthesize, a port in use) raises :class:`LocalStartError`.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+class LocalStartError(Exception):
+    """The local cloud could not start: no project, an app that does not synthesize, a port in use."""
+
+
+def start_local_cloud(aws_port: int = 5000, api_port: int = 3000, assembly: str | None = None,
+                      project_dir: str = ".", log=None):
+    """Synthesize the project in `project_dir` (its own cdk.json and app) and start it locally."""
+    from localcloud import LocalCloud, Template
+    from localcloud.cloud import synthesize
+
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if assembly:
+        out = Path(assembly)
+    else:
+        if not Path(project_dir, "cdk.json").exists():
+            raise LocalStartError(f"no cdk.json in {Path(project_dir).resolve()}: run this in a Shipyard project")
+        say("synthesizing the app (cdk.json)…")
+        try:
+            out = synthesize(project_dir)  # without building layers: functions run on this interpreter
+        except Exception as err:  # TemplateError carries the app's own message
+            raise LocalStartError(str(err)) from err
+    say("starting the local cloud…")
+    cloud = LocalCloud(Template.load(out), aws_port=aws_port, api_port=api_port, log=say)
+    try:
+        cloud.start()
+    except OSError as err:
+        raise LocalStartError(f"cannot start the local cloud: {err} (is port {aws_port} or {api_port} in use? "
+                              "choose others with --aws-port/--api-port)") from err
+    for warning in cloud.warnings:
+        say(f"warning: {warning}")
+    return cloud
