@@ -22,10 +22,10 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from functions.core.layout import METRICS_NAMESPACE
+from functions.core.layout import CAPTURE_ERROR_PREFIX, CAPTURE_PREFIX, METRICS_NAMESPACE
 from infra.config import AUTH_MODES
 from infra.lambdas import shipyard_function
-from infra.registry import CAPTURE_ERROR_PREFIX, CAPTURE_PREFIX, ModelRegistry
+from infra.registry import ModelRegistry
 
 HANDLER = "functions.inference.handler.handler"
 STAGE_NAME = "prod"

@@ -40,10 +40,11 @@ from infra.deadletters import EventDeadLetters
 from infra.lambdas import shipyard_function
 from functions.pipeline.execution import spec_document
 from functions.core.layout import (
-    DEFAULT_DRIFT_LOOKBACK_DAYS, DEFAULT_DRIFT_MIN_ROWS, DRIFT_DETECTED, EVENT_SOURCE, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED, METRIC_DRIFT_SCORE,
-    METRIC_DRIFTED_SHARE, METRIC_ROWS_CHECKED, METRICS_NAMESPACE,
+    DEFAULT_DRIFT_LOOKBACK_DAYS, DEFAULT_DRIFT_MIN_ROWS, DRIFT_DETECTED, DRIFT_PREFIX, EVENT_SOURCE,
+    METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED, METRIC_DRIFT_SCORE, METRIC_DRIFTED_SHARE, METRIC_ROWS_CHECKED,
+    METRICS_NAMESPACE,
 )
-from infra.registry import DRIFT_PREFIX, ModelRegistry
+from infra.registry import ModelRegistry
 
 DRIFT_HANDLER = "functions.drift.handler.handler"
 RETRAIN_HANDLER = "functions.drift.retrain.handler"

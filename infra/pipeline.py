@@ -30,13 +30,13 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from functions.core.layout import DEFAULT_MIN_DATASET_ROWS, DEFAULT_TRAIN_MEMORY_MB, METRICS_NAMESPACE
+from functions.core.layout import DATASETS_PREFIX, DEFAULT_MIN_DATASET_ROWS, DEFAULT_TRAIN_MEMORY_MB, METRICS_NAMESPACE
 from functions.core.layout import max_dataset_bytes as layout_max_dataset_bytes
 from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec
 from infra.deadletters import EventDeadLetters
 from infra.lambdas import functions_code, shipyard_function
-from infra.registry import DATASETS_PREFIX, ModelRegistry
+from infra.registry import ModelRegistry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HANDLERS = {

@@ -25,9 +25,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from functions.core.layout import (  # noqa: F401 - the S3 layout, re-exported for the constructs
-    CAPTURE_ERROR_PREFIX, CAPTURE_PREFIX, DATASETS_PREFIX, DRIFT_PREFIX, MODELS_PREFIX,
-)
+from functions.core.layout import CAPTURE_ERROR_PREFIX, CAPTURE_PREFIX, DATASETS_PREFIX, MODELS_PREFIX
 
 DATASET_INDEX = "by-dataset"
 

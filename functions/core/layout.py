@@ -1,5 +1,6 @@
-"""The names the deployed parts agree on (the design contract): S3 key prefixes, the events' source, the
-metrics namespace; the defaults of the training memory model, the datasets and the drift check. The CDK constructs (``infra/``) and the Lambda code both import them from here.
+"""The names the deployed parts agree on (the design contract): S3 key prefixes, the events' source,
+the metrics namespace; the defaults of the training memory model, the datasets and the drift check.
+The CDK constructs (``infra/``) and the Lambda code both import them from here.
 """
 
 # Data bucket: uploads that start the pipeline, datasets/<model>/<file>.csv

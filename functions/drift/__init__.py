@@ -1,4 +1,4 @@
-"""Drift monitoring functions: the scheduled check (``handler``) and the retrain trigger (``retrain``)."""
+"""The drift check (``check``), its scheduled function (``handler``) and the retrain trigger (``retrain``)."""
 
 
 def drift_function_name(stack_name: str) -> str:

@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.drift import NUMBER, STRING, check_drift
 from functions.core.eventbus import EventNotDelivered, put_event
-from functions.core.layout import (  # noqa: F401 - the metric names are part of this module's interface
+from functions.core.layout import (
     CAPTURE_PREFIX, DEFAULT_DRIFT_LOOKBACK_DAYS, DEFAULT_DRIFT_MIN_ROWS, DEFAULT_DRIFT_SHARE, DEFAULT_DRIFT_WINDOW,
     DRIFT_DETECTED, DRIFT_PREFIX, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED,
     METRIC_DRIFT_SCORE, METRIC_DRIFT_THRESHOLD, METRIC_DRIFTED_SHARE, METRIC_ROWS_CHECKED, METRICS_NAMESPACE,
@@ -371,8 +371,8 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
     """Check *model* now: write the report, record it, publish metrics, send the event when drifted.
 
     Returns the report (docs/monitoring.md "Report": the shape of docs/drift.md plus ``checked_at``,
-    ``report_key``, ``baseline_key`` and ``capture``). ``events=None`` sends no event (the report still says ``drift_detected``);
-    ``emit=None`` publishes no metrics.
+    ``report_key``, ``baseline_key`` and ``capture``). ``events=None`` sends no event (the report
+    still says ``drift_detected``); ``emit=None`` publishes no metrics.
     """
     settings = settings or DriftSettings()
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
