@@ -14,7 +14,7 @@ export OMP_NUM_THREADS := 1
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 
-.PHONY: venv test demo bench layers synth clean
+.PHONY: venv test lint demo bench layers synth clean
 
 venv: $(STAMP)
 
@@ -27,7 +27,11 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 test: venv
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+lint: venv
+	$(BIN)/ruff check .
 
 demo: venv
 	$(BIN)/shipyard demo

@@ -12,7 +12,6 @@ import io  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 
-
 from tests.lambda_context import LambdaContext  # noqa: E402 - imports nothing (tests.models loads scikit-learn)
 
 

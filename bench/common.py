@@ -5,7 +5,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def percentile(values: list[float], q: float) -> float:

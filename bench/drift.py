@@ -96,10 +96,10 @@ def run(*, rows: int = ROWS, repeats: int = 3, evidently_repeats: int = 1, log=p
         "shipyard_dataset_drift": bool(report["drift_detected"]),
     }
     try:
+        import evidently
         import pandas as pd
         from evidently import DataDefinition, Dataset, Report
         from evidently.presets import DataDriftPreset
-        import evidently
     except Exception as exc:  # noqa: BLE001 - reported, not fatal: the rest of the suite stands
         out.update(evidently=None, evidently_vs_drift_1m=None, decisions_differ=None,
                    note=f"Evidently unavailable: {type(exc).__name__}: {exc} (pip install -e '.[bench]')")

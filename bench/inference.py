@@ -302,7 +302,8 @@ def cold(*, runs: int = 5, log=print) -> dict:
     """Fresh processes importing a handler, loading the model and answering one request.
 
     S3 and DynamoDB are moto behind the local cloud's HTTP endpoint in this process (both paths
-    talk to it over HTTP, as a fresh Lambda talks to AWS). Each run is ``python -m bench.cold <path>``; its wall time from
+    talk to it over HTTP, as a fresh Lambda talks to AWS). Each run is ``python -m bench.cold <path>``;
+its wall time from
     spawn to answer is the figure (interpreter start included, the same for both; its exit is not:
     a Lambda sandbox does not exit after its first request), with the
     child's own import / first-request split beside it. Paths alternate run by run.

@@ -12,7 +12,7 @@ forked parent had — 200 MiB of a parent that just wrote the CSV.) For each mod
 only imports what that mode imports (``imports-load``: numpy and the dataset module;
 ``imports-train``: the training stack, scikit-learn, skl2onnx, onnxruntime) is the baseline
 measured in the same run: ``*_above_imports_ratio`` is (peak − that) ÷ CSV bytes, the part that
-grows with the data. 
+grows with the data.
 ``train_peak_rss_ratio`` = peak RSS of the ``train`` child ÷ CSV bytes (goal ≤ 5, issue 9);
 ``load_peak_rss_ratio`` the same for ``load_csv`` alone; ``*_s_per_100mb`` the seconds of the
 call (reading the file and imports excluded) scaled to 100 MB (10^8 bytes).
@@ -143,7 +143,8 @@ def run(*, rows: int = ROWS, only: tuple[str, ...] = ("load", "train"), keep: Pa
             out[f"{mode}_above_imports_ratio"] = round((r["peak_rss"] - base["peak_rss"]) / size, 3)
             out[f"{mode}_seconds"] = round(r["seconds"], 2)
             out[f"{mode}_s_per_100mb"] = round(r["seconds"] * 1e8 / size, 2)
-            log(f"  {mode}: imports alone {base['peak_rss'] / 2**20:.0f} MiB; peak RSS {r['peak_rss'] / 2**20:.0f} MiB = {out[f'{mode}_peak_rss_ratio']:.2f}x the CSV "
+            log(f"  {mode}: imports alone {base['peak_rss'] / 2**20:.0f} MiB; peak RSS {r['peak_rss'] / 2**20:.0f} MiB "
+                f"= {out[f'{mode}_peak_rss_ratio']:.2f}x the CSV "
                 f"({out[f'{mode}_above_imports_ratio']:.2f}x above imports), {r['seconds']:.1f} s")
     return out
 
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(only) - {"load", "train"}
     if unknown:
         parser.error(f"unknown mode(s) {sorted(unknown)}; expected load, train")
-    result = run(rows=args.rows, only=only, keep=args.keep, marker=args.marker, log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = run(rows=args.rows, only=only, keep=args.keep, marker=args.marker,
+                 log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(result, indent=2))
     return 0
 

@@ -102,5 +102,6 @@ def run_one(spec: dict, *, repeats: int = 3, log=print) -> dict:
         "train_rows": n_train,
     }
     out["pipeline_vs_bare"] = ratio(out["pipeline_s_median"], out["bare_fit_convert_s_median"])
-    log(f"  {spec['estimator'].rsplit('.', 1)[1]}: pipeline {out['pipeline_s_median']:.2f} s vs bare fit+convert {out['bare_fit_convert_s_median']:.2f} s")
+    log(f"  {spec['estimator'].rsplit('.', 1)[1]}: pipeline {out['pipeline_s_median']:.2f} s "
+        f"vs bare fit+convert {out['bare_fit_convert_s_median']:.2f} s")
     return out

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     results: dict = {"ratios": {}, "notes": {}, "machine": machine(),
-                     "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                     "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                      "quick": args.quick}
     errors = {}
 
@@ -169,8 +169,9 @@ def table(results: dict) -> str:
                 continue
             lines.append(
                 f"| warm handler vs the JSON floor (`orjson.loads` + `to_feeds` + `session.run` + `orjson.dumps`), "
-                f"batch {batch}, median | {entry['handler']['median_ms']:.3f} ms | {entry['floor']['median_ms']:.3f} ms | "
-                f"{_fmt(entry['handler_vs_floor_median'])}× | {_goal('handler_vs_floor_b1000') if batch == '1000' else ''} |")
+                f"batch {batch}, median | {entry['handler']['median_ms']:.3f} ms | "
+                f"{entry['floor']['median_ms']:.3f} ms | {_fmt(entry['handler_vs_floor_median'])}× | "
+                f"{_goal('handler_vs_floor_b1000') if batch == '1000' else ''} |")
         forest = warm.get("forest_b1000")
         if forest:
             lines.append(f"| warm handler vs bare `InferenceSession.run`, batch 1000, median, 100-tree forest | "
@@ -184,11 +185,14 @@ def table(results: dict) -> str:
                 f"{_goal('sklearn_handler_vs_handler_b1') if batch == '1' else ''} |")
     cold = results.get("cold")
     if cold:
-        lines.append(f"| cold start (fresh process: import, load model, 1 request; spawn to answer), median of {cold['runs']} | "
+        lines.append("| cold start (fresh process: import, load model, 1 request; spawn to answer), "
+                     f"median of {cold['runs']} | "
                      f"{cold['ort']['wall_ms_median']:.0f} ms | {cold['sklearn']['wall_ms_median']:.0f} ms "
-                     f"(scikit-learn/joblib) | {_fmt(cold['ort_vs_sklearn'])}× | {_goal('cold_start_ort_vs_sklearn')} |")
+                     f"(scikit-learn/joblib) | {_fmt(cold['ort_vs_sklearn'])}× | "
+                     f"{_goal('cold_start_ort_vs_sklearn')} |")
         if cold.get("ort_vs_sklearn_to_exit") is not None:
-            lines.append(f"| the same, spawn to process exit (teardown included) | {cold['ort']['exit_ms_median']:.0f} ms | "
+            lines.append("| the same, spawn to process exit (teardown included) | "
+                         f"{cold['ort']['exit_ms_median']:.0f} ms | "
                          f"{cold['sklearn']['exit_ms_median']:.0f} ms | {_fmt(cold['ort_vs_sklearn_to_exit'])}× | |")
     pipe = results.get("pipeline")
     if pipe is not None:
@@ -224,8 +228,10 @@ def table(results: dict) -> str:
                          f"({mem['rows']:,} rows × {mem['columns']} columns), ÷ CSV bytes | "
                          f"{mem[f'{mode}_peak_rss'] / mib:.0f} MiB | {mem['csv_bytes'] / mib:.0f} MiB (the CSV) | "
                          f"{_fmt(mem[f'{mode}_peak_rss_ratio'])}× | {_goal(f'{mode}_peak_rss_ratio')} |")
-            lines.append(f"| the same, above its imports alone ({mem[f'{mode}_imports_peak_rss'] / mib:.0f} MiB), ÷ CSV "
-                         f"bytes; seconds per 100 MB | {(mem[f'{mode}_peak_rss'] - mem[f'{mode}_imports_peak_rss']) / mib:.0f} MiB; "
+            above = (mem[f"{mode}_peak_rss"] - mem[f"{mode}_imports_peak_rss"]) / mib
+            imports = mem[f"{mode}_imports_peak_rss"] / mib
+            lines.append(f"| the same, above its imports alone ({imports:.0f} MiB), ÷ CSV "
+                         f"bytes; seconds per 100 MB | {above:.0f} MiB; "
                          f"{mem[f'{mode}_s_per_100mb']:.1f} s | | {_fmt(mem[f'{mode}_above_imports_ratio'])}× | |")
     lines += ["", "ratios: " + json.dumps(results["ratios"])]
     return "\n".join(lines)

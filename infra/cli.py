@@ -13,8 +13,9 @@ import json
 import os
 import sys
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from infra.apiclient import ApiClientError, json_answer, signed_request
 from infra.config import ARCHITECTURES, AUTH_MODES
@@ -53,7 +54,7 @@ def _stack_name(args) -> str:
 def stack_outputs(stack: str, session=None) -> dict[str, str]:
     """The stack's outputs by OutputKey (ApiUrl, RegistryTableName, …)."""
     import boto3
-    from botocore.exceptions import ClientError, NoCredentialsError, EndpointConnectionError
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     client = (session or boto3.Session()).client("cloudformation")
     try:
@@ -151,8 +152,9 @@ def cmd_lineage(args) -> int:
             dropped = ds.get("dropped") or {}
             if dropped.get("rows"):
                 lines = ", ".join(map(str, dropped.get("lines") or []))
+                more = ", …" if dropped["rows"] > len(dropped.get("lines") or []) else ""
                 print(f"  rows       {ds.get('rows')} trained on; {dropped['rows']} without a target left out "
-                      f"(line{'s' if dropped['rows'] > 1 else ''} {lines}{', …' if dropped['rows'] > len(dropped.get('lines') or []) else ''})")
+                      f"(line{'s' if dropped['rows'] > 1 else ''} {lines}{more})")
         if v.get("execution_arn"):
             print(f"  execution  {v['execution_arn']}")
         if v.get("estimator"):
@@ -175,14 +177,16 @@ def cmd_lineage(args) -> int:
 def cmd_promote(args) -> int:
     registry = _registry(args)
     event = registry.promote(args.model, args.version, reason=args.reason or "promoted by hand", actor=_actor())
-    print(f"{args.model}: production v{event.get('from_version') or '-'} -> v{event['to_version']} (event #{event['seq']})")
+    print(f"{args.model}: production v{event.get('from_version') or '-'} -> v{event['to_version']} "
+          f"(event #{event['seq']})")
     return EXIT_OK
 
 
 def cmd_rollback(args) -> int:
     registry = _registry(args)
     event = registry.rollback(args.model, reason=args.reason or "rolled back by hand", actor=_actor())
-    print(f"{args.model}: production v{event.get('from_version') or '-'} -> v{event['to_version']} (event #{event['seq']})")
+    print(f"{args.model}: production v{event.get('from_version') or '-'} -> v{event['to_version']} "
+          f"(event #{event['seq']})")
     return EXIT_OK
 
 
@@ -196,8 +200,14 @@ def cmd_train(args) -> int:
     import boto3
     from botocore.exceptions import ClientError
 
-    from functions.pipeline.execution import describe_dataset, execution_input, latest_dataset, parse_s3_uri
-    from functions.pipeline.execution import spec_document, start
+    from functions.pipeline.execution import (
+        describe_dataset,
+        execution_input,
+        latest_dataset,
+        parse_s3_uri,
+        spec_document,
+        start,
+    )
     from infra.config import ConfigError, load_config
 
     try:
@@ -243,7 +253,8 @@ def cmd_train(args) -> int:
     output = json.loads(desc.get("output") or "{}")
     if desc["status"] == "SUCCEEDED":
         if (output.get("run") or {}).get("duplicate"):
-            print(f"already handled by {output['run']['duplicate_of'].get('execution_arn')} (use --force to train again)")
+            first = output["run"]["duplicate_of"].get("execution_arn")
+            print(f"already handled by {first} (use --force to train again)")
         else:
             v = (output.get("run") or {}).get("version")
             verdict = "promoted" if (output.get("validation") or {}).get("promote") else "rejected"
@@ -438,7 +449,8 @@ def cmd_drift_check(args) -> int:
         code = err.response.get("Error", {}).get("Code")
         if code == "ResourceNotFoundException":
             raise CliError(f"drift function {function!r} of stack {stack!r} not found; deploy the stack "
-                           "(`cdk deploy`), start it locally (`shipyard local up`), or name it with --function") from err
+                           "(`cdk deploy`), start it locally (`shipyard local up`), or name it with --function"
+                           ) from err
         raise CliError(f"cannot invoke drift function {function!r}: {err}") from err
     raw = answer["Payload"].read()
     try:
@@ -540,9 +552,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-port", type=int, default=0, help="local API port (default: any free port)")
     p.set_defaults(run=cmd_demo)
 
-    layers = sub.add_parser("layers", help="Lambda dependency layers").add_subparsers(dest="layers_command", required=True)
+    layers = sub.add_parser("layers", help="Lambda dependency layers").add_subparsers(dest="layers_command",
+                                                                                    required=True)
     p = layers.add_parser("build", help="build the dependency layers without Docker")
-    p.add_argument("--arch", action="append", choices=ARCHITECTURES, help="architecture (repeatable; default: cdk.json's architecture, arm64)")
+    p.add_argument("--arch", action="append", choices=ARCHITECTURES,
+                   help="architecture (repeatable; default: cdk.json's architecture, arm64)")
     p.add_argument("--layer", action="append", choices=["inference", "training"], help="layer (repeatable)")
     p.set_defaults(run=cmd_layers_build)
     return parser

@@ -18,9 +18,10 @@ import functools
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from functions.core.layout import (
     DEFAULT_DRIFT_SHARE,

@@ -13,9 +13,10 @@ import io
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,8 @@ class Demo:
             if len(executions) >= count and all(e["status"] != "RUNNING" for e in executions):
                 return executions
             if time.time() > deadline:
-                raise StepFailed(f"{len(executions)} pipeline execution(s) after {timeout:.0f}s, wanted {count} finished")
+                raise StepFailed(f"{len(executions)} pipeline execution(s) after {timeout:.0f}s, "
+                                 f"wanted {count} finished")
             time.sleep(0.5)
 
     # ------------------------------------------------------------------ the loop
@@ -203,10 +205,12 @@ class Demo:
         for v in registry.list_versions(MODEL):
             ds = (v.get("lineage") or {}).get("dataset") or {}
             self.out(f"  v{v['version']} {v['status']:<10} dataset {ds.get('key')} (S3 version {ds.get('version_id')}, "
-                     f"sha256 {str(ds.get('sha256'))[:12]}…) execution {str(v.get('execution_arn')).rsplit(':', 1)[-1]}")
+                     f"sha256 {str(ds.get('sha256'))[:12]}…) "
+                     f"execution {str(v.get('execution_arn')).rsplit(':', 1)[-1]}")
         history = registry.history(MODEL)
         for e in history:
-            self.out(f"  audit #{e['seq']} v{e.get('from_version') or '-'} → v{e['to_version']} by {e['actor']}: {e['reason']}")
+            self.out(f"  audit #{e['seq']} v{e.get('from_version') or '-'} → v{e['to_version']} "
+                     f"by {e['actor']}: {e['reason']}")
         if not history:
             raise StepFailed("the audit log is empty")
         return f"{len(history)} audit event(s)"

@@ -11,7 +11,7 @@ artifacts bucket, put records to its own capture streams, write its own log grou
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw

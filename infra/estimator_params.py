@@ -9,7 +9,8 @@ translated into the forms a JSON value can take:
 ``null``; ``bool``; ``int`` / ``number`` (int or float) / ``float`` (a float, not an int:
 scikit-learn's ``RealNotInt``, where ``1`` and ``1.0`` mean different things) with ``closed``
 (``left``, ``right``, ``both``, ``neither``: which ends are included) and optional ``min`` /
-``max`` (a missing one is infinite, and ``closed`` says whether infinity itself is taken); ``string`` (any, or one of ``options``); ``values`` (a fixed set of
+``max`` (a missing one is infinite, and ``closed`` says whether infinity itself is taken);
+``string`` (any, or one of ``options``); ``values`` (a fixed set of
 numbers, non-finite ones written as ``"inf"``/``"-inf"``); ``array``; ``object``; ``any`` (no
 constraint). Forms a JSON config cannot express (an estimator object, a kernel, a callable, a
 ``RandomState``) are listed as ``objects``, by description, so the error can say so.

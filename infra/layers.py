@@ -15,11 +15,10 @@ builder version + strip tool), so CDK neither fingerprints nor re-zips 300 MB on
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import aws_cdk as cdk
 import jsii
@@ -72,7 +71,8 @@ class DependencyLayers(Construct):
         super().__init__(scope, construct_id)
         arch = builder.normalize_architecture(architecture)
         if python not in _RUNTIMES:
-            raise ValueError(f"DependencyLayers: python {python!r} is not supported; expected one of {sorted(_RUNTIMES)}")
+            raise ValueError(f"DependencyLayers: python {python!r} is not supported; "
+                             f"expected one of {sorted(_RUNTIMES)}")
         self.architecture = lambda_architecture(arch)
         self.runtime = _RUNTIMES[python]
         self.builds: dict[str, builder.LayerBuild | None] = {}
@@ -176,7 +176,7 @@ class FunctionSize:
 
 @jsii.implements(IValidation)
 class _BudgetValidation:
-    def __init__(self, budget: "SizeBudget") -> None:
+    def __init__(self, budget: SizeBudget) -> None:
         self._budget = budget
 
     def validate(self) -> list[str]:
@@ -207,7 +207,7 @@ class SizeBudget:
         stack.node.add_validation(_BudgetValidation(self))
 
     @classmethod
-    def of(cls, stack: cdk.Stack, budgets: Mapping[str, int] | None = None) -> "SizeBudget":
+    def of(cls, stack: cdk.Stack, budgets: Mapping[str, int] | None = None) -> SizeBudget:
         found = getattr(stack, "_shipyard_size_budget", None)
         if found is None:
             found = cls(stack, budgets)

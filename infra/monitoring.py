@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Annotations, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -34,16 +34,24 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct
 
+from functions.core.layout import (
+    DEFAULT_DRIFT_LOOKBACK_DAYS,
+    DEFAULT_DRIFT_MIN_ROWS,
+    DRIFT_DETECTED,
+    DRIFT_PREFIX,
+    EVENT_SOURCE,
+    METRIC_CHECKS_SKIPPED,
+    METRIC_DRIFT_DETECTED,
+    METRIC_DRIFT_SCORE,
+    METRIC_DRIFTED_SHARE,
+    METRIC_ROWS_CHECKED,
+    METRICS_NAMESPACE,
+)
 from functions.drift import drift_function_name
+from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec, rate_seconds
 from infra.deadletters import EventDeadLetters
 from infra.lambdas import shipyard_function
-from functions.pipeline.execution import spec_document
-from functions.core.layout import (
-    DEFAULT_DRIFT_LOOKBACK_DAYS, DEFAULT_DRIFT_MIN_ROWS, DRIFT_DETECTED, DRIFT_PREFIX, EVENT_SOURCE,
-    METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED, METRIC_DRIFT_SCORE, METRIC_DRIFTED_SHARE, METRIC_ROWS_CHECKED,
-    METRICS_NAMESPACE,
-)
 from infra.registry import ModelRegistry
 
 DRIFT_HANDLER = "functions.drift.handler.handler"
@@ -428,7 +436,9 @@ class StackAlarms(Construct):
         watched = {id(f) for _, f in self._functions}
         for node in scope.node.find_all():
             if isinstance(node, lambda_.Function) and id(node) not in watched:
-                path = node.node.path.split("/", 1)[-1] if node.node.path.startswith(root.node.id + "/") else node.node.path
+                path = node.node.path
+                if path.startswith(root.node.id + "/"):
+                    path = path.split("/", 1)[-1]
                 name = re.sub(r"[^A-Za-z0-9-]+", "-", path.replace("/", "-")).strip("-")[:120]
                 self.watch_function(node, name)
                 added.append(name)

@@ -7,16 +7,17 @@
                                                          └─► PromotedDespiteError (the alias had moved)
 
 Four kinds of function over ``functions/pipeline`` (docs/pipeline.md): Allocate, Train (training
-layer, 15 min; one per ``compute.memory`` size, 3008 MB by default), Validate (inference layer: onnxruntime + numpy) and Record (promote, reject,
-mark failed + events). Each has its own role with only what it uses (``ModelRegistry.grant_*``),
-its own log group, X-Ray tracing. The state machine logs ALL events with execution data to its
-own log group and traces with X-Ray; every task has a timeout, the execution too.
+layer, 15 min; one per ``compute.memory`` size, 3008 MB by default), Validate (inference layer:
+onnxruntime + numpy) and Record (promote, reject, mark failed + events). Each has its own role
+with only what it uses (``ModelRegistry.grant_*``), its own log group, X-Ray tracing. The state
+machine logs ALL events with execution data to its own log group and traces with X-Ray; every task
+has a timeout, the execution too.
 """
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch

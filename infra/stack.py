@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from aws_cdk import App, CfnOutput, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -22,11 +23,10 @@ from constructs import Construct
 from infra.config import ShipyardConfig, load_config
 from infra.deadletters import EventDeadLetters
 from infra.endpoint import InferenceApi
+from infra.layers import DependencyLayers
 from infra.monitoring import DriftMonitor, StackAlarms
 from infra.pipeline import TrainingPipeline
 from infra.registry import ModelRegistry
-
-from infra.layers import DependencyLayers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CDK_JSON = PROJECT_ROOT / "cdk.json"

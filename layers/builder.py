@@ -36,8 +36,8 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 # Bump when a change here changes what ends up in a layer: it is part of the cache key.
 BUILDER_VERSION = "3"
@@ -854,7 +854,7 @@ def lock(name: str, *, python: str = DEFAULT_PYTHON, log: Log | None = None) -> 
             lines.append("    # via " + ", ".join(parents))
     target = requirements_file(name, "txt")
     target.write_text("\n".join(lines) + "\n")
-    log(f"wrote {target} ({sum(1 for l in lines if '==' in l)} packages)")
+    log(f"wrote {target} ({sum(1 for line in lines if '==' in line)} packages)")
     return target
 
 

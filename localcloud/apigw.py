@@ -18,9 +18,10 @@ import re
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from .httpserver import ServerThread
 from .template import ACCOUNT_ID
@@ -102,10 +103,10 @@ def _sigv4_check(method: str, raw_path: str, raw_query: str, headers: dict[str, 
         return f"Credential should be scoped to correct service: 'execute-api'. Credential={credential}"
     amz_date = headers.get("x-amz-date", "")
     try:
-        when = _dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=_dt.timezone.utc)
+        when = _dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=_dt.UTC)
     except ValueError:
         return "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-    if abs((_dt.datetime.now(_dt.timezone.utc) - when).total_seconds()) > 15 * 60:
+    if abs((_dt.datetime.now(_dt.UTC) - when).total_seconds()) > 15 * 60:
         return f"Signature expired: {amz_date} is now earlier than the allowed 15 minute window."
     if "host" not in signed_headers.split(";"):
         return "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 _RATE = re.compile(r"^rate\((\d+) ([a-z]+)\)$")
 _RATE_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -20,16 +20,17 @@ def next_fire(expression: str, since: float, until: float) -> float | None:
         return t if t <= until else None
     m = re.fullmatch(r"at\((.+)\)", expression)
     if m:
-        t = datetime.fromisoformat(m.group(1)).replace(tzinfo=timezone.utc).timestamp()
+        t = datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC).timestamp()
         return t if since < t <= until else None
     m = re.fullmatch(r"cron\((.+)\)", expression)
     if not m:
         raise ValueError(f"unsupported schedule expression {expression!r}")
     fields = m.group(1).split()
     if len(fields) != 6:
-        raise ValueError(f"cron expression needs 6 fields (minutes hours day-of-month month day-of-week year): {expression!r}")
-    start = datetime.fromtimestamp(since, timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    end = datetime.fromtimestamp(until, timezone.utc)
+        raise ValueError("cron expression needs 6 fields (minutes hours day-of-month month day-of-week year): "
+                         f"{expression!r}")
+    start = datetime.fromtimestamp(since, UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    end = datetime.fromtimestamp(until, UTC)
     t = start
     for _ in range(MAX_SCAN_MINUTES):
         if t > end:

@@ -21,8 +21,9 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import events as events_mod
 from . import lambda_runtime, sns
@@ -36,7 +37,7 @@ from .resources import PROVISIONERS, DeployContext, Schedule, unsupported_types
 from .template import ACCOUNT_ID, Resolver, Template, TemplateError, creation_order
 
 _active_lock = threading.Lock()
-_active: "LocalCloud | None" = None
+_active: LocalCloud | None = None
 
 # Where a running local cloud hooks into moto, in the order they are installed (and uninstalled).
 _SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, sns.SEAM)
@@ -106,7 +107,8 @@ def synthesize(project_dir: str | Path = ".", outdir: str | Path | None = None,
     proc = subprocess.run(app_cmd, shell=True, cwd=project_dir, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0 or not (out / "manifest.json").exists():
-        raise TemplateError(f"`{app_cmd}` failed (exit {proc.returncode}):\n{proc.stderr[-4000:] or proc.stdout[-4000:]}")
+        output = proc.stderr[-4000:] or proc.stdout[-4000:]
+        raise TemplateError(f"`{app_cmd}` failed (exit {proc.returncode}):\n{output}")
     return out
 
 
@@ -118,7 +120,8 @@ class LocalCloud:
                  host: str = "127.0.0.1", region: str | None = None, verbose: bool = False,
                  clock: bool = True, clock_interval: float = 1.0, alarm_interval: float = 10.0,
                  log: Callable[[str], None] | None = None):
-        """`template`: a `Template`, a template dict, or a cdk.out directory; else `project_dir`'s app is synthesized."""
+        """`template`: a `Template`, a template dict, or a cdk.out directory; else `project_dir`'s app is
+        synthesized."""
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.host = host
         self._aws_port, self._api_port = aws_port, api_port
@@ -185,7 +188,8 @@ class LocalCloud:
                 self._session = boto3.Session(
                     aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
                     aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-                    aws_session_token=os.environ.get("AWS_SESSION_TOKEN") if os.environ.get("AWS_ACCESS_KEY_ID") else None,
+                    aws_session_token=(os.environ.get("AWS_SESSION_TOKEN")
+                                       if os.environ.get("AWS_ACCESS_KEY_ID") else None),
                     region_name=self.region)
             return self._session
 
@@ -208,7 +212,7 @@ class LocalCloud:
                 "SHIPYARD_STACK": self.template.stack_name if self.template else ""}
 
     # ------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "LocalCloud":
+    def __enter__(self) -> LocalCloud:
         self.start()
         return self
 
@@ -226,7 +230,7 @@ class LocalCloud:
         out = synthesize(self._project_dir or ".")
         return Template.load(out, self._stack_name)
 
-    def start(self) -> "LocalCloud":
+    def start(self) -> LocalCloud:
         global _active
         started = time.time()
         with _active_lock:
@@ -541,5 +545,6 @@ def _is_error_line(line: str) -> bool:
             doc = json.loads(line)
         except ValueError:
             return False
-        return isinstance(doc, dict) and str(doc.get("level", doc.get("levelname", ""))).upper() in ("ERROR", "CRITICAL")
+        level = str(doc.get("level", doc.get("levelname", ""))).upper() if isinstance(doc, dict) else ""
+        return level in ("ERROR", "CRITICAL")
     return line.startswith(("[ERROR]", "ERROR", "CRITICAL", "Traceback"))

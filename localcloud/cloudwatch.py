@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from .template import ACCOUNT_ID
 
@@ -31,7 +32,7 @@ def emf_metric_data(doc: dict) -> Iterator[tuple[str, list[dict]]]:
     """(namespace, PutMetricData data) for each metric directive of an Embedded Metric Format document
     that has values; raises KeyError, TypeError or ValueError on a malformed one."""
     meta = doc["_aws"]
-    ts = datetime.fromtimestamp(meta.get("Timestamp", time.time() * 1000) / 1000, timezone.utc).replace(tzinfo=None)
+    ts = datetime.fromtimestamp(meta.get("Timestamp", time.time() * 1000) / 1000, UTC).replace(tzinfo=None)
     for directive in meta.get("CloudWatchMetrics", []):
         dim_sets = directive.get("Dimensions") or [[]]
         data = []
@@ -53,7 +54,7 @@ def alarm_message(alarm: Any, old: str, new: str, reason: str, region: str) -> d
     return {
         "AlarmName": alarm.name, "AlarmDescription": alarm.description, "AWSAccountId": ACCOUNT_ID,
         "NewStateValue": new, "OldStateValue": old, "NewStateReason": reason,
-        "StateChangeTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
+        "StateChangeTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
         "Region": region, "AlarmArn": alarm.alarm_arn,
         "Trigger": {"MetricName": alarm.metric_name, "Namespace": alarm.namespace,
                     "Statistic": (alarm.statistic or "").upper(), "Period": alarm.period,
@@ -119,7 +120,7 @@ class CloudWatch:
     def put_metrics(self, namespace: str, data: list[dict]) -> None:
         """Store metric data as PutMetricData would (in-process, no HTTP)."""
         for d in data:
-            d.setdefault("Timestamp", datetime.now(timezone.utc).replace(tzinfo=None))  # moto: naive UTC
+            d.setdefault("Timestamp", datetime.now(UTC).replace(tzinfo=None))  # moto: naive UTC
         with self._metrics_lock:
             self._backend().put_metric_data(namespace, data)
 
@@ -139,7 +140,7 @@ class CloudWatch:
     def _evaluate_alarms(self, now: float | None) -> list[dict]:
         from moto.cloudwatch.models import MetricAggregatedDatum
 
-        end = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+        end = datetime.fromtimestamp(time.time() if now is None else now, UTC)
         self._publish_execution_metrics()
         self._publish_queue_metrics(end)
         backend = self._backend()
@@ -159,7 +160,7 @@ class CloudWatch:
                     continue
                 if {(x.name, x.value) for x in d.dimensions} != want_dims:
                     continue
-                ts = d.timestamp if d.timestamp.tzinfo else d.timestamp.replace(tzinfo=timezone.utc)
+                ts = d.timestamp if d.timestamp.tzinfo else d.timestamp.replace(tzinfo=UTC)
                 age = end - ts
                 if age < timedelta(0):
                     age = timedelta(0)
@@ -230,7 +231,7 @@ class CloudWatch:
                 n = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
                 self.put_metrics("AWS/SQS", [{
                     "MetricName": "ApproximateNumberOfMessagesVisible", "Unit": "Count",
-                    "Timestamp": at.astimezone(timezone.utc).replace(tzinfo=None),  # moto: naive UTC
+                    "Timestamp": at.astimezone(UTC).replace(tzinfo=None),  # moto: naive UTC
                     "Value": float(n["Attributes"]["ApproximateNumberOfMessages"]),
                     "Dimensions": [{"Name": "QueueName", "Value": url.rsplit("/", 1)[-1]}]}])
         except Exception as err:  # noqa: BLE001

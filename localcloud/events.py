@@ -16,9 +16,10 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .patches import Seam
 
@@ -57,7 +58,8 @@ def _match_values(matchers: list, value: Any) -> bool:
     for m in matchers:
         if isinstance(m, dict) and "exists" in m:
             # exists matches leaves only (an object is not a leaf), as in EventBridge
-            present = value is not _MISSING and not isinstance(value, dict) and not (isinstance(value, list) and not value)
+            present = (value is not _MISSING and not isinstance(value, dict)
+                       and not (isinstance(value, list) and not value))
             if bool(m["exists"]) == present:
                 return True
             continue
@@ -197,7 +199,7 @@ def _looks_json(template: str) -> bool:
 
 
 def iso_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class EventBus:
@@ -318,7 +320,8 @@ class EventBus:
             body = dead_letter_body if isinstance(dead_letter_body, str) else json.dumps(dead_letter_body)
             sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes={
                 k: {"DataType": "String", "StringValue": v} for k, v in attributes.items() if v})
-            self.failures.append({"arn": target["Arn"], "source": source, "error": repr(err), "dead_letter": dead_letter})
+            self.failures.append({"arn": target["Arn"], "source": source, "error": repr(err),
+                                  "dead_letter": dead_letter})
             self.log(f"[events] {source} -> {target['Arn'].split(':')[-1]}: {code} ({err}); the event went to "
                      f"the dead-letter queue {parts[5]}")
 
@@ -373,7 +376,7 @@ def normalize_event(event: dict) -> dict:
     event = dict(event)
     t = event.get("time")
     if isinstance(t, (int, float)):
-        event["time"] = datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event["time"] = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     event.pop("ingestion-time", None)
     return event
 

@@ -27,9 +27,10 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .patches import Seam
 
@@ -155,7 +156,8 @@ class _Worker:
             self.kill()
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
             msg = {"error": {"errorType": "Sandbox.Timedout",
-                             "errorMessage": f"{stamp}Z {request_id} Task timed out after {self.spec.timeout:.2f} seconds"},
+                             "errorMessage": f"{stamp}Z {request_id} Task timed out after "
+                                             f"{self.spec.timeout:.2f} seconds"},
                    "fatal": True}
             self._lines.append(f"{stamp}Z {request_id} Task timed out after {self.spec.timeout:.2f} seconds")
         else:

@@ -9,11 +9,12 @@ at ``LocalCloud.start`` patches moto once (the last ``current`` wins); ``seam.un
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class Seam:
-    def __init__(self, patch: Callable[["Seam"], None]) -> None:
+    def __init__(self, patch: Callable[[Seam], None]) -> None:
         self._patch = patch
         self._saved: dict[str, tuple[Any, Any]] = {}
         self.current: Any = None

@@ -15,9 +15,10 @@ import string
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .apigw import RestApi, Route
 from .lambda_runtime import FunctionSpec, LambdaRuntime
@@ -125,7 +126,8 @@ def _s3_notification(config: dict) -> dict:
     if "EventBridgeConfiguration" in config:
         out["EventBridgeConfiguration"] = {}
     for cfn_key, api_key, arn_key in (("LambdaConfigurations", "LambdaFunctionConfigurations", "Function"),
-                                      ("LambdaFunctionConfigurations", "LambdaFunctionConfigurations", "LambdaFunctionArn"),
+                                      ("LambdaFunctionConfigurations", "LambdaFunctionConfigurations",
+                                       "LambdaFunctionArn"),
                                       ("QueueConfigurations", "QueueConfigurations", "Queue"),
                                       ("TopicConfigurations", "TopicConfigurations", "Topic")):
         for c in config.get(cfn_key, []) or []:
@@ -135,7 +137,8 @@ def _s3_notification(config: dict) -> dict:
                        "TopicConfigurations": "TopicArn"}[api_key]
             entry[api_arn] = arn
             if c.get("Filter"):
-                rules = c["Filter"].get("S3Key", c["Filter"].get("Key", {})).get("Rules", c["Filter"].get("Key", {}).get("FilterRules", []))
+                key_filter = c["Filter"].get("Key", {})
+                rules = c["Filter"].get("S3Key", key_filter).get("Rules", key_filter.get("FilterRules", []))
                 entry["Filter"] = {"Key": {"FilterRules": [{"Name": r["Name"], "Value": r["Value"]} for r in rules]}}
             out.setdefault(api_key, []).append(entry)
     return out
@@ -211,7 +214,8 @@ def _bucket(lid: str, props: dict, ctx: DeployContext) -> tuple[str, dict]:
 
 
 def _is_tls_only(statement: dict) -> bool:
-    return statement.get("Effect") == "Deny" and "aws:SecureTransport" in (statement.get("Condition") or {}).get("Bool", {})
+    condition = (statement.get("Condition") or {}).get("Bool", {})
+    return statement.get("Effect") == "Deny" and "aws:SecureTransport" in condition
 
 
 @provisioner("AWS::S3::BucketPolicy")
@@ -264,7 +268,8 @@ def _table(lid: str, props: dict, ctx: DeployContext) -> tuple[str, dict]:
         if props.get(key):
             idx = []
             for i in props[key]:
-                i = {k: v for k, v in i.items() if k in ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")}
+                i = {k: v for k, v in i.items()
+                     if k in ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")}
                 if billing == "PROVISIONED" and key == "GlobalSecondaryIndexes":
                     i.setdefault("ProvisionedThroughput", args["ProvisionedThroughput"])
                 idx.append(i)

@@ -8,7 +8,8 @@ moto's URL table (`botocore_stubber.process_request`), exactly as moto does for 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -96,7 +97,6 @@ class AwsServer(ServerThread):
     def _dispatch(self, req: Request) -> Response:
         from botocore.awsrequest import AWSPreparedRequest
         from botocore.compat import HTTPHeaders
-
         from moto.core.models import botocore_stubber
 
         if req.path == "/moto-api/reset" and req.method == "POST":

@@ -21,10 +21,11 @@ NOT_MATCHED_BY_ALL = ("States.DataLimitExceeded", "States.Runtime")
 def _data_limit_exceeded(env: Any, what: str) -> Exception:
     from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
     from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
-        FailureEvent, FailureEventException)
+        FailureEvent,
+        FailureEventException,
+    )
     from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
-        StatesErrorNameType)
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import StatesErrorNameType
     from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
     typ = StatesErrorNameType.StatesStatesDataLimitExceeded

@@ -11,9 +11,10 @@ import base64
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ACCOUNT_ID = "123456789012"
 
@@ -46,11 +47,11 @@ class Template:
 
     @classmethod
     def from_dict(cls, body: dict, stack_name: str = "Stack", directory: Path | None = None,
-                  assets: dict[str, Path] | None = None) -> "Template":
+                  assets: dict[str, Path] | None = None) -> Template:
         return cls(body=body, stack_name=stack_name, directory=directory, assets=dict(assets or {}))
 
     @classmethod
-    def load(cls, cdk_out: str | Path, stack_name: str | None = None) -> "Template":
+    def load(cls, cdk_out: str | Path, stack_name: str | None = None) -> Template:
         """The stack template in a `cdk.out` directory (the only stack, or the one named)."""
         cdk_out = Path(cdk_out)
         manifest_path = cdk_out / "manifest.json"

@@ -22,20 +22,20 @@ SKLEARN_SETS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def penguins_path() -> Path:
     import palmerpenguins
 
     return Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def penguins() -> bytes:
     """The file as shipped, byte for byte."""
     return penguins_path().read_bytes()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sklearn_csv(name: str) -> bytes:
     import sklearn.datasets
 

@@ -15,7 +15,7 @@ from infra.stack import ShipyardStack, build_app
 @dataclass
 class Synth:
     stack: ShipyardStack
-    template: "object"  # aws_cdk.assertions.Template
+    template: object  # aws_cdk.assertions.Template
     template_dict: dict
     outdir: Path
     nag: list[dict]  # unacknowledged AwsSolutions findings (errors and warnings)

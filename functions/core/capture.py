@@ -5,8 +5,9 @@ import json
 import logging
 import os
 import random
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from functions.core.jsonio import dumps
 
@@ -23,7 +24,7 @@ class Capture:
         sample_rate: float = 1.0,
         client: Any = None,
         rng: Callable[[], float] = random.random,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.streams = dict(streams or {})
         self.sample_rate = min(max(float(sample_rate), 0.0), 1.0)
@@ -32,7 +33,7 @@ class Capture:
         self._clock = clock
 
     @classmethod
-    def from_env(cls, client: Any = None) -> "Capture":
+    def from_env(cls, client: Any = None) -> Capture:
         """From ``CAPTURE_STREAMS`` (JSON model -> stream) and ``CAPTURE_SAMPLE_RATE`` (0..1).
 
         A malformed setting turns capture off (and says so in the log) instead of breaking serving.

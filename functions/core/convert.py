@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -498,7 +499,8 @@ def to_onnx(pipeline, schema: FeatureSchema) -> bytes:
             )
         # zipmap=False: plain `label` and `probabilities` tensors instead of a list of maps.
         options = {id(estimator): {"zipmap": False}}
-    if schema.is_classifier and len(schema.classes or ()) == 2 and type(estimator).__name__ == "LinearDiscriminantAnalysis":
+    binary = schema.is_classifier and len(schema.classes or ()) == 2
+    if binary and type(estimator).__name__ == "LinearDiscriminantAnalysis":
         # Measured on breast-cancer: ONNX gives expit(2d) where scikit-learn gives expit(d).
         raise ConvertError(
             "skl2onnx cannot convert sklearn.discriminant_analysis.LinearDiscriminantAnalysis faithfully on two "

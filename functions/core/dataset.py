@@ -34,8 +34,9 @@ import io
 import math
 import re
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -253,7 +254,8 @@ def load_csv(
     )
 
 
-def read_table(data: bytes, *, max_bytes: int = DEFAULT_MAX_DATASET_BYTES) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def read_table(data: bytes, *,
+               max_bytes: int = DEFAULT_MAX_DATASET_BYTES) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The column names and the ``(line, cells)`` records of a small CSV that is not training data.
 
     The same reading rules as :func:`load_csv` — gzip, UTF-8 (a BOM is fine), the delimiter, the
@@ -297,7 +299,7 @@ def cell_value(cell: str) -> float | str | None:
     return x if kind == _FINITE else cell
 
 
-def sniff_delimiter(text: "memoryview | bytes") -> str:
+def sniff_delimiter(text: memoryview | bytes) -> str:
     """The delimiter of a CSV (UTF-8 bytes): ``,``, ``;``, tab or ``|``.
 
     The candidates are the delimiters that split the header (the first non-blank line) into two
@@ -498,7 +500,7 @@ def _read_chunks(text: memoryview, delimiter: str) -> Iterator[tuple[list[int], 
         yield lines, rows
 
 
-def _reread_prefixes(text: memoryview, delimiter: str, columns: dict[int, "_Column"]) -> None:
+def _reread_prefixes(text: memoryview, delimiter: str, columns: dict[int, _Column]) -> None:
     """Fill in the codes of each column's first ``mixed_at`` rows from a second read of the file."""
     end = max(c.mixed_at for c in columns.values())
     chunks = _read_chunks(text, delimiter)

@@ -6,7 +6,8 @@ The pipeline's outcome events (``functions/pipeline/steps.py``) and the drift ch
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from functions.core.layout import EVENT_SOURCE
 

@@ -26,7 +26,8 @@ error, which catches label-type mix-ups (``"1"`` vs ``1``) that would otherwise 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,8 @@ def score(
     """The metric's value for predictions ``y_pred`` (and ``probabilities``) against ``y_true``.
 
     ``probabilities`` is ``[n, n_classes]`` with columns in the order of ``classes`` as given
-    (sorted labels of ``y_true`` when ``classes`` is not given), or, for a binary task, ``[n]`` positive-class probabilities.
+    (sorted labels of ``y_true`` when ``classes`` is not given), or, for a binary task, ``[n]``
+    positive-class probabilities.
     Raises ``ValueError`` for an unknown metric, empty or mismatched inputs, and undefined cases.
     """
     _check_metric(metric)
@@ -266,4 +268,5 @@ def _sorted_labels(values: list, what: str) -> list:
     try:
         return sorted(unique)
     except TypeError:
-        raise ValueError(f"{what} mix types that cannot be ordered: {unique[:5]!r}; expected all strings or all numbers") from None
+        raise ValueError(f"{what} mix types that cannot be ordered: {unique[:5]!r}; "
+                         "expected all strings or all numbers") from None

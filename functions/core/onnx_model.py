@@ -25,7 +25,7 @@ class OnnxModel:
         self._check_format()
 
     @classmethod
-    def from_bytes(cls, data: bytes, schema: FeatureSchema) -> "OnnxModel":
+    def from_bytes(cls, data: bytes, schema: FeatureSchema) -> OnnxModel:
         opts = ort.SessionOptions()
         # Lambda gives a fraction of a core per request; thread pools only add contention.
         opts.intra_op_num_threads = 1

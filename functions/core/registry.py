@@ -18,9 +18,10 @@ import numbers
 import os
 import re
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -65,7 +66,7 @@ class InvalidTransition(RegistryError):
 def utc_iso(now: datetime | None = None) -> str:
     """``now`` (default: the current time) in UTC as ISO 8601 with milliseconds and ``Z``:
     the form of every timestamp Shipyard stores."""
-    now = datetime.now(timezone.utc) if now is None else now.astimezone(timezone.utc)
+    now = datetime.now(UTC) if now is None else now.astimezone(UTC)
     return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -178,7 +179,7 @@ class Registry:
         self.known_models = tuple(sorted({_check_model(m) for m in known_models}))
 
     @classmethod
-    def from_env(cls, *, client=None) -> "Registry":
+    def from_env(cls, *, client=None) -> Registry:
         """Build from REGISTRY_TABLE and SHIPYARD_MODELS (JSON list of model names); `client`: a
         DynamoDB client to use (default: a new one)."""
         table = os.environ.get("REGISTRY_TABLE")

@@ -7,10 +7,11 @@ types from a dataset) and when serving (validating request instances).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from operator import itemgetter
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ class FeatureSchema:
     # ---- (de)serialisation -------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureSchema":
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSchema:
         """Build from the stored dict form; raises SchemaError when it is not that form."""
         try:
             features = tuple(
@@ -124,7 +125,7 @@ class FeatureSchema:
         rows: Iterable[Sequence[Any]],
         target: str,
         task: str,
-    ) -> "FeatureSchema":
+    ) -> FeatureSchema:
         """Infer a schema from a table (e.g. CSV cells, all strings, or typed values).
 
         A column is a number when every non-missing cell is a number (or a string that parses as

@@ -26,8 +26,9 @@ from __future__ import annotations
 import json
 import math
 import platform
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -16,8 +16,9 @@ docs/pipeline.md lists every reason with what to do about it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .metrics import higher_is_better, score
 from .schema import FeatureSchema
@@ -114,7 +115,8 @@ def decide(spec: Mapping[str, Any], *, candidate_score: float | None, candidate_
             detail = (f" (label mismatches {parity.get('label_mismatches', 0)}, max difference "
                       f"{parity.get('max_abs_diff')}, allowed {allowed}; docs/pipeline.md, \"Parity\")")
         return Decision(False, "ONNX parity check failed: the converted model does not reproduce scikit-learn on "
-                               f"the holdout{detail}; the estimator may not convert faithfully, try another one", checks)
+                               f"the holdout{detail}; the estimator may not convert faithfully, try another one",
+                        checks)
     if candidate_score is None:
         return Decision(False, f"the candidate's {metric} cannot be computed on the holdout"
                                f"{': ' + candidate_error if candidate_error else ''}", checks)

@@ -28,9 +28,10 @@ import logging
 import math
 import os
 import posixpath
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 from botocore.exceptions import ClientError
@@ -39,9 +40,20 @@ from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.drift import NUMBER, STRING, check_drift
 from functions.core.eventbus import EventNotDelivered, put_event
 from functions.core.layout import (
-    CAPTURE_PREFIX, DEFAULT_DRIFT_LOOKBACK_DAYS, DEFAULT_DRIFT_MIN_ROWS, DEFAULT_DRIFT_SHARE, DEFAULT_DRIFT_WINDOW,
-    DRIFT_DETECTED, DRIFT_PREFIX, METRIC_CHECKS_SKIPPED, METRIC_DRIFT_DETECTED,
-    METRIC_DRIFT_SCORE, METRIC_DRIFT_THRESHOLD, METRIC_DRIFTED_SHARE, METRIC_ROWS_CHECKED, METRICS_NAMESPACE,
+    CAPTURE_PREFIX,
+    DEFAULT_DRIFT_LOOKBACK_DAYS,
+    DEFAULT_DRIFT_MIN_ROWS,
+    DEFAULT_DRIFT_SHARE,
+    DEFAULT_DRIFT_WINDOW,
+    DRIFT_DETECTED,
+    DRIFT_PREFIX,
+    METRIC_CHECKS_SKIPPED,
+    METRIC_DRIFT_DETECTED,
+    METRIC_DRIFT_SCORE,
+    METRIC_DRIFT_THRESHOLD,
+    METRIC_DRIFTED_SHARE,
+    METRIC_ROWS_CHECKED,
+    METRICS_NAMESPACE,
     models_prefix,
 )
 from functions.core.registry import utc_iso
@@ -178,7 +190,7 @@ def read_capture_window(s3, bucket: str, model: str, features: list[tuple[str, s
     ``str`` or None. Lines that are not JSON and instances that fit neither form are counted and
     left out.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     names = [n for n, _ in features]
     chunks: list[list[tuple[str | None, Any, list[Any]]]] = []  # per object, chronological
     total = 0
@@ -291,7 +303,7 @@ def _baseline_features(baseline: Mapping[str, Any], record: Mapping[str, Any]) -
 
 def report_key(model: str, now: datetime) -> str:
     """``drift/<model>/<UTC timestamp>.json``; lexical order is time order (no ':' in the key)."""
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     return f"{DRIFT_PREFIX}{model}/{now:%Y-%m-%dT%H-%M-%S}.{now.microsecond // 1000:03d}Z.json"
 
 
@@ -375,7 +387,7 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
     still says ``drift_detected``); ``emit=None`` publishes no metrics.
     """
     settings = settings or DriftSettings()
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     # One read: ModelNotFound for a model neither configured nor stored, else its aliases.
     version = registry.get_model(model)["aliases"].get("production")
     base: dict[str, Any] = {"model": model, "version": None}

@@ -16,7 +16,8 @@ import os
 import time
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics
@@ -74,7 +75,7 @@ class ModelServer:
         self._aliases: dict[str, tuple[float, int | None, str | None]] = {}
 
     @classmethod
-    def from_env(cls, **overrides) -> "ModelServer":
+    def from_env(cls, **overrides) -> ModelServer:
         import boto3
 
         kwargs: dict[str, Any] = {

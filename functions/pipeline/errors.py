@@ -12,7 +12,8 @@ stays in the function's log.
 """
 from __future__ import annotations
 
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 # AWS error codes that mean "try again later" (throttling and server-side trouble).
 TRANSIENT_CODES = frozenset({

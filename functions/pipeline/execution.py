@@ -15,8 +15,9 @@ The EventBridge rule of each model builds this same shape with an input transfor
 from __future__ import annotations
 
 import json
-from datetime import timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC
+from typing import Any
 
 from functions.core.layout import DATASETS_PREFIX
 
@@ -79,7 +80,7 @@ def latest_dataset(s3, bucket: str, model: str) -> dict | None:
         return None
     return {"bucket": bucket, "key": best["Key"], "version_id": best.get("VersionId") or "null",
             "size": int(best.get("Size", 0)), "etag": str(best.get("ETag", "")).strip('"'),
-            "last_modified": best["LastModified"].astimezone(timezone.utc).isoformat()}
+            "last_modified": best["LastModified"].astimezone(UTC).isoformat()}
 
 
 def execution_input(model: str, spec: Mapping[str, Any], dataset: Mapping[str, Any], *, force: bool = False,

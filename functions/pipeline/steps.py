@@ -25,7 +25,8 @@ import json
 import logging
 import os
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -35,7 +36,12 @@ from functions.core.dataset import DatasetError, check_size
 from functions.core.eventbus import EventNotDelivered
 from functions.core.eventbus import put_event as send_event
 from functions.core.layout import (
-    DEFAULT_MAX_DATASET_BYTES, DEFAULT_MIN_DATASET_ROWS, MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED, models_prefix,
+    DEFAULT_MAX_DATASET_BYTES,
+    DEFAULT_MIN_DATASET_ROWS,
+    MODEL_PROMOTED,
+    MODEL_REJECTED,
+    PIPELINE_FAILED,
+    models_prefix,
 )
 from functions.core.registry import AliasConflict, InvalidTransition, Registry, VersionNotFound, dataset_ref
 
@@ -223,7 +229,8 @@ def train(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: 
         "spec": {k: spec[k] for k in SPEC_KEYS if k in spec},
     }
     for name, (body, ctype) in payloads.items():
-        artifacts[name] = {"key": prefix + name, "sha256": put_artifact(s3, artifact_bucket, prefix + name, body, ctype)}
+        sha256 = put_artifact(s3, artifact_bucket, prefix + name, body, ctype)
+        artifacts[name] = {"key": prefix + name, "sha256": sha256}
     metrics_doc = {"model": model, "version": version, "schema": result.schema, "metrics": result.metrics,
                    "split": result.split, "dataset": lineage["dataset"], "libraries": result.libraries,
                    "artifacts": {k: v for k, v in artifacts.items()}}

@@ -8,6 +8,7 @@ from functions.core.layout import DEFAULT_MAX_DATASET_BYTES, DEFAULT_MIN_DATASET
 from functions.pipeline import steps
 from functions.pipeline.runtime import artifact_bucket, client, env_int, execution_arn, registry, step
 
+
 @step
 def handler(event, context):
     return steps.train(event, registry(), client("s3"), artifact_bucket=artifact_bucket(),

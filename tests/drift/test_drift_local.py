@@ -39,8 +39,8 @@ def cloud(tmp_path_factory):
     from aws_cdk import App, Duration
 
     from infra.config import load_config
-    from localcloud import LocalCloud, Template
     from infra.stack import ShipyardStack, read_cdk_json_context
+    from localcloud import LocalCloud, Template
 
     context = {k: v for k, v in read_cdk_json_context().items() if k != "shipyard"}
     outdir = tmp_path_factory.mktemp("cdk.out.drift.local")
@@ -83,8 +83,8 @@ def executions(cloud) -> list[dict]:
 
 
 def test_drifted_traffic_to_alarm_and_retraining(cloud, monkeypatch, capsys):
-    from functions.drift.check import drift_history
     from functions.core.registry import Registry
+    from functions.drift.check import drift_history
 
     started = time.perf_counter()
     s3 = cloud.client("s3")
@@ -109,7 +109,8 @@ def test_drifted_traffic_to_alarm_and_retraining(cloud, monkeypatch, capsys):
     assert cloud.function_errors == [], cloud.function_errors
     (check,) = drift_history(registry, MODEL)
     assert check["drift_detected"] is True and check["version"] == 1 and check["rows"] == 500
-    report = json.loads(s3.get_object(Bucket=cloud.outputs["ArtifactBucketName"], Key=check["report_key"])["Body"].read())
+    report = json.loads(s3.get_object(Bucket=cloud.outputs["ArtifactBucketName"],
+                                      Key=check["report_key"])["Body"].read())
     assert report["model"] == MODEL and report["drift_detected"] is True
     assert {"x1", "x2", "colour"} == set(report["features"]) and report["features"]["colour"]["drifted"] is True
     checked = time.perf_counter()

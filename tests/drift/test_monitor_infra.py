@@ -123,7 +123,7 @@ def test_one_schedule_per_model_with_its_expression(default, variant):
     assert {m: s["expression"] for m, s in _schedules(variant).items()} == {
         "iris": "rate(1 hour)", "wine": "cron(0 6 * * ? *)", "house": "rate(15 minutes)"}
     fid, _ = _drift_function(variant)
-    for model, schedule in _schedules(variant).items():
+    for schedule in _schedules(variant).values():
         assert schedule["target"]["Arn"] == {"Fn::GetAtt": [fid, "Arn"]}
         assert schedule["target"]["RetryPolicy"]["MaximumRetryAttempts"] == 2
 

@@ -112,7 +112,8 @@ def test_a_function_over_its_budget_fails_synth_naming_function_layers_total_and
     assert "size budget exceeded" in message, message
     assert re.search(
         rf"{re.escape(path)} \(training function\): function code {_SIZE}"
-        rf"( \+ layer {re.escape(stack.node.path)}/Layers/(Inference|Training) \((inference|training), {ARCH}\) {_SIZE}){{2}}"
+        rf"( \+ layer {re.escape(stack.node.path)}/Layers/(Inference|Training) "
+        rf"\((inference|training), {ARCH}\) {_SIZE}){{2}}"
         rf" = (?P<total>\d+\.\d) MB unzipped, budget 220\.0 MB \(Lambda's limit is 262\.1 MB\)",
         message,
     ), message
@@ -153,7 +154,7 @@ def test_each_function_gets_exactly_the_layer_it_needs(real):
         assert got == expected, f"{logical_id} ({props['Handler']}): layers {got}, expected {expected}"
         assert props["Runtime"] == "python3.12"
         assert props["Architectures"] == [ARCH], logical_id
-    for name, layer in real.stack.layers.layers.items():
+    for layer in real.stack.layers.layers.values():
         props = real.resources[real.stack.get_logical_id(layer.node.default_child)]["Properties"]
         assert props["CompatibleArchitectures"] == [ARCH] and props["CompatibleRuntimes"] == ["python3.12"]
 
@@ -188,7 +189,8 @@ def test_layer_assets_hold_only_python(real):
         asset = real.asset_path(props["Content"])
         with zipfile.ZipFile(asset) as archive:
             names = archive.namelist()
-        assert names and all(n.startswith("python/") for n in names), (name, [n for n in names if not n.startswith("python/")][:5])
+        outside = [n for n in names if not n.startswith("python/")]
+        assert names and not outside, (name, outside[:5])
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names), name
         assert sum(i.file_size for i in zipfile.ZipFile(asset).infolist()) == real.stack.layers.sizes[name]
 

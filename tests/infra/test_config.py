@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from infra.config import (
-    PROBABILITY_PARAMS,
     CLASSIFIERS,
+    PROBABILITY_PARAMS,
     REGRESSORS,
     ApiConfig,
     ConfigError,

@@ -1,6 +1,7 @@
 """The synthesized template: contract outputs, security properties, cdk-nag and cfn-lint.
 
-Two syntheses: the default cdk.json app (shared by every suite, tests/conftest.py) and one api_key variant (tests/infra/conftest.py).
+Two syntheses: the default cdk.json app (shared by every suite, tests/conftest.py) and one api_key
+variant (tests/infra/conftest.py).
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pytest
 from aws_cdk.assertions import Match
 
 from functions.core.layout import max_dataset_bytes
-
 from infra.stack import OUTPUT_NAMES
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,8 @@ def test_outputs_have_the_exact_contract_names(synth):
 def test_api_url_is_the_prod_stage(synth):
     parts = synth.template_dict["Outputs"]["ApiUrl"]["Value"]["Fn::Join"][1]
     assert parts[0] == "https://" and ".execute-api." in parts and parts[-1] == "/"
-    (stage,) = [p["Ref"] for p in parts if isinstance(p, dict) and p.get("Ref", "").startswith("InferenceApiDeploymentStage")]
+    (stage,) = [p["Ref"] for p in parts
+                if isinstance(p, dict) and p.get("Ref", "").startswith("InferenceApiDeploymentStage")]
     assert synth.template_dict["Resources"][stage]["Properties"]["StageName"] == "prod"
 
 
@@ -468,7 +469,8 @@ def test_pipeline_state_machine_logs_traces_and_times_out(synth):
                                              "TransientError"}
         assert retry["BackoffRate"] > 1 and "DatasetError" not in retry["ErrorEquals"]
         # States.ALL does not catch States.DataLimitExceeded in AWS: it is named first
-        assert state["Catch"] == [{"ErrorEquals": ["States.DataLimitExceeded"], "ResultPath": "$.error", "Next": "MarkFailed"},
+        assert state["Catch"] == [{"ErrorEquals": ["States.DataLimitExceeded"], "ResultPath": "$.error",
+                                   "Next": "MarkFailed"},
                                   {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "MarkFailed"}]
         assert state["Parameters"]["execution_arn.$"] == "$$.Execution.Id"
     assert states["Train"]["TimeoutSeconds"] == 15 * 60 + 30
@@ -489,7 +491,8 @@ def test_pipeline_rule_per_model_carries_the_spec(synth_api_key):
         assert '"version_id":<detail-object-version-id>' in template and '"spec":{"target":' in template
         assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
     (house,) = [r for r in rules if "house-prices" in r["EventPattern"]["detail"]["object"]["key"][0]["prefix"]]
-    assert '"task":"regression","estimator":"sklearn.linear_model.Ridge"' in house["Targets"][0]["InputTransformer"]["InputTemplate"]
+    template = house["Targets"][0]["InputTransformer"]["InputTemplate"]
+    assert '"task":"regression","estimator":"sklearn.linear_model.Ridge"' in template
 
 
 def test_pipeline_functions_sizes_layers_and_least_privilege(synth):
@@ -566,7 +569,8 @@ def test_each_training_memory_has_its_train_function_and_the_state_machine_choos
     assert {"Variable": "$.spec.compute.memory", "NumericEquals": 3008} in rule["And"]
     for name in ("Train", "Train3008"):
         assert states[name]["Next"] == "Validate"
-        assert states[name]["Catch"] == states["Validate"]["Catch"] and states[name]["Retry"] == states["Validate"]["Retry"]
+        assert states[name]["Catch"] == states["Validate"]["Catch"]
+        assert states[name]["Retry"] == states["Validate"]["Retry"]
     templates = [r["Properties"]["Targets"][0]["InputTransformer"]["InputTemplate"]
                  for r in synth_api_key.resources("AWS::Events::Rule").values()
                  if r["Properties"].get("EventPattern", {}).get("source") == ["aws.s3"]]

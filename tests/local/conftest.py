@@ -171,7 +171,8 @@ TEMPLATE = {
                        "DependsOn": ["ItemsGet", "ItemsPost", "ItemGet", "BoomGet"]},
         "Stage": {"Type": "AWS::ApiGateway::Stage", "Properties": {
             "RestApiId": {"Ref": "RestApi"}, "DeploymentId": {"Ref": "Deployment"}, "StageName": "prod"}},
-        "Key": {"Type": "AWS::ApiGateway::ApiKey", "Properties": {"Enabled": True, "Value": "test-key-0123456789abcdef"}},
+        "Key": {"Type": "AWS::ApiGateway::ApiKey",
+                "Properties": {"Enabled": True, "Value": "test-key-0123456789abcdef"}},
         "Plan": {"Type": "AWS::ApiGateway::UsagePlan", "Properties": {
             "ApiStages": [{"ApiId": {"Ref": "RestApi"}, "Stage": {"Ref": "Stage"}}],
             "Throttle": {"RateLimit": 10, "BurstLimit": 20}}},

@@ -2,7 +2,6 @@
 import json
 import time
 
-import pytest
 import requests
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -87,7 +86,8 @@ def test_a_dead_runtime_and_running_out_of_memory_come_back_as_lambdas_errors(cl
 
 def test_states_all_does_not_catch_a_result_over_the_payload_quota(cloud):
     sfn = cloud.client("stepfunctions")
-    flaky = cloud.client("lambda").get_function(FunctionName=cloud.physical_ids["Flaky"])["Configuration"]["FunctionArn"]
+    flaky = cloud.client("lambda").get_function(
+        FunctionName=cloud.physical_ids["Flaky"])["Configuration"]["FunctionArn"]
     outcomes = {}
     for catch in (["States.ALL"], ["States.DataLimitExceeded"]):
         definition = {"StartAt": "Big", "States": {

@@ -25,7 +25,8 @@ def test_intrinsics_and_order():
     assert r.resolve({"Fn::Sub": ["${x}-${AWS::AccountId}", {"x": {"Ref": "A"}}]}) == "a-123456789012"
     assert r.resolve({"Fn::Select": [1, {"Fn::Split": [",", "p,q"]}]}) == "q"
     assert r.resolve({"Fn::If": ["Yes", "y", {"Ref": "AWS::NoValue"}]}) == "y"
-    assert r.resolve({"k": {"Fn::If": ["Yes", {"Ref": "AWS::NoValue"}, 1]}, "l": [1, {"Ref": "AWS::NoValue"}]}) == {"l": [1]}
+    no_value = {"Ref": "AWS::NoValue"}
+    assert r.resolve({"k": {"Fn::If": ["Yes", no_value, 1]}, "l": [1, no_value]}) == {"l": [1]}
     assert r.resolve({"Fn::FindInMap": ["M", {"Ref": "AWS::Region"}, "v"]}) == "mapped"
     with pytest.raises(TemplateError, match="Nope"):
         r.resolve({"Ref": "Nope"}, "C.Properties")
@@ -89,5 +90,6 @@ def test_synthesizing_a_project_without_its_app_says_what_is_missing(tmp_path):
     from localcloud.cloud import synthesize
 
     (tmp_path / "cdk.json").write_text(json.dumps({"app": "python3 app.py", "context": {"shipyard": {}}}))
-    with pytest.raises(TemplateError, match=r"app\.py does not exist: a Shipyard project has its app\.py next to cdk\.json"):
+    with pytest.raises(TemplateError,
+                       match=r"app\.py does not exist: a Shipyard project has its app\.py next to cdk\.json"):
         synthesize(tmp_path)

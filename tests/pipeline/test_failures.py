@@ -17,7 +17,7 @@ import re
 import signal
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -48,7 +48,8 @@ def _failed(cloud, registry, r, reason_start: str) -> dict:
     assert len(v["reason"]) <= MAX_MESSAGE_CHARS + 100
     assert execution["cause"] == v["reason"] and execution["error"] == "PipelineFailed"
     assert _states(cloud, execution["executionArn"])[-2:] == ["StillPromoted?", "Failed"]
-    failed = [e for e in events_of(cloud, "Pipeline Failed") if e["detail"]["execution_arn"] == execution["executionArn"]]
+    failed = [e for e in events_of(cloud, "Pipeline Failed")
+              if e["detail"]["execution_arn"] == execution["executionArn"]]
     assert len(failed) == 1 and failed[0]["detail"]["reason"] == v["reason"], failed
     assert failed[0]["detail"]["version"] == v["version"]
     return v
@@ -154,7 +155,8 @@ def test_a_crashed_runtime_fails_the_version(cloud, run, registry, monkeypatch):
     monkeypatch.setattr(lambda_runtime._Worker, "invoke", invoke)
     r = run("prices", data.prices(seed=7), "crash.csv")
     v = _failed(cloud, registry, r, "Runtime.ExitError: RequestId: ")
-    assert killed and v["reason"] == f"Runtime.ExitError: RequestId: {killed[0]} Error: Runtime exited with error: signal: killed"
+    assert killed and v["reason"] == (f"Runtime.ExitError: RequestId: {killed[0]} "
+                                      "Error: Runtime exited with error: signal: killed")
 
 
 def test_running_out_of_memory_fails_the_version(cloud, run, registry):
@@ -200,7 +202,7 @@ def test_a_version_left_training_past_the_execution_timeout_is_marked_failed_by_
     gone = "arn:aws:states:us-east-1:123456789012:execution:gone:1"
     dataset = {"bucket": cloud.outputs["DataBucketName"], "key": "datasets/strict/lost.csv", "version_id": "v0"}
     stuck = registry.allocate_version("strict", execution_arn=gone, dataset=dataset)["version"]
-    three_hours_ago = utc_iso(datetime.fromtimestamp(time.time() - 3 * 3600, timezone.utc))
+    three_hours_ago = utc_iso(datetime.fromtimestamp(time.time() - 3 * 3600, UTC))
     cloud.client("dynamodb").update_item(
         TableName=cloud.outputs["RegistryTableName"], Key={"pk": {"S": "MODEL#strict"}, "sk": {"S": _vsk(stuck)}},
         UpdateExpression="SET created_at = :t", ExpressionAttributeValues={":t": {"S": three_hours_ago}})

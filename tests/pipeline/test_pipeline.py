@@ -141,7 +141,8 @@ def test_bad_datasets_fail_with_a_reason_and_never_touch_production(cloud, run, 
                       and e["stateEnteredEventDetails"]["name"] == "Train"]
         scheduled = [e for e in _history(cloud, execution["executionArn"]) if e["type"] == "LambdaFunctionScheduled"]
         assert len(train_runs) == 1 and len(scheduled) == 3, name  # Allocate, Train, MarkFailed
-        failed = [e for e in events_of(cloud, "Pipeline Failed") if e["detail"]["execution_arn"] == execution["executionArn"]]
+        failed = [e for e in events_of(cloud, "Pipeline Failed")
+                  if e["detail"]["execution_arn"] == execution["executionArn"]]
         assert len(failed) == 1 and failed[0]["detail"]["reason"] == v["reason"], name
     assert registry.get_alias("animals") == production
     assert registry.get_version("animals", production)["status"] == "production"
@@ -177,7 +178,8 @@ def test_promote_timing_out_after_moving_the_alias_ends_promoted_not_failed(clou
         if (isinstance(event, dict) and event.get("action") == "promote" and not faked and not inv.failed
                 and (event.get("input") or {}).get("model") == "deadline"):
             # the function did its work (alias moved, event sent) and then ran out of time
-            error = {"errorType": "Sandbox.Timedout", "errorMessage": f"{inv.request_id} Task timed out after 30.00 seconds"}
+            error = {"errorType": "Sandbox.Timedout",
+                     "errorMessage": f"{inv.request_id} Task timed out after 30.00 seconds"}
             faked.append(inv)
             return Invocation(inv.request_id, json.dumps(error).encode(), error, inv.logs, inv.duration_ms)
         return inv
@@ -236,7 +238,8 @@ def test_the_same_object_version_delivered_twice_trains_once(cloud, run, registr
     assert second["status"] == "SUCCEEDED"
     out = json.loads(second["output"])
     assert out["run"]["duplicate"] is True and out["run"]["duplicate_of"]["execution_arn"] == first["executionArn"]
-    states = [e["stateEnteredEventDetails"]["name"] for e in _history(cloud, second_arn) if e["type"].endswith("StateEntered")]
+    states = [e["stateEnteredEventDetails"]["name"] for e in _history(cloud, second_arn)
+              if e["type"].endswith("StateEntered")]
     assert "Train" not in states and states[-1] == "AlreadyHandled"
     assert len(registry.versions_from_dataset(r.bucket, r.key, r.version_id)) == 1
 
@@ -258,7 +261,8 @@ def test_cli_train_starts_a_run_by_hand_and_lineage_shows_the_chain(cloud, run, 
     # the latest upload, already trained by its rule: deduplicated
     assert cli.main(["train", "prices", "--wait"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("arn:aws:states:") and out[1] == f"already handled by {first['executionArn']} (use --force to train again)"
+    assert out[0].startswith("arn:aws:states:")
+    assert out[1] == f"already handled by {first['executionArn']} (use --force to train again)"
     # --force trains it again, as a new version with the same dataset lineage
     assert cli.main(["train", "prices", "--dataset", f"s3://{r.bucket}/{r.key}", "--force", "--wait"]) == 0
     arn, verdict = capsys.readouterr().out.splitlines()

@@ -42,7 +42,7 @@ def _plain_sklearn_score(dataset: str, target: str, estimator: str, params: dict
     t = header.index(target)
     rows = [r for r in rows if r[t] != "NA"]  # Shipyard leaves out rows without a target too
     numeric, strings = [], []
-    for j, name in enumerate(header):
+    for j in range(len(header)):
         if j == t:
             continue
         cells = [r[j] for r in rows if r[j] != "NA"]
@@ -103,8 +103,9 @@ def test_real_data_is_trained_parity_checked_and_promoted(cloud, run, registry, 
     # ONNX on the holdout scores what scikit-learn's fitted pipeline does.
     assert m[metric] == pytest.approx(m["sklearn_" + metric], abs=1e-4)
     # And what plain scikit-learn gets with the same estimator on the same rows.
-    holdout = json.loads(cloud.client("s3").get_object(
-        Bucket=cloud.outputs["ArtifactBucketName"], Key=v["lineage"]["artifacts"]["holdout.json"]["key"])["Body"].read())
+    key = v["lineage"]["artifacts"]["holdout.json"]["key"]
+    s3, bucket = cloud.client("s3"), cloud.outputs["ArtifactBucketName"]
+    holdout = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     plain = _plain_sklearn_score(dataset, target, estimator, REAL_PARAMS.get(model, {}), holdout, metric,
                                  v["lineage"]["split"].get("random_state"))
     print(f"{model}: {metric} onnx={m[metric]:.4f} plain scikit-learn={plain:.4f}")  # shown with -s
@@ -131,7 +132,8 @@ def test_predictions_from_a_promoted_penguin_model_handle_missing_values(cloud, 
     if version is None:
         pytest.skip("penguins-hgb was not promoted in this session (its own test reports why)")
     v = registry.get_version("penguins-hgb", int(version))
-    onnx = cloud.client("s3").get_object(Bucket=cloud.outputs["ArtifactBucketName"], Key=v["artifact_key"])["Body"].read()
+    s3, bucket = cloud.client("s3"), cloud.outputs["ArtifactBucketName"]
+    onnx = s3.get_object(Bucket=bucket, Key=v["artifact_key"])["Body"].read()
     schema = FeatureSchema.from_dict(v["schema"])
     record = {"island": "Biscoe", "bill_length_mm": None, "bill_depth_mm": 15.0, "flipper_length_mm": 220,
               "body_mass_g": 5000, "sex": None, "year": 2008}

@@ -168,7 +168,8 @@ def test_pipeline_events_name_the_execution_and_the_configured_bus(monkeypatch):
     assert "Resources" not in without and without["EventBusName"] == "shipyard-bus"
 
 
-@pytest.mark.parametrize("code, error", [("ThrottlingException", "TransientError"), ("InternalFailure", "TransientError"),
+@pytest.mark.parametrize("code, error", [("ThrottlingException", "TransientError"),
+                                         ("InternalFailure", "TransientError"),
                                          ("AccessDeniedException", "RuntimeError")])
 def test_a_refused_pipeline_event_is_transient_only_when_a_retry_may_help(code, error):
     from functions.pipeline import steps
@@ -310,16 +311,18 @@ def test_failure_reason_is_bounded_whatever_the_cause():
 
 
 def test_allocate_marks_failed_the_versions_left_training_past_the_execution_timeout(moto_registry):
+    from datetime import UTC, datetime
+
     from functions.core import registry as registry_mod
     from functions.pipeline import steps
 
     for hours, arn in ((3, "arn:stuck"), (0.5, "arn:running")):
         v = moto_registry.allocate_version("iris", execution_arn=arn, dataset=STEP_DATASET)["version"]
-        then = registry_mod.utc_iso(registry_mod.datetime.fromtimestamp(time.time() - hours * 3600,
-                                                                         registry_mod.timezone.utc))
+        then = registry_mod.utc_iso(datetime.fromtimestamp(time.time() - hours * 3600, UTC))
         moto_registry.client.update_item(TableName="registry", Key={"pk": {"S": "MODEL#iris"},
                                                                     "sk": {"S": registry_mod._vsk(v)}},
-                                         UpdateExpression="SET created_at = :t", ExpressionAttributeValues={":t": {"S": then}})
+                                         UpdateExpression="SET created_at = :t",
+                                         ExpressionAttributeValues={":t": {"S": then}})
     old_candidate = _candidate(moto_registry, "arn:old-candidate")
     events = FlakyEvents(failures=0)
     event = {"model": "iris", "spec": STEP_SPEC, "dataset": {**STEP_DATASET, "version_id": "v2"}}
@@ -327,7 +330,8 @@ def test_allocate_marks_failed_the_versions_left_training_past_the_execution_tim
     stuck, running, candidate, new = moto_registry.list_versions("iris")
     assert out["version"] == new["version"] == 4 and new["status"] == "training"
     assert stuck["status"] == "failed" and stuck["reason"].startswith("StaleTraining: still training 3.0 h after ")
-    assert "past the pipeline's execution timeout of 2.0 h: execution arn:stuck ended without recording" in stuck["reason"]
+    assert ("past the pipeline's execution timeout of 2.0 h: execution arn:stuck ended without recording"
+            in stuck["reason"])
     assert running["status"] == "training" and candidate["status"] == "candidate"  # within the timeout; not training
     (sent,) = events.sent
     detail = json.loads(sent["Detail"])
@@ -353,9 +357,11 @@ def test_train_holds_a_dataset_to_its_models_own_limit(moto_registry):
     body = data.animals()
     vid = s3.put_object(Bucket="data-bucket", Key="datasets/iris/a.csv", Body=body)["VersionId"]
     v = moto_registry.allocate_version("iris", execution_arn="arn:x", dataset=STEP_DATASET)["version"]
-    event = {"model": "iris", "version": v, "dataset": {"bucket": "data-bucket", "key": "datasets/iris/a.csv", "version_id": vid},
+    event = {"model": "iris", "version": v,
+             "dataset": {"bucket": "data-bucket", "key": "datasets/iris/a.csv", "version_id": vid},
              "spec": {"target": "species", "task": "classification", "max_dataset_bytes": len(body) - 1}}
-    with pytest.raises(DatasetError, match=f"dataset is too large: {len(body):,} bytes .* the limit is {len(body) - 1:,}"):
+    too_large = f"dataset is too large: {len(body):,} bytes .* the limit is {len(body) - 1:,}"
+    with pytest.raises(DatasetError, match=too_large):
         steps.train(event, moto_registry, s3, artifact_bucket="a", max_bytes=10 * len(body))
     event["spec"]["max_dataset_bytes"] = 100 * len(body)  # the function's own limit is the smaller
     with pytest.raises(DatasetError, match=f"the limit is {2 * len(body) // 3:,}"):

@@ -10,8 +10,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from moto import mock_aws
 
-from infra import cli
 from functions.core.registry import Registry
+from infra import cli
 
 REGISTRY_TEMPLATE = {
     "Resources": {
@@ -227,7 +227,8 @@ def test_aws_region_is_honoured_and_a_missing_region_is_a_clear_error(tmp_path, 
 
 def test_predict_leaves_out_the_target_column_of_a_training_shaped_csv(signed_api, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "cdk.json").write_text(json.dumps({"context": {"shipyard": {"models": {"iris": {"target": "species"}}}}}))
+    config = {"context": {"shipyard": {"models": {"iris": {"target": "species"}}}}}
+    (tmp_path / "cdk.json").write_text(json.dumps(config))
     data = tmp_path / "train.csv"
     data.write_text("sepal_length,species\n5.1,setosa\n")
     assert cli.main(["predict", "iris", str(data), "--api-url", signed_api, "--auth", "iam"]) == 0

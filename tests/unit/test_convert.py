@@ -157,7 +157,8 @@ def test_model_rejects_graph_not_matching_schema(clf, reg):
 
 def test_non_finite_outputs_are_refused(reg):
     model = OnnxModel.from_bytes(reg.onnx, reg.schema)
-    feeds = reg.schema.to_feeds([{"region": "north", "x1": 1.0, "x2": 0.0}, {"region": "north", "x1": -3e38, "x2": 0.0}])
+    feeds = reg.schema.to_feeds([{"region": "north", "x1": 1.0, "x2": 0.0},
+                                 {"region": "north", "x1": -3e38, "x2": 0.0}])
     with pytest.raises(PredictionError, match=r"instances \[1\] gave non-finite outputs"):
         model.predict(feeds)
 

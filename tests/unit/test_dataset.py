@@ -492,7 +492,8 @@ def test_string_column_after_numbers_keeps_the_numbers_text():
     c = d.columns["c"]
     assert d.schema["features"][0]["type"] == "string"
     assert c[0] == " 0.0" and c[9] == " 9.0" and c[10] is None and c[11] == "w0"
-    assert d.schema["features"][0]["categories"][:2] == [" 0.0", " 1.0"] and len(d.schema["features"][0]["categories"]) == 13
+    categories = d.schema["features"][0]["categories"]
+    assert categories[:2] == [" 0.0", " 1.0"] and len(categories) == 13
 
 
 def test_string_cells_share_one_str_per_distinct_value():
@@ -504,7 +505,8 @@ def test_string_cells_share_one_str_per_distinct_value():
 
 @pytest.mark.parametrize("delimiter", [";", "\t", "|"])
 def test_semicolon_tab_and_pipe_files(delimiter):
-    rows = [[f"{i},5" if delimiter == ";" else i, ["a b", "c,d"][i % 2], "NA" if i == 3 else i / 4, i % 2] for i in range(30)]
+    rows = [[f"{i},5" if delimiter == ";" else i, ["a b", "c,d"][i % 2], "NA" if i == 3 else i / 4, i % 2]
+            for i in range(30)]
     data = "\n".join(delimiter.join(map(str, r)) for r in [["x", "s", "z", "y"]] + rows).encode()
     d = load(data)
     assert list(d.columns) == ["x", "s", "z"] and d.rows == 30

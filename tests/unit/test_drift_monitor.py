@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import numpy as np
@@ -19,13 +19,19 @@ from functions.core.baseline import build_baseline
 from functions.core.registry import ModelNotFound, Registry
 from functions.drift import check as drift_check
 from functions.drift.check import (
-    BaselineMissing, DriftCheckError, DriftSettings, drift_history, read_capture_window,
-    report_key, run_check, settings_from_env,
+    BaselineMissing,
+    DriftCheckError,
+    DriftSettings,
+    drift_history,
+    read_capture_window,
+    report_key,
+    run_check,
+    settings_from_env,
 )
 from functions.pipeline.execution import latest_dataset
 from tests.support import create_artifact_bucket, create_registry_table
 
-NOW = datetime(2025, 3, 4, 12, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 4, 12, 30, tzinfo=UTC)
 SCHEMA = {"target": "label", "task": "classification",
           "features": [{"name": "x", "type": "number"}, {"name": "y", "type": "number"},
                        {"name": "colour", "type": "string", "categories": ["blue", "green", "red"]}],
@@ -309,9 +315,9 @@ def test_settings_from_env():
 
 
 def test_report_keys_sort_in_time_order():
-    a = report_key("iris", datetime(2025, 1, 2, 3, 4, 5, 6000, tzinfo=timezone.utc))
+    a = report_key("iris", datetime(2025, 1, 2, 3, 4, 5, 6000, tzinfo=UTC))
     assert a == "drift/iris/2025-01-02T03-04-05.006Z.json"
-    assert a < report_key("iris", datetime(2025, 1, 2, 3, 4, 5, 7000, tzinfo=timezone.utc))
+    assert a < report_key("iris", datetime(2025, 1, 2, 3, 4, 5, 7000, tzinfo=UTC))
 
 
 # --------------------------------------------------------------------------- handlers
@@ -321,7 +327,7 @@ def test_drift_handler_runs_the_check_from_the_environment(aws, monkeypatch, cap
     from functions.drift import handler as drift_handler
 
     promote_version(aws)
-    put_capture(aws, traffic(600, shift=1.0), at=datetime.now(timezone.utc) - timedelta(minutes=5))
+    put_capture(aws, traffic(600, shift=1.0), at=datetime.now(UTC) - timedelta(minutes=5))
     monkeypatch.setenv("REGISTRY_TABLE", "registry")
     monkeypatch.setenv("ARTIFACT_BUCKET", "artifacts")
     monkeypatch.setenv("SHIPYARD_MODELS", json.dumps(["iris", "wine"]))
@@ -414,7 +420,8 @@ def test_history_follows_pagination(aws, monkeypatch):
         aws["registry"].put_drift_check("iris", {"checked_at": f"2025-03-04T12:00:0{i}.000Z", "rows": i})
     ddb, original = aws["ddb"], aws["ddb"].query
     pages = []
-    monkeypatch.setattr(ddb, "query", lambda **kw: pages.append(kw) or original(**{**kw, "Limit": min(kw.get("Limit", 2), 2)}))
+    monkeypatch.setattr(ddb, "query",
+                        lambda **kw: pages.append(kw) or original(**{**kw, "Limit": min(kw.get("Limit", 2), 2)}))
     assert [h["rows"] for h in drift_history(aws["registry"], "iris")] == [4, 3, 2, 1, 0]
     assert len(pages) == 3
     assert [h["rows"] for h in drift_history(aws["registry"], "iris", limit=3)] == [4, 3, 2]
@@ -460,7 +467,8 @@ def test_a_refused_drift_event_is_a_drift_check_error():
     report = {"model": "iris", "version": 1, "checked_at": "t", "rows": 500, "drifted_share": 1.0, "share": 0.5,
               "drifted_features": ["x"], "report_key": "drift/iris/t.json"}
     events = Events({"FailedEntryCount": 1, "Entries": [{"ErrorCode": "AccessDeniedException", "ErrorMessage": "no"}]})
-    with pytest.raises(DriftCheckError, match="refused the Drift Detected event of model 'iris': AccessDeniedException: no"):
+    refused = "refused the Drift Detected event of model 'iris': AccessDeniedException: no"
+    with pytest.raises(DriftCheckError, match=refused):
         drift_check.send_drift_event(events, report, "artifacts", "shipyard-bus")
     (entry,) = events.entries
     assert entry["EventBusName"] == "shipyard-bus" and entry["Source"] == "shipyard" and "Resources" not in entry

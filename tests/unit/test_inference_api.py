@@ -4,6 +4,7 @@ Real scikit-learn -> skl2onnx -> onnxruntime models; S3, DynamoDB and Firehose a
 """
 import json
 import os
+from datetime import UTC
 
 import boto3
 import numpy as np
@@ -221,7 +222,7 @@ def test_capture_is_sampled_and_configured_from_env(aws, monkeypatch):
 
 
 def test_capture_record_is_one_json_document_per_line():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from functions.core.capture import Capture
 
@@ -234,7 +235,7 @@ def test_capture_record_is_one_json_document_per_line():
 
     fh = Firehose()
     capture = Capture({"iris": "s"}, 1.0, client=fh, rng=lambda: 0.0,
-                      clock=lambda: datetime(2025, 3, 4, 12, 0, tzinfo=timezone.utc))
+                      clock=lambda: datetime(2025, 3, 4, 12, 0, tzinfo=UTC))
     instances = [{"a": 1.5, "s": "ü\u2028"}, [2**70, None]]  # the second goes to json's fallback
     for response in ({"predictions": ["x", "y"], "probabilities": [[0.25, 0.75], [1.0, 0.0]]},
                      {"predictions": [0.5, 1e-07]}):
@@ -334,7 +335,7 @@ def test_400_wrong_features_or_types(clock, instances, words):
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_400_non_finite_numbers(clock, literal):
-    raw = '{"instances": [[%s, 1.0, "red"]]}' % literal
+    raw = '{"instances": [[' + literal + ', 1.0, "red"]]}'
     assert_error(invoke("POST", "/models/iris/predict", raw_body=raw), 400, "'x1' must be a finite number")
 
 
@@ -356,7 +357,8 @@ def test_404_unknown_model(clock, clf):
     assert_error(invoke("GET", "/models/nope/versions/1"), 404, "'nope'")
     assert_error(invoke("GET", "/models/a%23b"), 404, "without '#'")  # '#' would clash with registry keys
     assert_error(invoke("GET", "/models/a#b"), 404)
-    assert_error(predict("nope", {"instances": clf.records(1)}, query={"version": "1"}), 404, "'nope' is not configured")
+    assert_error(predict("nope", {"instances": clf.records(1)}, query={"version": "1"}), 404,
+                 "'nope' is not configured")
 
 
 def test_404_unknown_version(clock, clf):
@@ -534,7 +536,8 @@ def test_malformed_events_go_to_the_serving_resolver_and_fail_as_before():
     for event in ({}, {"httpMethod": 1, "path": "/models"}, {"httpMethod": "GET", "path": None}):
         assert handler.resolver_for(event)[0] is handler.app
     answer = handler.lambda_handler({"httpMethod": "POST"}, LambdaContext())
-    assert answer["statusCode"] == 500 and json.loads(answer["body"]) == {"message": "internal error; the request was logged"}
+    assert answer["statusCode"] == 500
+    assert json.loads(answer["body"]) == {"message": "internal error; the request was logged"}
 
 
 @pytest.mark.parametrize("raw", [
@@ -564,7 +567,8 @@ def test_answers_are_written_as_json_writes_them():
     body = {"predictions": ["setosa", 2, 0.1], "probabilities": [[0.1, 0.9], [1e-300, 1.0]], "version": 3,
             "name": "ü \u2028 \x00", "classes": [], "aliases": {"production": None}}
     assert json.loads(_dumps(body)) == body
-    assert _dumps({"a": [0.30000000000000004, 1e-07, 123456789.125]}) == '{"a":[0.30000000000000004,1e-7,123456789.125]}'
+    written = '{"a":[0.30000000000000004,1e-7,123456789.125]}'
+    assert _dumps({"a": [0.30000000000000004, 1e-07, 123456789.125]}) == written
 
 
 @pytest.mark.parametrize("depth", [995, 1100, 100_000])

@@ -8,7 +8,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -135,7 +134,8 @@ def test_layer_pins_mirror_pyproject():
 
 
 def test_parse_requirements_handles_continuations_comments_and_rejects_options():
-    text = "a==1.0 \\\n    --hash=sha256:" + "0" * 64 + " \\\n    --hash=sha256:" + "1" * 64 + "\n    # via b\nB_c[x,Y]>=2  # note\n"
+    text = ("a==1.0 \\\n    --hash=sha256:" + "0" * 64 + " \\\n    --hash=sha256:" + "1" * 64
+            + "\n    # via b\nB_c[x,Y]>=2  # note\n")
     a, b = builder.parse_requirements(text)
     assert (a.name, a.version, len(a.hashes)) == ("a", "1.0", 2)
     assert (b.name, b.version, b.extras) == ("b-c", None, ("x", "y"))
@@ -551,12 +551,13 @@ for rows in (cls_rows, reg_rows):
     rows[3][0] = None
     rows[7][2] = None
 columns = ["x1", "x2", "colour", "y"]
+forest, boosting = {"n_estimators": 10, "random_state": 0}, {"n_estimators": 20, "random_state": 0}
 cases = [("classification", cls_rows, "sklearn.linear_model.LogisticRegression", {"max_iter": 500}),
-         ("classification", cls_rows, "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 10, "random_state": 0}),
-         ("classification", cls_rows, "sklearn.ensemble.GradientBoostingClassifier", {"n_estimators": 20, "random_state": 0}),
+         ("classification", cls_rows, "sklearn.ensemble.RandomForestClassifier", forest),
+         ("classification", cls_rows, "sklearn.ensemble.GradientBoostingClassifier", boosting),
          ("regression", reg_rows, "sklearn.linear_model.Ridge", {"alpha": 0.5}),
-         ("regression", reg_rows, "sklearn.ensemble.RandomForestRegressor", {"n_estimators": 10, "random_state": 0}),
-         ("regression", reg_rows, "sklearn.ensemble.GradientBoostingRegressor", {"n_estimators": 20, "random_state": 0})]
+         ("regression", reg_rows, "sklearn.ensemble.RandomForestRegressor", forest),
+         ("regression", reg_rows, "sklearn.ensemble.GradientBoostingRegressor", boosting)]
 for task, rows, estimator, params in cases:
     schema = FeatureSchema.from_rows(columns, rows, "y", task)
     X, y = convert.matrix(schema, rows, columns), convert.target(schema, rows, columns)

@@ -6,13 +6,19 @@ from collections import Counter
 
 import boto3
 import pytest
-from hypothesis import given, settings, strategies as st
 from botocore.exceptions import ClientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from moto import mock_aws
 
 from functions.core import registry as registry_module
 from functions.core.registry import (
-    AliasConflict, InvalidTransition, ModelNotFound, Registry, RegistryError, VersionNotFound,
+    AliasConflict,
+    InvalidTransition,
+    ModelNotFound,
+    Registry,
+    RegistryError,
+    VersionNotFound,
 )
 from tests.support import create_registry_table
 

@@ -123,7 +123,8 @@ def test_null_is_missing_and_unknown_category_is_accepted(schema):
     ("abc", "must be a list of records or arrays, got string"),
     (None, "got null"),
     ([], "'instances' is empty"),
-    ([{"sepal_length": 1, "colour": "red", "petal": 2}], r"instance 0: unknown features \['petal'\]; expected exactly \['sepal_length', 'colour'\]"),
+    ([{"sepal_length": 1, "colour": "red", "petal": 2}],
+     r"instance 0: unknown features \['petal'\]; expected exactly \['sepal_length', 'colour'\]"),
     ([{"sepal_length": 1}], r"instance 0: missing features \['colour'\]"),
     ([{"sepal_length": 1, "petal": 2}], r"unknown features \['petal'\] and missing features \['colour'\]"),
     ([[1, "red"], [1.0]], r"instance 1: array has 1 values, expected 2 in this order: \['sepal_length', 'colour'\]"),
@@ -160,7 +161,8 @@ _hostile = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0, -0.0, 1e38, 3.4028234663852886e38, 3.4028235e38, 3.5e38, -3.5e38, 1e-45, 2 ** 63,
                      2 ** 70, np.float64(1.5), np.int64(3), "", "red", "5.1", "\ud800", "a\udfffb", "é"]),
-    st.text(max_size=5), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.none(), max_size=2),
+    st.text(max_size=5), st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.none(), max_size=2),
 )
 _number = st.one_of(st.none(), st.integers(-(10 ** 6), 10 ** 6), st.floats(-1e30, 1e30, allow_nan=False))
 _string = st.none() | st.text(max_size=6)
@@ -228,7 +230,8 @@ def test_fast_and_slow_paths_agree_on_spoiled_input(schema, data):
 
 
 @pytest.mark.parametrize("spoil, words", [
-    (lambda rows: rows.__setitem__(700, [float("nan"), "red"]), "instance 700: feature 'sepal_length' must be a finite"),
+    (lambda rows: rows.__setitem__(700, [float("nan"), "red"]),
+     "instance 700: feature 'sepal_length' must be a finite"),
     (lambda rows: rows.__setitem__(999, [None, "\ud800"]), "instance 999: feature 'colour' is not valid Unicode"),
     (lambda rows: rows.__setitem__(3, [1e39, "red"]), "instance 3: feature 'sepal_length' is out of range"),
     (lambda rows: rows.__setitem__(5, {"sepal_length": 1, "petal": "red"}), "instance 5: unknown features"),
@@ -248,4 +251,5 @@ def test_nulls_beside_a_nan_literal_are_still_caught(schema):
     with pytest.raises(SchemaError, match="instance 9: feature 'sepal_length' must be a finite number"):
         schema.to_feeds([[None, "a"]] * 9 + [[float("nan"), "c"]])
     feeds = schema.to_feeds([[None, "a"], [None, None]] * 5)
-    assert feeds["sepal_length"].shape == (10, 1) and np.isnan(feeds["sepal_length"]).all() and feeds["colour"].ravel().tolist() == ["a", ""] * 5
+    assert feeds["sepal_length"].shape == (10, 1) and np.isnan(feeds["sepal_length"]).all()
+    assert feeds["colour"].ravel().tolist() == ["a", ""] * 5
