@@ -10,6 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+# Shipyard's app builds no Lambda layers for the local cloud: its functions run on this interpreter.
+LOCAL_CONTEXT = {"shipyard:build_layers": "false"}
+
 
 class LocalStartError(Exception):
     """The local cloud could not start: no project, an app that does not synthesize, a port in use."""
@@ -29,9 +32,13 @@ def start_local_cloud(aws_port: int = 5000, api_port: int = 3000, assembly: str 
             raise LocalStartError(f"no cdk.json in {Path(project_dir).resolve()}: run this in a Shipyard project")
         say("synthesizing the app (cdk.json)…")
         try:
-            out = synthesize(project_dir)  # without building layers: functions run on this interpreter
+            out = synthesize(project_dir, context=LOCAL_CONTEXT)
         except Exception as err:  # TemplateError carries the app's own message
-            raise LocalStartError(str(err)) from err
+            message = str(err)
+            if "does not exist: the app cdk.json names" in message:
+                message += " (a Shipyard project has its app.py next to cdk.json: a copy of Shipyard's app.py; " \
+                           "see docs/configuration.md)"
+            raise LocalStartError(message) from err
     say("starting the local cloud…")
     cloud = LocalCloud(Template.load(out), aws_port=aws_port, api_port=api_port, log=say)
     try:

@@ -72,16 +72,12 @@ class _Placeholder(dict):
         return f"{self.lid}.{key}(not-emulated)"
 
 
-#: Context for local synths: layers are not used locally (functions run on this interpreter).
-LOCAL_CONTEXT = {"shipyard:build_layers": "false"}
-
-
 def synthesize(project_dir: str | Path = ".", outdir: str | Path | None = None,
                timeout: float = 600, context: dict[str, Any] | None = None) -> Path:
     """Run the CDK app named in `<project_dir>/cdk.json` ("app") into `outdir`; returns the cloud assembly.
 
-    `context` (default `LOCAL_CONTEXT`) reaches the app as the CDK CLI passes `-c` values
-    (`CDK_CONTEXT_JSON`), on top of cdk.json.
+    `context` reaches the app as the CDK CLI passes `-c` values (`CDK_CONTEXT_JSON`), on top of
+    cdk.json: what the caller knows of its app (Shipyard's CLI asks for no layers this way).
     """
     project_dir = Path(project_dir).resolve()
     cdk_json = project_dir / "cdk.json"
@@ -96,11 +92,11 @@ def synthesize(project_dir: str | Path = ".", outdir: str | Path | None = None,
     for word in words:  # `python3 app.py` in a directory without app.py: say what a project needs
         if word.endswith(".py") and not (project_dir / word).exists():
             raise TemplateError(
-                f"cdk.json's app is `{app_cmd}`, but {project_dir / word} does not exist: a Shipyard project "
-                "has its app.py next to cdk.json (a copy of Shipyard's app.py; see docs/configuration.md)")
-    out = Path(outdir) if outdir else Path(tempfile.mkdtemp(prefix="shipyard-cdk-out-"))
+                f"cdk.json's app is `{app_cmd}`, but {project_dir / word} does not exist: the app cdk.json "
+                "names must be next to it")
+    out = Path(outdir) if outdir else Path(tempfile.mkdtemp(prefix="localcloud-cdk-out-"))
     env = dict(os.environ, CDK_OUTDIR=str(out), CDK_DEFAULT_ACCOUNT=ACCOUNT_ID,
-               CDK_CONTEXT_JSON=json.dumps(LOCAL_CONTEXT if context is None else context),
+               CDK_CONTEXT_JSON=json.dumps(context or {}),
                CDK_DEFAULT_REGION=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")))
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -119,13 +115,14 @@ class LocalCloud:
                  stack_name: str | None = None, aws_port: int = 5000, api_port: int = 3000,
                  host: str = "127.0.0.1", region: str | None = None, verbose: bool = False,
                  clock: bool = True, clock_interval: float = 1.0, alarm_interval: float = 10.0,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, context: dict[str, Any] | None = None):
         """`template`: a `Template`, a template dict, or a cdk.out directory; else `project_dir`'s app is
-        synthesized."""
+        synthesized, with `context` (see `synthesize`)."""
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.host = host
         self._aws_port, self._api_port = aws_port, api_port
         self._template_arg, self._project_dir, self._stack_name = template, project_dir, stack_name
+        self._context = context
         self.template: Template | None = None
         self.verbose = verbose
         self._log = log or print
@@ -227,7 +224,7 @@ class LocalCloud:
             return Template.from_dict(arg, stack_name=self._stack_name or "Stack")
         if arg is not None:
             return Template.load(arg, self._stack_name)
-        out = synthesize(self._project_dir or ".")
+        out = synthesize(self._project_dir or ".", context=self._context)
         return Template.load(out, self._stack_name)
 
     def start(self) -> LocalCloud:

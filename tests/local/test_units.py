@@ -91,5 +91,5 @@ def test_synthesizing_a_project_without_its_app_says_what_is_missing(tmp_path):
 
     (tmp_path / "cdk.json").write_text(json.dumps({"app": "python3 app.py", "context": {"shipyard": {}}}))
     with pytest.raises(TemplateError,
-                       match=r"app\.py does not exist: a Shipyard project has its app\.py next to cdk\.json"):
+                       match=r"app\.py does not exist: the app cdk\.json names must be next to it"):
         synthesize(tmp_path)
