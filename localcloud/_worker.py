@@ -17,7 +17,7 @@ class LambdaContext:
         self.aws_request_id = request_id
         self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "")
         self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        self.invoked_function_arn = env.get("SHIPYARD_LOCAL_FUNCTION_ARN", "")
+        self.invoked_function_arn = env.get("LOCALCLOUD_FUNCTION_ARN", "")
         self.memory_limit_in_mb = int(env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
         self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
         self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME", "")

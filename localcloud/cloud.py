@@ -202,11 +202,10 @@ class LocalCloud:
             return self._clients[service]
 
     def environment(self) -> dict[str, str]:
-        """Environment variables that point the AWS CLI, boto3 and the shipyard CLI at this cloud."""
+        """Environment variables that point the AWS CLI, boto3 (and tools built on them) at this cloud."""
         creds = self.session.get_credentials()
         return {"AWS_ENDPOINT_URL": self.aws_url, "AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region,
-                "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
-                "SHIPYARD_STACK": self.template.stack_name if self.template else ""}
+                "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key}
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalCloud:

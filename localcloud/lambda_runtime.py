@@ -263,7 +263,7 @@ class LambdaRuntime:
             "AWS_LAMBDA_LOG_STREAM_NAME": f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}",
             "LAMBDA_TASK_ROOT": str(spec.asset_dir),
             "_HANDLER": spec.handler,
-            "SHIPYARD_LOCAL_FUNCTION_ARN": spec.arn,
+            "LOCALCLOUD_FUNCTION_ARN": spec.arn,
             # no X-Ray daemon locally
             "POWERTOOLS_TRACE_DISABLED": "true",
             "PYTHONDONTWRITEBYTECODE": "1",
