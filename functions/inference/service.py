@@ -1,13 +1,15 @@
 """What the inference API does, independent of how a request reaches it.
 
 The serving state (``ModelServer``: ONNX sessions per (model, version) and production-alias
-lookups for ``ALIAS_TTL_SECONDS``, kept by a warm Lambda), the operations behind the four routes,
+lookups for ``ALIAS_TTL_SECONDS``, an absent one for ``ALIAS_MISS_TTL_SECONDS``, refreshed by every
+registry read of ``GET /models[/{name}]``, kept by a warm Lambda), the operations behind the four routes,
 the API's errors and their JSON answers. Both resolvers — the serving one in
 ``functions/inference/handler.py`` and the validating one in ``functions/inference/openapi.py`` —
 route to these functions and install these error handlers, so they answer alike.
 
 Environment: REGISTRY_TABLE, ARTIFACT_BUCKET, SHIPYARD_MODELS, ALIAS_TTL_SECONDS (60),
-MAX_INSTANCES (1000), CAPTURE_STREAMS, CAPTURE_SAMPLE_RATE (see docs/architecture.md).
+ALIAS_MISS_TTL_SECONDS (2), MAX_INSTANCES (1000), CAPTURE_STREAMS, CAPTURE_SAMPLE_RATE (see
+docs/architecture.md).
 """
 from __future__ import annotations
 
@@ -62,16 +64,19 @@ class ModelServer:
     """Resolves (model, version) to a loaded, verified OnnxModel, with a warm-Lambda cache."""
 
     def __init__(self, registry: Registry, s3: Any, bucket: str, capture: Capture, *,
-                 alias_ttl: float = 60.0, max_instances: int = 1000,
+                 alias_ttl: float = 60.0, alias_miss_ttl: float = 2.0, max_instances: int = 1000,
                  clock: Callable[[], float] = time.monotonic):
         self.registry = registry
         self.s3 = s3
         self.bucket = bucket
         self.capture = capture
         self.alias_ttl = alias_ttl
+        # A miss (no production version, or no such model) is never kept longer than a hit.
+        self.alias_miss_ttl = min(alias_miss_ttl, alias_ttl)
         self.max_instances = max_instances
         self.clock = clock
         self._sessions: OrderedDict[tuple[str, int], OnnxModel] = OrderedDict()
+        # model -> (expires at on self.clock, production version or None, ModelNotFound message or None)
         self._aliases: dict[str, tuple[float, int | None, str | None]] = {}
 
     @classmethod
@@ -80,6 +85,7 @@ class ModelServer:
 
         kwargs: dict[str, Any] = {
             "alias_ttl": float(os.environ.get("ALIAS_TTL_SECONDS") or 60),
+            "alias_miss_ttl": float(os.environ.get("ALIAS_MISS_TTL_SECONDS") or 2),
             "max_instances": int(os.environ.get("MAX_INSTANCES") or 1000),
         }
         kwargs.update(overrides)
@@ -90,20 +96,18 @@ class ModelServer:
         return cls(registry, s3, bucket, capture, **kwargs)
 
     def production(self, name: str) -> int:
-        """The production version, read at most once per ALIAS_TTL_SECONDS per model.
+        """The production version, read from the registry at most once per ALIAS_TTL_SECONDS per model.
 
-        One GetItem (the model item) per TTL entry; an unknown model is cached as such for the same TTL.
+        One GetItem (the model item) per cache entry. A miss — no production version yet (409) or
+        an unknown model (404) — is kept only ALIAS_MISS_TTL_SECONDS, so a first promotion serves
+        within seconds; ``GET /models[/{name}]`` refreshes the entry at once (``saw``).
         """
-        now = self.clock()
         hit = self._aliases.get(name)
-        if hit is None or now - hit[0] >= self.alias_ttl:
-            if len(self._aliases) >= MAX_ALIAS_ENTRIES:
-                self._aliases.clear()  # bounded memory under many distinct (unknown) names
+        if hit is None or self.clock() >= hit[0]:
             try:
-                hit = (now, self.registry.get_model(name)["aliases"].get("production"), None)
+                hit = self.saw(name, self.registry.get_model(name)["aliases"].get("production"))
             except ModelNotFound as exc:
-                hit = (now, None, str(exc))
-            self._aliases[name] = hit
+                hit = self.saw(name, None, not_found=str(exc))
         _, version, not_found = hit
         if not_found is not None:
             raise ModelNotFound(not_found)
@@ -111,6 +115,18 @@ class ModelServer:
             raise ApiError(409, f"model {name!r} has no production version yet; train and promote one, "
                                 "or pin a version with ?version=N")
         return int(version)
+
+    def saw(self, name: str, production: Any, *, not_found: str | None = None) -> tuple[float, int | None, str | None]:
+        """Cache what a registry read just said of ``name``'s production alias (or that the model is
+        unknown): a version for ALIAS_TTL_SECONDS, a miss for ALIAS_MISS_TTL_SECONDS. Every read
+        of the model item goes through here, so predict serves what ``GET /models/{name}`` answered."""
+        if name not in self._aliases and len(self._aliases) >= MAX_ALIAS_ENTRIES:
+            self._aliases.clear()  # bounded memory under many distinct (unknown) names
+        version = None if production is None else int(production)
+        ttl = self.alias_ttl if version is not None else self.alias_miss_ttl
+        entry = (self.clock() + ttl, version, not_found)
+        self._aliases[name] = entry
+        return entry
 
     def model(self, name: str, version: int) -> OnnxModel:
         """The verified model of one version, loaded once per warm Lambda."""
@@ -204,14 +220,24 @@ def check_version(name: str, version: int) -> int:
 
 
 def list_models() -> Response:
-    return json_response(200, {"models": server().registry.list_models()})
+    srv = server()
+    models = srv.registry.list_models()
+    for m in models:  # a fresh read of every alias: what predict serves from now on
+        srv.saw(m["name"], m["production"])
+    return json_response(200, {"models": models})
 
 
 def get_model(name: str) -> Response:
-    registry = server().registry
+    srv = server()
+    registry = srv.registry
     name = model_name(name)
-    model = registry.get_model(name)
+    try:
+        model = registry.get_model(name)
+    except ModelNotFound as exc:
+        srv.saw(name, None, not_found=str(exc))
+        raise
     aliases = {"production": None, **(model.get("aliases") or {})}
+    srv.saw(name, aliases["production"])  # a fresh read: predict serves what this answer says
     versions = [{k: v.get(k) for k in ("version", "status", "metrics", "created_at")}
                 for v in registry.list_versions(name)]
     return json_response(200, {"name": name, "aliases": aliases, "versions": versions})

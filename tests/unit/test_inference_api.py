@@ -186,6 +186,104 @@ def test_one_registry_read_per_ttl_and_unknown_models_are_cached_too(clock, aws,
     assert reads.count("nope") == 2 and reads.count("iris") == 2
 
 
+@pytest.fixture
+def registry_reads(clock, monkeypatch):
+    """The registry GetItem calls of the warm server, by sort key (the model item's is the model name)."""
+    from functions.inference import service
+
+    ddb = service.server().registry.client
+    reads = []
+    original = ddb.get_item
+    monkeypatch.setattr(ddb, "get_item", lambda **kw: reads.append(kw["Key"]["sk"]["S"]) or original(**kw))
+    return reads
+
+
+def configure(monkeypatch, name):
+    """``name`` as if configured in cdk.json (SHIPYARD_MODELS) for the warm server: 409 before its first version."""
+    from functions.inference import service
+
+    registry = service.server().registry
+    monkeypatch.setattr(registry, "known_models", (*registry.known_models, name))
+
+
+def test_a_promotion_seen_through_get_is_served_at_once(clock, aws, clf, monkeypatch, registry_reads):
+    configure(monkeypatch, "fresh")
+    assert_error(predict("fresh", {"instances": clf.records(1)}), 409, "no production version")
+    v1 = publish(aws["registry"], aws["s3"], "fresh", clf)  # trained and promoted; the clock does not move
+    assert_error(predict("fresh", {"instances": clf.records(1)}), 409)  # the miss is cached (briefly)
+    status, _, body = invoke("GET", "/models/fresh")
+    assert status == 200 and body["aliases"] == {"production": v1}
+    reads = len(registry_reads)
+    status, headers, body = predict("fresh", {"instances": clf.records(1)})
+    assert status == 200 and body["version"] == v1 and headers["X-Model-Version"] == str(v1)
+    assert registry_reads.count("fresh") == reads  # served from what GET read: no read of its own
+
+
+def test_a_promotion_seen_through_the_model_list_is_served_at_once(clock, aws, clf, monkeypatch):
+    configure(monkeypatch, "listed")
+    assert_error(predict("listed", {"instances": clf.records(1)}), 409)
+    v1 = publish(aws["registry"], aws["s3"], "listed", clf)
+    status, _, body = invoke("GET", "/models")
+    assert status == 200 and {"name": "listed", "production": v1} in body["models"]
+    assert predict("listed", {"instances": clf.records(1)})[2]["version"] == v1
+
+
+def test_no_production_version_is_cached_only_a_few_seconds(clock, aws, clf, monkeypatch, registry_reads):
+    from functions.inference import service
+
+    assert service.server().alias_miss_ttl == 2.0
+    configure(monkeypatch, "soon")
+    assert_error(predict("soon", {"instances": clf.records(1)}), 409, "no production version")
+    assert_error(predict("nowhere", {"instances": clf.records(1)}), 404, "'nowhere'")
+    v1 = publish(aws["registry"], aws["s3"], "soon", clf)
+    publish(aws["registry"], aws["s3"], "nowhere", clf)  # an unknown model gets its first version
+    clock.now += 1.9
+    assert_error(predict("soon", {"instances": clf.records(1)}), 409)
+    assert_error(predict("nowhere", {"instances": clf.records(1)}), 404)
+    assert registry_reads.count("soon") == 1 and registry_reads.count("nowhere") == 1
+    clock.now += 0.1  # 2 s after the miss, no GET in between
+    assert predict("soon", {"instances": clf.records(1)})[2]["version"] == v1
+    assert predict("nowhere", {"instances": clf.records(1)})[0] == 200
+    assert registry_reads.count("soon") == 2 and registry_reads.count("nowhere") == 2
+
+
+def test_a_production_version_is_still_cached_for_the_alias_ttl(clock, aws, clf, registry_reads):
+    registry, s3 = aws["registry"], aws["s3"]
+    v1 = publish(registry, s3, "steady", clf)
+    for _ in range(5):
+        assert predict("steady", {"instances": clf.records(1)})[2]["version"] == v1
+    assert registry_reads.count("steady") == 1  # one read of the model item, not one per request
+    publish(registry, s3, "steady", clf)  # moved without a GET: seen after the TTL, as before
+    clock.now += 59.9
+    assert predict("steady", {"instances": clf.records(1)})[2]["version"] == v1
+    assert registry_reads.count("steady") == 1
+
+
+def test_a_rollback_seen_through_get_is_served_at_once(clock, aws, clf):
+    registry, s3 = aws["registry"], aws["s3"]
+    v1 = publish(registry, s3, "back", clf)
+    v2 = publish(registry, s3, "back", clf)
+    assert predict("back", {"instances": clf.records(1)})[2]["version"] == v2
+    registry.rollback("back", reason="bad model", actor="tests")
+    assert predict("back", {"instances": clf.records(1)})[2]["version"] == v2  # cached, clock not moved
+    status, _, body = invoke("GET", "/models/back")
+    assert status == 200 and body["aliases"]["production"] == v1
+    status, headers, body = predict("back", {"instances": clf.records(1)})
+    assert body["version"] == v1 and headers["X-Model-Version"] == str(v1)
+
+
+def test_the_miss_ttl_is_configurable_and_never_longer_than_the_alias_ttl(aws, monkeypatch):
+    from functions.inference import service
+
+    monkeypatch.setenv("ALIAS_MISS_TTL_SECONDS", "5")
+    try:
+        assert service.reset(clock=Clock()).alias_miss_ttl == 5.0
+        monkeypatch.setenv("ALIAS_TTL_SECONDS", "1")
+        assert service.reset(clock=Clock()).alias_miss_ttl == 1.0
+    finally:
+        service.reset()
+
+
 def test_capture_writes_a_json_line(clock, aws, clf):
     s3 = aws["s3"]
     before = {o["Key"] for o in s3.list_objects_v2(Bucket="artifacts", Prefix="capture/iris/").get("Contents", [])}
