@@ -3,7 +3,8 @@
 Table layout (docs/architecture.md):
   model    pk=MODELS          sk=<model>                  name, next_version, aliases, alias_seq, created_at
   version  pk=MODEL#<model>   sk=V#<10-digit version>     the version record (+ dataset_ref/version_ref for the GSI)
-  event    pk=MODEL#<model>   sk=E#<alias>#<10-digit seq> model, alias, from_version, to_version, reason, actor, at, seq
+  event    pk=MODEL#<model>   sk=E#<alias>#<10-digit seq> model, alias, from_version, to_version, kind, reason,
+                                                         actor, at, seq
   claim    pk=MODEL#<model>   sk=R#<claim id>             kind=run-claim, model, dataset, execution_arn, version, at
   drift    pk=MODEL#<model>   sk=D#<checked_at>#<8 hex>   kind=drift_check, the check's summary
 
@@ -37,6 +38,7 @@ _INTERNAL_KEYS = {"pk", "sk", "dataset_ref", "version_ref"}
 _MODELS_PK = "MODELS"
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MAX_MOVE_ATTEMPTS = 5
+MOVE_KINDS = ("promote", "rollback")  # an audit event's `kind`
 CLAIM_SK_PREFIX = "R#"
 DRIFT_SK_PREFIX = "D#"
 
@@ -455,10 +457,20 @@ class Registry:
         return _plain(resp.get("Item", {})).get("aliases", {}).get(alias)
 
     def move_alias(self, model: str, alias: str, to_version: int, *, expected: int | None,
-                   reason: str, actor: str) -> dict:
-        """Atomically point `alias` at `to_version` if it currently is `expected`; append an audit event."""
+                   reason: str, actor: str, kind: str = "promote", expected_seq: Any = ...) -> dict:
+        """Atomically point `alias` at `to_version` if it currently is `expected`; append an audit event.
+
+        Returns the event written, with ``moved`` True (``moved`` is not stored). When the alias
+        already points at `to_version` (and that is what the caller expected) nothing is written:
+        the answer is ``{"model", "alias", "from_version": N, "to_version": N, "kind", "seq": None,
+        "moved": False}``. `kind` (``promote`` or ``rollback``) is stored on the event; a given
+        `expected_seq` (the alias's ``alias_seq``, the newest event's ``seq``) must also still hold,
+        so a move computed from the audit history fails if another move came in between.
+        """
         _check_model(model), _check_alias(alias)
         to_version = int(to_version)
+        if kind not in MOVE_KINDS:
+            raise ValueError(f"alias move kind must be one of {', '.join(MOVE_KINDS)}, got {kind!r}")
         for _ in range(_MAX_MOVE_ATTEMPTS):
             item = self._model_item(model)
             if item is None:
@@ -470,12 +482,18 @@ class Registry:
                 raise AliasConflict(f"model {model!r} alias {alias!r}: expected version {expected}, "
                                     f"found {actual}; nothing was changed")
             seq_prev = (item.get("alias_seq") or {}).get(alias)
+            if expected_seq is not ... and seq_prev != expected_seq:
+                raise AliasConflict(f"model {model!r} alias {alias!r} moved since its history was read "
+                                    f"(event #{seq_prev}, expected #{expected_seq}); nothing was changed")
+            if actual == to_version:
+                return {"model": model, "alias": alias, "from_version": actual, "to_version": to_version,
+                        "kind": kind, "seq": None, "moved": False}
             event = {"model": model, "alias": alias, "from_version": expected, "to_version": to_version,
-                     "reason": reason, "actor": actor, "at": utc_iso(), "seq": (seq_prev or 0) + 1}
+                     "kind": kind, "reason": reason, "actor": actor, "at": utc_iso(), "seq": (seq_prev or 0) + 1}
             try:
                 self.client.transact_write_items(
                     TransactItems=self._move_ops(model, alias, event, seq_prev))
-                return event
+                return {**event, "moved": True}
             except ClientError as e:
                 if not _is_conditional_failure(e) and e.response["Error"]["Code"] not in (
                         "TransactionConflictException", "TransactionConflict"):
@@ -533,8 +551,8 @@ class Registry:
                                "ExpressionAttributeNames": {"#status": "status"},
                                "ExpressionAttributeValues": {**eligible, ":production": {"S": "production"},
                                                              ":now": {"S": now}}}})
-        # Re-promoting the current version touches only that item (a transaction may not
-        # hold two operations on one item), so there is nothing to archive.
+        # move_alias never writes a move to the version already served (a transaction may not hold
+        # two operations on one item); the guard keeps the operations valid regardless.
         if expected is not None and expected != to_version:
             ops.append({"Update": {"TableName": table, "Key": {"pk": {"S": pk}, "sk": {"S": _vsk(expected)}},
                                    "UpdateExpression": "SET #status = :archived, updated_at = :now",
@@ -545,18 +563,65 @@ class Registry:
         return ops
 
     def promote(self, model: str, version: int, *, reason: str, actor: str, expected: Any = ...) -> dict:
-        """Make `version` production; `expected=...` reads the current production version first."""
+        """Make `version` production; `expected=...` reads the current production version first.
+
+        Promoting the version that already serves writes nothing and answers ``moved`` False
+        (see `move_alias`).
+        """
         if expected is ...:
             expected = self.get_alias(model, "production")
         return self.move_alias(model, "production", version, expected=expected, reason=reason, actor=actor)
 
-    def rollback(self, model: str, *, reason: str, actor: str) -> dict:
-        """Point production back at the version that was production before the current one (new event)."""
-        last = self.last_event(model, "production")
-        if not last or last["from_version"] is None:
-            raise RegistryError(f"model {model!r} has no previous production version to roll back to")
-        current, previous = last["to_version"], last["from_version"]
-        return self.move_alias(model, "production", previous, expected=current, reason=reason, actor=actor)
+    def rollback_path(self, model: str, alias: str = "production") -> list[int]:
+        """The versions a rollback of `alias` can return to, the next one first (one query).
+
+        The audit history, replayed, is a stack of the versions that served: a promote puts its
+        version on top (taking it out from lower down, so a version is on the stack once), a
+        rollback takes everything above its target off. The path is the stack under the version
+        serving now, so rollbacks walk back through distinct versions and never toggle. Events
+        written before events had a ``kind`` count as promotes.
+        """
+        stack: list[int] = []
+        for e in self.history(model, alias):
+            to = e["to_version"]
+            if e.get("kind") == "rollback" and to in stack:
+                del stack[stack.index(to) + 1:]
+            else:
+                if to in stack:
+                    stack.remove(to)
+                stack.append(to)
+        current = self.get_alias(model, alias)
+        return [v for v in reversed(stack) if v != current]
+
+    def rollback(self, model: str, *, reason: str, actor: str, to: int | None = None) -> dict:
+        """Point production back at the version that served before the current one: the first of
+        `rollback_path` (or `to`, which must be on it). A new audit event of kind ``rollback``;
+        atomic against any move since the history was read."""
+        item = self._model_item(model)
+        if item is None and model not in self.known_models:
+            raise ModelNotFound(f"model {model!r} is not configured and has no versions")
+        current = ((item or {}).get("aliases") or {}).get("production")
+        if current is None:
+            raise RegistryError(f"model {model!r} has no production version; there is nothing to roll back")
+        seq = ((item or {}).get("alias_seq") or {}).get("production")
+        path = self.rollback_path(model)
+        if to is None:
+            if not path:
+                raise RegistryError(f"model {model!r}: no version served production before v{current}; "
+                                    "there is nothing to roll back to")
+            target = path[0]
+        else:
+            target = int(to)
+            if target == current:
+                raise RegistryError(f"model {model!r}: v{target} is the version serving production now; "
+                                    "there is nothing to roll back")
+            if target not in path:
+                can = ", ".join(f"v{v}" for v in path) or "none"
+                raise RegistryError(f"model {model!r}: v{target} is not on production's rollback path (versions "
+                                    f"that served before v{current} and were not rolled back from: {can}); "
+                                    f"`promote` makes any validated version production")
+        return self.move_alias(model, "production", target, expected=current, reason=reason, actor=actor,
+                               kind="rollback", expected_seq=seq)
 
     def last_event(self, model: str, alias: str = "production") -> dict | None:
         """The newest audit event of one alias, or None (one query: newest first, Limit 1)."""

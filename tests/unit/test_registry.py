@@ -270,15 +270,28 @@ def test_promote_archives_previous(reg):
     assert (e2["from_version"], e2["to_version"], e2["seq"]) == (1, 2, 2)
     assert reg.get_alias("iris") == 2
     assert statuses(reg) == {1: "archived", 2: "production"}
-    assert reg.history("iris") == [e1, e2]
+    assert e1["moved"] and e2["moved"] and e1["kind"] == e2["kind"] == "promote"
+    assert reg.history("iris") == [stored(e1), stored(e2)]
 
 
-def test_repromote_current_version(reg):
+def stored(event):
+    """An alias move's answer as the audit log stores it (``moved`` is the answer's only)."""
+    return {k: v for k, v in event.items() if k != "moved"}
+
+
+def test_promoting_the_serving_version_writes_nothing_and_says_so(reg, ddb):
     candidate(reg)
     reg.promote("iris", 1, reason="r", actor="a")
-    e = reg.promote("iris", 1, reason="again", actor="a")
-    assert (e["from_version"], e["to_version"]) == (1, 1)
-    assert statuses(reg) == {1: "production"} and len(reg.history("iris")) == 2
+    before = ddb.scan(TableName="registry")["Items"]
+    for _ in range(2):  # a retried promote script
+        e = reg.promote("iris", 1, reason="again", actor="a")
+        assert e == {"model": "iris", "alias": "production", "from_version": 1, "to_version": 1,
+                     "kind": "promote", "seq": None, "moved": False}
+    assert ddb.scan(TableName="registry")["Items"] == before
+    assert statuses(reg) == {1: "production"} and len(reg.history("iris")) == 1
+    # the expectation is still checked: a caller that expected another version learns it moved
+    with pytest.raises(AliasConflict, match="expected version None, found 1"):
+        reg.promote("iris", 1, reason="r", actor="a", expected=None)
 
 
 def test_stale_expected_conflicts_and_writes_nothing(reg, ddb):
@@ -320,7 +333,7 @@ def test_other_alias_leaves_statuses(reg):
     e = reg.move_alias("iris", "candidate", 1, expected=None, reason="shadow", actor="a")
     assert reg.get_alias("iris", "candidate") == 1 and reg.get_alias("iris") is None
     assert statuses(reg) == {1: "candidate"}
-    assert reg.history("iris", "candidate") == [e] and reg.history("iris") == []
+    assert reg.history("iris", "candidate") == [stored(e)] and reg.history("iris") == []
 
 
 def test_move_retries_when_only_the_sequence_moved(reg, monkeypatch):
@@ -347,22 +360,102 @@ def test_rollback_appends_new_event(reg):
         reg.promote("iris", v, reason=f"to {v}", actor="pipeline")
     before = reg.history("iris")
     e = reg.rollback("iris", reason="bad latency", actor="oncall")
-    assert (e["from_version"], e["to_version"], e["seq"], e["actor"]) == (3, 2, 4, "oncall")
+    assert (e["from_version"], e["to_version"], e["seq"], e["actor"], e["kind"]) == (3, 2, 4, "oncall", "rollback")
     assert reg.get_alias("iris") == 2
     assert statuses(reg) == {1: "archived", 2: "production", 3: "archived"}
     after = reg.history("iris")
-    assert after[:3] == before and after[3] == e  # append-only: old events untouched
+    assert after[:3] == before and after[3] == stored(e)  # append-only: old events untouched
     assert [h["seq"] for h in after] == [1, 2, 3, 4]
 
 
 def test_rollback_with_nothing_to_roll_back(reg):
-    with pytest.raises(RegistryError, match="no previous production version"):
+    with pytest.raises(RegistryError, match="'iris' has no production version; there is nothing to roll back"):
         reg.rollback("iris", reason="r", actor="a")
+    with pytest.raises(ModelNotFound):
+        reg.rollback("ghost", reason="r", actor="a")
     candidate(reg)
     reg.promote("iris", 1, reason="r", actor="a")
-    with pytest.raises(RegistryError, match="no previous production version"):
+    with pytest.raises(RegistryError, match="no version served production before v1; there is nothing to roll back to"):
         reg.rollback("iris", reason="r", actor="a")
     assert len(reg.history("iris")) == 1
+
+
+def test_rollbacks_walk_back_and_never_toggle(reg):
+    for _ in range(4):
+        candidate(reg)
+    for v in (1, 2, 3):
+        reg.promote("iris", v, reason=f"to {v}", actor="pipeline")
+    assert reg.rollback_path("iris") == [2, 1]
+    first = reg.rollback("iris", reason="r1", actor="oncall")
+    second = reg.rollback("iris", reason="r2", actor="oncall")
+    assert [(e["from_version"], e["to_version"]) for e in (first, second)] == [(3, 2), (2, 1)]
+    assert reg.get_alias("iris") == 1 and reg.rollback_path("iris") == []
+    with pytest.raises(RegistryError, match="no version served production before v1"):
+        reg.rollback("iris", reason="r3", actor="oncall")
+    assert statuses(reg) == {1: "production", 2: "archived", 3: "archived", 4: "candidate"}
+    # a promote after rollbacks starts from where production is: rolling back returns to v1
+    reg.promote("iris", 4, reason="to 4", actor="pipeline")
+    assert reg.rollback_path("iris") == [1]
+    assert reg.rollback("iris", reason="r4", actor="oncall")["to_version"] == 1
+    assert [e["kind"] for e in reg.history("iris")] == ["promote"] * 3 + ["rollback"] * 2 + ["promote", "rollback"]
+
+
+def test_a_version_promoted_again_is_on_the_path_once(reg):
+    for _ in range(3):
+        candidate(reg)
+    for v in (1, 2, 1, 3):
+        reg.promote("iris", v, reason="r", actor="a")
+    assert reg.rollback_path("iris") == [1, 2]  # v1 by its newest promote, not twice
+    reg.rollback("iris", reason="r", actor="a")
+    assert reg.rollback_path("iris") == [2]
+
+
+def test_rollback_to_a_named_version(reg, ddb):
+    for _ in range(5):
+        candidate(reg)
+    for v in (1, 2, 3, 4):
+        reg.promote("iris", v, reason=f"to {v}", actor="pipeline")
+    e = reg.rollback("iris", to=2, reason="back to 2", actor="oncall")
+    assert (e["from_version"], e["to_version"], e["kind"], e["seq"]) == (4, 2, "rollback", 5)
+    assert reg.rollback_path("iris") == [1]  # 3 and 4 were rolled back from
+    before = ddb.scan(TableName="registry")["Items"]
+    for to, message in ((3, "v3 is not on production's rollback path .*: v1\\); `promote`"),
+                        (5, "v5 is not on production's rollback path"),   # never served
+                        (9, "v9 is not on production's rollback path"),   # does not exist
+                        (2, "v2 is the version serving production now; there is nothing to roll back")):
+        with pytest.raises(RegistryError, match=message):
+            reg.rollback("iris", to=to, reason="r", actor="oncall")
+    assert ddb.scan(TableName="registry")["Items"] == before
+    assert reg.rollback("iris", to=1, reason="r", actor="oncall")["to_version"] == 1
+
+
+def test_rollback_refuses_when_production_moved_after_reading_the_history(reg, monkeypatch):
+    for _ in range(3):
+        candidate(reg)
+    for v in (1, 2, 3):
+        reg.promote("iris", v, reason="r", actor="a")
+    real = reg.rollback_path
+
+    def concurrent(model, alias="production"):
+        path = real(model, alias)
+        reg.promote("iris", 2, reason="someone else", actor="b")  # 3 -> 2 while we decide
+        reg.promote("iris", 3, reason="and back", actor="b")       # and back: the alias looks unchanged
+        return path
+
+    monkeypatch.setattr(reg, "rollback_path", concurrent)
+    with pytest.raises(AliasConflict, match="moved since its history was read"):
+        reg.rollback("iris", reason="r", actor="a")
+    assert reg.get_alias("iris") == 3 and len(reg.history("iris")) == 5
+
+
+def test_events_without_a_kind_count_as_promotes(reg, ddb):
+    for _ in range(3):
+        candidate(reg)
+    for v in (1, 2, 3):
+        reg.promote("iris", v, reason="r", actor="a")
+    ddb.update_item(TableName="registry", Key={"pk": {"S": "MODEL#iris"}, "sk": {"S": "E#production#0000000002"}},
+                    UpdateExpression="REMOVE kind")  # written before events had a kind
+    assert reg.rollback_path("iris") == [2, 1]
 
 
 def test_history_order_beyond_nine(reg):
@@ -421,7 +514,7 @@ def test_racing_alias_moves_exactly_one_wins(reg, serialized_moto, round_):
     assert reg.get_alias("iris") == winner
     history_after = reg.history("iris")
     assert history_after[:-1] == history_before and len(history_after) == len(history_before) + 1
-    assert history_after[-1] == outcomes[winner]
+    assert history_after[-1] == stored(outcomes[winner])
     assert history_after[-1]["from_version"] == 1 and history_after[-1]["to_version"] == winner
     st = statuses(reg)
     assert [v for v, s in st.items() if s == "production"] == [winner]
@@ -438,7 +531,7 @@ def test_last_event_is_the_newest_of_the_alias(reg, ddb, monkeypatch):
     queries = []
     original = ddb.query
     monkeypatch.setattr(ddb, "query", lambda **kw: queries.append(kw) or original(**kw))
-    assert reg.last_event("iris") == events[-1]  # seq 11 sorts after seq 9 (zero-padded)
+    assert reg.last_event("iris") == stored(events[-1])  # seq 11 sorts after seq 9 (zero-padded)
     assert reg.last_event("iris", "staging")["to_version"] == 12
     assert len(queries) == 2 and all(q["Limit"] == 1 and q["ScanIndexForward"] is False for q in queries)
 
