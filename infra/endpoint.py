@@ -70,6 +70,7 @@ class InferenceApi(Construct):
         burst_limit: int = 200,
         max_instances: int = 1000,
         alias_ttl_seconds: int = 60,
+        alias_miss_ttl_seconds: float = 2,
         capture: bool = True,
         capture_sample_rate: float = 1.0,
         capture_buffer_interval: Duration = Duration.seconds(60),
@@ -92,6 +93,8 @@ class InferenceApi(Construct):
         :param burst_limit: stage (and usage plan) burst.
         :param max_instances: most instances in one predict request (``MAX_INSTANCES``).
         :param alias_ttl_seconds: alias lookup cache lifetime (``ALIAS_TTL_SECONDS``).
+        :param alias_miss_ttl_seconds: how long a lookup that found no production version (or no
+            such model) is cached (``ALIAS_MISS_TTL_SECONDS``, at most ``alias_ttl_seconds``).
         :param capture: create the capture streams (``CAPTURE_STREAMS``); off → ``{}``.
         :param capture_sample_rate: share of requests captured (``CAPTURE_SAMPLE_RATE``).
         :param capture_buffer_interval: Firehose buffering interval (default 60 s).
@@ -170,6 +173,7 @@ class InferenceApi(Construct):
             environment={
                 **registry.environment(self.models),
                 "ALIAS_TTL_SECONDS": str(alias_ttl_seconds),
+                "ALIAS_MISS_TTL_SECONDS": str(alias_miss_ttl_seconds),
                 "MAX_INSTANCES": str(max_instances),
                 "CAPTURE_STREAMS": stack.to_json_string(self.capture_stream_names) if self.capture_streams else "{}",
                 "CAPTURE_SAMPLE_RATE": str(capture_sample_rate),

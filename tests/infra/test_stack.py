@@ -132,14 +132,16 @@ def test_inference_function_runtime_tracing_logs(synth):
 def test_inference_function_environment(synth):
     env = _function(synth)["Environment"]["Variables"]
     assert set(env) == {
-        "REGISTRY_TABLE", "ARTIFACT_BUCKET", "SHIPYARD_MODELS", "ALIAS_TTL_SECONDS", "MAX_INSTANCES",
-        "CAPTURE_STREAMS", "CAPTURE_SAMPLE_RATE", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
+        "REGISTRY_TABLE", "ARTIFACT_BUCKET", "SHIPYARD_MODELS", "ALIAS_TTL_SECONDS", "ALIAS_MISS_TTL_SECONDS",
+        "MAX_INSTANCES", "CAPTURE_STREAMS", "CAPTURE_SAMPLE_RATE", "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
     }
     table = next(iter(synth.resources("AWS::DynamoDB::Table")))
     assert env["REGISTRY_TABLE"] == {"Ref": table}
     assert env["ARTIFACT_BUCKET"]["Ref"].startswith("RegistryArtifacts")
     assert json.loads(env["SHIPYARD_MODELS"]) == ["iris"]
     assert (env["ALIAS_TTL_SECONDS"], env["MAX_INSTANCES"], env["CAPTURE_SAMPLE_RATE"]) == ("60", "1000", "1.0")
+    assert env["ALIAS_MISS_TTL_SECONDS"] == "2"
     assert env["POWERTOOLS_SERVICE_NAME"] == "shipyard-inference"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Shipyard"
     (stream,) = synth.resources("AWS::KinesisFirehose::DeliveryStream")
