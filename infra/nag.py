@@ -110,6 +110,13 @@ def acknowledge_findings(stack) -> None:
         )
     _ack(
         pipeline.roles["Validate"],
+        f"AwsSolutions-IAM5[Resource::{data}/evaluation/*]",
+        "The validate step reads every trusted evaluation set of the model it validates "
+        "(evaluation/<model>/<any>.csv, names chosen by the team); GetObject on the evaluation/ prefix "
+        "of the data bucket only.",
+    )
+    _ack(
+        pipeline.roles["Validate"],
         f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
         "The validate step reads the candidate's and the production version's artifacts "
         "(models/<model>/v<N>/…, versions known at run time); read-only, models/ prefix only.",

@@ -151,6 +151,7 @@ class TrainingPipeline(Construct):
         self.code_version = code_version()
         env = {
             **registry.environment(self.models),
+            "DATA_BUCKET": registry.data_bucket.bucket_name,  # Validate reads evaluation/<model>/ there
             "MAX_DATASET_BYTES": str(int(self.max_dataset_bytes)),
             "MIN_ROWS": str(int(min_rows)),
             "CODE_VERSION": self.code_version,
@@ -201,6 +202,7 @@ class TrainingPipeline(Construct):
             registry.grant_write_models(fn)
             registry.grant_write_registry(fn)
         registry.grant_read_models(self.validate_function)
+        registry.grant_read_evaluation(self.validate_function)  # the trusted evaluation sets
         registry.grant_write_registry(self.validate_function)  # records both scores on the candidate
         registry.grant_write_registry(self.record_function)
         default_bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")

@@ -25,7 +25,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from functions.core.layout import CAPTURE_ERROR_PREFIX, CAPTURE_PREFIX, DATASETS_PREFIX, MODELS_PREFIX
+from functions.core.layout import (
+    CAPTURE_ERROR_PREFIX,
+    CAPTURE_PREFIX,
+    DATASETS_PREFIX,
+    EVALUATION_PREFIX,
+    MODELS_PREFIX,
+)
 
 DATASET_INDEX = "by-dataset"
 
@@ -238,6 +244,11 @@ class ModelRegistry(Construct):
         self._grant_list(grantee, self.data_bucket, DATASETS_PREFIX)
         return self._grant_objects(grantee, self.data_bucket, ["s3:GetObject", "s3:GetObjectVersion"],
                                    DATASETS_PREFIX)
+
+    def grant_read_evaluation(self, grantee: iam.IGrantable) -> iam.Grant:
+        """List and read the trusted evaluation sets (``evaluation/*`` of the data bucket)."""
+        self._grant_list(grantee, self.data_bucket, EVALUATION_PREFIX)
+        return self._grant_objects(grantee, self.data_bucket, ["s3:GetObject"], EVALUATION_PREFIX)
 
     def grant_list_datasets(self, grantee: iam.IGrantable) -> iam.Grant:
         """List datasets and their versions (``datasets/*`` of the data bucket), no reading: drift

@@ -5,6 +5,9 @@ The CDK constructs (``infra/``) and the Lambda code both import them from here.
 
 # Data bucket: uploads that start the pipeline, datasets/<model>/<file>.csv
 DATASETS_PREFIX = "datasets/"
+# Data bucket: trusted evaluation sets, evaluation/<model>/<file>.csv: never trained on, every
+# candidate and production are scored on them (docs/pipeline.md, "The gates")
+EVALUATION_PREFIX = "evaluation/"
 
 # Artifacts bucket (the design contract's "S3 layout")
 MODELS_PREFIX = "models/"  # models/<model>/v<N>/{model.onnx, metrics.json, baseline.json}

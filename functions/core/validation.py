@@ -9,7 +9,10 @@ applies the gates in this order (the first that fails is the rejection reason):
 3. schema compatibility with production (same target, task, feature names, order and types);
    ``allow_schema_change`` lifts this gate for one run;
 4. ``min_score``: not worse than it (for ``rmse``/``mae`` it is a maximum error; 0 means none);
-5. ``max_regression``: not worse than production's score on the same holdout by more than it.
+5. ``max_regression``: not worse than production's score on the same holdout by more than it;
+6. the same on every other set both are scored on: production's own stored holdout (rows the
+   candidate's dataset may have relabelled) and each trusted evaluation set
+   (``evaluation/<model>/*.csv``), which the candidate must also score ``min_score`` on.
 
 docs/pipeline.md lists every reason with what to do about it.
 """
@@ -88,16 +91,55 @@ def schema_differences(candidate: Mapping[str, Any], production: Mapping[str, An
     return diffs
 
 
+def holdout_from_dataset(dataset, names: list[str]) -> dict[str, Any]:
+    """A :class:`~functions.core.dataset.Dataset` (an evaluation set) as a holdout document: the
+    ``names`` columns as JSON-style lists (None for missing) and the target; KeyError if one lacks."""
+    columns = {}
+    for name in names:
+        col = dataset.columns[name]
+        if col.dtype == object:
+            columns[name] = [None if v is None else str(v) for v in col.tolist()]
+        else:
+            columns[name] = [None if math.isnan(v) else float(v) for v in col.tolist()]
+    return {"columns": columns, "target": dataset.target.tolist(), "rows": int(dataset.rows)}
+
+
 def worse_by(metric: str, candidate: float, reference: float) -> float:
     """How much worse ``candidate`` is than ``reference`` (negative when better)."""
     return reference - candidate if higher_is_better(metric) else candidate - reference
 
 
+def _other_sets(metric: str, comparisons: list[Mapping[str, Any]], *, candidate_score: float, min_score: float,
+                max_regression: float, production_version: int | None, checks: dict) -> Decision | None:
+    """Gate 6: a rejection on another set (production's holdout, an evaluation set), or None."""
+    hib = higher_is_better(metric)
+    for c in comparisons:
+        cand, prod = c.get("candidate"), c.get("production")
+        if cand is None:
+            continue
+        if str(c.get("set", "")).startswith("evaluation/"):
+            if (hib and cand < min_score) or (not hib and min_score > 0 and cand > min_score):
+                return Decision(False, f"{metric} {cand:.4g} on the trusted evaluation set {c['set']} does not meet "
+                                       f"min_score {min_score:g}", checks)
+        if prod is not None:
+            delta = worse_by(metric, cand, prod)
+            if delta > max_regression + 1e-12:
+                return Decision(False, f"{metric} {cand:.4g} is worse than production v{production_version}'s "
+                                       f"{prod:.4g} on {c['set']} by {delta:.4g}, more than max_regression "
+                                       f"{max_regression:g} (on its own holdout: {candidate_score:.4g}; does the new "
+                                       "dataset's labelling disagree with what production learned?)", checks)
+    return None
+
+
 def decide(spec: Mapping[str, Any], *, candidate_score: float | None, candidate_error: str | None = None,
            parity: Mapping[str, Any] | None, schema_diffs: list[str], allow_schema_change: bool = False,
            production_version: int | None = None, production_score: float | None = None,
-           production_error: str | None = None) -> Decision:
-    """Apply the gates (module docstring) and say why."""
+           production_error: str | None = None, comparisons: list[Mapping[str, Any]] = ()) -> Decision:
+    """Apply the gates (module docstring) and say why.
+
+    ``comparisons``: the other sets, each ``{"set", "candidate", "production", "error"}`` (scores may
+    be None: a set that could not be scored is recorded, and gates nothing).
+    """
     metric = spec.get("metric") or ("accuracy" if spec.get("task", "classification") == "classification" else "r2")
     min_score = float(spec.get("min_score", 0.0) or 0.0)
     max_regression = float(spec.get("max_regression", 0.0) or 0.0)
@@ -131,12 +173,21 @@ def decide(spec: Mapping[str, Any], *, candidate_score: float | None, candidate_
     if not hib and min_score > 0 and candidate_score > min_score:
         return Decision(False, f"{metric} {candidate_score:.4g} is above the maximum error min_score {min_score:g}",
                         checks)
+    if comparisons:
+        checks["comparisons"] = [dict(c) for c in comparisons]
+    also = "".join(f"; {c['candidate']:.4g}" + (f" vs {c['production']:.4g}" if c.get("production") is not None else "")
+                   + f" on {c['set']}" for c in comparisons if c.get("candidate") is not None)
     if production_version is not None:
         if production_score is None:
             checks["production_error"] = production_error
             if not schema_diffs:
                 return Decision(False, f"production v{production_version} cannot be scored on this holdout "
                                        f"({production_error}); the regression gate cannot be applied", checks)
+            rejected = _other_sets(metric, comparisons, candidate_score=candidate_score, min_score=min_score,
+                                   max_regression=max_regression, production_version=production_version,
+                                   checks=checks)
+            if rejected:
+                return rejected
             return Decision(True, f"{metric} {candidate_score:.4g} meets min_score {min_score:g}; schema change "
                                   f"allowed, production v{production_version} not comparable ({production_error})",
                             checks)
@@ -147,9 +198,17 @@ def decide(spec: Mapping[str, Any], *, candidate_score: float | None, candidate_
             return Decision(False, f"{metric} {candidate_score:.4g} is worse than production v{production_version}'s "
                                    f"{production_score:.4g} on the same holdout by {delta:.4g}, more than "
                                    f"max_regression {max_regression:g}", checks)
+        rejected = _other_sets(metric, comparisons, candidate_score=candidate_score, min_score=min_score,
+                               max_regression=max_regression, production_version=production_version, checks=checks)
+        if rejected:
+            return rejected
         return Decision(True, f"{metric} {candidate_score:.4g} vs production v{production_version}'s "
-                              f"{production_score:.4g} (max_regression {max_regression:g}); meets min_score "
+                              f"{production_score:.4g} (max_regression {max_regression:g}){also}; meets min_score "
                               f"{min_score:g}", checks)
-    return Decision(True, f"{metric} {candidate_score:.4g} meets min_score {min_score:g}; no production version yet",
-                    checks)
+    rejected = _other_sets(metric, comparisons, candidate_score=candidate_score, min_score=min_score,
+                           max_regression=max_regression, production_version=None, checks=checks)
+    if rejected:
+        return rejected
+    return Decision(True, f"{metric} {candidate_score:.4g} meets min_score {min_score:g}{also}; no production "
+                          "version yet", checks)
 

@@ -251,8 +251,10 @@ def train(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: 
 # ---------------------------------------------------------------------------- validate
 
 
-def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: str) -> dict:
-    """Score candidate and production on the candidate's holdout (onnxruntime only) and decide."""
+def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: str,
+             data_bucket: str | None = None) -> dict:
+    """Score candidate and production on the candidate's holdout, production's own holdout and the
+    model's trusted evaluation sets (onnxruntime only), and decide (functions/core/validation.py)."""
     from functions.core.onnx_model import OnnxModel
     from functions.core.schema import FeatureSchema
     from functions.core.validation import decide, schema_differences, score_on_holdout
@@ -274,6 +276,7 @@ def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucke
 
     production_version = registry.get_alias(model, "production")
     production_score = production_error = None
+    prod_model = prod = None
     diffs: list[str] = []
     if production_version is not None and int(production_version) != version:
         prod = registry.get_version(model, int(production_version))
@@ -291,14 +294,29 @@ def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucke
             production_error = f"{type(err).__name__}: {err}"
     else:
         production_version = None
+    # The other sets both are scored on: production's own stored holdout (a dataset with flipped
+    # labels scores well on its own holdout only), then each trusted evaluation set.
+    cand_model = OnnxModel.from_bytes(onnx, cand_schema) if candidate_score is not None else None
+    sets: list[tuple[str, Any]] = []
+    if prod is not None and prod_model is not None and not diffs:
+        prod_holdout_ref = ((prod.get("lineage") or {}).get("artifacts") or {}).get("holdout.json")
+        if prod_holdout_ref:
+            try:
+                sets.append((f"production v{production_version}'s holdout",
+                             json.loads(_verified(s3, artifact_bucket, prod_holdout_ref))))
+            except Exception as err:  # noqa: BLE001 - recorded; it gates nothing
+                sets.append((f"production v{production_version}'s holdout", f"{type(err).__name__}: {err}"))
+    if data_bucket and cand_model is not None:
+        sets += evaluation_sets(s3, data_bucket, model, spec, cand_schema.names)
+    comparisons = [_compare(name, doc, cand_model, prod_model, metric) for name, doc in sets]
     decision = decide(spec, candidate_score=candidate_score, candidate_error=candidate_error,
                       parity=(cand.get("metrics") or {}).get("parity"), schema_diffs=diffs,
                       allow_schema_change=bool(event.get("allow_schema_change")),
                       production_version=production_version, production_score=production_score,
-                      production_error=production_error)
+                      production_error=production_error, comparisons=comparisons)
     validation = {"candidate_score": candidate_score, "production_version": production_version,
                   "production_score": production_score, "promote": decision.promote, "reason": decision.reason,
-                  "checks": decision.checks}
+                  "checks": decision.checks, "comparisons": comparisons}
     metrics = dict(cand.get("metrics") or {})
     metrics["validation"] = validation
     if candidate_score is not None:
@@ -310,6 +328,68 @@ def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucke
     return {"version": version, "promote": decision.promote, "reason": decision.reason, "metric": metric,
             "candidate_score": candidate_score, "production_version": production_version,
             "production_score": production_score}
+
+
+# An evaluation set larger than this is recorded as skipped (the Validate function's memory).
+MAX_EVALUATION_BYTES = 50 * 2**20
+
+
+def evaluation_sets(s3, data_bucket: str, model: str, spec: Mapping[str, Any],
+                    names: list[str]) -> list[tuple[str, Any]]:
+    """``(key, holdout document or the reason it cannot be used)`` for each trusted evaluation set
+    (``evaluation/<model>/*.csv``, ``.csv.gz``) of the data bucket, in key order."""
+    from functions.core.dataset import load_csv
+    from functions.core.layout import EVALUATION_PREFIX
+    from functions.core.validation import holdout_from_dataset
+
+    prefix = f"{EVALUATION_PREFIX}{model}/"
+    keys: list[tuple[str, int]] = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=data_bucket, Prefix=prefix):
+            keys += [(o["Key"], int(o["Size"])) for o in page.get("Contents", ())
+                     if o["Key"].endswith((".csv", ".csv.gz"))]
+    except ClientError as err:
+        reraise_transient(err)
+        return [(prefix, f"the evaluation sets cannot be listed ({err.response['Error'].get('Code')})")]
+    out: list[tuple[str, Any]] = []
+    for key, size in sorted(keys):
+        if size > MAX_EVALUATION_BYTES:
+            out.append((key, f"skipped: {size:,} bytes, more than {MAX_EVALUATION_BYTES:,}"))
+            continue
+        try:
+            body = s3.get_object(Bucket=data_bucket, Key=key)["Body"].read()
+            dataset = load_csv(body, target=spec["target"], task=spec.get("task", "classification"),
+                               max_bytes=MAX_EVALUATION_BYTES, min_rows=1)
+            out.append((key, holdout_from_dataset(dataset, names)))
+        except ClientError as err:
+            reraise_transient(err)
+            out.append((key, f"cannot be read ({err.response['Error'].get('Code')})"))
+        except KeyError as err:
+            out.append((key, f"lacks the model's feature {err}"))
+        except ValueError as err:  # DatasetError and the like: the file's own problem
+            out.append((key, f"{type(err).__name__}: {err}"))
+    return out
+
+
+def _compare(name: str, doc: Any, cand_model, prod_model, metric: str) -> dict:
+    """Candidate (and production) scored on one more set; a set that cannot be scored says why."""
+    from functions.core.validation import score_on_holdout
+
+    entry: dict[str, Any] = {"set": name, "candidate": None, "production": None}
+    if isinstance(doc, str):
+        entry["error"] = doc
+        return entry
+    entry["rows"] = len(doc.get("target") or ())
+    for who, m in (("candidate", cand_model), ("production", prod_model)):
+        if m is None:
+            continue
+        try:
+            entry[who] = score_on_holdout(m, doc, metric)
+        except Exception as err:  # noqa: BLE001 - recorded: a label or feature the model does not know
+            entry.setdefault("error", f"{who}: {type(err).__name__}: {err}")
+    if entry["production"] is None and prod_model is not None:
+        entry["candidate_only"] = True  # production cannot be compared here: the set gates min_score only
+    return entry
 
 
 def _verified(s3, bucket: str, ref: Mapping[str, Any]) -> bytes:

@@ -54,6 +54,10 @@ REAL_PARAMS = {"wine-svc": {"probability": True}, "diabetes-elastic": {"alpha": 
 for _name, (_data, _target, _estimator) in REAL_MODELS.items():
     MODELS[_name] = {"target": _target, "estimator": _estimator, "params": REAL_PARAMS.get(_name, {}),
                      "task": "regression" if _target == "body_mass_g" or _data == "diabetes" else "classification"}
+# The gate beyond the new data's own holdout (tests/pipeline/test_gate.py): iris, real data.
+for _name in ("flip", "trusted"):
+    MODELS[_name] = {"target": "target", "estimator": "sklearn.linear_model.LogisticRegression",
+                     "params": {"max_iter": 1000}, "metric": "accuracy", "min_score": 0.8}
 # A model with its own training memory: a second Train function (Train2048), chosen by the
 # state machine on the run's spec.compute.memory (tests/pipeline/test_real_data.py).
 MODELS["cancer-nb"]["compute"] = {"memory": 2048}

@@ -103,3 +103,29 @@ def test_a_parity_failure_says_what_was_allowed():
     d = decide(spec, candidate_score=0.8, candidate_error=None, parity=parity, schema_diffs=[],
                production_version=None, production_score=None, production_error=None)
     assert not d.promote and "max difference 151.0, allowed 0.0001 x (target std 801.9 + |prediction|)" in d.reason
+
+
+def _decide(**kw):
+    from functions.core.validation import decide
+
+    spec = {"metric": "accuracy", "min_score": 0.8, "max_regression": 0.0}
+    base = dict(candidate_score=0.97, candidate_error=None, parity={"passed": True}, schema_diffs=[],
+                production_version=None, production_score=None, production_error=None)
+    return decide(spec, **{**base, **kw})
+
+
+def test_the_other_sets_gate_after_the_new_holdout():
+    """Production's holdout and the evaluation sets: no regression beyond max_regression on any,
+    min_score on the trusted ones, with or without a production version; unscored sets gate nothing."""
+    flipped = [{"set": "production v1's holdout", "candidate": 0.4, "production": 0.9}]
+    d = _decide(production_version=1, production_score=0.95, comparisons=flipped)
+    assert not d.promote and "0.4 is worse than production v1's 0.9 on production v1's holdout" in d.reason
+    trusted = [{"set": "evaluation/iris/a.csv", "candidate": 0.7, "production": None}]
+    d = _decide(comparisons=trusted)
+    assert not d.promote
+    assert "0.7 on the trusted evaluation set evaluation/iris/a.csv does not meet min_score" in d.reason
+    fine = [{"set": "evaluation/iris/a.csv", "candidate": 0.9, "production": 0.88},
+            {"set": "evaluation/iris/b.csv", "candidate": None, "production": None, "error": "lacks 'x'"}]
+    d = _decide(production_version=1, production_score=0.95, comparisons=fine)
+    assert d.promote and "; 0.9 vs 0.88 on evaluation/iris/a.csv" in d.reason
+    assert d.checks["comparisons"][1]["error"] == "lacks 'x'"
