@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as events_mod
-from . import lambda_runtime, sns
+from . import lambda_runtime, sns, sts
 from . import stepfunctions as stepfunctions_mod
 from .apigw import LocalApiServer
 from .clock import next_fire
@@ -40,7 +40,7 @@ _active_lock = threading.Lock()
 _active: LocalCloud | None = None
 
 # Where a running local cloud hooks into moto, in the order they are installed (and uninstalled).
-_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, sns.SEAM)
+_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, sns.SEAM, sts.SEAM)
 
 
 _WAIT_CONDITION_WARNING = ".*WaitConditionHandle.*"
@@ -322,6 +322,7 @@ class LocalCloud:
         events_mod.SEAM.install(self.bus)
         stepfunctions_mod.SEAM.install()
         sns.SEAM.install(self)
+        sts.SEAM.install()
 
     # ------------------------------------------------------------------ deployment
     def _deploy(self) -> None:

@@ -222,3 +222,25 @@ def test_http_api_key_method_requires_a_key(cloud):
     assert r.status_code == 200
     assert json.loads(r.json()["body"]) == {"a": 1} and r.json()["isBase64Encoded"] is False
     assert r.json()["apiKey"] == "test-key-0123456789abcdef"
+
+
+def test_get_caller_identity_answers_for_the_credentials_in_use(cloud):
+    import boto3
+
+    def who(key, secret="testing"):
+        return boto3.client("sts", endpoint_url=cloud.aws_url, region_name="us-east-1", aws_access_key_id=key,
+                            aws_secret_access_key=secret).get_caller_identity()
+
+    mine = cloud.client("sts").get_caller_identity()
+    key = cloud.session.get_credentials().access_key
+    assert mine["Arn"] == f"arn:aws:iam::123456789012:user/{key}" and mine["Account"] == "123456789012"
+    assert mine["UserId"].startswith("AIDA") and len(mine["UserId"]) == 21
+    other = who("AKIAOTHEROPERATOR01")
+    assert other["Arn"] == "arn:aws:iam::123456789012:user/AKIAOTHEROPERATOR01"
+    assert other["UserId"] != mine["UserId"] and who("AKIAOTHEROPERATOR01")["UserId"] == other["UserId"]
+    # the keys moto issued keep moto's answer: an IAM user's own key
+    iam = cloud.client("iam")
+    iam.create_user(UserName="alice")
+    created = iam.create_access_key(UserName="alice")["AccessKey"]
+    alice = who(created["AccessKeyId"], created["SecretAccessKey"])
+    assert alice["Arn"] == "arn:aws:iam::123456789012:user/alice"
