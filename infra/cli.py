@@ -8,7 +8,6 @@ outputs say where the registry table and the API are.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -84,11 +83,21 @@ def _registry(args):
     return Registry(table, known_models=known)
 
 
-def _actor() -> str:
+def caller_arn(session=None) -> str:
+    """The caller's AWS identity (STS GetCallerIdentity ARN): the actor of every alias move and
+    pipeline run the CLI makes. No anonymous actor: when STS cannot answer, nothing is moved."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no login name in some containers
-        return "cli"
+        return (session or boto3.Session()).client("sts").get_caller_identity()["Arn"]
+    except ClientError as err:
+        detail = err.response.get("Error", {}).get("Message") or err
+    except BotoCoreError as err:
+        detail = err
+    raise CliError(f"cannot tell who you are (STS GetCallerIdentity failed: {detail}); the audit log records "
+                   "the caller's AWS identity, so nothing was changed. Check AWS_PROFILE / credentials "
+                   "(or AWS_ENDPOINT_URL for the local cloud)")
 
 
 # --------------------------------------------------------------------------- formatting
@@ -174,19 +183,26 @@ def cmd_lineage(args) -> int:
     return EXIT_OK
 
 
+def _print_move(model: str, event: dict) -> None:
+    if not event.get("moved", True):
+        print(f"{model}: v{event['to_version']} already serves production; nothing changed")
+        return
+    print(f"{model}: production v{event.get('from_version') or '-'} -> v{event['to_version']} "
+          f"(event #{event['seq']}, {event.get('kind', 'promote')} by {event['actor']})")
+
+
 def cmd_promote(args) -> int:
     registry = _registry(args)
-    event = registry.promote(args.model, args.version, reason=args.reason or "promoted by hand", actor=_actor())
-    print(f"{args.model}: production v{event.get('from_version') or '-'} -> v{event['to_version']} "
-          f"(event #{event['seq']})")
+    event = registry.promote(args.model, args.version, reason=args.reason or "promoted by hand", actor=caller_arn())
+    _print_move(args.model, event)
     return EXIT_OK
 
 
 def cmd_rollback(args) -> int:
     registry = _registry(args)
-    event = registry.rollback(args.model, reason=args.reason or "rolled back by hand", actor=_actor())
-    print(f"{args.model}: production v{event.get('from_version') or '-'} -> v{event['to_version']} "
-          f"(event #{event['seq']})")
+    event = registry.rollback(args.model, reason=args.reason or "rolled back by hand", actor=caller_arn(),
+                              to=args.to)
+    _print_move(args.model, event)
     return EXIT_OK
 
 
@@ -238,7 +254,7 @@ def cmd_train(args) -> int:
         raise CliError(f"cannot read the dataset: {err.response['Error'].get('Message') or err}") from err
     doc = execution_input(args.model, spec_document(config.models[args.model]), dataset, force=args.force,
                           allow_schema_change=args.allow_schema_change,
-                          trigger={"source": "cli", "actor": _actor()})
+                          trigger={"source": "cli", "actor": caller_arn()})
     sfn = boto3.client("stepfunctions")
     execution_arn = start(sfn, arn, doc, prefix="cli")
     print(execution_arn)
@@ -508,8 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="why (kept in the audit log)")
     p.set_defaults(run=cmd_promote)
 
-    p = sub.add_parser("rollback", help="point production back at the previous production version (audited)")
+    p = sub.add_parser("rollback", help="point production back at the version that served before (audited)")
     p.add_argument("model")
+    p.add_argument("--to", type=int, metavar="VERSION",
+                   help="roll back to this version (one that served before and was not rolled back from)")
     p.add_argument("--reason", help="why (kept in the audit log)")
     p.set_defaults(run=cmd_rollback)
 

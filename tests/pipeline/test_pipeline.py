@@ -276,3 +276,44 @@ def test_cli_train_starts_a_run_by_hand_and_lineage_shows_the_chain(cloud, run, 
     assert f"s3://{r.bucket}/{r.key} (version {r.version_id}" in text and f"execution  {arn}" in text
     assert cli.main(["train", "prices", "--dataset", "s3://nope"]) == 1
     assert "expected s3://bucket/key" in capsys.readouterr().err
+
+
+def test_cli_alias_moves_on_the_local_cloud_are_audited_with_the_callers_identity(cloud, registry, monkeypatch,
+                                                                                   tmp_path, capsys):
+    """promote 1→2→3, a retried promote, rollback twice, rollback --to, nothing left: through the CLI,
+    the local endpoint's STS and DynamoDB (a model of its own, versions made directly in the registry)."""
+    from infra import cli
+    from tests.pipeline.conftest import CONFIG
+
+    (tmp_path / "cdk.json").write_text(json.dumps({"context": {"shipyard": CONFIG}}))
+    monkeypatch.chdir(tmp_path)
+    env = cloud.environment()
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    model = "audited"
+    versions = []
+    for _ in range(4):
+        v = registry.allocate_version(model)["version"]
+        registry.record_candidate(model, v, artifact_key=f"models/{model}/v{v}/model.onnx", artifact_sha256="0" * 64,
+                                  schema={"features": []}, metrics={"accuracy": 0.9})
+        versions.append(v)
+    v1, v2, v3, v4 = versions
+    for v in (v1, v2, v3, v3):  # the last one a retried promote
+        assert cli.main(["promote", model, str(v)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"{model}: v{v3} already serves production; nothing changed"
+    assert cli.main(["rollback", model]) == 0 and cli.main(["rollback", model]) == 0
+    assert registry.get_alias(model) == v1
+    assert cli.main(["rollback", model]) == 1
+    assert "nothing to roll back to" in capsys.readouterr().err
+    assert cli.main(["promote", model, str(v4)]) == 0 and cli.main(["rollback", model, "--to", str(v2)]) == 1
+    assert f"v{v2} is not on production's rollback path" in capsys.readouterr().err
+    assert cli.main(["rollback", model, "--to", str(v1)]) == 0
+    history = registry.history(model)
+    assert [(e["kind"], e["from_version"], e["to_version"]) for e in history] == [
+        ("promote", None, v1), ("promote", v1, v2), ("promote", v2, v3), ("rollback", v3, v2),
+        ("rollback", v2, v1), ("promote", v1, v4), ("rollback", v4, v1)]
+    me = f"arn:aws:iam::123456789012:user/{env['AWS_ACCESS_KEY_ID']}"
+    assert {e["actor"] for e in history} == {me}
+    assert cli.main(["lineage", model]) == 0
+    assert f"v{v4} -> v{v1}  by {me}: rolled back by hand" in capsys.readouterr().out

@@ -83,7 +83,9 @@ def test_promote_rollback_and_lineage_show_the_audit_trail(stack, capsys):
     lineage = json.loads(capsys.readouterr().out)
     moves = [(e["from_version"], e["to_version"], e["reason"]) for e in lineage["history"]]
     assert moves == [(None, v1, "first"), (v1, v2, "promoted by hand"), (v2, v1, "v2 misbehaves")]
-    assert all(e["actor"].startswith("cli") for e in lineage["history"])
+    # the actor is the caller's AWS identity (moto's STS answer for the mock's credentials)
+    assert {e["actor"] for e in lineage["history"]} == {"arn:aws:sts::123456789012:user/moto"}
+    assert [e["kind"] for e in lineage["history"]] == ["promote", "promote", "rollback"]
 
     assert cli.main(["lineage", "iris"]) == 0
     text = capsys.readouterr().out
@@ -95,6 +97,76 @@ def test_promote_of_a_missing_version_fails_cleanly(stack, capsys):
     err = capsys.readouterr().err
     assert err.startswith("shipyard: ") and "7" in err and "Traceback" not in err
     assert stack.get_alias("iris") is None
+
+
+def test_promoting_the_serving_version_changes_nothing_and_says_so(stack, capsys):
+    v1 = _candidate(stack)
+    assert cli.main(["promote", "iris", str(v1)]) == 0
+    capsys.readouterr()
+    for _ in range(2):  # a retried promote script
+        assert cli.main(["promote", "iris", str(v1)]) == 0
+        assert capsys.readouterr().out == f"iris: v{v1} already serves production; nothing changed\n"
+    assert len(stack.history("iris")) == 1
+
+
+def test_rollbacks_walk_back_through_the_versions_that_served(stack, capsys):
+    v1, v2, v3 = (_candidate(stack) for _ in range(3))
+    for v in (v1, v2, v3):
+        assert cli.main(["promote", "iris", str(v)]) == 0
+    capsys.readouterr()
+    assert cli.main(["rollback", "iris"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"iris: production v{v3} -> v{v2} (event #4, rollback by arn:aws:")
+    assert cli.main(["rollback", "iris"]) == 0
+    assert f"v{v2} -> v{v1}" in capsys.readouterr().out
+    assert cli.main(["rollback", "iris"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"shipyard: model 'iris': no version served production before v{v1}; "
+                   "there is nothing to roll back to\n")
+    assert stack.get_alias("iris") == v1 and len(stack.history("iris")) == 5
+
+
+def test_rollback_to_names_a_version_and_refuses_others(stack, capsys):
+    v1, v2, v3, v4 = (_candidate(stack) for _ in range(4))
+    for v in (v1, v2, v3):
+        assert cli.main(["promote", "iris", str(v)]) == 0
+    capsys.readouterr()
+    assert cli.main(["rollback", "iris", "--to", str(v4)]) == 1
+    assert capsys.readouterr().err == (
+        f"shipyard: model 'iris': v{v4} is not on production's rollback path (versions that served before "
+        f"v{v3} and were not rolled back from: v{v2}, v{v1}); `promote` makes any validated version production\n")
+    assert cli.main(["rollback", "iris", "--to", str(v1), "--reason", "v2 and v3 are bad"]) == 0
+    assert f"v{v3} -> v{v1}" in capsys.readouterr().out
+    last = stack.last_event("iris")
+    assert (last["kind"], last["reason"], last["to_version"]) == ("rollback", "v2 and v3 are bad", v1)
+    assert cli.main(["rollback", "iris"]) == 1
+    assert "nothing to roll back to" in capsys.readouterr().err
+
+
+def test_rollback_with_no_production_version_is_a_clear_error(stack, capsys):
+    assert cli.main(["rollback", "iris"]) == 1
+    assert capsys.readouterr().err == ("shipyard: model 'iris' has no production version; "
+                                       "there is nothing to roll back\n")
+
+
+def test_no_alias_move_when_sts_cannot_say_who_the_caller_is(stack, capsys, monkeypatch):
+    from botocore.client import BaseClient
+    from botocore.exceptions import EndpointConnectionError
+
+    v1 = _candidate(stack)
+    real = BaseClient._make_api_call
+
+    def sts_unreachable(self, operation, params):
+        if operation == "GetCallerIdentity":
+            raise EndpointConnectionError(endpoint_url="https://sts.amazonaws.com/")
+        return real(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", sts_unreachable)
+    assert cli.main(["promote", "iris", str(v1)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("shipyard: cannot tell who you are (STS GetCallerIdentity failed: Could not connect")
+    assert "nothing was changed" in err
+    assert stack.get_alias("iris") is None and stack.history("iris") == []
 
 
 def test_missing_stack_says_how_to_get_one(tmp_path, monkeypatch, capsys):
