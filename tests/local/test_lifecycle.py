@@ -28,6 +28,8 @@ def test_stop_restores_moto_port_and_step_functions_config(monkeypatch, moto_por
     from moto.events.models import Rule
     from moto.s3 import notifications
     from moto.sns.models import Subscription
+    from moto.sts.models import STSBackend
+    from moto.sts.responses import TokenResponse
 
     if moto_port is None:
         monkeypatch.delenv("MOTO_PORT", raising=False)
@@ -39,7 +41,9 @@ def test_stop_restores_moto_port_and_step_functions_config(monkeypatch, moto_por
         monkeypatch.setitem(default_user_config, "stepfunctions", dict(sfn_config))
     invoke_lambda, invoke = LambdaFunction._invoke_lambda, LambdaFunction.invoke
     seams = {(Rule, "send_to_targets"): Rule.send_to_targets, (Subscription, "publish"): Subscription.publish,
-             (notifications, "_send_event_bridge_message"): notifications._send_event_bridge_message}
+             (notifications, "_send_event_bridge_message"): notifications._send_event_bridge_message,
+             (STSBackend, "get_caller_identity"): STSBackend.get_caller_identity,
+             (TokenResponse, "get_access_key"): TokenResponse.get_access_key}
 
     with _cloud() as cloud:
         assert os.environ["MOTO_PORT"] == str(cloud.aws_port)
