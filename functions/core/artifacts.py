@@ -1,11 +1,24 @@
-"""Artifacts in S3, written with and read against their sha256 digest."""
+"""Artifacts in S3, written once with their sha256 digest and read back against it.
+
+The artifacts bucket is versioned: an artifact is written once (``IfNoneMatch="*"``: S3 refuses
+to overwrite the key) and the registry records the object version the write created. Readers
+ask for exactly that version, so an object written over the key later (by mistake or on purpose)
+is never read; the sha256 check catches a version that is not what was recorded.
+"""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 
 class IntegrityError(Exception):
     """An artifact's bytes do not have the digest the registry recorded for them."""
+
+
+class ArtifactConflict(Exception):
+    """The key already holds an artifact with other bytes: artifacts are written once."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -14,19 +27,48 @@ def sha256_hex(data: bytes) -> str:
 
 def put_artifact(s3, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
     """Upload ``data`` and return its sha256 (hex), to be recorded in the registry."""
+    return write_artifact(s3, bucket, key, data, content_type)["sha256"]
+
+
+def write_artifact(s3, bucket: str, key: str, data: bytes,
+                   content_type: str = "application/octet-stream") -> dict[str, Any]:
+    """Write ``data`` to ``key`` once; ``{"key", "sha256", "version_id"}`` to record in the registry.
+
+    The write is conditional (``IfNoneMatch="*"``). When the key exists already — a retried
+    Train step — the artifact there is accepted if its bytes have the same sha256 (the write is
+    idempotent) and ArtifactConflict is raised otherwise. ``version_id`` is ``None`` only in an
+    unversioned bucket."""
     digest = sha256_hex(data)
-    # The digest travels as metadata too, so a human looking at the object can check it.
-    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, Metadata={"sha256": digest})
-    return digest
+    try:
+        # The digest travels as metadata too, so a human looking at the object can check it.
+        resp = s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type,
+                             Metadata={"sha256": digest}, IfNoneMatch="*")
+        return {"key": key, "sha256": digest, "version_id": resp.get("VersionId")}
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+            raise
+    existing = s3.get_object(Bucket=bucket, Key=key)
+    found = sha256_hex(existing["Body"].read())
+    if found != digest:
+        raise ArtifactConflict(
+            f"artifact s3://{bucket}/{key} already exists with other bytes (sha256 {found}, this write's "
+            f"{digest}); artifacts are written once and never overwritten") from None
+    return {"key": key, "sha256": digest, "version_id": existing.get("VersionId")}
 
 
-def get_verified(s3, bucket: str, key: str, expected_sha256: str) -> bytes:
-    """The artifact's bytes, only if their sha256 is ``expected_sha256``; IntegrityError otherwise."""
-    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+def get_verified(s3, bucket: str, key: str, expected_sha256: str, version_id: str | None = None) -> bytes:
+    """The artifact's bytes, only if their sha256 is ``expected_sha256``; IntegrityError otherwise.
+
+    With ``version_id`` (what the registry recorded) exactly that object version is read, whatever
+    was written over the key since; without it (versions recorded before version ids were), the
+    key's current object."""
+    extra = {"VersionId": str(version_id)} if version_id else {}
+    data = s3.get_object(Bucket=bucket, Key=key, **extra)["Body"].read()
     actual = sha256_hex(data)
     if not expected_sha256 or actual != str(expected_sha256).lower():
+        where = f"s3://{bucket}/{key}" + (f"?versionId={version_id}" if version_id else "")
         raise IntegrityError(
-            f"artifact s3://{bucket}/{key} failed its sha256 check: expected {expected_sha256 or '<none recorded>'}, "
+            f"artifact {where} failed its sha256 check: expected {expected_sha256 or '<none recorded>'}, "
             f"got {actual}"
         )
     return data

@@ -63,3 +63,6 @@ METRIC_DRIFTED_SHARE = "DriftedShare"      # share of evaluated features that dr
 METRIC_DRIFT_DETECTED = "DriftDetected"    # 1 when drifted_share >= share, else 0 (checked windows)
 METRIC_ROWS_CHECKED = "RowsChecked"        # rows in the window (every check, skipped ones too)
 METRIC_CHECKS_SKIPPED = "DriftChecksSkipped"  # 1 when the check made no decision
+# Inference: a model artifact whose bytes did not have the recorded sha256 (dimension: service only)
+METRIC_ARTIFACT_INTEGRITY_FAILURES = "ArtifactIntegrityFailures"
+INFERENCE_SERVICE_NAME = "shipyard-inference"  # the inference function's POWERTOOLS_SERVICE_NAME

@@ -1,10 +1,11 @@
-"""Model registry: versions, aliases, audit log and lineage in one DynamoDB table.
+"""Model registry: versions, aliases and lineage in the registry table, the audit log of alias
+moves in a table of its own (the same keys; by default the registry table itself).
 
 Table layout (docs/architecture.md):
   model    pk=MODELS          sk=<model>                  name, next_version, aliases, alias_seq, created_at
   version  pk=MODEL#<model>   sk=V#<10-digit version>     the version record (+ dataset_ref/version_ref for the GSI)
   event    pk=MODEL#<model>   sk=E#<alias>#<10-digit seq> model, alias, from_version, to_version, kind, reason,
-                                                         actor, at, seq
+                                                         actor, at, seq  (in the audit table)
   claim    pk=MODEL#<model>   sk=R#<claim id>             kind=run-claim, model, dataset, execution_arn, version, at
   drift    pk=MODEL#<model>   sk=D#<checked_at>#<8 hex>   kind=drift_check, the check's summary
 
@@ -32,7 +33,7 @@ from botocore.exceptions import ClientError
 ALIAS_ELIGIBLE = ("candidate", "archived", "production")
 RECORD_KEYS = (
     "model", "version", "status", "created_at", "updated_at", "artifact_key", "artifact_sha256",
-    "schema", "metrics", "estimator", "params", "lineage", "execution_arn", "reason",
+    "artifact_version_id", "schema", "metrics", "estimator", "params", "lineage", "execution_arn", "reason",
 )
 _INTERNAL_KEYS = {"pk", "sk", "dataset_ref", "version_ref"}
 _MODELS_PK = "MODELS"
@@ -175,15 +176,19 @@ def _is_conditional_failure(err: ClientError) -> bool:
 class Registry:
     """Versions, aliases and audit log of Shipyard models (DynamoDB low-level client)."""
 
-    def __init__(self, table_name: str, *, client=None, known_models: Iterable[str] = ()):
+    def __init__(self, table_name: str, *, client=None, known_models: Iterable[str] = (),
+                 audit_table: str | None = None):
+        """`audit_table`: the table of the audit log (the stack's ``AuditTableName``); default: the
+        registry table itself (one-table layout, e.g. tests)."""
         self.table_name = table_name
+        self.audit_table_name = audit_table or table_name
         self.client = client if client is not None else boto3.client("dynamodb")
         self.known_models = tuple(sorted({_check_model(m) for m in known_models}))
 
     @classmethod
     def from_env(cls, *, client=None) -> Registry:
-        """Build from REGISTRY_TABLE and SHIPYARD_MODELS (JSON list of model names); `client`: a
-        DynamoDB client to use (default: a new one)."""
+        """Build from REGISTRY_TABLE, AUDIT_TABLE (default: REGISTRY_TABLE) and SHIPYARD_MODELS
+        (JSON list of model names); `client`: a DynamoDB client to use (default: a new one)."""
         table = os.environ.get("REGISTRY_TABLE")
         if not table:
             raise RegistryError("environment variable REGISTRY_TABLE is not set (the registry table name)")
@@ -196,7 +201,7 @@ class Registry:
             models = list(models)
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise RegistryError(f"SHIPYARD_MODELS must be a JSON list of model names, got {raw!r}")
-        return cls(table, client=client, known_models=models)
+        return cls(table, client=client, known_models=models, audit_table=os.environ.get("AUDIT_TABLE") or None)
 
     # ------------------------------------------------------------ low-level helpers
 
@@ -358,10 +363,15 @@ class Registry:
 
     def record_candidate(self, model: str, version: int, *, artifact_key: str, artifact_sha256: str,
                          schema: dict, metrics: dict, lineage: dict | None = None,
-                         extra: dict | None = None) -> dict:
-        """training -> candidate, with artifact, schema and metrics; `lineage` keys are merged in."""
+                         extra: dict | None = None, artifact_version_id: str | None = None) -> dict:
+        """training -> candidate, with artifact, schema and metrics; `lineage` keys are merged in.
+
+        `artifact_version_id` is the S3 object version the artifact was written as: serving and
+        validation read exactly that version (None: the key's current object, as before)."""
         fields = {"artifact_key": artifact_key, "artifact_sha256": artifact_sha256,
                   "schema": schema, "metrics": metrics}
+        if artifact_version_id:
+            fields["artifact_version_id"] = artifact_version_id
         for k in extra or {}:
             if k in RECORD_KEYS or k in _INTERNAL_KEYS:
                 raise ValueError(f"extra attribute {k!r} for model {model!r} version {version} is reserved")
@@ -533,7 +543,8 @@ class Registry:
                         "UpdateExpression": "SET aliases.#a = :to, alias_seq.#a = :seq, updated_at = :now",
                         "ConditionExpression": " AND ".join(cond),
                         "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}},
-            {"Put": {"TableName": table, "Item": _item({"pk": pk, "sk": _esk(alias, event["seq"]), **event}),
+            {"Put": {"TableName": self.audit_table_name,
+                     "Item": _item({"pk": pk, "sk": _esk(alias, event["seq"]), **event}),
                      "ConditionExpression": "attribute_not_exists(sk)"}},
         ]
         eligible = {f":e{i}": {"S": s} for i, s in enumerate(ALIAS_ELIGIBLE)}
@@ -625,7 +636,8 @@ class Registry:
 
     def last_event(self, model: str, alias: str = "production") -> dict | None:
         """The newest audit event of one alias, or None (one query: newest first, Limit 1)."""
-        resp = self.client.query(TableName=self.table_name, KeyConditionExpression="pk = :pk AND begins_with(sk, :e)",
+        resp = self.client.query(TableName=self.audit_table_name,
+                                 KeyConditionExpression="pk = :pk AND begins_with(sk, :e)",
                                  ExpressionAttributeValues={":pk": {"S": f"MODEL#{_check_model(model)}"},
                                                             ":e": {"S": f"E#{_check_alias(alias)}#"}},
                                  ScanIndexForward=False, Limit=1, ConsistentRead=True)
@@ -634,7 +646,7 @@ class Registry:
 
     def history(self, model: str, alias: str = "production") -> list[dict]:
         """Audit events of one alias, oldest first (one query)."""
-        items = self._query(KeyConditionExpression="pk = :pk AND begins_with(sk, :e)",
+        items = self._query(TableName=self.audit_table_name, KeyConditionExpression="pk = :pk AND begins_with(sk, :e)",
                             ExpressionAttributeValues={":pk": {"S": f"MODEL#{_check_model(model)}"},
                                                        ":e": {"S": f"E#{_check_alias(alias)}#"}},
                             ConsistentRead=True)

@@ -30,13 +30,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.capture import Capture
 from functions.core.jsonio import dumps
+from functions.core.layout import METRIC_ARTIFACT_INTEGRITY_FAILURES
 from functions.core.onnx_model import ModelFormatError, OnnxModel, PredictionError
 from functions.core.registry import ModelNotFound, Registry, VersionNotFound
 from functions.core.schema import FeatureSchema, SchemaError
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-inference")
 logger = Logger(service=SERVICE_NAME)
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Shipyard"))
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Shipyard"), service=SERVICE_NAME)
 
 # Reads publish no metric by design; Powertools would warn on each of them.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -139,9 +140,14 @@ class ModelServer:
             raise ApiError(404, f"model {name!r} version {version} has no model artifact (status "
                                 f"{record.get('status')!r}); expected a trained version")
         try:
-            data = get_verified(self.s3, self.bucket, record["artifact_key"], record.get("artifact_sha256"))
+            # Exactly the object version the registry recorded (an overwrite of the key is never
+            # served); versions recorded without one read the key's current object.
+            data = get_verified(self.s3, self.bucket, record["artifact_key"], record.get("artifact_sha256"),
+                                record.get("artifact_version_id"))
         except IntegrityError:
-            metrics.add_metric(name="ArtifactIntegrityFailures", unit=MetricUnit.Count, value=1)
+            # Before any model dimension: the metric carries the service dimension only, which
+            # the stack's alarm watches (infra/endpoint.py metric_artifact_integrity_failures).
+            metrics.add_metric(name=METRIC_ARTIFACT_INTEGRITY_FAILURES, unit=MetricUnit.Count, value=1)
             raise
         except (ClientError, BotoCoreError) as exc:
             raise ApiError(503, f"model {name!r} version {version}: artifact unavailable ({exc})") from exc

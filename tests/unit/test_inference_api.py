@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
-from functions.core.artifacts import put_artifact
+from functions.core.artifacts import put_artifact, write_artifact
 from functions.core.registry import Registry
 from tests import models
 from tests.models import invoke
@@ -69,12 +69,14 @@ def aws(clf, reg):
     mp.undo()
 
 
-def publish(registry, s3, name, trained, promote=True) -> int:
-    """What the training pipeline does: allocate, upload with sha256, record, promote."""
+def publish(registry, s3, name, trained, promote=True, legacy=False) -> int:
+    """What the training pipeline does: allocate, upload once with sha256, record (with the S3
+    version id; ``legacy``: without, as versions recorded before version ids were), promote."""
     version = registry.allocate_version(name, estimator="test", params={})["version"]
     key = f"models/{name}/v{version}/model.onnx"
-    digest = put_artifact(s3, "artifacts", key, trained.onnx)
-    registry.record_candidate(name, version, artifact_key=key, artifact_sha256=digest,
+    written = write_artifact(s3, "artifacts", key, trained.onnx)
+    registry.record_candidate(name, version, artifact_key=key, artifact_sha256=written["sha256"],
+                              artifact_version_id=None if legacy else written["version_id"],
                               schema=trained.schema.to_dict(), metrics={"accuracy": 0.9},
                               lineage={"dataset": {"bucket": "data", "key": f"datasets/{name}/a.csv"}})
     if promote:
@@ -345,6 +347,27 @@ def test_capture_record_is_one_json_document_per_line():
     assert second == {**head, "predictions": [0.5, 1e-07]}
 
 
+def test_artifacts_are_written_once_and_read_at_their_recorded_version(aws):
+    from functions.core.artifacts import ArtifactConflict, IntegrityError, get_verified, sha256_hex
+
+    s3, key = aws["s3"], "models/once/v1/model.onnx"
+    first = write_artifact(s3, "artifacts", key, b"model bytes")
+    assert first == {"key": key, "sha256": sha256_hex(b"model bytes"),
+                     "version_id": s3.head_object(Bucket="artifacts", Key=key)["VersionId"]}
+    assert write_artifact(s3, "artifacts", key, b"model bytes") == first  # a retried step carries on
+    with pytest.raises(ArtifactConflict, match="written once"):
+        write_artifact(s3, "artifacts", key, b"other bytes")
+    versions = s3.list_object_versions(Bucket="artifacts", Prefix=key)["Versions"]
+    assert [x["VersionId"] for x in versions] == [first["version_id"]]  # nothing was overwritten
+    # an overwrite behind the registry's back: the recorded version still reads, and is verified
+    later = s3.put_object(Bucket="artifacts", Key=key, Body=b"overwritten")["VersionId"]
+    assert get_verified(s3, "artifacts", key, first["sha256"], first["version_id"]) == b"model bytes"
+    with pytest.raises(IntegrityError, match=later):
+        get_verified(s3, "artifacts", key, first["sha256"], later)
+    with pytest.raises(IntegrityError):  # no version id (recorded before them): the current object
+        get_verified(s3, "artifacts", key, first["sha256"])
+
+
 def test_artifacts_are_verified(aws):
     from functions.core.artifacts import IntegrityError, get_verified, sha256_hex
 
@@ -485,9 +508,9 @@ def test_413_too_many_instances(clock, clf):
     assert predict("iris", {"instances": clf.records(1) * 1000})[0] == 200
 
 
-def test_503_tampered_artifact_is_never_served(clock, aws, clf):
+def test_503_tampered_artifact_of_a_version_recorded_without_version_id_is_never_served(clock, aws, clf):
     registry, s3 = aws["registry"], aws["s3"]
-    v = publish(registry, s3, "tampered", clf)
+    v = publish(registry, s3, "tampered", clf, legacy=True)
     key = f"models/tampered/v{v}/model.onnx"
     s3.put_object(Bucket="artifacts", Key=key, Body=clf.onnx[:-1] + bytes([clf.onnx[-1] ^ 1]))
     for _ in range(2):  # a failed check is not cached as a good model
@@ -495,6 +518,50 @@ def test_503_tampered_artifact_is_never_served(clock, aws, clf):
         assert status == 503 and set(body) == {"message"}
         assert "sha256" in body["message"] and key in body["message"]
         assert "predictions" not in body and "X-Model-Version" not in headers
+
+
+def _integrity_metrics(out: str) -> list[dict]:
+    """The EMF documents of the captured stdout that carry ArtifactIntegrityFailures."""
+    docs = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"_aws"' in line]
+    return [d for d in docs if "ArtifactIntegrityFailures" in d]
+
+
+def test_an_overwritten_artifact_is_never_served_the_recorded_version_is(clock, aws, clf, capsys):
+    from functions.inference import service
+
+    registry, s3 = aws["registry"], aws["s3"]
+    v = publish(registry, s3, "overwritten", clf)
+    key = f"models/overwritten/v{v}/model.onnx"
+    recorded = registry.get_version("overwritten", v)["artifact_version_id"]
+    assert recorded == s3.head_object(Bucket="artifacts", Key=key)["VersionId"]
+    s3.put_object(Bucket="artifacts", Key=key, Body=b"not the model")  # an overwrite, bypassing write-once
+    for _ in range(2):  # a cold container each time: nothing cached
+        service.reset(clock=clock)
+        status, headers, body = predict("overwritten", {"instances": clf.records(3)})
+        assert status == 200, body
+        assert headers["X-Model-Version"] == str(v) and len(body["predictions"]) == 3
+    assert _integrity_metrics(capsys.readouterr().out) == []
+
+
+def test_503_and_the_metric_when_the_recorded_version_has_other_bytes(clock, aws, clf, capsys):
+    registry, s3 = aws["registry"], aws["s3"]
+    v = publish(registry, s3, "swapped", clf)
+    key = f"models/swapped/v{v}/model.onnx"
+    other = s3.put_object(Bucket="artifacts", Key=key, Body=b"other bytes")["VersionId"]
+    # the version record tampered with: it names the other object version
+    boto3.client("dynamodb").update_item(
+        TableName="registry", Key={"pk": {"S": "MODEL#swapped"}, "sk": {"S": f"V#{v:010d}"}},
+        UpdateExpression="SET artifact_version_id = :o", ExpressionAttributeValues={":o": {"S": other}})
+    capsys.readouterr()
+    status, headers, body = predict("swapped", {"instances": clf.records(1)})
+    assert status == 503 and "sha256" in body["message"] and other in body["message"]
+    assert "X-Model-Version" not in headers
+    (doc,) = _integrity_metrics(capsys.readouterr().out)
+    assert doc["ArtifactIntegrityFailures"] == [1.0] or doc["ArtifactIntegrityFailures"] == 1.0
+    (directive,) = doc["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "Shipyard"
+    # the dimensions the stack's alarm watches (infra/endpoint.py metric_artifact_integrity_failures)
+    assert directive["Dimensions"] == [["service"]] and doc["service"] == "shipyard-inference"
 
 
 def test_unexpected_errors_do_not_leak(clock, aws, monkeypatch):
