@@ -246,6 +246,14 @@ class LambdaRuntime:
                 for w in self._idle.pop(spec.name, []):
                     w.kill()
 
+    def cold(self, name: str) -> None:
+        """Stop the function's idle workers: its next invocation starts a cold container (nothing
+        the warm ones cached survives), as after a scale-in or a new deployment."""
+        with self._lock:
+            workers = self._idle.pop(name, [])
+        for w in workers:
+            w.kill()
+
     def environment(self, spec: FunctionSpec) -> dict[str, str]:
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
         env.update({

@@ -31,7 +31,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from functions.core import training
-from functions.core.artifacts import get_verified, put_artifact
+from functions.core.artifacts import get_verified, write_artifact
 from functions.core.dataset import DatasetError, check_size
 from functions.core.eventbus import EventNotDelivered
 from functions.core.eventbus import put_event as send_event
@@ -228,22 +228,24 @@ def train(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: 
         "params": dict(spec.get("params") or {}),
         "spec": {k: spec[k] for k in SPEC_KEYS if k in spec},
     }
+    # Written once (a retried step finds its own bytes there and carries on); each reference names
+    # the object version, which is what validation and serving read.
     for name, (body, ctype) in payloads.items():
-        sha256 = put_artifact(s3, artifact_bucket, prefix + name, body, ctype)
-        artifacts[name] = {"key": prefix + name, "sha256": sha256}
+        artifacts[name] = _artifact_ref(write_artifact(s3, artifact_bucket, prefix + name, body, ctype))
     metrics_doc = {"model": model, "version": version, "schema": result.schema, "metrics": result.metrics,
                    "split": result.split, "dataset": lineage["dataset"], "libraries": result.libraries,
                    "artifacts": {k: v for k, v in artifacts.items()}}
-    artifacts["metrics.json"] = {"key": prefix + "metrics.json",
-                                 "sha256": put_artifact(s3, artifact_bucket, prefix + "metrics.json",
-                                                        _json(metrics_doc), "application/json")}
+    artifacts["metrics.json"] = _artifact_ref(write_artifact(s3, artifact_bucket, prefix + "metrics.json",
+                                                             _json(metrics_doc), "application/json"))
     lineage["artifacts"] = artifacts
     registry.record_candidate(model, version, artifact_key=artifacts["model.onnx"]["key"],
                               artifact_sha256=artifacts["model.onnx"]["sha256"], schema=result.schema,
-                              metrics=result.metrics, lineage=lineage)
+                              metrics=result.metrics, lineage=lineage,
+                              artifact_version_id=artifacts["model.onnx"].get("version_id"))
     metric = result.metrics["metric"]
     return {"version": version, "artifact_key": artifacts["model.onnx"]["key"],
-            "artifact_sha256": artifacts["model.onnx"]["sha256"], "metric": metric,
+            "artifact_sha256": artifacts["model.onnx"]["sha256"],
+            "artifact_version_id": artifacts["model.onnx"].get("version_id"), "metric": metric,
             "score": result.metrics.get(metric), "parity_passed": result.parity["passed"],
             "dataset_sha256": result.dataset["sha256"], "rows": result.dataset["rows"]}
 
@@ -266,7 +268,7 @@ def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucke
     metric = spec.get("metric") or (cand.get("metrics") or {}).get("metric")
     spec["metric"] = metric
     holdout = json.loads(_verified(s3, artifact_bucket, arts["holdout.json"]))
-    onnx = _verified(s3, artifact_bucket, {"key": cand["artifact_key"], "sha256": cand["artifact_sha256"]})
+    onnx = _verified(s3, artifact_bucket, model_artifact(cand))
     cand_schema = FeatureSchema.from_dict(cand["schema"])
     candidate_score, candidate_error = None, None
     try:
@@ -282,7 +284,7 @@ def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucke
         prod = registry.get_version(model, int(production_version))
         diffs = schema_differences(cand["schema"], prod["schema"] or {})
         try:
-            prod_onnx = get_verified(s3, artifact_bucket, prod["artifact_key"], prod["artifact_sha256"])
+            prod_onnx = _verified(s3, artifact_bucket, model_artifact(prod))
             prod_model = OnnxModel.from_bytes(prod_onnx, FeatureSchema.from_dict(prod["schema"]))
             production_score = score_on_holdout(prod_model, holdout, metric)
         except KeyError as err:
@@ -392,9 +394,21 @@ def _compare(name: str, doc: Any, cand_model, prod_model, metric: str) -> dict:
     return entry
 
 
+def _artifact_ref(written: Mapping[str, Any]) -> dict:
+    """A lineage reference ``{"key", "sha256", "version_id"}`` (no version id: an unversioned bucket)."""
+    return {k: v for k, v in written.items() if v is not None or k != "version_id"}
+
+
+def model_artifact(record: Mapping[str, Any]) -> dict:
+    """The version record's model.onnx reference (no version id: recorded before they were)."""
+    return {"key": record["artifact_key"], "sha256": record["artifact_sha256"],
+            "version_id": record.get("artifact_version_id")}
+
+
 def _verified(s3, bucket: str, ref: Mapping[str, Any]) -> bytes:
+    """The referenced artifact, exactly its recorded object version when there is one, sha256-checked."""
     try:
-        return get_verified(s3, bucket, ref["key"], ref["sha256"])
+        return get_verified(s3, bucket, ref["key"], ref["sha256"], ref.get("version_id"))
     except ClientError as err:
         reraise_transient(err)
         raise

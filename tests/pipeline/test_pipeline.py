@@ -317,3 +317,87 @@ def test_cli_alias_moves_on_the_local_cloud_are_audited_with_the_callers_identit
     assert {e["actor"] for e in history} == {me}
     assert cli.main(["lineage", model]) == 0
     assert f"v{v4} -> v{v1}  by {me}: rolled back by hand" in capsys.readouterr().out
+
+
+def _predict(cloud, model: str, instances: list[dict]):
+    import requests
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = cloud.outputs["ApiUrl"] + f"models/{model}/predict"
+    body = json.dumps({"instances": instances})
+    req = AWSRequest(method="POST", url=url, data=body, headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials("testing", "testing"), "execute-api", "us-east-1").add_auth(req)
+    return requests.post(url, data=body, headers=dict(req.headers), timeout=120)
+
+
+def _cold_inference(cloud) -> None:
+    """The inference function's next request starts a cold container."""
+    for name, spec in list(cloud.runtime.functions.items()):
+        if spec.handler.startswith("functions.inference."):
+            cloud.runtime.cold(name)
+
+
+def test_an_overwritten_production_model_is_never_served_nor_breaks_the_next_run(cloud, run, registry):
+    import csv
+    import io
+
+    s3, bucket = cloud.client("s3"), cloud.outputs["ArtifactBucketName"]
+    first = run("sealed", data.prices(seed=11))
+    assert first.execution()["status"] == "SUCCEEDED"
+    v1 = _version_of(registry, "sealed", first)
+    assert v1["status"] == "production"
+    key, recorded = v1["artifact_key"], v1["artifact_version_id"]
+    # the registry records each artifact's object version, in the record and in lineage
+    assert recorded == s3.head_object(Bucket=bucket, Key=key)["VersionId"]
+    assert v1["lineage"]["artifacts"]["model.onnx"]["version_id"] == recorded
+    for ref in v1["lineage"]["artifacts"].values():
+        assert s3.head_object(Bucket=bucket, Key=ref["key"])["VersionId"] == ref["version_id"]
+    rows = list(csv.DictReader(io.StringIO(data.prices(n=3, seed=12).decode())))
+    strings = {f["name"] for f in v1["schema"]["features"] if f.get("type") == "string"}
+    instances = [{k: x if k in strings else float(x) for k, x in row.items() if k != "price"} for row in rows]
+
+    # written once: the local cloud's S3 refuses a conditional overwrite, as S3 does
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"not a model", IfNoneMatch="*")
+    # someone overwrites production's model.onnx (and its holdout) with other bytes
+    s3.put_object(Bucket=bucket, Key=key, Body=b"not a model")
+    holdout_key = v1["lineage"]["artifacts"]["holdout.json"]["key"]
+    s3.put_object(Bucket=bucket, Key=holdout_key, Body=b"{}")
+    _cold_inference(cloud)
+    answer = _predict(cloud, "sealed", instances)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["X-Model-Version"] == str(v1["version"]) and len(answer.json()["predictions"]) == 3
+    _cold_inference(cloud)  # a second cold container too: nothing depends on a warm cache
+    assert _predict(cloud, "sealed", instances).status_code == 200
+
+    # the next run scores production (its recorded model and holdout) as usual
+    second = run("sealed", data.prices(seed=13))
+    assert second.execution()["status"] == "SUCCEEDED"
+    v2 = _version_of(registry, "sealed", second)
+    validation = v2["metrics"]["validation"]
+    assert validation["production_version"] == v1["version"] and validation["production_score"] > 0.9
+    held = [c for c in validation["comparisons"] if c["set"] == f"production v{v1['version']}'s holdout"]
+    assert len(held) == 1 and "error" not in held[0] and held[0]["production"] > 0.9, validation
+    assert v2["status"] == "production", v2["reason"]
+
+    # a version record tampered with (it names other bytes): 503, never those bytes, and the alarm
+    other = s3.put_object(Bucket=bucket, Key=v2["artifact_key"], Body=b"other bytes")["VersionId"]
+    ddb, table = cloud.client("dynamodb"), cloud.outputs["RegistryTableName"]
+    sk = {"S": f"V#{v2['version']:010d}"}
+    ddb.update_item(TableName=table, Key={"pk": {"S": "MODEL#sealed"}, "sk": sk},
+                    UpdateExpression="SET artifact_version_id = :o", ExpressionAttributeValues={":o": {"S": other}})
+    try:
+        _cold_inference(cloud)
+        answer = _predict(cloud, "sealed", instances)
+        assert answer.status_code == 503 and "sha256" in answer.json()["message"], answer.text
+        cloud.wait_idle()
+        changes = [c for c in cloud.evaluate_alarms() if c["alarm"] == "Shipyard-artifact-integrity"]
+        assert [c["to"] for c in changes] == ["ALARM"], changes
+    finally:
+        ddb.update_item(TableName=table, Key={"pk": {"S": "MODEL#sealed"}, "sk": sk},
+                        UpdateExpression="SET artifact_version_id = :v",
+                        ExpressionAttributeValues={":v": {"S": v2["artifact_version_id"]}})
