@@ -22,7 +22,13 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from functions.core.layout import CAPTURE_ERROR_PREFIX, CAPTURE_PREFIX, METRICS_NAMESPACE
+from functions.core.layout import (
+    CAPTURE_ERROR_PREFIX,
+    CAPTURE_PREFIX,
+    INFERENCE_SERVICE_NAME,
+    METRIC_ARTIFACT_INTEGRITY_FAILURES,
+    METRICS_NAMESPACE,
+)
 from infra.config import AUTH_MODES
 from infra.lambdas import shipyard_function
 from infra.registry import ModelRegistry
@@ -177,7 +183,7 @@ class InferenceApi(Construct):
                 "MAX_INSTANCES": str(max_instances),
                 "CAPTURE_STREAMS": stack.to_json_string(self.capture_stream_names) if self.capture_streams else "{}",
                 "CAPTURE_SAMPLE_RATE": str(capture_sample_rate),
-                "POWERTOOLS_SERVICE_NAME": "shipyard-inference",
+                "POWERTOOLS_SERVICE_NAME": INFERENCE_SERVICE_NAME,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
         )
@@ -321,6 +327,12 @@ class InferenceApi(Construct):
     def metric_requests(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
         """API Gateway requests (sum)."""
         return self.api.metric_count(statistic="Sum", period=period)
+
+    def metric_artifact_integrity_failures(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        """Model artifacts refused by the inference function because their bytes did not have the
+        sha256 the registry recorded (sum; each one answered 503)."""
+        return cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=METRIC_ARTIFACT_INTEGRITY_FAILURES,
+                                 dimensions_map={"service": INFERENCE_SERVICE_NAME}, statistic="Sum", period=period)
 
     def metric_function_errors(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
         """Inference function invocation errors (sum)."""

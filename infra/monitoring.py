@@ -404,7 +404,8 @@ class StackAlarms(Construct):
         self.alarms.extend(alarms)
 
     def watch_api(self, inference) -> tuple[cloudwatch.Alarm, cloudwatch.Alarm]:
-        """5XX rate (API Gateway's 5XXError Average is the share of requests) and p99 latency."""
+        """5XX rate (API Gateway's 5XXError Average is the share of requests) and p99 latency; and
+        (``artifact_integrity_alarm``) any model artifact that failed its sha256 check."""
         rate = self._alarm(
             inference.api.metric_server_error(statistic="Average", period=self.period), "api-5xx-rate",
             f"Inference API: {self.api_5xx_rate:.0%} or more of requests answered 5XX in "
@@ -417,6 +418,11 @@ class StackAlarms(Construct):
             self.api_p99_latency.to_milliseconds(), evaluation_periods=self.evaluation_periods,
             datapoints=self.datapoints_to_alarm)
         self.api_alarms = (rate, latency)
+        # Any refused artifact: someone or something changed what the registry recorded.
+        self.artifact_integrity_alarm = self._alarm(
+            inference.metric_artifact_integrity_failures(self.period), "artifact-integrity",
+            "Inference API: a model artifact failed its sha256 check against the registry and was "
+            "not served (503): the version record or the object version it names was changed", 1)
         return rate, latency
 
     def watch_function(self, function: lambda_.IFunction, name: str) -> tuple[cloudwatch.Alarm, cloudwatch.Alarm]:
