@@ -14,7 +14,7 @@ export OMP_NUM_THREADS := 1
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 
-.PHONY: venv test lint demo bench layers synth clean
+.PHONY: venv checkov test lint demo bench layers synth clean
 
 venv: $(STAMP)
 
@@ -26,7 +26,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[runtime,training,cdk,local,dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-test: venv
+checkov: .venv-checkov/bin/checkov
+
+.venv-checkov/bin/checkov: pyproject.toml
+	@test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet "$$(grep -o '"checkov==[^"]*"' pyproject.toml | tr -d '"')"
+	@touch $@
+
+test: venv checkov
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 

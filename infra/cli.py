@@ -78,9 +78,11 @@ def _registry(args):
     from functions.core.registry import Registry
 
     stack = _stack_name(args)
-    table = _output(stack_outputs(stack), "RegistryTableName", stack)
+    outputs = stack_outputs(stack)
+    table = _output(outputs, "RegistryTableName", stack)
     known = list((_project_config(args).get("models") or {}).keys())
-    return Registry(table, known_models=known)
+    # A stack from before the audit log had a table of its own keeps its events in the registry table.
+    return Registry(table, known_models=known, audit_table=outputs.get("AuditTableName"))
 
 
 def caller_arn(session=None) -> str:

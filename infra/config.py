@@ -222,11 +222,24 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class ConcurrencyConfig:
+    """Reserved concurrency (``null``: none). Reserving takes from the account's pool: AWS keeps
+    100 unreserved, so with the default limit of 1000 a region can reserve at most 900 in total,
+    and ``cdk deploy`` fails if the reservations would leave less (docs/configuration.md)."""
+    inference: int | None = 50
+    """Reserved for the inference function: serving keeps this many concurrent executions, and
+    is capped at it."""
+    training: int | None = 5
+    """Reserved for (and the cap of) each Train function: concurrent training runs per memory size."""
+
+
+@dataclass(frozen=True)
 class ShipyardConfig:
     stack_name: str = "Shipyard"
     alarm_email: str | None = None
     architecture: str = "arm64"
     api: ApiConfig = field(default_factory=ApiConfig)
+    concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
     models: Mapping[str, ModelSpec] = field(default_factory=dict)
 
     @property
@@ -236,7 +249,8 @@ class ShipyardConfig:
 
 # --------------------------------------------------------------------------- helpers
 
-TOP_KEYS = ("stack_name", "alarm_email", "architecture", "api", "models")
+TOP_KEYS = ("stack_name", "alarm_email", "architecture", "api", "concurrency", "models")
+CONCURRENCY_KEYS = ("inference", "training")
 API_KEYS = ("auth", "rate_limit", "burst_limit", "cloudwatch_role")
 MODEL_KEYS = (
     "target", "task", "estimator", "params", "metric", "min_score", "max_regression",
@@ -648,6 +662,17 @@ def _load_api(raw) -> ApiConfig:
     )
 
 
+def _load_concurrency(raw) -> ConcurrencyConfig:
+    raw = _mapping(raw, "concurrency", None)
+    _check_keys(raw, CONCURRENCY_KEYS, "concurrency.", None)
+    d = ConcurrencyConfig()
+    values = {}
+    for key in CONCURRENCY_KEYS:
+        value = raw.get(key, getattr(d, key))
+        values[key] = None if value is None else _integer(value, f"concurrency.{key}", None, low=1)
+    return ConcurrencyConfig(**values)
+
+
 def load_config(raw: Mapping | None) -> ShipyardConfig:
     """Validate ``context.shipyard`` and return it typed, with every default filled in."""
     raw = {} if raw is None else _mapping(raw, "shipyard", None)
@@ -671,5 +696,6 @@ def load_config(raw: Mapping | None) -> ShipyardConfig:
         alarm_email=alarm_email,
         architecture=architecture,
         api=_load_api(raw.get("api", {})),
+        concurrency=_load_concurrency(raw.get("concurrency", {})),
         models=models,
     )

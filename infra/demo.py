@@ -71,7 +71,7 @@ class Demo:
         from functions.core.registry import Registry
 
         return Registry(self.outputs["RegistryTableName"], client=self.cloud.client("dynamodb"),
-                        known_models=[MODEL])
+                        known_models=[MODEL], audit_table=self.outputs["AuditTableName"])
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, dict, dict]:
         """A SigV4-signed request to the stack's API, as `shipyard predict` makes it."""

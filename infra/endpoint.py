@@ -85,6 +85,7 @@ class InferenceApi(Construct):
         log_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         cloudwatch_role: bool = True,
         code: lambda_.Code | None = None,
+        reserved_concurrency: int | None = None,
     ) -> None:
         """
         :param registry: where the function reads models and the registry.
@@ -110,6 +111,8 @@ class InferenceApi(Construct):
         :param cloudwatch_role: create the regional API Gateway account CloudWatch Logs role
             (API access/execution logs need it once per account and region).
         :param code: override the function code (default: the ``functions/`` package).
+        :param reserved_concurrency: reserved concurrency of the inference function (default
+            ``None``: none; cdk.json ``concurrency.inference`` sets it, docs/configuration.md).
         """
         super().__init__(scope, id)
         if auth not in AUTH_MODES:
@@ -188,6 +191,9 @@ class InferenceApi(Construct):
             },
         )
         self.function, self.role, self.log_group = made.function, made.role, made.log_group
+        if reserved_concurrency is not None:
+            # Kept for serving: a burst of training runs cannot take the account's concurrency.
+            self.function.node.default_child.reserved_concurrent_executions = int(reserved_concurrency)
         registry.grant_read_registry(self.function)
         registry.grant_read_models(self.function)
         if self.capture_streams:

@@ -37,7 +37,7 @@ from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec
 from infra.deadletters import EventDeadLetters
 from infra.lambdas import functions_code, shipyard_function
-from infra.registry import ModelRegistry
+from infra.registry import CANDIDATE_ATTRIBUTES, ModelRegistry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HANDLERS = {
@@ -112,6 +112,7 @@ class TrainingPipeline(Construct):
         log_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         code: lambda_.Code | None = None,
         dead_letter_queue: sqs.IQueue | None = None,
+        train_reserved_concurrency: int | None = None,
     ) -> None:
         """
         :param registry: buckets and table the steps read and write.
@@ -133,6 +134,8 @@ class TrainingPipeline(Construct):
         :param max_dataset_bytes: largest dataset a Train function takes (default: what its memory
             allows, ``functions.core.layout.max_dataset_bytes``; 550 MiB at 3008 MB); larger → failed.
         :param min_rows: fewest data rows trained on (default 20).
+        :param train_reserved_concurrency: reserved concurrency of each Train function, its cap
+            (default ``None``: none; cdk.json ``concurrency.training`` sets it, docs/configuration.md).
         :param log_retention: retention of the functions' and the state machine's log groups.
         :param log_removal_policy: what happens to those log groups when removed.
         :param code: override the functions' code (default: the ``functions/`` package).
@@ -195,16 +198,24 @@ class TrainingPipeline(Construct):
         self.record_function = function("Record", "promote, reject or mark failed, and emit the event",
                                          256, step_timeout, inference_layers)
 
-        # Least privilege: what each step touches, nothing more.
-        registry.grant_write_registry(self.allocate_function)
+        # Least privilege: what each step touches, nothing more. Only Record moves aliases, so only
+        # Record may append audit events; nobody may edit one (infra/registry.py).
+        registry.grant_write_registry(self.allocate_function)  # counter, version, run claim
         for fn in self.train_functions.values():
             registry.grant_read_datasets(fn)
             registry.grant_write_models(fn)
-            registry.grant_write_registry(fn)
+            # Its version's candidate record only: UpdateItem in model partitions, naming only
+            # the attributes record_candidate writes. Train parses untrusted CSVs, so it gets
+            # no PutItem, no MODELS items (counters, aliases) and no audit table.
+            registry.grant_update_versions(fn, attributes=CANDIDATE_ATTRIBUTES)
         registry.grant_read_models(self.validate_function)
         registry.grant_read_evaluation(self.validate_function)  # the trusted evaluation sets
-        registry.grant_write_registry(self.validate_function)  # records both scores on the candidate
-        registry.grant_write_registry(self.record_function)
+        registry.grant_update_versions(self.validate_function)  # records both scores on the candidate
+        registry.grant_move_aliases(self.record_function)  # promote, reject, mark failed
+        if train_reserved_concurrency is not None:
+            # A cap per Train function (reserved concurrency also reserves it from the account's pool).
+            for fn in self.train_functions.values():
+                fn.node.default_child.reserved_concurrent_executions = int(train_reserved_concurrency)
         default_bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")
         default_bus.grant_put_events_to(self.record_function)
         default_bus.grant_put_events_to(self.allocate_function)  # `Pipeline Failed` of the stale versions it sweeps

@@ -6,6 +6,8 @@ Resources
                           (``drift/``)
     ``access_log_bucket`` S3 server access logs of both buckets
     ``table``             the registry table (keys and GSI of docs/architecture.md)
+    ``audit_table``       the audit log of alias moves, a table of its own (append-only: see
+                          ``grant_move_aliases`` and docs/architecture.md)
 
 Both data buckets: versioned, SSE-S3 encrypted, public access blocked, TLS required, server
 access logs on, retained on stack deletion by default. The table: on-demand, point-in-time
@@ -41,6 +43,17 @@ DATASET_INDEX = "by-dataset"
 # versions and the audit log are never removed.
 _TABLE_READ = ("dynamodb:GetItem", "dynamodb:Query")
 _TABLE_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem")
+# Item writes the audit table's own resource policy denies to every principal, whatever its
+# identity policy says: events are appended (PutItem), never edited or removed.
+AUDIT_DENIED = ("dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
+                "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete")
+# The model partitions: versions, run claims, drift checks (not the ``MODELS`` items, which hold
+# the version counters and the aliases).
+MODEL_PARTITIONS = "MODEL#*"
+# Top-level attributes a training run writes on its version (Registry.record_candidate), plus the
+# table's and its index's key attributes, which IAM requires in every dynamodb:Attributes list.
+CANDIDATE_ATTRIBUTES = ("pk", "sk", "dataset_ref", "version_ref", "status", "updated_at", "artifact_key",
+                        "artifact_sha256", "artifact_version_id", "schema", "metrics", "lineage")
 
 
 class ModelRegistry(Construct):
@@ -139,11 +152,43 @@ class ModelRegistry(Construct):
             projection_type=dynamodb.ProjectionType.ALL,
         )
 
+        # The audit log has a table of its own: IAM authorizes items by partition key
+        # (dynamodb:LeadingKeys) but not by sort key, so in the registry table "append-only" could
+        # only be a convention. Here, only the roles that move aliases may PutItem, and the
+        # table's resource policy denies every principal UpdateItem/DeleteItem (and their batch
+        # and PartiQL forms). The alias move stays one TransactWriteItems across both tables.
+        self.audit_table = dynamodb.Table(
+            self,
+            "AuditTable",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            deletion_protection=removal_policy == RemovalPolicy.RETAIN,
+            removal_policy=removal_policy,
+            resource_policy=iam.PolicyDocument(statements=[
+                iam.PolicyStatement(
+                    sid="AuditEventsAreAppendOnly",
+                    effect=iam.Effect.DENY,
+                    principals=[iam.AnyPrincipal()],
+                    actions=list(AUDIT_DENIED),
+                    resources=["*"],  # this table (a resource policy cannot name its own ARN)
+                )
+            ]),
+        )
+
     # ------------------------------------------------------------------ properties
 
     @property
     def table_name(self) -> str:
         return self.table.table_name
+
+    @property
+    def audit_table_name(self) -> str:
+        return self.audit_table.table_name
 
     @property
     def data_bucket_name(self) -> str:
@@ -159,10 +204,12 @@ class ModelRegistry(Construct):
 
     def environment(self, models: Iterable[str]) -> dict[str, str]:
         """The environment of a function that reads the registry (``Registry.from_env``) and the
-        artifacts: ``REGISTRY_TABLE``, ``ARTIFACT_BUCKET`` and ``SHIPYARD_MODELS`` (the JSON list of
-        *models*, the names configured in cdk.json, known before their first version)."""
+        artifacts: ``REGISTRY_TABLE``, ``AUDIT_TABLE``, ``ARTIFACT_BUCKET`` and ``SHIPYARD_MODELS``
+        (the JSON list of *models*, the names configured in cdk.json, known before their first
+        version). Naming the audit table grants nothing: see ``grant_read_audit``."""
         return {
             "REGISTRY_TABLE": self.table.table_name,
+            "AUDIT_TABLE": self.audit_table.table_name,
             "ARTIFACT_BUCKET": self.artifact_bucket.bucket_name,
             "SHIPYARD_MODELS": json.dumps(list(models)),
         }
@@ -178,12 +225,58 @@ class ModelRegistry(Construct):
         )
 
     def grant_write_registry(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Read and write registry items, including ``TransactWriteItems`` alias moves."""
+        """Read and write registry items (versions, counters, run claims): the Allocate step. No
+        access to the audit table, so no alias move (its transaction puts an audit event)."""
         self.grant_read_registry(grantee)
         return iam.Grant.add_to_principal(
             grantee=grantee,
             actions=list(_TABLE_WRITE),
             resource_arns=[self.table.table_arn],
+        )
+
+    def grant_update_versions(self, grantee: iam.IGrantable,
+                              attributes: Sequence[str] | None = None) -> iam.Grant:
+        """Read the registry and ``UpdateItem`` in model partitions only (``dynamodb:LeadingKeys``
+        ``MODEL#*``): status changes of versions, never the ``MODELS`` items (counters, aliases),
+        no PutItem. *attributes*: the only top-level attributes an update may name
+        (``dynamodb:Attributes``; include the key attributes), e.g. ``CANDIDATE_ATTRIBUTES``."""
+        self.grant_read_registry(grantee)
+        conditions: dict = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [MODEL_PARTITIONS]}}
+        if attributes is not None:
+            conditions["ForAllValues:StringEquals"] = {"dynamodb:Attributes": list(attributes)}
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["dynamodb:UpdateItem"],
+            resource_arns=[self.table.table_arn],
+            conditions=conditions,
+        )
+
+    def grant_read_audit(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Get/Query the audit log (``history``, ``last_event``, ``rollback_path``)."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=list(_TABLE_READ),
+            resource_arns=[self.audit_table.table_arn],
+        )
+
+    def grant_move_aliases(self, grantee: iam.IGrantable) -> iam.Grant:
+        """What ``Registry.move_alias`` (promote, rollback) and the status changes around it need:
+        read both tables; on the registry table UpdateItem (the model item's alias, the versions'
+        statuses) and ConditionCheckItem; on the audit table **PutItem only** (the code puts
+        events on ``attribute_not_exists(sk)``; Update/Delete are denied to everyone by the
+        table's resource policy). No PutItem on the registry table. The Record function's grant;
+        docs/architecture.md gives the same policy for the CLI's operators."""
+        self.grant_read_registry(grantee)
+        self.grant_read_audit(grantee)
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"],
+            resource_arns=[self.table.table_arn],
+        )
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["dynamodb:PutItem"],
+            resource_arns=[self.audit_table.table_arn],
         )
 
     def grant_write_drift_items(self, grantee: iam.IGrantable) -> iam.Grant:

@@ -36,6 +36,7 @@ OUTPUT_NAMES = (
     "DataBucketName",
     "ArtifactBucketName",
     "RegistryTableName",
+    "AuditTableName",
     "PipelineArn",
     "AlarmTopicArn",
     "DashboardName",
@@ -91,6 +92,7 @@ class ShipyardStack(Stack):
             rate_limit=config.api.rate_limit,
             burst_limit=config.api.burst_limit,
             cloudwatch_role=config.api.cloudwatch_role,
+            reserved_concurrency=config.concurrency.inference,
         )
 
         # One dead-letter queue for every EventBridge target of the stack (uploads, schedules, retraining).
@@ -105,6 +107,7 @@ class ShipyardStack(Stack):
             inference_layers=layers,
             training_layers=training_layers,
             dead_letter_queue=self.dead_letters.target_queue,
+            train_reserved_concurrency=config.concurrency.training,
             **dict(pipeline_options or {}),
         )
 
@@ -190,6 +193,8 @@ class ShipyardStack(Stack):
                   description="Model artifacts, captured inputs and drift reports")
         CfnOutput(self, "RegistryTableName", value=self.registry.table.table_name,
                   description="Model registry and lineage table")
+        CfnOutput(self, "AuditTableName", value=self.registry.audit_table.table_name,
+                  description="Audit log of alias moves (append-only)")
         CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn,
                   description="SNS topic every Shipyard alarm notifies")
         CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name,

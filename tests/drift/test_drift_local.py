@@ -88,7 +88,8 @@ def test_drifted_traffic_to_alarm_and_retraining(cloud, monkeypatch, capsys):
 
     started = time.perf_counter()
     s3 = cloud.client("s3")
-    registry = Registry(cloud.outputs["RegistryTableName"], client=cloud.client("dynamodb"), known_models=[MODEL])
+    registry = Registry(cloud.outputs["RegistryTableName"], client=cloud.client("dynamodb"), known_models=[MODEL],
+                        audit_table=cloud.outputs["AuditTableName"])
     columns, rows = models.classification_table(n=800, seed=0)
     s3.put_object(Bucket=cloud.outputs["DataBucketName"], Key=f"datasets/{MODEL}/first.csv",
                   Body=data.to_csv(columns, rows))

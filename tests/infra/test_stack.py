@@ -15,7 +15,8 @@ from infra.stack import OUTPUT_NAMES
 
 pytestmark = pytest.mark.slow
 
-CONTRACT_OUTPUTS = {"ApiUrl", "DataBucketName", "ArtifactBucketName", "RegistryTableName", "PipelineArn",
+CONTRACT_OUTPUTS = {"ApiUrl", "DataBucketName", "ArtifactBucketName", "RegistryTableName", "AuditTableName",
+                    "PipelineArn",
                     "AlarmTopicArn", "DashboardName"}
 
 
@@ -132,7 +133,8 @@ def test_inference_function_runtime_tracing_logs(synth):
 def test_inference_function_environment(synth):
     env = _function(synth)["Environment"]["Variables"]
     assert set(env) == {
-        "REGISTRY_TABLE", "ARTIFACT_BUCKET", "SHIPYARD_MODELS", "ALIAS_TTL_SECONDS", "ALIAS_MISS_TTL_SECONDS",
+        "REGISTRY_TABLE", "AUDIT_TABLE", "ARTIFACT_BUCKET", "SHIPYARD_MODELS", "ALIAS_TTL_SECONDS",
+        "ALIAS_MISS_TTL_SECONDS",
         "MAX_INSTANCES", "CAPTURE_STREAMS", "CAPTURE_SAMPLE_RATE", "POWERTOOLS_SERVICE_NAME",
         "POWERTOOLS_METRICS_NAMESPACE",
     }
