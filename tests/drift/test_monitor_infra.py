@@ -194,8 +194,10 @@ def test_stack_alarms_cover_api_every_function_and_the_pipeline(default):
     assert alarms["Shipyard-pipeline-failed"]["MetricName"] == "ExecutionsFailed"
     for alarm in every:
         assert alarm["AlarmActions"] == [{"Ref": topic}], alarm.get("AlarmName")
-    # 2 per function + API 2 + pipeline 2 + drift 1 per model + the events' dead-letter queue 1
-    assert len(every) == 2 * len(functions) + 2 + 2 + 1 + 1
+    assert alarms["Shipyard-artifact-integrity"]["MetricName"] == "ArtifactIntegrityFailures"
+    # 2 per function + API 3 (5XX, p99, artifact integrity) + pipeline 2 + drift 1 per model + the
+    # events' dead-letter queue 1
+    assert len(every) == 2 * len(functions) + 3 + 2 + 1 + 1
 
 
 def test_dashboard_shows_drift_per_model_and_every_alarm(variant):
