@@ -259,10 +259,12 @@ def baseline_key(model: str, version: int, record: Mapping[str, Any] | None = No
     return models_prefix(model, version) + "baseline.json"
 
 
-def load_baseline(s3, bucket: str, key: str, model: str, version: int, sha256: str | None) -> dict:
-    """The baseline's JSON, read only if its bytes have the sha256 training recorded in lineage."""
+def load_baseline(s3, bucket: str, key: str, model: str, version: int, sha256: str | None,
+                  version_id: str | None = None) -> dict:
+    """The baseline's JSON, read only if its bytes have the sha256 training recorded in lineage; the
+    S3 object version it recorded (``version_id``) when there is one, so an overwrite is not read."""
     try:
-        body = get_verified(s3, bucket, key, sha256 or "")
+        body = get_verified(s3, bucket, key, sha256 or "", version_id)
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code")
         if code in ("NoSuchKey", "404", "NotFound"):
@@ -399,7 +401,8 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
         base["version"] = version
         record = registry.get_version(model, version)
         key = baseline_key(model, version, record)
-        baseline = load_baseline(s3, bucket, key, model, version, _baseline_artifact(record).get("sha256"))
+        artifact = _baseline_artifact(record)
+        baseline = load_baseline(s3, bucket, key, model, version, artifact.get("sha256"), artifact.get("version_id"))
         features = _baseline_features(baseline, record)
         window = read_capture_window(s3, bucket, model, features, settings.window, now=now,
                                      lookback_days=settings.lookback_days)

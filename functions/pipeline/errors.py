@@ -22,6 +22,7 @@ TRANSIENT_CODES = frozenset({
     "SlowDown", "ServiceUnavailable", "ServiceUnavailableException", "InternalError", "InternalFailure",
     "InternalServerError", "InternalServiceError", "RequestTimeout", "RequestTimeoutException",
     "TransactionInProgressException", "LimitExceededException", "BandwidthLimitExceeded",
+    "ConditionalRequestConflict",  # S3: two conditional writes of one key raced; the retry sees the winner
 })
 
 

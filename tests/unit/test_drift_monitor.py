@@ -485,3 +485,22 @@ def test_a_check_reads_the_model_item_once(aws, monkeypatch):
     monkeypatch.setattr(ddb, "get_item", lambda **kw: reads.append(kw["Key"]["sk"]["S"]) or original(**kw))
     run(aws, emit=None)
     assert reads.count("iris") == 1  # existence and production alias from one GetItem
+
+
+def test_the_baseline_version_training_recorded_is_read_even_after_an_overwrite(aws):
+    """With the S3 version id in lineage (training records it), an overwritten baseline.json is
+    never read: the check runs on the bytes training wrote."""
+    registry = aws["registry"]
+    v = registry.allocate_version("iris")["version"]
+    key = f"models/iris/v{v}/baseline.json"
+    body = json.dumps(build_baseline(training_columns(), SCHEMA, window=500, threshold=0.1, seed=0)).encode()
+    written = aws["s3"].put_object(Bucket="artifacts", Key=key, Body=body)
+    lineage = {"artifacts": {"baseline.json": {"key": key, "sha256": hashlib.sha256(body).hexdigest(),
+                                               "version_id": written["VersionId"]}}}
+    registry.record_candidate("iris", v, artifact_key=f"models/iris/v{v}/model.onnx", artifact_sha256="ab" * 32,
+                              schema=SCHEMA, metrics={"accuracy": 0.9}, lineage=lineage)
+    registry.promote("iris", v, reason="test", actor="test")
+    aws["s3"].put_object(Bucket="artifacts", Key=key, Body=b'{"features": {}}')  # overwritten
+    put_capture(aws, traffic(600))
+    report = run(aws)
+    assert report["version"] == v and set(report["features"]) == {f["name"] for f in SCHEMA["features"]}
