@@ -132,19 +132,24 @@ class ModelRegistry(Construct):
 
         self.artifact_bucket = secure_bucket("Artifacts", "artifacts/")
 
-        self.table = dynamodb.Table(
-            self,
-            "Table",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            deletion_protection=removal_policy == RemovalPolicy.RETAIN,
-            removal_policy=removal_policy,
-        )
+        def table(id: str, **extra) -> dynamodb.Table:
+            """pk/sk strings, on demand, encrypted, point-in-time recovery, kept on RETAIN."""
+            return dynamodb.Table(
+                self,
+                id,
+                partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+                sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+                billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+                encryption=dynamodb.TableEncryption.AWS_MANAGED,
+                point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                    point_in_time_recovery_enabled=True
+                ),
+                deletion_protection=removal_policy == RemovalPolicy.RETAIN,
+                removal_policy=removal_policy,
+                **extra,
+            )
+
+        self.table = table("Table")
         self.table.add_global_secondary_index(
             index_name=DATASET_INDEX,
             partition_key=dynamodb.Attribute(name="dataset_ref", type=dynamodb.AttributeType.STRING),
@@ -157,18 +162,8 @@ class ModelRegistry(Construct):
         # only be a convention. Here, only the roles that move aliases may PutItem, and the
         # table's resource policy denies every principal UpdateItem/DeleteItem (and their batch
         # and PartiQL forms). The alias move stays one TransactWriteItems across both tables.
-        self.audit_table = dynamodb.Table(
-            self,
+        self.audit_table = table(
             "AuditTable",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            deletion_protection=removal_policy == RemovalPolicy.RETAIN,
-            removal_policy=removal_policy,
             resource_policy=iam.PolicyDocument(statements=[
                 iam.PolicyStatement(
                     sid="AuditEventsAreAppendOnly",
