@@ -44,11 +44,11 @@ class OnnxModel:
         expected = ["label", "probabilities"] if self.schema.is_classifier else ["variable"]
         if outputs[: len(expected)] != expected:
             raise ModelFormatError(f"model outputs {outputs}, expected {expected}")
-        self._outputs = expected
+        self.outputs = expected  # what is run: the model format's outputs, in order
 
     def predict(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
         """``{"predictions": [...]}`` plus ``"probabilities"`` and ``"classes"`` for classifiers."""
-        results = self.session.run(self._outputs, feeds)
+        results = self.session.run(self.outputs, feeds)
         if self.schema.is_classifier:
             labels, probabilities = results
             probabilities = _finite(np.asarray(probabilities, dtype=np.float64))

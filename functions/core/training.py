@@ -152,7 +152,7 @@ def label_mismatches(onnx_labels: list, sk_labels: list, sk_proba: np.ndarray,
 
 def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.ndarray,
                  tolerance: float = PARITY_TOLERANCE, *, feature_schema: Any = None,
-                 target_scale: float | None = None, strings: Mapping[str, np.ndarray] | None = None,
+                 target_scale: float | None = None, strings: Mapping[str, np.ndarray],
                  ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Compare ONNX (onnxruntime) with scikit-learn on ``X``: the parity gate (docs/pipeline.md).
 
@@ -174,7 +174,7 @@ def check_parity(pipeline, onnx_bytes: bytes, schema: Mapping[str, Any], X: np.n
 
     fs = feature_schema if feature_schema is not None else FeatureSchema.from_dict(schema)
     model = OnnxModel.from_bytes(onnx_bytes, fs)
-    out = model.session.run(model._outputs, onnx_feeds(schema, X, strings or {}))
+    out = model.session.run(model.outputs, onnx_feeds(schema, X, strings))
     record: dict[str, Any] = {"rows": int(X.shape[0]), "tolerance": tolerance}
     if fs.is_classifier:
         onnx_labels = [plain(v) for v in np.asarray(out[0]).ravel().tolist()]

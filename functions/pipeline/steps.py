@@ -270,9 +270,10 @@ def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucke
     holdout = json.loads(_verified(s3, artifact_bucket, arts["holdout.json"]))
     onnx = _verified(s3, artifact_bucket, model_artifact(cand))
     cand_schema = FeatureSchema.from_dict(cand["schema"])
-    candidate_score, candidate_error = None, None
+    candidate_score, candidate_error, cand_model = None, None, None
     try:
-        candidate_score = score_on_holdout(OnnxModel.from_bytes(onnx, cand_schema), holdout, metric)
+        cand_model = OnnxModel.from_bytes(onnx, cand_schema)
+        candidate_score = score_on_holdout(cand_model, holdout, metric)
     except (ValueError, KeyError) as err:
         candidate_error = str(err)
 
@@ -298,7 +299,8 @@ def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucke
         production_version = None
     # The other sets both are scored on: production's own stored holdout (a dataset with flipped
     # labels scores well on its own holdout only), then each trusted evaluation set.
-    cand_model = OnnxModel.from_bytes(onnx, cand_schema) if candidate_score is not None else None
+    if candidate_score is None:
+        cand_model = None  # a candidate that cannot be scored is rejected; nothing to compare
     sets: list[tuple[str, Any]] = []
     if prod is not None and prod_model is not None and not diffs:
         prod_holdout_ref = ((prod.get("lineage") or {}).get("artifacts") or {}).get("holdout.json")
