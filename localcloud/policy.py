@@ -160,7 +160,7 @@ def _principal_names(element) -> set[str] | None:
         raise ValueError(f"malformed Principal: {element!r}")
     names: set[str] = set()
     for kind, values in element.items():
-        for value in [values] if isinstance(values, str) else values:
+        for value in _patterns(values, "Principal"):
             if kind == "AWS":
                 if value == "*":
                     return None
@@ -260,17 +260,27 @@ def _strings(value) -> list:
     return [value] if isinstance(value, str | bool | int | float) else list(value)
 
 
+def _patterns(value, element: str) -> list[str]:
+    """The strings of an Action/Resource element (an unresolved intrinsic such as ``Fn::GetAtt`` is refused)."""
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"{element} must be a string or a list of strings: {value!r}")
+    return values
+
+
 def _action_matches(patterns, action: str) -> bool:
-    return any(_glob(p, True).fullmatch(action) for p in _strings(patterns))
+    return any(_glob(p, True).fullmatch(action) for p in _patterns(patterns, "Action"))
 
 
 def _resource_matches(patterns, resource: str, variables) -> bool:
-    return any(p == "*" or _like(resource, p, variables) for p in _strings(patterns))
+    return any(p == "*" or _like(resource, p, variables) for p in _patterns(patterns, "Resource"))
 
 
 # --------------------------------------------------------------------------------------------- conditions
 
 def _text(value) -> str:
+    if not isinstance(value, str | bool | int | float):
+        raise ValueError(f"a condition value must be a string, number or boolean: {value!r}")
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -380,7 +390,7 @@ def _key_holds(operator: str, key: str, policy_values, ctx: Mapping[str, list[st
     if_exists = name.lower().endswith("ifexists")
     if if_exists:
         name = name[:-len("ifexists")]
-    wanted = [_text(v) for v in _strings(policy_values)]
+    wanted = [_text(v) for v in ([policy_values] if not isinstance(policy_values, list) else policy_values)]
     request = ctx.get(key.lower())
     absent = not request   # None, or an empty set of values
 
@@ -444,7 +454,27 @@ def _statements(policy: dict | str):
     if not isinstance(statements, list) or not all(isinstance(s, dict) for s in statements):
         raise ValueError(f"malformed Statement: {statements!r}")
     variables = document.get("Version") == "2012-10-17"
+    for statement in statements:
+        _check(statement)
     return [(s, variables) for s in statements]
+
+
+def _check(statement: dict) -> None:
+    """Raise ValueError for an element no policy can hold (e.g. an unresolved ``Fn::GetAtt``)."""
+    for element in ("Action", "NotAction", "Resource", "NotResource"):
+        if element in statement:
+            _patterns(statement[element], element)
+    for element in ("Principal", "NotPrincipal"):
+        if element in statement:
+            _principal_names(statement[element])
+    condition = statement.get("Condition")
+    if condition:
+        if not isinstance(condition, dict) or not all(isinstance(keys, dict) for keys in condition.values()):
+            raise ValueError(f"malformed Condition: {condition!r}")
+        for keys in condition.values():
+            for values in keys.values():
+                for value in values if isinstance(values, list) else [values]:
+                    _text(value)
 
 
 def _statement_matches(statement: dict, action: str, resource: str, ctx, variables: bool, *,
@@ -536,7 +566,12 @@ def evaluate(principal: Principal, action: str, resource: str, *,
              key_policy: bool = False,
              context: Mapping[str, str | Sequence[str]] = {},  # noqa: B006 - read only
              ) -> Decision:
-    """Whether ``principal`` may perform ``action`` on ``resource``, and AWS's reason when it may not."""
+    """Whether ``principal`` may perform ``action`` on ``resource``, and AWS's reason when it may not.
+
+    A malformed policy (not JSON, a Statement that is not a dict or list, an element holding an unresolved
+    CloudFormation intrinsic) raises ``ValueError``; a well-formed but invalid statement matches nothing."""
+    if isinstance(identity_policies, str | dict):
+        raise TypeError("identity_policies is a sequence of policies, not one policy")
     ctx = _context(principal, context)
     identity = [] if principal.service else list(
         _matching(identity_policies, principal, action, resource, ctx, resource_policy=False))

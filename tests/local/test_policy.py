@@ -160,6 +160,25 @@ class TestActionAndResource:
         with pytest.raises(ValueError):
             evaluate(ME, "s3:GetObject", OBJECT, identity_policies=[{"Statement": "nope"}])
 
+    @pytest.mark.parametrize("statement", [
+        allow("s3:GetObject", {"Fn::GetAtt": ["Bucket", "Arn"]}),
+        allow({"Ref": "Action"}, OBJECT),
+        allow("s3:PutObject", {"Fn::GetAtt": ["Bucket", "Arn"]}),   # raised even when the action does not match
+        allow("s3:GetObject", OBJECT, Condition={"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}),
+        allow("s3:GetObject", OBJECT, Condition={"StringEquals": "not a mapping of keys"}),
+    ])
+    def test_unresolved_intrinsics_raise(self, statement):
+        with pytest.raises(ValueError):
+            evaluate(ME, "s3:GetObject", OBJECT, identity_policies=[doc(statement)])
+
+    def test_unresolved_principal_raises(self):
+        with pytest.raises(ValueError):
+            evaluate(ME, "s3:GetObject", OBJECT, resource_policy=doc(allow("s3:*", Principal={"AWS": {"Ref": "X"}})))
+
+    def test_one_policy_for_many_is_refused(self):
+        with pytest.raises(TypeError):
+            evaluate(ME, "s3:GetObject", OBJECT, identity_policies=doc(allow("s3:*")))
+
     def test_several_identity_policies_are_pooled(self):
         assert allowed("s3:GetObject", OBJECT, doc(allow("s3:PutObject", OBJECT)), doc(allow("s3:GetObject", OBJECT)))
 
