@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -57,6 +57,11 @@ _ACCESS_LOG_FORMAT = {
 }
 
 
+def capture_log_stream_name(model: str) -> str:
+    """The log stream of *model*'s capture delivery stream errors (in ``capture_log_group``)."""
+    return f"S3Delivery-{model}"
+
+
 class InferenceApi(Construct):
     """REST API → one inference function, with per-model capture to S3 through Firehose."""
 
@@ -86,6 +91,7 @@ class InferenceApi(Construct):
         cloudwatch_role: bool = True,
         code: lambda_.Code | None = None,
         reserved_concurrency: int | None = None,
+        capture_error_logging: bool = False,
     ) -> None:
         """
         :param registry: where the function reads models and the registry.
@@ -113,6 +119,11 @@ class InferenceApi(Construct):
         :param code: override the function code (default: the ``functions/`` package).
         :param reserved_concurrency: reserved concurrency of the inference function (default
             ``None``: none; cdk.json ``concurrency.inference`` sets it, docs/configuration.md).
+        :param capture_error_logging: Firehose error logging of the capture streams
+            (``CloudWatchLoggingOptions``) into ``capture_log_group``, a log group of their own with
+            one ``AWS::Logs::LogStream`` per model (``S3Delivery-<model>``); the delivery role gets
+            ``logs:PutLogEvents`` on those streams only. Default ``False`` until the local cloud
+            provisions ``AWS::Logs::LogStream`` (it skips it with a warning today).
         """
         super().__init__(scope, id)
         if auth not in AUTH_MODES:
@@ -128,6 +139,7 @@ class InferenceApi(Construct):
         # ------------------------------------------------------------ capture streams
         self.capture_streams: dict[str, firehose.CfnDeliveryStream] = {}
         self.capture_role: iam.Role | None = None
+        self.capture_log_group: logs.LogGroup | None = None
         if capture and self.models:
             self.capture_role = iam.Role(
                 self,
@@ -139,6 +151,30 @@ class InferenceApi(Construct):
                 ),
             )
             registry.grant_capture_delivery(self.capture_role)
+            # Error logging: without it a failed delivery (S3 access, a bucket policy change) is
+            # invisible but for the alarm (StackAlarms.watch_capture), and the drift check then
+            # skips for lack of rows. One log group of its own (the stack's retention), one stream
+            # per model, which must exist before Firehose writes to it (Firehose does not create
+            # it); the role may only PutLogEvents to those streams. Off in ShipyardStack for now:
+            # the local cloud does not provision AWS::Logs::LogStream (it would skip it with a
+            # warning), see capture_error_logging.
+            self.capture_log_streams: dict[str, logs.LogStream] = {}
+            if capture_error_logging:
+                self.capture_log_group = logs.LogGroup(
+                    self, "CaptureDeliveryLogs", retention=log_retention, removal_policy=log_removal_policy)
+                for model in self.models:
+                    self.capture_log_streams[model] = logs.LogStream(
+                        self, f"CaptureDeliveryLogStream-{model}", log_group=self.capture_log_group,
+                        log_stream_name=capture_log_stream_name(model), removal_policy=log_removal_policy)
+                iam.Grant.add_to_principal(
+                    grantee=self.capture_role,
+                    actions=["logs:PutLogEvents"],
+                    resource_arns=[stack.format_arn(
+                        service="logs", resource="log-group", arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        resource_name=f"{self.capture_log_group.log_group_name}:log-stream:"
+                                      f"{capture_log_stream_name(m)}")
+                        for m in self.models],
+                )
             for model in self.models:
                 stream = firehose.CfnDeliveryStream(
                     self,
@@ -160,8 +196,15 @@ class InferenceApi(Construct):
                         # Plain JSON lines: the drift check (and the local cloud) read them as is;
                         # the bucket encrypts them at rest (SSE-S3).
                         compression_format="UNCOMPRESSED",
+                        cloud_watch_logging_options=firehose.CfnDeliveryStream.CloudWatchLoggingOptionsProperty(
+                            enabled=True,
+                            log_group_name=self.capture_log_group.log_group_name,
+                            log_stream_name=capture_log_stream_name(model),
+                        ) if self.capture_log_group is not None else None,
                     ),
                 )
+                if model in self.capture_log_streams:
+                    stream.node.add_dependency(self.capture_log_streams[model])
                 # Firehose checks its role's access when the stream is created: wait for the policy.
                 stream.node.add_dependency(self.capture_role.node.find_child("DefaultPolicy"))
                 self.capture_streams[model] = stream
@@ -339,6 +382,14 @@ class InferenceApi(Construct):
         sha256 the registry recorded (sum; each one answered 503)."""
         return cloudwatch.Metric(namespace=METRICS_NAMESPACE, metric_name=METRIC_ARTIFACT_INTEGRITY_FAILURES,
                                  dimensions_map={"service": INFERENCE_SERVICE_NAME}, statistic="Sum", period=period)
+
+    def metric_capture_delivery_success(self, model: str,
+                                        period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
+        """``AWS/Firehose DeliveryToS3.Success`` of *model*'s capture stream, Average: successful S3
+        puts over all S3 puts (1 when every delivery in the period succeeded; no data without traffic)."""
+        return cloudwatch.Metric(namespace="AWS/Firehose", metric_name="DeliveryToS3.Success",
+                                 dimensions_map={"DeliveryStreamName": self.capture_streams[model].ref},
+                                 statistic="Average", period=period)
 
     def metric_function_errors(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
         """Inference function invocation errors (sum)."""

@@ -9,11 +9,13 @@
 
 ``StackAlarms``
     API 5XX rate and p99 latency, errors and throttles of every Lambda function, failed and timed
-    out pipeline executions ──► alarm topic; dashboard widgets (alarm states, functions).
+    out pipeline executions, failed capture deliveries (Firehose) ──► alarm topic; dashboard
+    widgets (alarm states, functions).
 
 Both follow the Construct Library style: optional props with defaults, ``metric_*`` helpers,
 the alarms they create exposed as attributes, least-privilege grants. Both make their alarms with
-``threshold_alarm`` (metric >= threshold, to the alarm topic); neither needs the other.
+``threshold_alarm`` (metric >= threshold, to the alarm topic) named ``alarm_name_prefix`` + …
+(the alarm topic's policy admits only those); neither needs the other.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 
-from aws_cdk import Annotations, Duration, RemovalPolicy, Stack
+import jsii
+from aws_cdk import Annotations, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
@@ -32,7 +35,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
-from constructs import Construct, IConstruct
+from constructs import Construct, IConstruct, IValidation
 
 from functions.core.layout import (
     DEFAULT_DRIFT_LOOKBACK_DAYS,
@@ -70,6 +73,40 @@ def schedule_period(expression: str) -> Duration:
     return Duration.seconds(min(max(seconds, 60), 86400))
 
 
+_GREATER_OR_EQUAL = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+
+
+def alarm_name_prefix(scope: IConstruct) -> str:
+    """``<stack name>-``: how every Shipyard alarm's name starts. The alarm topic's policy (and its
+    key's) admits CloudWatch only for alarms whose ARN matches ``…:alarm:<stack name>-*``."""
+    return f"{Stack.of(scope).stack_name}-"
+
+
+@jsii.implements(IValidation)
+class _AlarmNamesValidation:
+    def __init__(self, scope: IConstruct) -> None:
+        self._scope = scope
+
+    def validate(self) -> list[str]:
+        prefix = alarm_name_prefix(self._scope)
+        bad = []
+        for node in self._scope.node.find_all():
+            if isinstance(node, cloudwatch.CfnAlarm):
+                name = node.alarm_name
+                if not isinstance(name, str) or Token.is_unresolved(name) or not name.startswith(prefix):
+                    bad.append(f"{node.node.path} ({name!r})")
+        if not bad:
+            return []
+        return [f"alarm names must start with {prefix!r} (the alarm topic admits only alarms whose ARN "
+                f"matches alarm:{prefix}*, others could not notify it): {', '.join(bad)}"]
+
+
+def check_alarm_names(scope: IConstruct) -> IValidation:
+    """A validation (``node.add_validation``) that fails the synth when an alarm under *scope* is not
+    named ``alarm_name_prefix(scope)…``."""
+    return _AlarmNamesValidation(scope)
+
+
 def threshold_alarm(
     scope: Construct,
     id: str,
@@ -82,15 +119,16 @@ def threshold_alarm(
     evaluation_periods: int = 1,
     datapoints: int = 1,
     treat_missing_data: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
+    comparison_operator: cloudwatch.ComparisonOperator = _GREATER_OR_EQUAL,
 ) -> cloudwatch.Alarm:
-    """How every Shipyard alarm is made: *metric* >= *threshold* in *datapoints* of
-    *evaluation_periods*, notifying *alarm_topic* (``None``: no action)."""
+    """How every Shipyard alarm is made: *metric* >= *threshold* (or *comparison_operator*) in
+    *datapoints* of *evaluation_periods*, notifying *alarm_topic* (``None``: no action)."""
     alarm = metric.create_alarm(
         scope, id,
         alarm_name=alarm_name,
         alarm_description=description,
         threshold=threshold,
-        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        comparison_operator=comparison_operator,
         evaluation_periods=evaluation_periods,
         datapoints_to_alarm=datapoints,
         treat_missing_data=treat_missing_data,
@@ -217,7 +255,7 @@ class DriftMonitor(Construct):
                 self,
                 f"Alarm-{model}",
                 self.metric_drifted_share(model, period=schedule_period(spec.schedule)),
-                alarm_name=f"{stack.stack_name}-{model}-drift",
+                alarm_name=f"{alarm_name_prefix(self)}{model}-drift",
                 description=(
                     f"Model {model}: at least {spec.share:g} of its features drifted in the last drift "
                     f"check (reports: s3://<artifacts>/drift/{model}/). Missing data keeps the state."),
@@ -387,13 +425,13 @@ class StackAlarms(Construct):
         self.pipeline_alarms: list[cloudwatch.Alarm] = []
         self.dead_letter_alarms: list[cloudwatch.Alarm] = []
         self._functions: list[tuple[str, lambda_.IFunction]] = []
-        self._prefix = Stack.of(self).stack_name
+        self._prefix = alarm_name_prefix(self)
 
     def _alarm(self, metric: cloudwatch.IMetric, name: str, description: str, threshold: float, *,
-               evaluation_periods: int = 1, datapoints: int = 1) -> cloudwatch.Alarm:
-        alarm = threshold_alarm(self, name, metric, alarm_name=f"{self._prefix}-{name}", description=description,
+               evaluation_periods: int = 1, datapoints: int = 1, **extra) -> cloudwatch.Alarm:
+        alarm = threshold_alarm(self, name, metric, alarm_name=f"{self._prefix}{name}", description=description,
                                 threshold=threshold, alarm_topic=self.alarm_topic,
-                                evaluation_periods=evaluation_periods, datapoints=datapoints)
+                                evaluation_periods=evaluation_periods, datapoints=datapoints, **extra)
         self.alarms.append(alarm)
         return alarm
 
@@ -424,6 +462,24 @@ class StackAlarms(Construct):
             "Inference API: a model artifact failed its sha256 check against the registry and was "
             "not served (503): the version record or the object version it names was changed", 1)
         return rate, latency
+
+    def watch_capture(self, inference) -> dict[str, cloudwatch.Alarm]:
+        """Per capture stream: ``AWS/Firehose DeliveryToS3.Success`` (Average) < 1 in a period.
+
+        The metric Firehose documents for S3 delivery health: successful S3 puts over all puts, so
+        any failed delivery (the role, the bucket, its policy) takes the Average below 1. Without
+        traffic there is no data, which is not breaching. (``DeliveryToS3.Records`` would only say
+        how much arrived; a sum of failures is not published.) Failed puts are logged to
+        ``capture_log_group``, the records kept under ``capture-errors/<model>/`` once retries end."""
+        self.capture_alarms: dict[str, cloudwatch.Alarm] = {}
+        for model in inference.capture_streams:
+            self.capture_alarms[model] = self._alarm(
+                inference.metric_capture_delivery_success(model, self.period), f"capture-{model}-delivery",
+                f"Capture of model {model}: Firehose failed to deliver captured requests to S3 (DeliveryToS3.Success "
+                f"below 1 in {self.period.to_minutes():g} min); the reason is in the capture delivery log group, "
+                "and without captured rows the drift check skips", 1,
+                comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD)
+        return self.capture_alarms
 
     def watch_function(self, function: lambda_.IFunction, name: str) -> tuple[cloudwatch.Alarm, cloudwatch.Alarm]:
         """Errors >= 1 and throttles >= 1 in a period."""

@@ -145,7 +145,8 @@ def acknowledge_findings(stack) -> None:
         f"AwsSolutions-IAM5[Resource::{artifacts}/capture/*]",
         "The drift check reads the newest captured inputs of the model it checks, objects Firehose "
         "names at delivery time (capture/<model>/YYYY/MM/DD/HH/<generated>); Get/GetObjectVersion "
-        "(and a ListBucket limited to s3:prefix capture/*) on the capture/ prefix only.",
+        "on the capture/ prefix only. Its s3:ListBucket (on the bucket, no s3:prefix condition, so a "
+        "missing object answers 404 rather than 403: infra/registry.py _grant_read) is not a finding.",
     )
     _ack(
         drift.role,

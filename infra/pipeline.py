@@ -1,6 +1,6 @@
 """``TrainingPipeline``: the train → validate → promote state machine and what starts it.
 
-    S3 "Object Created" datasets/<model>/… ──rule per model──► state machine (standard)
+    S3 "Object Created" datasets/<model>/…(.csv|.csv.gz) ──rule per model──► state machine (standard)
       Allocate ─► Duplicate? ─► [TrainOn ─►] Train | Train<MB> ─► Validate ─► Gate ─► Promote | Reject
          │  └─► AlreadyHandled (same object version seen before)
          └─ any state: Catch States.DataLimitExceeded, States.ALL ─► MarkFailed ─► Failed
@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -55,6 +55,25 @@ TRANSIENT_ERRORS = (
     "Lambda.TooManyRequestsException",
     "TransientError",
 )
+
+# The keys an upload rule takes for a dataset: ``datasets/<model>/…`` ending in one of these (case as
+# written, like the evaluation sets the Validate step lists: functions/pipeline/steps.py). A folder
+# placeholder (``datasets/m/``), a README or a ``.CSV`` starts nothing.
+DATASET_SUFFIXES = (".csv", ".csv.gz")
+
+
+def dataset_key_pattern(model: str) -> list[dict]:
+    """The upload rule's matchers of ``detail.object.key`` for *model*: one ``wildcard`` per suffix
+    (EventBridge cannot AND a ``prefix`` with a ``suffix`` on one field; a wildcard's ``*`` also
+    matches ``/``, so sub-folders count, as they did). Model names have no ``*`` or ``\\``
+    (infra/config.py MODEL_NAME), so the name needs no escaping."""
+    return [{"wildcard": f"{DATASETS_PREFIX}{model}/*{suffix}"} for suffix in DATASET_SUFFIXES]
+
+
+def state_machine_log_group_name(stack_name: str) -> str:
+    """``/aws/vendedlogs/states/<stack>-pipeline``: see ``TrainingPipeline``'s log group."""
+    return f"/aws/vendedlogs/states/{stack_name}-pipeline"
+
 
 # A result or state over Step Functions' 256 KiB payload quota. AWS documents it as a terminal error
 # that a States.ALL catcher does not catch: every Catch names it first.
@@ -276,7 +295,14 @@ class TrainingPipeline(Construct):
                 .otherwise(reject.next(sfn.Succeed(self, "Rejected")))
             )))
         )
+        # A name under /aws/vendedlogs/: Step Functions delivers its logs as vended logs, and for a
+        # log group outside that prefix CloudWatch Logs adds the group to the account's shared
+        # resource policy (5,120 characters per policy, 10 policies per region): in a busy account
+        # that fills up and the deploy fails. Under the prefix no resource policy is written. The
+        # name is fixed, so a log group retained from a deleted stack of the same name must be
+        # deleted (or imported) before that stack is created again (docs/pipeline.md).
         self.log_group = logs.LogGroup(self, "StateMachineLogs", retention=log_retention,
+                                       log_group_name=state_machine_log_group_name(Stack.of(self).stack_name),
                                        removal_policy=log_removal_policy)
         self.state_machine = sfn.StateMachine(
             self, "StateMachine",
@@ -300,7 +326,7 @@ class TrainingPipeline(Construct):
                 event_pattern=events.EventPattern(
                     source=["aws.s3"], detail_type=["Object Created"],
                     detail={"bucket": {"name": [registry.data_bucket.bucket_name]},
-                            "object": {"key": [{"prefix": f"{DATASETS_PREFIX}{name}/"}]}},
+                            "object": {"key": dataset_key_pattern(name)}},
                 ),
             )
             rule.add_target(targets.SfnStateMachine(

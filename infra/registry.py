@@ -296,6 +296,8 @@ class ModelRegistry(Construct):
     @staticmethod
     def _grant_list(grantee: iam.IGrantable, bucket: s3.IBucket, prefix: str, *,
                     versions: bool = False) -> iam.Grant:
+        """List under *prefix* only (an ``s3:prefix`` condition): for a grantee that lists and
+        never reads objects (see ``_grant_read``)."""
         return iam.Grant.add_to_principal(
             grantee=grantee,
             actions=["s3:ListBucket", "s3:ListBucketVersions"] if versions else ["s3:ListBucket"],
@@ -303,10 +305,23 @@ class ModelRegistry(Construct):
             conditions={"StringLike": {"s3:prefix": [prefix + "*"]}},
         )
 
+    @classmethod
+    def _grant_read(cls, grantee: iam.IGrantable, bucket: s3.IBucket, actions: Sequence[str],
+                    prefix: str) -> iam.Grant:
+        """Read objects under *prefix*, and ``s3:ListBucket`` on the bucket **without** an
+        ``s3:prefix`` condition. S3 answers a GetObject/HeadObject of a missing key with 404
+        NoSuchKey only to a caller allowed s3:ListBucket, and it evaluates that permission with no
+        ``s3:prefix`` in the request context: a prefix-scoped ListBucket makes every missing
+        object a 403 AccessDenied, and the functions' "does not exist" messages could never be
+        given. The listing shows key names of the bucket, never their contents (reads stay
+        limited to *prefix*); the same statement covers listing under *prefix*."""
+        iam.Grant.add_to_principal(grantee=grantee, actions=["s3:ListBucket"], resource_arns=[bucket.bucket_arn])
+        return cls._grant_objects(grantee, bucket, actions, prefix)
+
     def grant_read_models(self, grantee: iam.IGrantable) -> iam.Grant:
         """Read model artifacts (``models/*`` of the artifacts bucket), any version."""
-        return self._grant_objects(grantee, self.artifact_bucket, ["s3:GetObject", "s3:GetObjectVersion"],
-                                   MODELS_PREFIX)
+        return self._grant_read(grantee, self.artifact_bucket, ["s3:GetObject", "s3:GetObjectVersion"],
+                                MODELS_PREFIX)
 
     def grant_write_models(self, grantee: iam.IGrantable) -> iam.Grant:
         """Write model artifacts under ``models/*`` (and read them back)."""
@@ -315,9 +330,7 @@ class ModelRegistry(Construct):
 
     def grant_read_artifacts(self, grantee: iam.IGrantable, prefix: str = "") -> iam.Grant:
         """Read and list the artifacts bucket under *prefix* (default: everything)."""
-        self._grant_list(grantee, self.artifact_bucket, prefix)
-        return self._grant_objects(grantee, self.artifact_bucket, ["s3:GetObject", "s3:GetObjectVersion"],
-                                   prefix)
+        return self._grant_read(grantee, self.artifact_bucket, ["s3:GetObject", "s3:GetObjectVersion"], prefix)
 
     def grant_write_artifacts(self, grantee: iam.IGrantable, prefix: str) -> iam.Grant:
         """Put objects into the artifacts bucket under *prefix* (e.g. ``drift/``)."""
@@ -329,14 +342,12 @@ class ModelRegistry(Construct):
 
     def grant_read_datasets(self, grantee: iam.IGrantable) -> iam.Grant:
         """Read and list datasets (``datasets/*`` of the data bucket), any version."""
-        self._grant_list(grantee, self.data_bucket, DATASETS_PREFIX)
-        return self._grant_objects(grantee, self.data_bucket, ["s3:GetObject", "s3:GetObjectVersion"],
-                                   DATASETS_PREFIX)
+        return self._grant_read(grantee, self.data_bucket, ["s3:GetObject", "s3:GetObjectVersion"],
+                                DATASETS_PREFIX)
 
     def grant_read_evaluation(self, grantee: iam.IGrantable) -> iam.Grant:
         """List and read the trusted evaluation sets (``evaluation/*`` of the data bucket)."""
-        self._grant_list(grantee, self.data_bucket, EVALUATION_PREFIX)
-        return self._grant_objects(grantee, self.data_bucket, ["s3:GetObject"], EVALUATION_PREFIX)
+        return self._grant_read(grantee, self.data_bucket, ["s3:GetObject"], EVALUATION_PREFIX)
 
     def grant_list_datasets(self, grantee: iam.IGrantable) -> iam.Grant:
         """List datasets and their versions (``datasets/*`` of the data bucket), no reading: drift

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import App, CfnOutput, Duration, Stack
+from aws_cdk import Annotations, App, ArnFormat, CfnOutput, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -24,7 +24,7 @@ from infra.config import ShipyardConfig, load_config
 from infra.deadletters import EventDeadLetters
 from infra.endpoint import InferenceApi
 from infra.layers import DependencyLayers
-from infra.monitoring import DriftMonitor, StackAlarms
+from infra.monitoring import DriftMonitor, StackAlarms, alarm_name_prefix, check_alarm_names
 from infra.pipeline import TrainingPipeline
 from infra.registry import ModelRegistry
 
@@ -112,6 +112,16 @@ class ShipyardStack(Stack):
         )
 
         # ------------------------------------------------------------ alarm topic
+        # Every alarm of the stack is named "<stack>-…" (infra/monitoring.py alarm_name_prefix; a
+        # validation below fails the synth otherwise), so one ARN pattern names them all: CloudWatch
+        # may publish (and use the key) only on behalf of those alarms, in this account.
+        self.alarm_source_arn = self.format_arn(
+            service="cloudwatch", resource="alarm", resource_name=f"{alarm_name_prefix(self)}*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        alarm_publisher_conditions = {
+            "StringEquals": {"aws:SourceAccount": self.account},
+            "ArnLike": {"aws:SourceArn": self.alarm_source_arn},
+        }
         # CloudWatch alarms (and EventBridge rules) cannot publish to a topic encrypted with the
         # AWS managed SNS key, so the topic has its own customer managed key that lets them.
         self.alarm_key = kms.Key(
@@ -123,12 +133,12 @@ class ShipyardStack(Stack):
         self.alarm_key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowAlarmPublishers",
-                # CloudWatch alarms are the topic's only service publisher (no rule targets it),
-                # and only for this account's alarms.
+                # CloudWatch alarms are the topic's only service publisher (no rule targets it:
+                # tests/infra/test_delivery_findings.py checks it), and only this stack's alarms.
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],  # in a key policy "*" is this key
-                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+                conditions=alarm_publisher_conditions,
             )
         )
         self.alarm_topic = sns.Topic(
@@ -138,8 +148,27 @@ class ShipyardStack(Stack):
             master_key=self.alarm_key,
             enforce_ssl=True,
         )
+        # enforce_ssl makes CDK write a topic policy whose only statement is the TLS Deny; a topic
+        # policy replaces SNS's default one, so without this statement nothing allows CloudWatch to
+        # publish and every alarm notification is dropped (in AWS; moto does not evaluate it).
+        self.alarm_topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowAlarmsToPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.alarm_topic.topic_arn],
+                conditions=alarm_publisher_conditions,
+            )
+        )
         if config.alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+        else:
+            Annotations.of(self.alarm_topic).add_warning_v2(
+                "shipyard:alarm-topic-without-subscriber",
+                "alarm_email is not set: the alarm topic has no subscriber, so the alarms notify nobody. "
+                "Set \"alarm_email\" in cdk.json (context.shipyard), or subscribe after the deploy: "
+                "aws sns subscribe --topic-arn <AlarmTopicArn output> --protocol email "
+                "--notification-endpoint you@example.com (docs/monitoring.md#who-gets-the-alarms)")
 
         # ------------------------------------------------------------ drift monitoring
         self.drift = DriftMonitor(
@@ -176,6 +205,7 @@ class ShipyardStack(Stack):
         self.alarms = StackAlarms(self, "Alarms", alarm_topic=self.alarm_topic)
         self.alarms.watch_api(self.inference)
         self.alarms.watch_pipeline(self.pipeline.state_machine)
+        self.alarms.watch_capture(self.inference)
         self.alarms.show(*self.drift.alarms.values())
         self.alarms.watch_dead_letters(self.dead_letters.queue)
         self.dead_letters.allow_rules_in(self)  # every rule exists by now
@@ -184,6 +214,8 @@ class ShipyardStack(Stack):
             self.dashboard.add_widgets(*row)
         for row in self.alarms.dashboard_widgets():
             self.dashboard.add_widgets(*row)
+        # Every alarm must match the topic's aws:SourceArn pattern, or its notifications are refused.
+        self.node.add_validation(check_alarm_names(self))
 
         # ------------------------------------------------------------ outputs (exact names)
         CfnOutput(self, "ApiUrl", value=self.inference.url, description="Inference API base URL")

@@ -232,6 +232,7 @@ def test_function_grants_are_least_privilege(synth):
     assert actions == {
         "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
         "dynamodb:GetItem", "dynamodb:Query", "s3:GetObject", "s3:GetObjectVersion", "firehose:PutRecord",
+        "s3:ListBucket",  # on the bucket, no s3:prefix: a missing model.onnx is a 404, not a 403
     }
     synth.template.has_resource_properties("AWS::IAM::Policy", {
         "PolicyDocument": {"Statement": Match.array_with([Match.object_like({
@@ -332,7 +333,8 @@ def test_alarm_topic_encrypted_and_tls_only(synth):
     key_statements = synth.template_dict["Resources"][key_id]["Properties"]["KeyPolicy"]["Statement"]
     (publishers,) = [s for s in key_statements if s.get("Sid") == "AllowAlarmPublishers"]
     assert publishers["Principal"] == {"Service": "cloudwatch.amazonaws.com"}  # only alarms publish
-    assert publishers["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    assert publishers["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert set(publishers["Condition"]) == {"StringEquals", "ArnLike"}  # tests/infra/test_delivery_findings.py
 
 
 def test_every_event_target_has_the_dead_letter_queue_and_it_alarms(synth):
@@ -483,8 +485,8 @@ def test_pipeline_state_machine_logs_traces_and_times_out(synth):
 def test_pipeline_rule_per_model_carries_the_spec(synth_api_key):
     rules = [r["Properties"] for r in synth_api_key.resources("AWS::Events::Rule").values()
              if r["Properties"].get("EventPattern", {}).get("source") == ["aws.s3"]]
-    prefixes = sorted(r["EventPattern"]["detail"]["object"]["key"][0]["prefix"] for r in rules)
-    assert prefixes == ["datasets/house-prices/", "datasets/iris/"]
+    patterns = sorted(r["EventPattern"]["detail"]["object"]["key"][0]["wildcard"] for r in rules)
+    assert patterns == ["datasets/house-prices/*.csv", "datasets/iris/*.csv"]  # and *.csv.gz
     for rule in rules:
         assert rule["EventPattern"]["detail-type"] == ["Object Created"]
         (target,) = rule["Targets"]
@@ -494,7 +496,7 @@ def test_pipeline_rule_per_model_carries_the_spec(synth_api_key):
         template = transformer["InputTemplate"]
         assert '"version_id":<detail-object-version-id>' in template and '"spec":{"target":' in template
         assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
-    (house,) = [r for r in rules if "house-prices" in r["EventPattern"]["detail"]["object"]["key"][0]["prefix"]]
+    (house,) = [r for r in rules if "house-prices" in r["EventPattern"]["detail"]["object"]["key"][0]["wildcard"]]
     template = house["Targets"][0]["InputTransformer"]["InputTemplate"]
     assert '"task":"regression","estimator":"sklearn.linear_model.Ridge"' in template
 
