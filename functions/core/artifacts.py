@@ -21,6 +21,39 @@ class ArtifactConflict(Exception):
     """The key already holds an artifact with other bytes: artifacts are written once."""
 
 
+class ArtifactUnreadable(Exception):
+    """An artifact the registry names is missing (404) or may not be read (403): the message names
+    the object and, for a 403, the action that was denied (``describe_s3_error``)."""
+
+
+# S3's answers for a missing object or version (GetObject says NoSuchKey/NoSuchVersion, HeadObject
+# only its status) and for a refused request.
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "404", "NotFound"})
+ACCESS_DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
+
+
+def describe_s3_error(err: ClientError, bucket: str, key: str, version_id: str | None = None,
+                      action: str | None = None) -> str:
+    """What went wrong reading ``s3://bucket/key``, for a message a person acts on.
+
+    404 → the object (or that version) does not exist; 403 → access was denied, naming the action
+    (default ``s3:GetObject``, ``s3:GetObjectVersion`` with a version id: what GetObject and
+    HeadObject are authorized as). Whether S3 answers 404 at all depends on the reader being
+    allowed ``s3:ListBucket`` on the bucket (else a missing key is a 403 too)."""
+    error = err.response.get("Error", {})
+    code = str(error.get("Code", "") or err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    where = f"s3://{bucket}/{key}" + (f" (version {version_id})" if version_id and version_id != "null" else "")
+    if code in NOT_FOUND_CODES:
+        what = "that version" if code == "NoSuchVersion" else "the object"
+        return f"{where} does not exist: S3 answered {code} ({what} was deleted, overwritten or never written)"
+    if code in ACCESS_DENIED_CODES:
+        action = action or ("s3:GetObjectVersion" if version_id and version_id != "null" else "s3:GetObject")
+        return (f"{where} cannot be read: access denied ({action} refused, {code}); check the role's "
+                "policy and the bucket policy")
+    message = error.get("Message") or str(err)
+    return f"{where} cannot be read: {code or 'error'} ({message})"
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import ClientError
 
-from functions.core.artifacts import IntegrityError, get_verified
+from functions.core.artifacts import (
+    ACCESS_DENIED_CODES,
+    NOT_FOUND_CODES,
+    IntegrityError,
+    describe_s3_error,
+    get_verified,
+)
 from functions.core.drift import NUMBER, STRING, check_drift
 from functions.core.eventbus import EventNotDelivered, put_event
 from functions.core.layout import (
@@ -267,11 +273,16 @@ def load_baseline(s3, bucket: str, key: str, model: str, version: int, sha256: s
         body = get_verified(s3, bucket, key, sha256 or "", version_id)
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code")
-        if code in ("NoSuchKey", "404", "NotFound"):
+        if code in NOT_FOUND_CODES:
             raise BaselineMissing(
-                f"model {model!r} production version {version} has no drift baseline at s3://{bucket}/{key}; "
+                f"model {model!r} production version {version} has no drift baseline at s3://{bucket}/{key}"
+                + (f" (version {version_id})" if version_id else "") + f" ({code}); "
                 "the training pipeline writes it next to model.onnx: retrain the model, or promote a "
                 "version that has one") from None
+        if code in ACCESS_DENIED_CODES:
+            raise DriftCheckError(
+                f"model {model!r} production version {version}: the drift baseline "
+                f"{describe_s3_error(err, bucket, key, version_id)}") from None
         raise
     except IntegrityError as err:
         why = ("its lineage records no sha256 for baseline.json (lineage.artifacts)" if not sha256

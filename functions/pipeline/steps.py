@@ -31,7 +31,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from functions.core import training
-from functions.core.artifacts import get_verified, write_artifact
+from functions.core.artifacts import (
+    ACCESS_DENIED_CODES,
+    NOT_FOUND_CODES,
+    ArtifactUnreadable,
+    describe_s3_error,
+    get_verified,
+    write_artifact,
+)
 from functions.core.dataset import DatasetError, check_size
 from functions.core.eventbus import EventNotDelivered
 from functions.core.eventbus import put_event as send_event
@@ -176,12 +183,13 @@ def read_dataset(s3, dataset: Mapping[str, Any], max_bytes: int) -> tuple[bytes,
         data = obj["Body"].read()
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "NoSuchVersion", "404", "NotFound"):
+        if code in NOT_FOUND_CODES:
             raise DatasetError(f"dataset {where} does not exist (deleted or overwritten before training?); "
                                "upload it again") from None
-        if code in ("AccessDenied", "403"):
-            raise DatasetError(f"dataset {where} cannot be read (access denied): only datasets/ of the "
-                               "stack's data bucket can be trained on") from None
+        if code in ACCESS_DENIED_CODES:
+            action = "s3:GetObjectVersion" if "VersionId" in kwargs else "s3:GetObject"
+            raise DatasetError(f"dataset {where} cannot be read: access denied ({action} refused, {code}); "
+                               "only datasets/ of the stack's data bucket can be trained on") from None
         reraise_transient(err)
         raise
     got = obj.get("VersionId")
@@ -290,6 +298,8 @@ def validate(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucke
             production_score = score_on_holdout(prod_model, holdout, metric)
         except KeyError as err:
             production_error = f"the holdout lacks its feature {err}"
+        except ArtifactUnreadable as err:
+            production_error = f"its artifact cannot be read: {err}"
         except ClientError as err:
             reraise_transient(err)
             production_error = f"its artifact cannot be read ({err.response['Error'].get('Code')})"
@@ -367,7 +377,7 @@ def evaluation_sets(s3, data_bucket: str, model: str, spec: Mapping[str, Any],
             out.append((key, holdout_from_dataset(dataset, names)))
         except ClientError as err:
             reraise_transient(err)
-            out.append((key, f"cannot be read ({err.response['Error'].get('Code')})"))
+            out.append((key, describe_s3_error(err, data_bucket, key)))
         except KeyError as err:
             out.append((key, f"lacks the model's feature {err}"))
         except ValueError as err:  # DatasetError and the like: the file's own problem
@@ -413,6 +423,8 @@ def _verified(s3, bucket: str, ref: Mapping[str, Any]) -> bytes:
         return get_verified(s3, bucket, ref["key"], ref["sha256"], ref.get("version_id"))
     except ClientError as err:
         reraise_transient(err)
+        if err.response.get("Error", {}).get("Code") in NOT_FOUND_CODES | ACCESS_DENIED_CODES:
+            raise ArtifactUnreadable(describe_s3_error(err, bucket, ref["key"], ref.get("version_id"))) from None
         raise
 
 
