@@ -374,7 +374,7 @@ def cmd_local_up(args) -> int:
     import signal
     import threading
 
-    cloud = start_local_cloud(args.aws_port, args.api_port, assembly=args.assembly)
+    cloud = start_local_cloud(args.aws_port, args.api_port, assembly=args.assembly, iam=args.iam == "on")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -386,6 +386,8 @@ def cmd_local_up(args) -> int:
             print(f"  export {key}={env[key]}", file=sys.stderr)
         for key, value in sorted(cloud.outputs.items()):
             print(f"  {key} = {value}", file=sys.stderr)
+        print("IAM: " + ("enforced for the functions' roles; service deliveries checked against resource policies"
+                         if args.iam == "on" else "off (everything runs with full rights)"), file=sys.stderr)
         print(f"aws: {cloud.aws_url}")
         print(f"api: {cloud.api_url}")
         print("ready", flush=True)
@@ -565,6 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aws-port", type=int, default=5000)
     p.add_argument("--api-port", type=int, default=3000)
     p.add_argument("--assembly", help="use this synthesized cloud assembly (cdk.out) instead of synthesizing")
+    p.add_argument("--iam", choices=("on", "off"), default="on",
+                   help="on (default): each function calls as its own role, IAM and resource policies are "
+                        "enforced as in AWS; off: everything runs with full rights")
     p.set_defaults(run=cmd_local_up)
 
     p = sub.add_parser("demo", help="the whole loop locally, end to end")

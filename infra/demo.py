@@ -87,10 +87,17 @@ class Demo:
         if not arn:
             raise StepFailed("the stack has no PipelineArn output (no pipeline deployed)")
         deadline = time.time() + timeout
+        errors_before = len(self.cloud.function_errors)
         while True:
             executions = sfn.list_executions(stateMachineArn=arn)["executions"]
             if len(executions) >= count and all(e["status"] != "RUNNING" for e in executions):
                 return executions
+            failed = self.cloud.function_errors[errors_before:]
+            if len(executions) < count and failed and all(e["status"] != "RUNNING" for e in executions):
+                # what should have started the run failed (a refused call, a crash): say so, do not wait
+                first = failed[0]
+                raise StepFailed(f"{len(executions)} pipeline execution(s), wanted {count}: "
+                                 f"{first.get('function', '?')} failed: {str(first.get('errorMessage', ''))[:300]}")
             if time.time() > deadline:
                 raise StepFailed(f"{len(executions)} pipeline execution(s) after {timeout:.0f}s, "
                                  f"wanted {count} finished")

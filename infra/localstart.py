@@ -19,8 +19,9 @@ class LocalStartError(Exception):
 
 
 def start_local_cloud(aws_port: int = 5000, api_port: int = 3000, assembly: str | None = None,
-                      project_dir: str = ".", log=None):
-    """Synthesize the project in `project_dir` (its own cdk.json and app) and start it locally."""
+                      project_dir: str = ".", log=None, iam: bool = True):
+    """Synthesize the project in `project_dir` (its own cdk.json and app) and start it locally; `iam`:
+    enforce IAM and resource policies (see docs/local.md#iam)."""
     from localcloud import LocalCloud, Template
     from localcloud.cloud import synthesize
 
@@ -40,7 +41,7 @@ def start_local_cloud(aws_port: int = 5000, api_port: int = 3000, assembly: str 
                            "see docs/configuration.md)"
             raise LocalStartError(message) from err
     say("starting the local cloud…")
-    cloud = LocalCloud(Template.load(out), aws_port=aws_port, api_port=api_port, log=say)
+    cloud = LocalCloud(Template.load(out), aws_port=aws_port, api_port=api_port, log=say, iam=iam)
     try:
         cloud.start()
     except OSError as err:

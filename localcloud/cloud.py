@@ -29,6 +29,7 @@ from . import events as events_mod
 from . import lambda_runtime, sns, sts
 from . import stepfunctions as stepfunctions_mod
 from .apigw import LocalApiServer
+from .authorization import AccessDenied, Authorizer
 from .clock import next_fire
 from .cloudwatch import CloudWatch
 from .events import EventBus, target_input
@@ -115,9 +116,11 @@ class LocalCloud:
                  stack_name: str | None = None, aws_port: int = 5000, api_port: int = 3000,
                  host: str = "127.0.0.1", region: str | None = None, verbose: bool = False,
                  clock: bool = True, clock_interval: float = 1.0, alarm_interval: float = 10.0,
-                 log: Callable[[str], None] | None = None, context: dict[str, Any] | None = None):
+                 log: Callable[[str], None] | None = None, context: dict[str, Any] | None = None,
+                 iam: bool = True):
         """`template`: a `Template`, a template dict, or a cdk.out directory; else `project_dir`'s app is
-        synthesized, with `context` (see `synthesize`)."""
+        synthesized, with `context` (see `synthesize`). `iam`: enforce IAM for the functions' roles and
+        check service deliveries against resource policies (False: everything runs with full rights)."""
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.host = host
         self._aws_port, self._api_port = aws_port, api_port
@@ -150,6 +153,8 @@ class LocalCloud:
         self._clients_lock = threading.Lock()
         self._saved_process_state: dict[str, Any] | None = None
         self._tick_lock = threading.Lock()
+        self.iam = Authorizer(ACCOUNT_ID, self.region, enforce=iam)
+        self.cloudwatch.authorizer = self.iam
 
     # ------------------------------------------------------------------ logging
     def say(self, msg: str) -> None:
@@ -317,8 +322,11 @@ class LocalCloud:
     def _install_seams(self) -> None:
         self.runtime = LambdaRuntime(self.aws_url, self.region, on_log=self._on_function_log,
                                      on_invoked=self._on_function_invoked)
+        self.runtime.credentials = self.iam.credentials_for
         lambda_runtime.SEAM.install(self.runtime)
+        self._server.authorizer = self.iam
         self.bus = EventBus(self.aws_url, self.region, log=self.say, session=self.session)
+        self.bus.authorizer = self.iam
         events_mod.SEAM.install(self.bus)
         stepfunctions_mod.SEAM.install()
         sns.SEAM.install(self)
@@ -352,7 +360,8 @@ class LocalCloud:
             try:
                 props = resolver.resolve(res.get("Properties", {}) or {}, where=lid)
                 physical, attrs = PROVISIONERS[rtype](lid, props, ctx)
-            except (TemplateError, ClientError, ParamValidationError, KeyError, ValueError, TypeError) as err:
+            except (TemplateError, ClientError, ParamValidationError, KeyError, ValueError, TypeError,
+                    AccessDenied) as err:
                 detail = err if not isinstance(err, KeyError) else f"missing property {err}"
                 raise DeployError(f"{lid} ({rtype}): {detail}") from err
             resolver.physical_ids[lid] = physical

@@ -108,6 +108,8 @@ class CloudWatch:
         self.region = region
         self._client, self._say, self._debug = client, say, debug
         self.alarm_changes: list[dict] = []
+        self.action_failures: list[dict] = []  # alarm actions refused (CloudWatch's history text)
+        self.authorizer: Any = None  # an `authorization.Authorizer`: may CloudWatch publish to the topic?
         self._seen_executions: set[str] = set()
         self._metrics_lock = threading.Lock()
         self._alarms_lock = threading.Lock()
@@ -202,8 +204,37 @@ class CloudWatch:
         if ":sns:" not in arn:
             self._say(f"[alarm] action {arn} of {alarm.name} is not emulated")
             return
+        refused = self._refused(arn, alarm)
+        if refused:
+            # CloudWatch records the failed action in the alarm's history and notifies nobody
+            failure = {"alarm": alarm.name, "action": arn, "at": time.time(),
+                       "history": f"Failed to execute action {arn}. Received error: \"{refused}\""}
+            self.action_failures.append(failure)
+            self._say(f"[alarm] {alarm.name}: {failure['history']}")
+            return
         self._client("sns").publish(TopicArn=arn, Subject=f'{new}: "{alarm.name}" in {self.region}'[:100],
                                     Message=json.dumps(alarm_message(alarm, old, new, reason, self.region)))
+
+    def _refused(self, topic_arn: str, alarm: Any) -> str | None:
+        """CloudWatch's error when the topic's policy (or its KMS key's policy) does not let
+        ``cloudwatch.amazonaws.com`` publish for this alarm; None when it may."""
+        authorizer = self.authorizer
+        if authorizer is None or not authorizer.enforce:
+            return None
+        service, source = "cloudwatch.amazonaws.com", {"source_arn": alarm.alarm_arn, "source_account": ACCOUNT_ID}
+        if not authorizer.service_may(service, "sns:Publish", topic_arn, **source).allowed:
+            return f"CloudWatch Alarms is not authorized to perform: SNS:Publish on resource:{topic_arn}"
+        from moto.sns.models import sns_backends
+
+        topic = sns_backends[ACCOUNT_ID][self.region].topics.get(topic_arn)
+        key = getattr(topic, "kms_master_key_id", None) if topic is not None else None
+        if key:
+            key_arn = key if key.startswith("arn:") else f"arn:aws:kms:{self.region}:{ACCOUNT_ID}:" + (
+                key if key.startswith("alias/") else f"key/{key}")
+            for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+                if not authorizer.service_may(service, action, key_arn, **source).allowed:
+                    return "CloudWatch Alarms does not have authorization to access the SNS topic encryption key."
+        return None
 
     def _publish_execution_metrics(self) -> None:
         """AWS/States metrics for executions that finished since the last look."""

@@ -212,6 +212,7 @@ class EventBus:
         self.region = region
         self.log = log
         self.failures: list[dict] = []
+        self.authorizer: Any = None  # an `authorization.Authorizer`: may the rule's target be reached?
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eventbridge")
         self._pending = 0
         self._cond = threading.Condition()
@@ -305,7 +306,11 @@ class EventBus:
         within EventBridge's retry window on a laptop either. A function that runs and raises is not
         a delivery error (EventBridge invokes Lambda asynchronously).
         """
+        sender = "scheduler.amazonaws.com" if "SCHEDULE_ARN" in origin else "events.amazonaws.com"
+        source_arn = origin.get("SCHEDULE_ARN") or origin.get("RULE_ARN")
         try:
+            self._authorize(sender, target["Arn"], _TARGET_ACTIONS.get(target["Arn"].split(":")[2], ""),
+                            target.get("RoleArn"), source_arn)
             self.deliver(target["Arn"], payload, source, {"name_prefix": name_prefix})
         except Exception as err:
             dead_letter = (target.get("DeadLetterConfig") or {}).get("Arn")
@@ -313,6 +318,17 @@ class EventBus:
                 raise
             code = dead_letter_error_code(err)
             parts = dead_letter.split(":")
+            # Scheduler sends to the dead-letter queue with the schedule's role; EventBridge as itself
+            refused = self.authorizer.delivery_refusal(
+                sender, "sqs:SendMessage", dead_letter, source_arn=source_arn,
+                role_arn=target.get("RoleArn") if sender.startswith("scheduler") else None,
+            ) if self.authorizer is not None else None
+            if refused:
+                self.failures.append({"arn": target["Arn"], "source": source, "error": repr(err),
+                                      "dead_letter_refused": refused})
+                self.log(f"[events] {source} -> {target['Arn'].split(':')[-1]}: {code} ({err}); the event is lost: "
+                         f"{refused}")
+                return
             sqs = self.client("sqs")
             url = sqs.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])["QueueUrl"]
             attributes = {"ERROR_CODE": code, "ERROR_MESSAGE": str(err)[:1000], **origin,
@@ -324,6 +340,20 @@ class EventBus:
                                   "dead_letter": dead_letter})
             self.log(f"[events] {source} -> {target['Arn'].split(':')[-1]}: {code} ({err}); the event went to "
                      f"the dead-letter queue {parts[5]}")
+
+    def _authorize(self, sender: str, arn: str, action: str, role_arn: str | None, source_arn: str | None) -> None:
+        """Refuse, as AWS would, a delivery the target's role or resource policy does not allow."""
+        if self.authorizer is None or not action:
+            return
+        if role_arn is None and (sender.startswith("scheduler") or action in ("states:StartExecution",
+                                                                               "events:PutEvents")):
+            refused = f"{sender} needs a RoleArn to call {action} on {arn}" if self.authorizer.enforce else None
+        else:
+            refused = self.authorizer.delivery_refusal(sender, action, arn, role_arn=role_arn, source_arn=source_arn)
+        if refused:
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": refused}}, action.split(":")[1])
 
     def send_to_rule(self, rule: Any, event: dict, original: Callable | None = None) -> None:
         """What EventBridge does with one event and one rule (moto `Rule`)."""
@@ -352,6 +382,11 @@ class EventBus:
                 original(rule, event)
             finally:
                 rule.targets = saved
+
+
+# the action EventBridge (or Scheduler) performs on each kind of target
+_TARGET_ACTIONS = {"lambda": "lambda:InvokeFunction", "states": "states:StartExecution", "sns": "sns:Publish",
+                   "sqs": "sqs:SendMessage", "events": "events:PutEvents"}
 
 
 def dead_letter_error_code(err: Exception) -> str:

@@ -53,6 +53,8 @@ class FunctionSpec:
     memory: int = 128
     arn: str = ""
     logical_id: str = ""
+    role_arn: str = ""  # the execution role: the function calls AWS as a session of it
+    credentials: dict[str, str] = field(default_factory=dict, compare=False)  # that session's (set by register)
 
 
 @dataclass
@@ -237,8 +239,14 @@ class LambdaRuntime:
         self._on_log = on_log
         self._on_invoked = on_invoked
         self._extracted: list[tempfile.TemporaryDirectory] = []
+        # role ARN, session name -> the session's AWS_* variables (None: the process's credentials)
+        self.credentials: Callable[[str, str], dict[str, str] | None] | None = None
 
     def register(self, spec: FunctionSpec) -> None:
+        """Make ``spec`` invocable; its calls to AWS are signed with a session of its role, as Lambda
+        does (raises when the role's trust policy does not let Lambda assume it)."""
+        if self.credentials is not None and spec.role_arn and not spec.credentials:
+            spec.credentials = self.credentials(spec.role_arn, spec.name) or {}
         with self._lock:
             old = self.functions.get(spec.name)
             self.functions[spec.name] = spec
@@ -276,6 +284,7 @@ class LambdaRuntime:
             "POWERTOOLS_TRACE_DISABLED": "true",
             "PYTHONDONTWRITEBYTECODE": "1",
         })
+        env.update(spec.credentials)
         env.update({k: str(v) for k, v in spec.environment.items()})
         return env
 
@@ -288,7 +297,7 @@ class LambdaRuntime:
             zipfile.ZipFile(io.BytesIO(code)).extractall(tmp.name)
         spec = FunctionSpec(name=fn.function_name, handler=fn.handler, asset_dir=Path(tmp.name),
                             environment=dict(fn.environment_vars or {}), timeout=float(fn.timeout or 3),
-                            memory=int(fn.memory_size or 128), arn=fn.function_arn)
+                            memory=int(fn.memory_size or 128), arn=fn.function_arn, role_arn=fn.role or "")
         self.register(spec)
         return spec
 

@@ -450,7 +450,7 @@ def _function(lid: str, props: dict, ctx: DeployContext) -> tuple[str, dict]:
         ctx.notes.append(f"{lid}: runtime {runtime or '?'} is not executed locally (Python runtimes only)")
     spec = FunctionSpec(name=name, handler=args["Handler"], asset_dir=asset, environment=env,
                         timeout=float(args["Timeout"]), memory=args["MemorySize"], arn=fn["FunctionArn"],
-                        logical_id=lid)
+                        logical_id=lid, role_arn=props["Role"])
     ctx.runtime.register(spec)
     log_group = (props.get("LoggingConfig") or {}).get("LogGroup")
     if log_group:

@@ -71,6 +71,7 @@ class AwsServer(ServerThread):
                          name="local-aws")
         self.host = host
         self._interceptors: list[Callable[[Request], Response | None]] = []
+        self.authorizer: Any = None  # an `authorization.Authorizer`: IAM for the principals it enforces
 
     def intercept(self, fn: Callable[[Request], Response | None]) -> Callable[[], None]:
         """Let ``fn`` answer requests first (fault injection): a Response it returns is the answer,
@@ -88,7 +89,13 @@ class AwsServer(ServerThread):
         try:
             resp = next((r for r in (fn(req) for fn in list(self._interceptors)) if r is not None), None)
             if resp is None:
-                resp = self._dispatch(req)
+                service, region = _service_region(req)
+                authorizer = self.authorizer
+                resp = authorizer.check(req, service, region) if authorizer is not None else None
+                if resp is None:
+                    resp = self._dispatch(req)
+                    if authorizer is not None:
+                        resp = authorizer.amend(req, resp, service)
         except Exception as err:  # noqa: BLE001 - an unexpected moto failure is a 500, as AWS would
             resp = Response(f'{{"message": "local cloud: {type(err).__name__}: {err}"}}', status=500,
                             content_type="application/json")

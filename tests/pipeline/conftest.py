@@ -148,7 +148,12 @@ def cloud(pipeline_assembly):
     sqs, events = c.client("sqs"), c.client("events")
     queue_url = sqs.create_queue(QueueName="shipyard-events")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name="shipyard-events", EventPattern=json.dumps({"source": ["shipyard"]}))
+    rule_arn = events.put_rule(Name="shipyard-events", EventPattern=json.dumps({"source": ["shipyard"]}))["RuleArn"]
+    # as in AWS, EventBridge delivers to a queue only if the queue's policy lets it
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+        "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}]}
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
     events.put_targets(Rule="shipyard-events", Targets=[{"Id": "queue", "Arn": queue_arn}])
     c.event_queue = queue_url
     c.seen_events = []
