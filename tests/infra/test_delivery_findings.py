@@ -121,6 +121,20 @@ def test_an_alarm_outside_the_prefix_fails_the_synth():
         app.synth()
 
 
+def test_the_stack_refuses_an_alarm_the_topic_would_not_admit(default_config, tmp_path):
+    from aws_cdk import aws_cloudwatch as cloudwatch
+    from aws_cdk import aws_cloudwatch_actions as cw_actions
+
+    from infra.stack import build_app
+
+    app, stack = build_app(default_config, outdir=tmp_path, nag=False, build_layers=False)
+    alarm = cloudwatch.Metric(namespace="X", metric_name="Y").create_alarm(
+        stack, "Mine", alarm_name="team-alarm", threshold=1, evaluation_periods=1)
+    alarm.add_alarm_action(cw_actions.SnsAction(stack.alarm_topic))
+    with pytest.raises(Exception, match=r"alarm names must start with 'Shipyard-'.*team-alarm"):
+        app.synth()
+
+
 # --------------------------------------------------------------------------- 2. no subscriber warning
 
 
