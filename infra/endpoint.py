@@ -91,7 +91,7 @@ class InferenceApi(Construct):
         cloudwatch_role: bool = True,
         code: lambda_.Code | None = None,
         reserved_concurrency: int | None = None,
-        capture_error_logging: bool = False,
+        capture_error_logging: bool = True,
     ) -> None:
         """
         :param registry: where the function reads models and the registry.
@@ -122,8 +122,7 @@ class InferenceApi(Construct):
         :param capture_error_logging: Firehose error logging of the capture streams
             (``CloudWatchLoggingOptions``) into ``capture_log_group``, a log group of their own with
             one ``AWS::Logs::LogStream`` per model (``S3Delivery-<model>``); the delivery role gets
-            ``logs:PutLogEvents`` on those streams only. Default ``False`` until the local cloud
-            provisions ``AWS::Logs::LogStream`` (it skips it with a warning today).
+            ``logs:PutLogEvents`` on those streams only (default ``True``).
         """
         super().__init__(scope, id)
         if auth not in AUTH_MODES:
@@ -155,9 +154,7 @@ class InferenceApi(Construct):
             # invisible but for the alarm (StackAlarms.watch_capture), and the drift check then
             # skips for lack of rows. One log group of its own (the stack's retention), one stream
             # per model, which must exist before Firehose writes to it (Firehose does not create
-            # it); the role may only PutLogEvents to those streams. Off in ShipyardStack for now:
-            # the local cloud does not provision AWS::Logs::LogStream (it would skip it with a
-            # warning), see capture_error_logging.
+            # it); the role may only PutLogEvents to those streams.
             self.capture_log_streams: dict[str, logs.LogStream] = {}
             if capture_error_logging:
                 self.capture_log_group = logs.LogGroup(

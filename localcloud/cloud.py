@@ -411,6 +411,14 @@ class LocalCloud:
         self._api.start()
 
     def _invoke_for_api(self, function_arn: str, event: dict) -> tuple[bytes, bool]:
+        ctx = event.get("requestContext") or {}
+        source = (f"arn:aws:execute-api:{self.region}:{ACCOUNT_ID}:{ctx.get('apiId')}/{ctx.get('stage')}/"
+                  f"{event.get('httpMethod')}{event.get('path', '')}")
+        refused = self.iam.delivery_refusal("apigateway.amazonaws.com", "lambda:InvokeFunction", function_arn,
+                                            source_arn=source)
+        if refused:  # API Gateway: "Execution failed due to configuration error: Invalid permissions on Lambda"
+            self.say(f"[api] {source}: invalid permissions on Lambda function: {refused}")
+            return json.dumps({"errorMessage": "Invalid permissions on Lambda function"}).encode(), True
         # The bus's client: no SDK retries and a read timeout past Lambda's 900 s, as deliveries need.
         resp = self.bus.client("lambda").invoke(FunctionName=function_arn, Payload=json.dumps(event).encode())
         return resp["Payload"].read(), bool(resp.get("FunctionError"))

@@ -20,7 +20,8 @@ class ServerThread:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread is not None:  # shutdown() waits for serve_forever: forever if it never ran
+            self._server.shutdown()
         self._server.server_close()
         if self._thread:
             self._thread.join(5)

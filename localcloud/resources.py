@@ -286,6 +286,9 @@ def _table(lid: str, props: dict, ctx: DeployContext) -> tuple[str, dict]:
     if props.get("DeletionProtectionEnabled"):
         args["DeletionProtectionEnabled"] = True
     desc = ddb.create_table(**args)["TableDescription"]
+    policy = (props.get("ResourcePolicy") or {}).get("PolicyDocument")
+    if policy:  # evaluated by the local cloud's IAM (authorization.py) for the functions' calls
+        ddb.put_resource_policy(ResourceArn=desc["TableArn"], Policy=_json(policy))
     pitr = props.get("PointInTimeRecoverySpecification", {})
     if pitr.get("PointInTimeRecoveryEnabled"):
         ddb.update_continuous_backups(TableName=name, PointInTimeRecoverySpecification={
@@ -500,6 +503,13 @@ def _log_group(lid: str, props: dict, ctx: DeployContext) -> tuple[str, dict]:
     if props.get("RetentionInDays"):
         logs.put_retention_policy(logGroupName=name, retentionInDays=int(props["RetentionInDays"]))
     return name, {"Arn": ctx.arn("logs", f"log-group:{name}:*")}
+
+
+@provisioner("AWS::Logs::LogStream")
+def _log_stream(lid: str, props: dict, ctx: DeployContext) -> tuple[str, dict]:
+    name = props.get("LogStreamName") or ctx.name(lid, 512)
+    ctx.client("logs").create_log_stream(logGroupName=props["LogGroupName"], logStreamName=name)
+    return name, {}
 
 
 @provisioner("AWS::SNS::Topic")

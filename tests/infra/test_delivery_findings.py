@@ -8,8 +8,7 @@ cloud cannot show them).
 3. The state machine's log group is under ``/aws/vendedlogs/``.
 4. Roles that read objects list the bucket without an ``s3:prefix`` condition (404, not 403).
 5. The upload rule matches dataset files only (``.csv``, ``.csv.gz``).
-6. Capture delivery alarms on failed deliveries (and can log its errors: off in the stack until
-   the local cloud provisions AWS::Logs::LogStream).
+6. Capture delivery alarms on failed deliveries and logs its errors.
 """
 from __future__ import annotations
 
@@ -282,8 +281,7 @@ def test_upload_rule_pattern_on_keys(synth, key, starts):
 
 @pytest.fixture(scope="module")
 def logged_capture() -> dict:
-    """``InferenceApi(capture_error_logging=True)`` in a stack of its own (ShipyardStack leaves it
-    off until the local cloud provisions AWS::Logs::LogStream)."""
+    """``InferenceApi`` (error logging on by default) in a stack of its own, with two models."""
     from aws_cdk import App, Stack
     from aws_cdk.assertions import Template
 
@@ -293,8 +291,7 @@ def logged_capture() -> dict:
 
     flags = {k: v for k, v in read_cdk_json_context().items() if k != "shipyard"}  # the stack's feature flags
     stack = Stack(App(context=flags), "Logged")
-    InferenceApi(stack, "Inference", registry=ModelRegistry(stack, "Registry"), models=["iris", "wine"],
-                 capture_error_logging=True)
+    InferenceApi(stack, "Inference", registry=ModelRegistry(stack, "Registry"), models=["iris", "wine"])
     return Template.from_stack(stack).to_json()["Resources"]
 
 
@@ -333,12 +330,11 @@ def test_capture_delivery_can_log_errors_to_its_own_log_group(logged_capture):
     assert sorted(a.rsplit(":log-stream:", 1)[1] for a in arns) == ['S3Delivery-iris"]]}', 'S3Delivery-wine"]]}']
 
 
-def test_the_stack_leaves_capture_error_logging_off_for_the_local_cloud(synth):
-    # The local cloud has no AWS::Logs::LogStream provisioner (localcloud/resources.py): turning it
-    # on in ShipyardStack waits for that. The delivery failure alarm below covers the stack meanwhile.
-    assert synth.resources("AWS::Logs::LogStream") == {}
-    for stream in synth.resources("AWS::KinesisFirehose::DeliveryStream").values():
-        assert "CloudWatchLoggingOptions" not in stream["Properties"]["ExtendedS3DestinationConfiguration"]
+def test_the_stack_logs_capture_delivery_errors(synth):
+    streams = synth.resources("AWS::KinesisFirehose::DeliveryStream")
+    assert streams and len(synth.resources("AWS::Logs::LogStream")) == len(streams)
+    for stream in streams.values():
+        assert stream["Properties"]["ExtendedS3DestinationConfiguration"]["CloudWatchLoggingOptions"]["Enabled"]
 
 
 def test_failed_capture_deliveries_alarm_to_the_topic_and_show_on_the_dashboard(synth):
