@@ -647,8 +647,10 @@ def _schedule(lid: str, props: dict, ctx: DeployContext) -> tuple[str, dict]:
     if ":aws-sdk:" in target["Arn"] or target["Arn"].startswith("arn:aws:scheduler:::"):
         ctx.notes.append(f"{lid}: universal target {target['Arn']} is not emulated")
     ctx.schedules.append(Schedule(name=name, expression=props["ScheduleExpression"],
-                                  targets=[{"Id": "scheduler", "Arn": target["Arn"],
-                                            "Input": target.get("Input") or "{}"}],
+                                  targets=[{"Id": "scheduler", "Arn": target["Arn"], "RoleArn": target.get("RoleArn"),
+                                            "Input": target.get("Input") or "{}",
+                                            **({"DeadLetterConfig": target["DeadLetterConfig"]}
+                                               if target.get("DeadLetterConfig") else {})}],
                                   kind="scheduler", arn=arn, enabled=args["State"] == "ENABLED"))
     return name, {"Arn": arn}
 

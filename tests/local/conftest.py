@@ -115,13 +115,25 @@ TEMPLATE = {
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True}}},
         "Role": {"Type": "AWS::IAM::Role", "Properties": {
             "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
+                {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": [
+                    "lambda.amazonaws.com", "states.amazonaws.com", "events.amazonaws.com",
+                    "scheduler.amazonaws.com"]}}]},
             "ManagedPolicyArns": [{"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
                                                      ":iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]]}]}},
         "RolePolicy": {"Type": "AWS::IAM::Policy", "Properties": {
             "PolicyName": "RolePolicy", "Roles": [{"Ref": "Role"}],
             "PolicyDocument": {"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": "dynamodb:*", "Resource": {"Fn::GetAtt": ["Table", "Arn"]}}]}}},
+                {"Effect": "Allow", "Action": "dynamodb:*", "Resource": {"Fn::GetAtt": ["Table", "Arn"]}},
+                # what the rule and schedule targets need (the role is theirs too)
+                {"Effect": "Allow", "Action": ["states:StartExecution", "lambda:InvokeFunction"],
+                 "Resource": "*"}]}}},
+        # as in AWS, EventBridge and API Gateway invoke a function only if its policy lets them
+        "RecordFromEvents": {"Type": "AWS::Lambda::Permission", "Properties": {
+            "FunctionName": {"Ref": "Record"}, "Action": "lambda:InvokeFunction",
+            "Principal": "events.amazonaws.com"}},
+        "ApiFromApiGateway": {"Type": "AWS::Lambda::Permission", "Properties": {
+            "FunctionName": {"Ref": "Api"}, "Action": "lambda:InvokeFunction",
+            "Principal": "apigateway.amazonaws.com"}},
         "Record": _fn("record"),
         "Flaky": _fn("flaky"),
         "Api": _fn("api"),
@@ -179,6 +191,10 @@ TEMPLATE = {
         "PlanKey": {"Type": "AWS::ApiGateway::UsagePlanKey", "Properties": {
             "UsagePlanId": {"Ref": "Plan"}, "KeyId": {"Ref": "Key"}, "KeyType": "API_KEY"}},
         "Topic": {"Type": "AWS::SNS::Topic"},
+        "TopicPolicy": {"Type": "AWS::SNS::TopicPolicy", "Properties": {
+            "Topics": [{"Ref": "Topic"}], "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": "sns:Publish",
+                 "Resource": {"Ref": "Topic"}}]}}},
         "Email": {"Type": "AWS::SNS::Subscription", "Properties": {
             "TopicArn": {"Ref": "Topic"}, "Protocol": "email", "Endpoint": "ops@example.com"}},
         "DriftAlarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {

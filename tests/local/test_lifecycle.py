@@ -107,6 +107,10 @@ def test_concurrent_alarm_evaluations_email_once(monkeypatch):
 
     template = {"Resources": {
         "Topic": {"Type": "AWS::SNS::Topic"},
+        "TopicPolicy": {"Type": "AWS::SNS::TopicPolicy", "Properties": {
+            "Topics": [{"Ref": "Topic"}], "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": "sns:Publish",
+                 "Resource": {"Ref": "Topic"}}]}}},
         "Email": {"Type": "AWS::SNS::Subscription", "Properties": {
             "TopicArn": {"Ref": "Topic"}, "Protocol": "email", "Endpoint": "ops@example.com"}},
         "Alarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {

@@ -20,7 +20,15 @@ TEMPLATE = {
         "Topic": {"Type": "AWS::SNS::Topic"},
         "Email": {"Type": "AWS::SNS::Subscription", "Properties": {
             "TopicArn": {"Ref": "Topic"}, "Protocol": "email", "Endpoint": "ops@example.com"}},
+        "TopicPolicy": {"Type": "AWS::SNS::TopicPolicy", "Properties": {
+            "Topics": [{"Ref": "Topic"}], "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": "sns:Publish",
+                 "Resource": {"Ref": "Topic"}}]}}},
         "Queue": {"Type": "AWS::SQS::Queue"},
+        "QueuePolicy": {"Type": "AWS::SQS::QueuePolicy", "Properties": {
+            "Queues": [{"Ref": "Queue"}], "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+                 "Resource": {"Fn::GetAtt": ["Queue", "Arn"]}}]}}},
         "Every5": {"Type": "AWS::Events::Rule", "Properties": {
             "ScheduleExpression": "rate(5 minutes)",
             "Targets": [{"Id": "q", "Arn": {"Fn::GetAtt": ["Queue", "Arn"]}}]}},
