@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import boto3
+import pytest
 import requests
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -50,6 +51,26 @@ def test_local_up_prints_endpoints_serves_the_stack_and_stops_on_sigterm(tmp_pat
             raise
         proc.stdout.close()
     assert code == 0, stderr_path.read_text()[-2000:]
+    assert "IAM: enforced for the functions' roles" in stderr_path.read_text()
+
+
+@pytest.mark.parametrize(("flag", "enforced"), [([], True), (["--iam", "on"], True), (["--iam", "off"], False)])
+def test_local_up_passes_the_iam_choice_to_the_local_cloud(monkeypatch, capsys, flag, enforced):
+    from infra import cli
+    from infra.localstart import LocalStartError
+
+    seen = {}
+
+    def start(*args, **kwargs):
+        seen.update(kwargs)
+        raise LocalStartError("stopped here")
+
+    monkeypatch.setattr(cli, "start_local_cloud", start)
+    assert cli.main(["local", "up", *flag]) == cli.EXIT_ERROR
+    assert seen["iam"] is enforced
+    with pytest.raises(SystemExit):
+        cli.main(["local", "up", "--iam", "maybe"])
+    assert "invalid choice: 'maybe'" in capsys.readouterr().err
 
 
 def _serve_and_check(stdout, stderr_path):
