@@ -31,7 +31,13 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from functions.core.layout import DATASETS_PREFIX, DEFAULT_MIN_DATASET_ROWS, DEFAULT_TRAIN_MEMORY_MB, METRICS_NAMESPACE
+from functions.core.layout import (
+    DATASET_SUFFIXES,
+    DATASETS_PREFIX,
+    DEFAULT_MIN_DATASET_ROWS,
+    DEFAULT_TRAIN_MEMORY_MB,
+    METRICS_NAMESPACE,
+)
 from functions.core.layout import max_dataset_bytes as layout_max_dataset_bytes
 from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec
@@ -59,7 +65,6 @@ TRANSIENT_ERRORS = (
 # The keys an upload rule takes for a dataset: ``datasets/<model>/…`` ending in one of these (case as
 # written, like the evaluation sets the Validate step lists: functions/pipeline/steps.py). A folder
 # placeholder (``datasets/m/``), a README or a ``.CSV`` starts nothing.
-DATASET_SUFFIXES = (".csv", ".csv.gz")
 
 
 def dataset_key_pattern(model: str) -> list[dict]:

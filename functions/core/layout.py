@@ -5,6 +5,8 @@ The CDK constructs (``infra/``) and the Lambda code both import them from here.
 
 # Data bucket: uploads that start the pipeline, datasets/<model>/<file>.csv
 DATASETS_PREFIX = "datasets/"
+# what counts as a dataset under datasets/<model>/ (uploads of anything else start no run)
+DATASET_SUFFIXES = (".csv", ".csv.gz")
 # Data bucket: trusted evaluation sets, evaluation/<model>/<file>.csv: never trained on, every
 # candidate and production are scored on them (docs/pipeline.md, "The gates")
 EVALUATION_PREFIX = "evaluation/"

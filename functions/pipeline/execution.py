@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
-from functions.core.layout import DATASETS_PREFIX
+from functions.core.layout import DATASET_SUFFIXES, DATASETS_PREFIX
 
 
 def spec_document(spec: Any) -> dict:
@@ -62,7 +62,8 @@ def describe_dataset(s3, bucket: str, key: str, version_id: str | None = None) -
 
 
 def latest_dataset(s3, bucket: str, model: str) -> dict | None:
-    """The newest current object under ``datasets/<model>/`` (None when there is none): bucket, key,
+    """The newest current dataset (``.csv``/``.csv.gz``: what an upload trains on) under
+    ``datasets/<model>/`` (None when there is none): bucket, key,
     version id, size, etag, last_modified — from one versions listing, so the caller needs
     ``s3:ListBucketVersions`` only.
 
@@ -72,7 +73,7 @@ def latest_dataset(s3, bucket: str, model: str) -> dict | None:
     best = None
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=f"{DATASETS_PREFIX}{model}/"):
         for v in page.get("Versions", []):
-            if not v.get("IsLatest") or v["Key"].endswith("/"):
+            if not v.get("IsLatest") or not v["Key"].endswith(DATASET_SUFFIXES):
                 continue
             if best is None or (v["LastModified"], v["Key"]) > (best["LastModified"], best["Key"]):
                 best = v

@@ -362,6 +362,8 @@ def test_latest_dataset_and_retrain_handler(aws, monkeypatch):
     time.sleep(1.05)  # S3 listings carry LastModified in whole seconds
     s3.put_object(Bucket="data", Key="datasets/iris/a.csv", Body=b"x\n3\n")  # a.csv is now the newest
     s3.put_object(Bucket="data", Key="datasets/iris-2/z.csv", Body=b"x\n3\n")  # another model's prefix
+    s3.put_object(Bucket="data", Key="datasets/iris/notes.txt", Body=b"not a dataset")  # newer, not a dataset
+    s3.put_object(Bucket="data", Key="datasets/iris/old/", Body=b"")  # a folder placeholder
     head = s3.head_object(Bucket="data", Key="datasets/iris/a.csv")
     found = latest_dataset(s3, "data", "iris")
     assert found["key"] == "datasets/iris/a.csv" and found["version_id"] == head["VersionId"]
