@@ -12,6 +12,10 @@ import json
 
 import boto3
 import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from tests.pipeline import data
@@ -99,6 +103,15 @@ def trip_drift_alarm(cloud, model: str = "animals") -> list[dict]:
     assert changes and changes[0]["to"] == "ALARM", changes
     cloud.wait_idle()
     return changes
+
+
+def refused_alarm_action(cloud) -> dict:
+    """Trip an alarm of the topic with a subscriber; nobody is notified: CloudWatch's failure record."""
+    cloud.client("sns").subscribe(TopicArn=cloud.outputs["AlarmTopicArn"], Protocol="email", Endpoint="ops@example.com")
+    trip_drift_alarm(cloud)
+    assert cloud.notifications == []
+    (failure,) = cloud.cloudwatch.action_failures
+    return failure
 
 
 # --------------------------------------------------------------------------- the stack as synthesized
@@ -189,11 +202,7 @@ def test_alarm_email_needs_the_topic_policy_statement(pipeline_assembly):
         assert len(doc["Statement"]) == 1
 
     with cloud_of(pipeline_assembly, edit_keep_tls) as cloud:
-        cloud.client("sns").subscribe(TopicArn=cloud.outputs["AlarmTopicArn"], Protocol="email",
-                                      Endpoint="ops@example.com")
-        trip_drift_alarm(cloud)
-        assert cloud.notifications == []
-        (failure,) = cloud.cloudwatch.action_failures
+        failure = refused_alarm_action(cloud)
         assert failure["history"] == (
             f"Failed to execute action {cloud.outputs['AlarmTopicArn']}. Received error: \"CloudWatch Alarms is not "
             f"authorized to perform: SNS:Publish on resource:{cloud.outputs['AlarmTopicArn']}\"")
@@ -204,11 +213,7 @@ def test_alarm_email_needs_the_key_policy_statement(pipeline_assembly):
         drop_statement(resources, "AWS::KMS::Key", "AlarmTopicKey", "kms:Decrypt", key="KeyPolicy")
 
     with cloud_of(pipeline_assembly, edit) as cloud:
-        cloud.client("sns").subscribe(TopicArn=cloud.outputs["AlarmTopicArn"], Protocol="email",
-                                      Endpoint="ops@example.com")
-        trip_drift_alarm(cloud)
-        assert cloud.notifications == []
-        (failure,) = cloud.cloudwatch.action_failures
+        failure = refused_alarm_action(cloud)
         assert failure["history"].endswith(
             '"CloudWatch Alarms does not have authorization to access the SNS topic encryption key."')
 
@@ -265,3 +270,24 @@ def test_a_role_lambda_may_not_assume_fails_the_deploy(pipeline_assembly):
     with pytest.raises(DeployError, match="cannot be assumed by Lambda"):
         with cloud_of(pipeline_assembly, edit):
             pass
+
+
+def test_api_gateway_needs_the_function_permission_of_its_method(pipeline_assembly):
+    from tests.pipeline.test_pipeline import _predict
+
+    def edit(resources):
+        (lid,) = [k for k, v in resources.items() if v["Type"] == "AWS::Lambda::Permission"
+                  and "POSTmodelsnamepredict" in k]
+        del resources[lid]
+
+    with cloud_of(pipeline_assembly, edit) as cloud:
+        refused = _predict(cloud, "animals", [{"x1": 1.0}])
+        assert refused.status_code == 502 and refused.json() == {"message": "Internal server error"}
+        (denial,) = cloud.iam.denials
+        assert denial.principal == "apigateway.amazonaws.com" and denial.action == "lambda:InvokeFunction"
+        assert any("invalid permissions on Lambda function" in line for line in cloud.log_lines)
+        # the other methods keep their permissions
+        models = cloud.outputs["ApiUrl"] + "models"
+        req = AWSRequest(method="GET", url=models)
+        SigV4Auth(Credentials("testing", "testing"), "execute-api", "us-east-1").add_auth(req)
+        assert requests.get(models, headers=dict(req.headers), timeout=60).status_code == 200
