@@ -44,3 +44,23 @@ def test_demo_fails_when_the_stack_cannot_train(cloud):
     assert not ok
     assert any(line.startswith("  ok") and "Upload" in line for line in lines), lines
     assert any(line.startswith("  FAIL") and "Pipeline" in line and "no PipelineArn" in line for line in lines), lines
+
+
+class _AlarmedCloud:
+    """Just what the alarm step reads: one drift alarm change and the e-mail SNS printed for it."""
+
+    outputs: dict = {}
+    alarm_changes = [{"alarm": "DriftAlarm", "from": "OK", "to": "ALARM"}]
+    notifications = [{"endpoint": "you@example.com", "message": "{}"}]
+
+    def evaluate_alarms(self):
+        return []
+
+    def wait_idle(self, timeout=120.0):
+        return True
+
+
+def test_the_alarm_step_says_the_e_mail_goes_out_only_to_a_configured_address():
+    detail = Demo(_AlarmedCloud(), out=lambda line: None).alarm()
+    assert "would e-mail you@example.com" in detail and "alarm_email" in detail, detail
+    assert "e-mail to you@example.com" not in detail
