@@ -44,6 +44,7 @@ __all__ = [
     "DriftConfig",
     "ModelSpec",
     "ShipyardConfig",
+    "UploadsConfig",
     "CLASSIFIERS",
     "REGRESSORS",
     "METRICS",
@@ -234,12 +235,22 @@ class ConcurrencyConfig:
 
 
 @dataclass(frozen=True)
+class UploadsConfig:
+    """Reporting of uploads under ``datasets/`` that start no run (infra/uploads.py)."""
+
+    alarm_unowned: bool = True
+    """Alarm (to the alarm topic) on the first upload under a ``datasets/<folder>/`` no model owns:
+    a typo in the folder silently loses a training run. The warning and the metric are always on."""
+
+
+@dataclass(frozen=True)
 class ShipyardConfig:
     stack_name: str = "Shipyard"
     alarm_email: str | None = None
     architecture: str = "arm64"
     api: ApiConfig = field(default_factory=ApiConfig)
     concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
+    uploads: UploadsConfig = field(default_factory=UploadsConfig)
     models: Mapping[str, ModelSpec] = field(default_factory=dict)
 
     @property
@@ -249,7 +260,8 @@ class ShipyardConfig:
 
 # --------------------------------------------------------------------------- helpers
 
-TOP_KEYS = ("stack_name", "alarm_email", "architecture", "api", "concurrency", "models")
+TOP_KEYS = ("stack_name", "alarm_email", "architecture", "api", "concurrency", "uploads", "models")
+UPLOADS_KEYS = ("alarm_unowned",)
 CONCURRENCY_KEYS = ("inference", "training")
 API_KEYS = ("auth", "rate_limit", "burst_limit", "cloudwatch_role")
 MODEL_KEYS = (
@@ -268,6 +280,8 @@ def _suggest(word: str, options) -> str:
 
 def _check_keys(raw: Mapping, allowed, prefix: str, model: str | None) -> None:
     for key in raw:
+        if isinstance(key, str) and key.startswith("//"):  # a comment (cdk.json is JSON: no comments)
+            continue
         if not isinstance(key, str) or key not in allowed:
             raise ConfigError(
                 f"{prefix}{key}",
@@ -673,6 +687,17 @@ def _load_concurrency(raw) -> ConcurrencyConfig:
     return ConcurrencyConfig(**values)
 
 
+def _load_uploads(raw) -> UploadsConfig:
+    raw = _mapping(raw, "uploads", None)
+    _check_keys(raw, UPLOADS_KEYS, "uploads.", None)
+    alarm = raw.get("alarm_unowned", UploadsConfig.alarm_unowned)
+    if not isinstance(alarm, bool):
+        quoted = " (a quoted string: write true or false without quotes)" if isinstance(alarm, str) else ""
+        raise ConfigError("uploads.alarm_unowned", f"expected true (alarm on uploads under a datasets/ folder "
+                          f"no model owns, the default) or false, got {alarm!r}{quoted}")
+    return UploadsConfig(alarm_unowned=alarm)
+
+
 def load_config(raw: Mapping | None) -> ShipyardConfig:
     """Validate ``context.shipyard`` and return it typed, with every default filled in."""
     raw = {} if raw is None else _mapping(raw, "shipyard", None)
@@ -690,12 +715,14 @@ def load_config(raw: Mapping | None) -> ShipyardConfig:
                            what="Lambda architecture")
 
     models_raw = _mapping(raw.get("models", {}), "models", None)
-    models = {name: _load_model(name, spec) for name, spec in models_raw.items()}
+    models = {name: _load_model(name, spec) for name, spec in models_raw.items()
+              if not (isinstance(name, str) and name.startswith("//"))}
     return ShipyardConfig(
         stack_name=stack_name,
         alarm_email=alarm_email,
         architecture=architecture,
         api=_load_api(raw.get("api", {})),
         concurrency=_load_concurrency(raw.get("concurrency", {})),
+        uploads=_load_uploads(raw.get("uploads", {})),
         models=models,
     )
