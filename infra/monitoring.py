@@ -9,7 +9,7 @@
 
 ``StackAlarms``
     API 5XX rate and p99 latency, errors and throttles of every Lambda function, failed and timed
-    out pipeline executions, failed capture deliveries (Firehose) ──► alarm topic; dashboard
+    out pipeline executions, failed capture deliveries (Firehose), uploads no model owns ──► alarm topic; dashboard
     widgets (alarm states, functions).
 
 Both follow the Construct Library style: optional props with defaults, ``metric_*`` helpers,
@@ -517,6 +517,16 @@ class StackAlarms(Construct):
                                 "outcome was recorded by the pipeline itself)", 1)
         self.pipeline_alarms += [failed, timed_out]
         return [failed, timed_out]
+
+    def watch_uploads(self, uploads, name: str = "unowned-uploads") -> cloudwatch.Alarm:
+        """Any upload under a ``datasets/<folder>/`` no model owns (``UploadMonitor``'s
+        ``UnownedUploads`` >= 1 in a period): a typo in the folder that silently lost a training run."""
+        self.uploads_alarm = self._alarm(
+            uploads.metric_unowned_uploads(self.period), name,
+            "An upload under datasets/ is in a folder no model owns (a typo such as datasets/penguin/ for model "
+            "penguins?), so it started no pipeline run; the uploads function's log names the key, the configured "
+            "models and the closest one (docs/datasets.md)", 1)
+        return self.uploads_alarm
 
     def watch_dead_letters(self, queue: sqs.IQueue, name: str = "event-dead-letters") -> cloudwatch.Alarm:
         """Any message in the dead-letter queue of the EventBridge targets (an event was dropped)."""

@@ -27,6 +27,7 @@ from infra.layers import DependencyLayers
 from infra.monitoring import DriftMonitor, StackAlarms, alarm_name_prefix, check_alarm_names
 from infra.pipeline import TrainingPipeline
 from infra.registry import ModelRegistry
+from infra.uploads import UploadMonitor
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CDK_JSON = PROJECT_ROOT / "cdk.json"
@@ -109,6 +110,17 @@ class ShipyardStack(Stack):
             dead_letter_queue=self.dead_letters.target_queue,
             train_reserved_concurrency=config.concurrency.training,
             **dict(pipeline_options or {}),
+        )
+
+        # Every upload under datasets/ that starts no run is reported (UnownedUploads, IgnoredUploads).
+        self.uploads = UploadMonitor(
+            self,
+            "Uploads",
+            data_bucket=self.registry.data_bucket,
+            models=config.model_names,
+            architecture=config.architecture,
+            layers=layers,  # Powertools: the inference layer has it
+            dead_letter_queue=self.dead_letters.target_queue,
         )
 
         # ------------------------------------------------------------ alarm topic
@@ -208,6 +220,8 @@ class ShipyardStack(Stack):
         self.alarms.watch_capture(self.inference)
         self.alarms.show(*self.drift.alarms.values())
         self.alarms.watch_dead_letters(self.dead_letters.queue)
+        uploads_alarm = self.alarms.watch_uploads(self.uploads) if config.uploads.alarm_unowned else None
+        self.dashboard.add_widgets(*self.uploads.dashboard_widgets(uploads_alarm))
         self.dead_letters.allow_rules_in(self)  # every rule exists by now
         self.alarms.watch_functions_in(self)
         for row in self.drift.dashboard_widgets():
