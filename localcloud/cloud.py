@@ -35,6 +35,7 @@ from .cloudwatch import CloudWatch
 from .events import EventBus, target_input
 from .lambda_runtime import FunctionSpec, Invocation, LambdaRuntime
 from .resources import PROVISIONERS, DeployContext, Schedule, unsupported_types
+from .state import Saved, StateDir, StateError
 from .template import ACCOUNT_ID, Resolver, Template, TemplateError, creation_order
 
 _active_lock = threading.Lock()
@@ -117,10 +118,12 @@ class LocalCloud:
                  host: str = "127.0.0.1", region: str | None = None, verbose: bool = False,
                  clock: bool = True, clock_interval: float = 1.0, alarm_interval: float = 10.0,
                  log: Callable[[str], None] | None = None, context: dict[str, Any] | None = None,
-                 iam: bool = True):
+                 iam: bool = True, state_dir: str | Path | None = None, state_interval: float = 30.0):
         """`template`: a `Template`, a template dict, or a cdk.out directory; else `project_dir`'s app is
         synthesized, with `context` (see `synthesize`). `iam`: enforce IAM for the functions' roles and
-        check service deliveries against resource policies (False: everything runs with full rights)."""
+        check service deliveries against resource policies (False: everything runs with full rights).
+        `state_dir`: keep names and data across restarts there (saved at stop and every `state_interval`
+        seconds while something changed; see `localcloud/state.py`); None: every start is empty."""
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.host = host
         self._aws_port, self._api_port = aws_port, api_port
@@ -155,6 +158,9 @@ class LocalCloud:
         self._tick_lock = threading.Lock()
         self.iam = Authorizer(ACCOUNT_ID, self.region, enforce=iam)
         self.cloudwatch.authorizer = self.iam
+        self.state: StateDir | None = StateDir(state_dir, state_interval) if state_dir else None
+        self._state_ready = False  # restored (or fresh) and saved once: stop() saves it again
+        self._state_unhook: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ logging
     def say(self, msg: str) -> None:
@@ -240,10 +246,13 @@ class LocalCloud:
             _active = self
         try:
             self.template = self._load_template()
+            saved = self.state.load(self.template) if self.state else None  # StateError before anything runs
             self._start_moto()
             self._install_seams()
             self._bind_api()
             self._deploy()
+            if self.state:
+                self._restore_state(saved)
             self._start_api()
             if self._clock_enabled:
                 self._clock_thread = threading.Thread(target=self._clock_loop, daemon=True, name="local-clock")
@@ -262,8 +271,12 @@ class LocalCloud:
         if self._api:
             self._api.stop()
             self._api = None
+        if self.state:
+            self.state.stop_saver()
         if self.bus:
             self.bus.wait_idle(10)
+        self._save_state()  # before the workers stop: a running execution is kept as running (-> ABORTED)
+        if self.bus:
             self.bus.stop()
         if self.runtime:
             self.runtime.stop()
@@ -303,6 +316,34 @@ class LocalCloud:
         os.environ["MOTO_PORT"] = str(self._aws_port)
         self._server.start()
 
+    def _restore_state(self, saved: Saved | None) -> None:
+        """Put the state directory's data back (or, on a first start, save its names), then keep saving."""
+        from . import state as state_mod
+
+        assert self.state is not None
+        if saved is not None:
+            counts = state_mod.restore(self, saved)
+            self.state.restored = counts
+            self.say(f"state restored from {self.state.path}: " + ", ".join(f"{v} {k.replace('_', ' ')}"
+                                                                           for k, v in counts.items()))
+        self.state.save(self)  # the names, from the first start on
+        self._state_ready = True
+        self._state_unhook = self._server.intercept(self.state.mark_dirty)
+        self.state.start_saver(self)
+
+    def _save_state(self) -> None:
+        if not (self.state and self._state_ready):
+            return  # no state directory, or a start that failed: the file keeps what it had
+        self._state_ready = False
+        if self._state_unhook:
+            self._state_unhook()
+            self._state_unhook = None
+        try:
+            seconds = self.state.save(self)
+            self.debug(f"[state] saved to {self.state.file} in {seconds:.2f}s")
+        except Exception as err:  # noqa: BLE001 - stopping goes on; the file keeps the last good save
+            self.say(f"[state] could not save {self.state.file}: {err!r} (it keeps the last save)")
+
     def _restore_process_state(self) -> None:
         """MOTO_PORT and moto's Step Functions config as they were before start()."""
         saved, self._saved_process_state = self._saved_process_state, None
@@ -337,7 +378,7 @@ class LocalCloud:
         tpl = self.template
         assert tpl is not None
         ctx = DeployContext(template=tpl, session=self.session, endpoint_url=self.aws_url, runtime=self.runtime,
-                            region=self.region, log=self.say)
+                            region=self.region, log=self.say, names=self.state.names if self.state else {})
         self._ctx = ctx
         resolver = Resolver(tpl, region=self.region)
         missing = unsupported_types(tpl)

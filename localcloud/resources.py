@@ -72,6 +72,8 @@ class DeployContext:
     resource_paths: dict[tuple[str, str], str] = field(default_factory=dict)  # (api id, resource id) -> path
     schedules: list[Schedule] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # logical id -> generated physical name: given (a state directory's), reused; else filled as generated
+    names: dict[str, str] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict)
     _tmp: list[tempfile.TemporaryDirectory] = field(default_factory=list)
 
@@ -86,12 +88,17 @@ class DeployContext:
         return self._clients[service]
 
     def name(self, logical_id: str, max_len: int = 64, lower: bool = False, sep: str = "-") -> str:
-        """A generated physical name in CloudFormation's style: <stack>-<logical id>-<random>."""
+        """A generated physical name in CloudFormation's style: <stack>-<logical id>-<random>; the one in
+        `names` if there is one (a state directory's: the same names after a restart), and recorded there."""
+        if logical_id in self.names:
+            return self.names[logical_id]
         rand = "".join(random.choices(string.ascii_uppercase + string.digits, k=12))
         stack = self.stack_name[: max(1, (max_len - 14) // 2)]
         lid = logical_id[: max_len - len(stack) - len(rand) - 2]
         name = f"{stack}{sep}{lid}{sep}{rand}"
-        return name.lower() if lower else name
+        name = name.lower() if lower else name
+        self.names[logical_id] = name
+        return name
 
     def arn(self, service: str, resource: str) -> str:
         return f"arn:aws:{service}:{self.region}:{self.account_id}:{resource}"
