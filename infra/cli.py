@@ -374,7 +374,8 @@ def cmd_local_up(args) -> int:
     import signal
     import threading
 
-    cloud = start_local_cloud(args.aws_port, args.api_port, assembly=args.assembly, iam=args.iam == "on")
+    cloud = start_local_cloud(args.aws_port, args.api_port, assembly=args.assembly, iam=args.iam == "on",
+                              state_dir=args.state_dir)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -388,6 +389,8 @@ def cmd_local_up(args) -> int:
             print(f"  {key} = {value}", file=sys.stderr)
         print("IAM: " + ("enforced for the functions' roles; service deliveries checked against resource policies"
                          if args.iam == "on" else "off (everything runs with full rights)"), file=sys.stderr)
+        print(f"state: kept in {args.state_dir} (names and data; saved on stop and every 30 s)" if args.state_dir
+              else "state: none (a restart starts empty; keep it with --state-dir DIR)", file=sys.stderr)
         print(f"aws: {cloud.aws_url}")
         print(f"api: {cloud.api_url}")
         print("ready", flush=True)
@@ -570,6 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iam", choices=("on", "off"), default="on",
                    help="on (default): each function calls as its own role, IAM and resource policies are "
                         "enforced as in AWS; off: everything runs with full rights")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="keep the cloud's names and data (objects and their versions, table items, executions, "
+                        "queued messages, logs) in DIR across restarts; without it every start is empty")
     p.set_defaults(run=cmd_local_up)
 
     p = sub.add_parser("demo", help="the whole loop locally, end to end")

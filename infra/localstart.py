@@ -19,10 +19,12 @@ class LocalStartError(Exception):
 
 
 def start_local_cloud(aws_port: int = 5000, api_port: int = 3000, assembly: str | None = None,
-                      project_dir: str = ".", log=None, iam: bool = True):
+                      project_dir: str = ".", log=None, iam: bool = True, state_dir: str | None = None):
     """Synthesize the project in `project_dir` (its own cdk.json and app) and start it locally; `iam`:
-    enforce IAM and resource policies (see docs/local.md#iam)."""
+    enforce IAM and resource policies (see docs/local.md#iam); `state_dir`: keep names and data there
+    across restarts (see docs/local.md#state)."""
     from localcloud import LocalCloud, Template
+    from localcloud.state import StateError
     from localcloud.cloud import synthesize
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -41,9 +43,12 @@ def start_local_cloud(aws_port: int = 5000, api_port: int = 3000, assembly: str 
                            "see docs/configuration.md)"
             raise LocalStartError(message) from err
     say("starting the local cloud…")
-    cloud = LocalCloud(Template.load(out), aws_port=aws_port, api_port=api_port, log=say, iam=iam)
+    cloud = LocalCloud(Template.load(out), aws_port=aws_port, api_port=api_port, log=say, iam=iam,
+                           state_dir=state_dir)
     try:
         cloud.start()
+    except StateError as err:  # another stack's or template's state, a corrupt file: it says how to start fresh
+        raise LocalStartError(f"cannot start the local cloud: {err}") from err
     except OSError as err:
         raise LocalStartError(f"cannot start the local cloud: {err} (is port {aws_port} or {api_port} in use? "
                               "choose others with --aws-port/--api-port)") from err
