@@ -196,9 +196,9 @@ def test_stack_alarms_cover_api_every_function_and_the_pipeline(default):
         assert alarm["AlarmActions"] == [{"Ref": topic}], alarm.get("AlarmName")
     assert alarms["Shipyard-artifact-integrity"]["MetricName"] == "ArtifactIntegrityFailures"
     # 2 per function + API 3 (5XX, p99, artifact integrity) + pipeline 2 + drift 1 per model + the
-    # events' dead-letter queue 1 + capture delivery 1 per capture stream (Firehose)
+    # events' dead-letter queue 1 + capture delivery 1 per capture stream (Firehose) + unowned uploads 1
     streams = _by_type(default, "AWS::KinesisFirehose::DeliveryStream")
-    assert len(every) == 2 * len(functions) + 3 + 2 + 1 + 1 + len(streams)
+    assert len(every) == 2 * len(functions) + 3 + 2 + 1 + 1 + len(streams) + 1
 
 
 def test_dashboard_shows_drift_per_model_and_every_alarm(variant):

@@ -51,8 +51,10 @@ SKIPS: dict[str, tuple[str, tuple[str, ...] | None]] = {
         "Reserved concurrency is taken from the account's pool (1000 by default, 100 always unreserved), "
         "so Shipyard reserves it where it matters: the inference function and each Train function "
         "(concurrency.* in cdk.json). The short steps (Allocate, Validate, Record) and drift functions "
-        "run once per execution or schedule.",
-        ("PipelineAllocate", "PipelineValidate", "PipelineRecord", "DriftFunction", "DriftRetrain")),
+        "run once per execution or schedule, and the uploads function once per upload for milliseconds (a cap "
+        "would throttle a bulk upload's reports).",
+        ("PipelineAllocate", "PipelineValidate", "PipelineRecord", "DriftFunction", "DriftRetrain",
+         "UploadsFunction")),
 }
 
 
