@@ -11,12 +11,11 @@ import argparse
 import json
 import os
 import sys
-import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from infra.apiclient import ApiClientError, json_answer, signed_request
+from infra.apiclient import ApiClientError
 from infra.config import ARCHITECTURES, AUTH_MODES
 from infra.localstart import LocalStartError, start_local_cloud
 
@@ -286,84 +285,66 @@ def cmd_train(args) -> int:
 
 
 def read_instances(path: Path) -> list:
-    """Instances from a CSV file (header row = feature names) or a JSON file (list or {"instances": […]}).
-
-    A CSV (``.csv``, or ``.csv.gz`` compressed) is read by the training data's reader
-    (``functions.core.dataset.read_table``): UTF-8 with or without a BOM, comma, semicolon, tab or
-    pipe delimited, pandas' missing markers (``NA``, ``null``, empty …) sent as null.
-    """
-    name = path.name.lower()
-    if not name.endswith((".json", ".csv", ".csv.gz")):
-        raise CliError(f"{path}: expected a .csv or .json file (or a gzip-compressed .csv.gz)")
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise CliError(f"cannot read {path}: {err.strerror}") from err
-    if name.endswith(".json"):
-        try:
-            parsed = json.loads(data.decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CliError(f"{path} is not valid JSON: {err}") from err
-        instances = parsed.get("instances") if isinstance(parsed, dict) else parsed
-        if not isinstance(instances, list):
-            raise CliError(f"{path}: expected a JSON list of instances or an object with an 'instances' list")
-        return instances
-    from functions.core.dataset import DatasetError, read_table
+    """Instances from a CSV or JSON file, as ``shipyard predict`` sends them (``infra.predict``)."""
+    from infra.predict import PredictError
+    from infra.predict import read_instances as read
 
     try:
-        names, records = read_table(data)
-    except DatasetError as err:
-        raise CliError(f"{path}: {err}") from err
-    if not records:
-        raise CliError(f"{path}: expected a header row and at least one data row")
-    return [{k: _csv_value(v) for k, v in zip(names, row)} for _, row in records]
+        return read(path)
+    except PredictError as err:
+        raise CliError(str(err)) from err
 
 
-def _csv_value(text: str | None):
-    """CSV cells are text: plain decimal numbers become numbers, missing markers (empty, ``NA``,
-    ``null`` … as in training data) become null (missing), anything else stays text."""
-    from functions.core.dataset import cell_value
+def _api(args):
+    """The stack's API (``--api-url``, else SHIPYARD_API_URL, else the ApiUrl output) with the auth to call it."""
+    from infra.predict import Api
 
-    return None if text is None else cell_value(text)
-
-
-def _drop_target(args, model: str, instances: list) -> list:
-    """A CSV shaped like the training data carries the target column: the model does not take it."""
-    target = ((_project_config(args).get("models") or {}).get(model) or {}).get("target")
-    if not target or not any(isinstance(i, dict) and target in i for i in instances):
-        return instances
-    print(f"shipyard: leaving out column {target!r} (the target of {model!r})", file=sys.stderr)
-    return [{k: v for k, v in i.items() if k != target} if isinstance(i, dict) else i for i in instances]
-
-
-def cmd_predict(args) -> int:
-    instances = _drop_target(args, args.model, read_instances(Path(args.file)))
     stack = _stack_name(args)
     api_url = args.api_url or os.environ.get("SHIPYARD_API_URL") or _output(stack_outputs(stack), "ApiUrl", stack)
     auth = args.auth or (_project_config(args).get("api") or {}).get("auth") or "iam"
-    url = f"{api_url.rstrip('/')}/models/{urllib.parse.quote(args.model, safe='')}/predict"
-    if args.version is not None:
-        url += f"?version={args.version}"
-    status, headers, body = signed_request(
-        "POST", url, json.dumps({"instances": instances}).encode(), auth,
-        api_key=args.api_key or os.environ.get("SHIPYARD_API_KEY"))
-    answer = json_answer(body)
-    if status != 200:
-        raise CliError(f"the API answered {status}: {answer.get('message', answer)}")
-    if args.json:
-        print(json.dumps(answer, indent=2))
-        return EXIT_OK
-    print(f"model {answer.get('model')} v{answer.get('version')}")
-    header = ["#", "prediction"]
-    rows = []
-    for i, prediction in enumerate(answer.get("predictions", [])):
-        row = [i, prediction]
-        if answer.get("probabilities"):
-            row.append(f"{max(answer['probabilities'][i]):.3f}")
-        rows.append(row)
-    if answer.get("probabilities"):
-        header.append("probability")
-    print(_table(rows, header))
+    return Api(api_url, auth, args.api_key or os.environ.get("SHIPYARD_API_KEY"))
+
+
+def cmd_predict(args) -> int:
+    from infra.predict import PredictError, run_predict
+
+    target = ((_project_config(args).get("models") or {}).get(args.model) or {}).get("target")
+    try:
+        return run_predict(args, _api(args), target)
+    except PredictError as err:
+        raise CliError(str(err)) from err
+
+
+def cmd_evaluate(args) -> int:
+    from infra.evaluate import run_evaluate
+    from infra.predict import PredictError
+
+    spec = (_project_config(args).get("models") or {}).get(args.model) or {}
+    try:
+        return run_evaluate(args, _api(args), spec)
+    except PredictError as err:
+        raise CliError(str(err)) from err
+
+
+# --------------------------------------------------------------------------- a project of one's own
+
+
+def cmd_init(args) -> int:
+    from infra.project import ProjectError, create_project
+
+    try:
+        written = create_project(args.directory, force=args.force, stack_name=args.stack_name)
+    except ProjectError as err:
+        raise CliError(str(err)) from None
+    root = Path(args.directory)
+    for path in written:
+        print(f"  wrote {path.relative_to(root)}")
+    print(f"""
+a Shipyard project in {root}: its models are in cdk.json. Next:
+  cd {root}
+  python3 -m venv .venv && .venv/bin/pip install -r requirements.txt
+  .venv/bin/shipyard demo      # the whole loop locally
+  .venv/bin/shipyard local up  # the stack locally, for the aws CLI, curl and shipyard""")
     return EXIT_OK
 
 
@@ -510,6 +491,18 @@ def cmd_layers_build(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _batch_size(text: str) -> int:
+    from infra.predict import API_MAX_INSTANCES
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= n <= API_MAX_INSTANCES:
+        raise argparse.ArgumentTypeError(f"expected 1 to {API_MAX_INSTANCES} (the API's limit per request), got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipyard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", help="CloudFormation stack name (default: SHIPYARD_STACK, cdk.json, 'Shipyard')")
@@ -546,7 +539,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", choices=AUTH_MODES, help="API auth (default: cdk.json api.auth)")
     p.add_argument("--api-key", help="API key when auth is api_key (default: SHIPYARD_API_KEY)")
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    p.add_argument("--id-column", metavar="NAME",
+                   help="a column that names each row: not sent to the model, kept beside each prediction")
+    p.add_argument("--output", "-o", metavar="FILE.csv",
+                   help="write id, line, prediction, probability per class and version to this CSV")
+    p.add_argument("--batch-size", type=_batch_size, default=1000, metavar="N",
+                   help="rows per request (default and most: 1000, the API's limit)")
     p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score a labelled CSV with a served version: metric, confusion matrix "
+                                        "or residuals")
+    p.add_argument("model")
+    p.add_argument("file", help="FILE.csv with the model's features and its target column")
+    p.add_argument("--version", type=int, help="the version to evaluate (default: production)")
+    p.add_argument("--api-url", help="API base URL (default: the stack's ApiUrl output)")
+    p.add_argument("--auth", choices=AUTH_MODES, help="API auth (default: cdk.json api.auth)")
+    p.add_argument("--api-key", help="API key when auth is api_key (default: SHIPYARD_API_KEY)")
+    p.add_argument("--batch-size", type=_batch_size, default=1000, metavar="N",
+                   help="rows per request (default and most: 1000, the API's limit)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(run=cmd_evaluate)
 
     p = sub.add_parser("train", help="start a pipeline run by hand")
     p.add_argument("model")
