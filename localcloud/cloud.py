@@ -35,7 +35,7 @@ from .cloudwatch import CloudWatch
 from .events import EventBus, target_input
 from .lambda_runtime import FunctionSpec, Invocation, LambdaRuntime
 from .resources import PROVISIONERS, DeployContext, Schedule, unsupported_types
-from .state import Saved, StateDir, StateError
+from .state import Saved, StateDir
 from .template import ACCOUNT_ID, Resolver, Template, TemplateError, creation_order
 
 _active_lock = threading.Lock()

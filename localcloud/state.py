@@ -419,7 +419,7 @@ def _restored_execution(record: dict[str, Any], sm: Any, saved_at: float) -> Any
     record = dict(record)
     history = list(record["history"])
     if record["status"] == "RUNNING":  # running when the cloud stopped: aborted, as after a region failure
-        stopped = datetime.datetime.fromtimestamp(saved_at or time.time(), tz=datetime.timezone.utc)
+        stopped = datetime.datetime.fromtimestamp(saved_at or time.time(), tz=datetime.UTC)
         record.update(status="ABORTED", stop_date=stopped)
         last = history[-1]["id"] if history else 0
         history.append({"timestamp": stopped, "type": "ExecutionAborted", "id": last + 1, "previousEventId": last,
