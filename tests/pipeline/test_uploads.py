@@ -1,10 +1,15 @@
 """Which uploads start the pipeline, on the local cloud with the synthesized upload rule: dataset
 files (``datasets/<model>/…`` ending ``.csv`` or ``.csv.gz``) do; a folder placeholder, notes or
-a ``.CSV`` do not, so they allocate no version and trip no alarm (issue 12, finding 5)."""
+a ``.CSV`` do not, so they allocate no version and trip no alarm (issue 12, finding 5), but the
+uploads function says so (``IgnoredUploads``). An upload under a folder no model owns starts
+nothing either: the uploads function logs a warning naming the models and the closest one, emits
+``UnownedUploads`` and the ``<stack>-unowned-uploads`` alarm fires (issue 13, item 3)."""
 from __future__ import annotations
 
 import gzip
 import json
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -24,7 +29,38 @@ def _executions(cloud) -> list[dict]:
             for e in sfn.list_executions(stateMachineArn=arn)["executions"]]
 
 
-def test_only_dataset_files_start_a_run(cloud, run, registry):
+@pytest.fixture
+def reports(cloud, monkeypatch):
+    """The uploads function's invocations from now on: (S3 key, its JSON log lines)."""
+    real, seen = cloud.runtime.invoke, []
+
+    def invoke(name, event, **kwargs):
+        inv = real(name, event, **kwargs)
+        key = ((event.get("detail") or {}).get("object") or {}).get("key") if isinstance(event, dict) else None
+        if "uploads" in name and key is not None:
+            lines = [json.loads(line) for line in inv.logs.splitlines() if line.startswith("{")]
+            seen.append((key, lines, inv))
+        return inv
+
+    monkeypatch.setattr(cloud.runtime, "invoke", invoke)
+    return seen
+
+
+def _said(reports, key: str) -> list[dict]:
+    """What the uploads function logged about *key* (its log lines with a message)."""
+    return [line for k, lines, _ in reports if k == key for line in lines if "message" in line]
+
+
+def _metric_sum(cloud, name: str) -> float:
+    now = datetime.now(UTC)
+    points = cloud.client("cloudwatch").get_metric_statistics(
+        Namespace="Shipyard", MetricName=name, Statistics=["Sum"], Period=60,
+        Dimensions=[{"Name": "Bucket", "Value": cloud.outputs["DataBucketName"]}],
+        StartTime=now - timedelta(minutes=10), EndTime=now + timedelta(minutes=1))["Datapoints"]
+    return sum(p["Sum"] for p in points)
+
+
+def test_only_dataset_files_start_a_run(cloud, run, registry, reports):
     s3 = cloud.client("s3")
     bucket = cloud.outputs["DataBucketName"]
     ignored = {
@@ -38,6 +74,13 @@ def test_only_dataset_files_start_a_run(cloud, run, registry):
     started = [e for e in _executions(cloud) if e.get("model") == MODEL]
     assert started == []
     assert registry.list_versions(MODEL) == []  # no version allocated, nothing failed
+    # ... and each is said to be ignored, with a metric (no alarm: the model's folder is right)
+    for key in ignored:
+        (said,) = _said(reports, key)
+        assert said["level"] in ("INFO", "WARNING") and said["verdict"] == "ignored", said
+        assert said["message"].startswith(f"ignored: not a dataset file (.csv or .csv.gz): {key} "), said
+    assert "rename it to export.csv" in _said(reports, f"datasets/{MODEL}/export.CSV")[0]["message"]
+    assert _metric_sum(cloud, "IgnoredUploads") >= len(ignored)
 
     # A gzip-compressed CSV still starts one (and trains: load_csv reads gzip).
     r = run(MODEL, gzip.compress(data.prices(seed=63)), "2024-05.csv.gz")
@@ -48,3 +91,35 @@ def test_only_dataset_files_start_a_run(cloud, run, registry):
     assert version["status"] in ("production", "candidate", "rejected")
     started = [e for e in _executions(cloud) if e.get("model") == MODEL]
     assert [e["dataset"]["key"] for e in started] == [f"datasets/{MODEL}/2024-05.csv.gz"]
+
+
+def test_an_upload_no_model_owns_is_reported_and_alarms(cloud, registry, reports):
+    s3 = cloud.client("s3")
+    bucket = cloud.outputs["DataBucketName"]
+    key = "datasets/animal/x.csv"  # the model is `animals`
+    s3.put_object(Bucket=bucket, Key=key, Body=data.animals(seed=71))
+    cloud.wait_idle()
+    assert [e for e in _executions(cloud) if e.get("dataset", {}).get("key") == key] == []  # no run
+    assert registry.list_versions("animal") == []
+
+    (said,) = _said(reports, key)
+    assert said["level"] == "WARNING"
+    assert said["message"].startswith("unowned upload: datasets/animal/x.csv is under datasets/animal/, which no "
+                                      "model owns, so it started no pipeline run. Did you mean datasets/animals/ "
+                                      "(model 'animals')?")
+    assert "configured models: animals, prices, strict" in said["message"]
+    assert (said["key"], said["prefix"], said["closest_model"], said["bucket"]) == (
+        key, "datasets/animal/", "animals", bucket)
+    assert "animals" in said["models"] and "prices" in said["models"]
+    assert not [r for r in cloud.function_errors if "uploads" in r["function"]]
+
+    # the metric reached CloudWatch (EMF in the function's log), and the alarm fires on it
+    assert _metric_sum(cloud, "UnownedUploads") == 1
+    changes = [c for c in cloud.evaluate_alarms() if c["alarm"] == "Shipyard-unowned-uploads"]
+    assert [c["to"] for c in changes] == ["ALARM"]
+    assert "1 datapoint(s) evaluated, 1 breaching [1]" in changes[0]["reason"]
+    # CloudWatch may publish to the alarm topic for it (the topic and key policies admit <stack>-*)
+    assert not [f for f in cloud.cloudwatch.action_failures if f["alarm"] == "Shipyard-unowned-uploads"]
+    later = time.time() + 301  # the next 5-minute period: no unowned upload, the alarm is OK again
+    (back,) = [c for c in cloud.evaluate_alarms(now=later) if c["alarm"] == "Shipyard-unowned-uploads"]
+    assert back["to"] == "OK"
