@@ -101,10 +101,10 @@ def test_the_real_stack_keeps_names_registry_data_and_serves_the_promoted_model_
         assert answer.json()["predictions"] == ["setosa"]
     finally:
         cloud.stop()
-    print(f"start-up: first {first_start:.2f}s, restart with the state {restart:.2f}s")
-
     # without a state directory: new names, nothing in them
     fresh = _start(template, [], aws_port=0, api_port=0)
+    print(f"start-up: first with a state dir {first_start:.2f}s, restart with the state {restart:.2f}s, "
+          f"without a state dir {fresh.startup_seconds:.2f}s")
     try:
         assert fresh.outputs["DataBucketName"] != bucket
         s3 = fresh.client("s3")
@@ -242,3 +242,50 @@ def test_local_up_passes_the_state_dir_to_the_local_cloud(monkeypatch, flag, sta
     monkeypatch.setattr(cli, "start_local_cloud", start)
     assert cli.main(["local", "up", *flag]) == cli.EXIT_ERROR
     assert seen["state_dir"] == state_dir
+
+
+def test_local_up_saves_the_state_when_interrupted(shipyard_assembly, tmp_path):
+    """Ctrl-C on `shipyard local up --state-dir DIR` stops it cleanly, and the stop saves: the object
+    put just before is in DIR with its version id."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import boto3
+
+    from localcloud import Template
+    from localcloud.state import StateDir
+    from tests.local.test_up import ROOT, _lines
+
+    state, stderr_path = tmp_path / "state", tmp_path / "local-up.stderr"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "local", "up", "--aws-port", "0",
+                                 "--api-port", "0", "--assembly", str(shipyard_assembly), "--state-dir", str(state)],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        lines, stdout = [], _lines(proc.stdout)
+        while not lines or lines[-1] != "ready":
+            line = stdout.get(timeout=180)
+            assert line is not None, stderr_path.read_text()[-2000:]
+            lines.append(line.strip())
+        aws = re.fullmatch(r"aws: (http://127\.0\.0\.1:\d+)", lines[0]).group(1)
+        cfn = boto3.client("cloudformation", endpoint_url=aws, region_name="us-east-1")
+        stack = cfn.describe_stacks(StackName="Shipyard")["Stacks"][0]
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+        s3 = boto3.client("s3", endpoint_url=aws, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+        version = s3.put_object(Bucket=outputs["DataBucketName"], Key="notes/kept.txt", Body=b"kept")["VersionId"]
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        code = proc.wait(60)
+        proc.stdout.close()
+    assert code == 0, stderr_path.read_text()[-2000:]
+    assert f"state: kept in {state}" in stderr_path.read_text()
+    saved = StateDir(state).load(Template.load(shipyard_assembly))
+    assert saved.names["RegistryDataDCB4E45E"] == outputs["DataBucketName"]
+    objects = pickle.loads(saved.data["s3"]["RegistryDataDCB4E45E"])["versions"]
+    assert [(v.version_id, v.value) for v in objects["notes/kept.txt"]] == [(version, b"kept")]
