@@ -246,7 +246,7 @@ class LocalCloud:
             _active = self
         try:
             self.template = self._load_template()
-            saved = self.state.load(self.template) if self.state else None  # StateError before anything runs
+            saved = self.state.load(self.template, self.region) if self.state else None  # errors first
             self._start_moto()
             self._install_seams()
             self._bind_api()

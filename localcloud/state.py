@@ -59,7 +59,7 @@ name and every logical id and type of the template. At start:
 - no file: a fresh start (the names are generated, then saved);
 - a file of another moto version or format, or one that does not unpickle: `StateError` saying
   why and how to start fresh (delete the directory or use another one);
-- a file of another stack, or of a template whose resources (logical ids and types) differ:
+- a file of another stack or region, or of a template whose resources (logical ids and types) differ:
   `StateError` naming the differences. Nothing is restored halfway: the cloud does not start.
 
 A state directory is trusted as code is (unpickling runs code): point `--state-dir` only at
@@ -113,6 +113,7 @@ class Saved:
     names: dict[str, str]
     data: dict[str, Any] = field(default_factory=dict)
     saved_at: float = 0.0
+    region: str | None = None
 
 
 class StateDir:
@@ -130,8 +131,8 @@ class StateDir:
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ loading
-    def load(self, template: Template) -> Saved | None:
-        """The saved state for this template, or None for a fresh start; `StateError` if unusable."""
+    def load(self, template: Template, region: str | None = None) -> Saved | None:
+        """The saved state for this template (in `region`), or None for a fresh start; `StateError` if unusable."""
         if self.path.exists() and not self.path.is_dir():
             raise StateError(f"--state-dir {self.path} is not a directory")
         if not self.file.exists():
@@ -148,7 +149,7 @@ class StateDir:
                         f"{header.get('format')}, moto {header.get('moto')}; this one: format {FORMAT}, moto "
                         f"{_moto_version()}); it cannot be restored: {fresh}")
                 saved = Saved(stack=header["stack"], resources=header["resources"], names=header["names"],
-                              saved_at=header.get("saved_at", 0.0))
+                              saved_at=header.get("saved_at", 0.0), region=header.get("region"))
                 saved.data = pickle.load(f)
         except StateError:
             raise
@@ -157,6 +158,9 @@ class StateDir:
         if saved.stack != template.stack_name:
             raise StateError(f"{self.path} holds the state of stack {saved.stack!r}, not {template.stack_name!r}; "
                              f"{fresh}")
+        if region and saved.region and saved.region != region:
+            raise StateError(f"{self.path} holds the state of stack {saved.stack!r} in {saved.region}, not {region}; "
+                             f"start in {saved.region} (AWS_REGION), or {fresh}")
         now = fingerprint(template)
         if saved.resources != now:
             added = sorted(set(now) - set(saved.resources))
@@ -187,7 +191,8 @@ class StateDir:
             self._dirty = False
             data = capture(cloud)
             header = {"magic": "localcloud-state", "format": FORMAT, "moto": _moto_version(),
-                      "stack": cloud.template.stack_name, "resources": fingerprint(cloud.template),
+                      "stack": cloud.template.stack_name, "region": cloud.region,
+                      "resources": fingerprint(cloud.template),
                       "names": dict(self.names), "saved_at": time.time()}
             self.path.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=self.path)

@@ -198,6 +198,11 @@ def test_a_state_dir_that_cannot_be_used_is_an_error_saying_how_to_start_fresh(a
     refused(_small(asset_dir, extra), r"another template of stack 'LocalTest' \(resources new: Other\)")
     refused(_small(asset_dir, stack_name="Elsewhere"), "holds the state of stack 'LocalTest', not 'Elsewhere'")
 
+    elsewhere = LocalCloud(_small(asset_dir), aws_port=0, api_port=0, clock=False, log=lambda m: None,
+                           state_dir=state, region="eu-west-1")
+    with pytest.raises(StateError, match="in us-east-1, not eu-west-1"):
+        elsewhere.start()
+
     header = pickle.loads(saved)  # the first pickle in the file: its header
     (state / FILE_NAME).write_bytes(pickle.dumps(dict(header, moto="0.0.1")) + saved[len(pickle.dumps(header)):])
     with pytest.raises(StateError, match=r"saved by another version of the local cloud .*moto 0\.0\.1"):
