@@ -157,8 +157,8 @@ def evaluate(api: Api, model: str, path: Path, *, version: int | None = None, sp
                            f"have; the columns are {columns}")
     extra = [c for c in columns if c not in features and c != target]
     if extra:
-        print(f"shipyard: leaving out column{'s' if len(extra) > 1 else ''} {extra} (not features of {model!r} "
-              f"v{pinned})", file=err)
+        print(f"shipyard: leaving out column{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))} "
+              f"(not {'features' if len(extra) > 1 else 'a feature'} of {model!r} v{pinned})", file=err)
 
     assert table.cells is not None and table.lines is not None
     t = columns.index(target)

@@ -251,3 +251,16 @@ def test_evaluate_skips_rows_without_a_target_and_a_missing_version_is_clear(tmp
     unlabelled = _csv(tmp_path / "u.csv", ["x1", "colour"], [[1, "red"]])
     with pytest.raises(pr.PredictError, match="no column 'species', the target of model 'animals' v3"):
         ev.evaluate(_api(FakeApi()), "animals", unlabelled)
+
+
+def test_evaluate_reports_refused_rows_scores_the_rest_and_exits_1(tmp_path, capsys):
+    rows = [[1, "red", "dog"], ["bad", "red", "cat"], [-1, "red", "cat"], [1, "red", "dog"]]
+    path = _csv(tmp_path / "l.csv", ["x1", "colour", "species", "note"], [r + ["x"] for r in rows])
+    args = _args(tmp_path, path, json=True)
+    assert ev.run_evaluate(args, _api(FakeApi()), {"metric": "f1"}) == 1
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["metric"] == "f1" and out["rows"]["scored"] == 3 and out["rows"]["refused"] == 1
+    assert out["refused"][0]["line"] == 3 and out["value"] == 1.0
+    assert "leaving out column 'note' (not a feature of 'animals' v3)" in captured.err
+    assert "request 1: line 3 refused" in captured.err
