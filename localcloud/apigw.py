@@ -20,11 +20,16 @@ import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from .httpserver import ServerThread
+from .httpserver import HTTPServer, ServerThread
 from .template import ACCOUNT_ID
+
+# API Gateway's REST API request payload quota (10 MB): a larger body is refused with a 413.
+MAX_BODY_BYTES = 10 * 1024 * 1024
+SIGNATURE_MISMATCH = ("The request signature we calculated does not match the signature you provided. Check your "
+                      "AWS Secret Access Key and signing method. Consult the service documentation for details.")
 
 
 @dataclass
@@ -110,6 +115,12 @@ def _sigv4_check(method: str, raw_path: str, raw_query: str, headers: dict[str, 
         return f"Signature expired: {amz_date} is now earlier than the allowed 15 minute window."
     if "host" not in signed_headers.split(";"):
         return "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+    # execute-api signs the payload's own hash: a body other than the one signed (or an
+    # x-amz-content-sha256 of UNSIGNED-PAYLOAD, which S3 alone accepts) does not match the signature
+    payload_hash = hashlib.sha256(body).hexdigest()
+    claimed = headers.get("x-amz-content-sha256")
+    if claimed is not None and claimed.strip().lower() != payload_hash:
+        return SIGNATURE_MISMATCH
     secret = secrets(access_key)
     if secret is None:
         return None  # a key the local cloud does not know: accepted when well-formed (see docs/local.md)
@@ -122,7 +133,6 @@ def _sigv4_check(method: str, raw_path: str, raw_query: str, headers: dict[str, 
     canonical_query = "&".join(f"{k}={v}" for k, v in query)
     names = signed_headers.split(";")
     canonical_headers = "".join(f"{n}:{' '.join(headers.get(n, '').split())}\n" for n in names)
-    payload_hash = headers.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
     canonical = "\n".join([method, canonical_path, canonical_query, canonical_headers, signed_headers, payload_hash])
     scope = f"{date}/{cred_region}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
@@ -131,8 +141,7 @@ def _sigv4_check(method: str, raw_path: str, raw_query: str, headers: dict[str, 
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature):
-        return ("The request signature we calculated does not match the signature you provided. Check your AWS "
-                "Secret Access Key and signing method. Consult the service documentation for details.")
+        return SIGNATURE_MISMATCH
     return None
 
 
@@ -159,10 +168,27 @@ class LocalApiServer(ServerThread):
             protocol_version = "HTTP/1.1"
 
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                status, headers, out = outer.handle(self.command, self.path, self.headers, body,
-                                                    self.client_address[0])
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if length > MAX_BODY_BYTES or length < 0:
+                    # API Gateway's 10 MB request quota: refused, nothing is routed or invoked; the
+                    # body is read and dropped (up to a bound) so that the client gets the answer
+                    status, headers, out = (_error(413, "Request Too Long", "RequestTooLongException") if length > 0
+                                            else _error(400, "Bad Request", "BadRequestException"))
+                    left = length if 0 < length <= 8 * MAX_BODY_BYTES else 0
+                    while left > 0:
+                        chunk = self.rfile.read(min(left, 1 << 20))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+                    self.close_connection = True
+                    headers["Connection"] = "close"
+                else:
+                    body = self.rfile.read(length) if length else b""
+                    status, headers, out = outer.handle(self.command, self.path, self.headers, body,
+                                                        self.client_address[0])
                 self.send_response(status)
                 for k, vs in headers.items():
                     for v in (vs if isinstance(vs, list) else [vs]):
@@ -177,8 +203,7 @@ class LocalApiServer(ServerThread):
             def log_message(self, fmt: str, *args: Any) -> None:
                 outer.log(f"[api] {self.address_string()} {fmt % args}")
 
-        server = ThreadingHTTPServer((host, port), Handler)
-        server.daemon_threads = True
+        server = HTTPServer((host, port), Handler)  # a listen backlog of 128, not 5
         super().__init__(server, name="local-api")
 
     # -- routing
@@ -276,6 +301,14 @@ class LocalApiServer(ServerThread):
             payload, failed = self.invoke(route.function_arn, event)
         except TimeoutError:
             return _error(504, "Endpoint request timed out", "InternalServerErrorException")
+        except Exception as err:  # noqa: BLE001 - Lambda refused the invocation
+            code = (getattr(err, "response", None) or {}).get("Error", {}).get("Code")
+            if code is None:
+                raise
+            # A throttled (429) or too large (413) invocation never reaches the function: API Gateway
+            # answers its integration failure, a 500 Internal server error (DEFAULT_5XX).
+            self.log(f"[api] {method} {path}: Lambda refused the invocation: {code}: {err}")
+            return _error(500, "Internal server error", "InternalServerErrorException")
         if failed:
             self.log(f"[api] {method} {path}: function error {payload[:500]!r}")
             return _error(502, "Internal server error", "InternalServerErrorException")

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,6 +157,8 @@ class LocalCloud:
         self._clients_lock = threading.Lock()
         self._saved_process_state: dict[str, Any] | None = None
         self._tick_lock = threading.Lock()
+        # directories this cloud made (a synthesized cdk.out) or was handed to own: removed by stop()
+        self.temporary_dirs: list[Path] = []
         self.iam = Authorizer(ACCOUNT_ID, self.region, enforce=iam)
         self.cloudwatch.authorizer = self.iam
         self.state: StateDir | None = StateDir(state_dir, state_interval) if state_dir else None
@@ -235,6 +238,7 @@ class LocalCloud:
         if arg is not None:
             return Template.load(arg, self._stack_name)
         out = synthesize(self._project_dir or ".", context=self._context)
+        self.temporary_dirs.append(out)
         return Template.load(out, self._stack_name)
 
     def start(self) -> LocalCloud:
@@ -292,6 +296,10 @@ class LocalCloud:
         if self._ctx:
             for tmp in self._ctx._tmp:
                 tmp.cleanup()
+            self._ctx._tmp.clear()
+        for directory in self.temporary_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self.temporary_dirs.clear()
         with _active_lock:
             if _active is self:
                 _active = None

@@ -3,6 +3,18 @@ from __future__ import annotations
 
 import socketserver
 import threading
+from http.server import ThreadingHTTPServer
+
+# Pending connections each server's socket accepts before the kernel refuses (resets) more; the
+# standard library's default is 5, which 20 concurrent clients overflow. werkzeug uses 128 too.
+REQUEST_QUEUE_SIZE = 128
+
+
+class HTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server with a listen backlog of `REQUEST_QUEUE_SIZE`; handler threads are daemons."""
+
+    request_queue_size = REQUEST_QUEUE_SIZE
+    daemon_threads = True
 
 
 class ServerThread:
@@ -12,6 +24,8 @@ class ServerThread:
     def __init__(self, server: socketserver.BaseServer, name: str):
         self._server = server
         self._name = name
+        if getattr(server, "request_queue_size", REQUEST_QUEUE_SIZE) < REQUEST_QUEUE_SIZE:
+            server.socket.listen(REQUEST_QUEUE_SIZE)  # already listening: a larger backlog
         self.port: int = server.server_address[1]
         self._thread: threading.Thread | None = None
 

@@ -37,6 +37,17 @@ from .patches import Seam
 WORKER = str(Path(__file__).with_name("_worker.py"))
 MEMORY_POLL = 0.05  # seconds between looks at a running invocation's peak memory
 INIT_TIMEOUT = 60.0  # seconds a worker may take to import its handler (heavier than Lambda's 10 s: shared CPUs)
+# Concurrent workers (execution environments) of one function without reserved concurrency: Lambda's
+# account default is 1000 for all functions; a laptop runs this many per function, and an invocation
+# beyond it waits for a free worker. A function's ReservedConcurrentExecutions is its cap instead (an
+# invocation beyond it is throttled, as Lambda does). Environment: LOCALCLOUD_LAMBDA_CONCURRENCY.
+DEFAULT_CONCURRENCY = 10
+# Seconds an idle worker is kept warm before it is stopped (Lambda recycles idle environments after
+# minutes). Environment: LOCALCLOUD_LAMBDA_IDLE_SECONDS.
+IDLE_TIMEOUT = 300.0
+# Lambda's synchronous payload quotas (6 MB each way): what Lambda's errors say.
+MAX_REQUEST_BYTES = 6_291_456
+MAX_RESPONSE_BYTES = 6_291_556
 
 # Variables of this process that a worker inherits (everything else comes from the function).
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
@@ -55,6 +66,12 @@ class FunctionSpec:
     logical_id: str = ""
     role_arn: str = ""  # the execution role: the function calls AWS as a session of it
     credentials: dict[str, str] = field(default_factory=dict, compare=False)  # that session's (set by register)
+    # ReservedConcurrentExecutions (None: unreserved), read from moto's function at each invocation
+    reserved_concurrency: int | None = field(default=None, compare=False)
+
+
+class Throttled(Exception):
+    """Lambda's TooManyRequestsException: the function is at its reserved concurrency."""
 
 
 @dataclass
@@ -73,12 +90,16 @@ class Invocation:
 class _Worker:
     def __init__(self, spec: FunctionSpec, env: dict[str, str], on_line: Callable[[str], None]):
         self.spec = spec
+        self.last_used = time.time()
+        asset_dir = str(Path(spec.asset_dir).resolve())  # the worker runs from it: never relative
         req_r, self._req_w = os.pipe()
         self._resp_r, resp_w = os.pipe()
+        # Its own process group: the processes the function starts are part of its sandbox (memory,
+        # and they are stopped with it).
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", WORKER, str(spec.asset_dir), spec.handler, str(req_r), str(resp_w)],
+            [sys.executable, "-u", WORKER, asset_dir, spec.handler, str(req_r), str(resp_w)],
             pass_fds=(req_r, resp_w), env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(spec.asset_dir),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=asset_dir, start_new_session=True,
         )
         os.close(req_r)
         os.close(resp_w)
@@ -141,7 +162,9 @@ class _Worker:
                                            "timeout": self.spec.timeout}) + "\n").encode())
         try:
             msg = self._read_response(started + self.spec.timeout, memory_mb=self.spec.memory)
-            if msg is not None and self.peak_mb() > self.spec.memory:  # a peak between two looks
+            # a peak between two looks; a child process the function ran and waited for (its peak,
+            # which the worker reports)
+            if msg is not None and max(self.peak_mb(), msg.get("children_peak_kb", 0) / 1024) > self.spec.memory:
                 raise _OutOfMemory()
         except _OutOfMemory:
             # Lambda stops a sandbox the moment it uses more than its memory setting.
@@ -175,15 +198,16 @@ class _Worker:
         return Invocation(request_id, msg["payload"].encode(), None, logs, duration)
 
     def peak_mb(self) -> float:
-        """The worker's peak resident memory (Linux ``VmHWM``; 0 where /proc is not available)."""
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except (OSError, ValueError):
-            pass
-        return 0.0
+        """The sandbox's memory as Lambda counts it (the whole process tree): the worker's peak
+        resident memory (Linux ``VmHWM``) or, while it has child processes, the proportional resident
+        memory (``Pss``: shared pages counted once) of the worker and all its descendants, whichever
+        is larger. 0 where /proc is not available."""
+        own = _status_kb(self.proc.pid, "VmHWM")
+        children = _descendants(self.proc.pid)
+        if not children:
+            return own / 1024
+        tree = sum(_pss_kb(pid) for pid in [self.proc.pid, *children])
+        return max(own, tree) / 1024
 
     def _exit_reason(self) -> str:
         """Lambda's words for a runtime process that ended mid-invocation."""
@@ -204,6 +228,10 @@ class _Worker:
         return self.proc.poll() is None
 
     def kill(self) -> None:
+        try:  # the worker and whatever it started (its process group)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
         if self.proc.poll() is None:
             self.proc.kill()
         try:
@@ -224,18 +252,72 @@ class _OutOfMemory(Exception):
     pass
 
 
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _pss_kb(pid: int) -> int:
+    """Proportional set size (kB): resident memory with pages shared between processes split among them."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return _status_kb(pid, "VmRSS")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant process of ``pid`` (Linux /proc; [] elsewhere)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        kids: list[int] = []
+        try:
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    kids += [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        found += kids
+        todo += kids
+    return found
+
+
 class LambdaRuntime:
     """Runs registered functions in warm worker subprocesses against the local cloud's endpoint."""
 
     def __init__(self, endpoint_url: str, region: str = "us-east-1",
                  on_log: Callable[[FunctionSpec, str], None] | None = None,
-                 on_invoked: Callable[[FunctionSpec, Invocation], None] | None = None):
+                 on_invoked: Callable[[FunctionSpec, Invocation], None] | None = None,
+                 concurrency: int | None = None, idle_timeout: float | None = None):
+        """`concurrency`: workers per function without reserved concurrency (default
+        `DEFAULT_CONCURRENCY` or $LOCALCLOUD_LAMBDA_CONCURRENCY); `idle_timeout`: seconds before an
+        idle worker is stopped (default `IDLE_TIMEOUT` or $LOCALCLOUD_LAMBDA_IDLE_SECONDS)."""
         self.endpoint_url = endpoint_url
         self.region = region
         self.functions: dict[str, FunctionSpec] = {}
         self._idle: dict[str, list[_Worker]] = {}
         self._busy: set[_Worker] = set()
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)  # a worker slot became free
+        self._running: dict[str, int] = {}  # function -> invocations holding a worker slot
+        self.concurrency = max(1, int(concurrency if concurrency is not None
+                                      else os.environ.get("LOCALCLOUD_LAMBDA_CONCURRENCY", DEFAULT_CONCURRENCY)))
+        self.idle_timeout = float(idle_timeout if idle_timeout is not None
+                                  else os.environ.get("LOCALCLOUD_LAMBDA_IDLE_SECONDS", IDLE_TIMEOUT))
+        self.peak_workers: dict[str, int] = {}  # function -> most workers it had at once
+        self._stopping = threading.Event()
+        self._reaper: threading.Thread | None = None
         self._on_log = on_log
         self._on_invoked = on_invoked
         self._extracted: list[tempfile.TemporaryDirectory] = []
@@ -301,6 +383,31 @@ class LambdaRuntime:
         self.register(spec)
         return spec
 
+    def limit(self, spec: FunctionSpec) -> int:
+        """How many workers the function may run at once: its reserved concurrency, else the default."""
+        return spec.reserved_concurrency if spec.reserved_concurrency is not None else self.concurrency
+
+    def workers(self, name: str) -> int:
+        """The function's live workers (idle and busy)."""
+        with self._lock:
+            return (sum(1 for w in self._idle.get(name, []) if w.alive)
+                    + sum(1 for w in self._busy if w.spec.name == name))
+
+    def _acquire(self, spec: FunctionSpec, wait: bool) -> None:
+        """A worker slot of the function: waits for one at the default cap; at a reserved concurrency
+        raises `Throttled` (unless `wait`: an asynchronous invocation, which Lambda queues)."""
+        with self._lock:
+            while self._running.get(spec.name, 0) >= self.limit(spec):
+                if spec.reserved_concurrency is not None and not wait:
+                    raise Throttled(spec.name)
+                self._freed.wait(1.0)
+            self._running[spec.name] = self._running.get(spec.name, 0) + 1
+
+    def _release(self, spec: FunctionSpec) -> None:
+        with self._lock:
+            self._running[spec.name] = max(0, self._running.get(spec.name, 0) - 1)
+            self._freed.notify_all()
+
     def _checkout(self, spec: FunctionSpec) -> _Worker:
         with self._lock:
             idle = self._idle.setdefault(spec.name, [])
@@ -312,6 +419,9 @@ class LambdaRuntime:
         w = _Worker(spec, self.environment(spec), lambda line: self._on_log and self._on_log(spec, line))
         with self._lock:
             self._busy.add(w)
+            count = len(self._idle.get(spec.name, [])) + sum(1 for b in self._busy if b.spec.name == spec.name)
+            self.peak_workers[spec.name] = max(self.peak_workers.get(spec.name, 0), count)
+            self._start_reaper()
         try:
             w.wait_ready()
         except Exception:
@@ -323,29 +433,64 @@ class LambdaRuntime:
     def _checkin(self, w: _Worker) -> None:
         with self._lock:
             self._busy.discard(w)
-            if w.alive and self.functions.get(w.spec.name) is w.spec:
+            w.last_used = time.time()
+            if w.alive and self.functions.get(w.spec.name) is w.spec and not self._stopping.is_set():
                 self._idle.setdefault(w.spec.name, []).append(w)
             else:
                 w.kill()
 
-    def invoke(self, name: str, event: Any) -> Invocation:
+    def _start_reaper(self) -> None:  # under self._lock
+        if self._reaper is None and self.idle_timeout > 0:
+            self._reaper = threading.Thread(target=self._reap_loop, daemon=True, name="lambda-reaper")
+            self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        while not self._stopping.wait(min(30.0, max(0.05, self.idle_timeout / 4))):
+            self.reap()
+
+    def reap(self, now: float | None = None) -> int:
+        """Stop the workers idle for longer than `idle_timeout` (as Lambda recycles idle
+        environments); returns how many."""
+        now = time.time() if now is None else now
+        stale: list[_Worker] = []
+        with self._lock:
+            for name, idle in self._idle.items():
+                keep = [w for w in idle if w.alive and now - w.last_used < self.idle_timeout]
+                stale += [w for w in idle if w not in keep]
+                self._idle[name] = keep
+        for w in stale:
+            w.kill()
+        return len(stale)
+
+    def invoke(self, name: str, event: Any, sync: bool = True) -> Invocation:
+        """Run one invocation in a warm (or new) worker. At the function's worker cap it waits for a
+        free one; at its reserved concurrency a synchronous invocation raises `Throttled`."""
         spec = self.functions.get(name)
         if spec is None:
             raise KeyError(f"function {name!r} is not registered with the local Lambda runtime")
         request_id = str(uuid.uuid4())
+        self._acquire(spec, wait=not sync)  # raises Throttled at a reserved concurrency
         try:
-            w = self._checkout(spec)
-        except Exception as err:
-            error = {"errorType": "Runtime.Unknown", "errorMessage": str(err)}
-            inv = Invocation(request_id, json.dumps(error).encode(), error, str(err), 0.0)
-        else:
             try:
-                inv = w.invoke(event, request_id)
-                if w.init_logs:
-                    inv.logs = w.init_logs + "\n" + inv.logs
-                    w.init_logs = ""
-            finally:
-                self._checkin(w)
+                w = self._checkout(spec)
+            except Exception as err:
+                error = {"errorType": "Runtime.Unknown", "errorMessage": str(err)}
+                inv = Invocation(request_id, json.dumps(error).encode(), error, str(err), 0.0)
+            else:
+                try:
+                    inv = w.invoke(event, request_id)
+                    if w.init_logs:
+                        inv.logs = w.init_logs + "\n" + inv.logs
+                        w.init_logs = ""
+                finally:
+                    self._checkin(w)
+        finally:
+            self._release(spec)
+        if not inv.failed and sync and len(inv.payload) > MAX_RESPONSE_BYTES:
+            # Lambda's 6 MB synchronous response quota: the function ran, its answer is an error
+            error = {"errorMessage": f"Response payload size exceeded maximum allowed payload size "
+                                     f"({MAX_RESPONSE_BYTES} bytes).", "errorType": "Function.ResponseSizeTooLarge"}
+            inv = Invocation(request_id, json.dumps(error).encode(), error, inv.logs, inv.duration_ms)
         if self._on_invoked:
             try:
                 self._on_invoked(spec, inv)
@@ -354,6 +499,9 @@ class LambdaRuntime:
         return inv
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._reaper is not None:
+            self._reaper.join(5)
         with self._lock:
             workers = [w for ws in self._idle.values() for w in ws] + list(self._busy)
             self._idle.clear()
@@ -366,6 +514,19 @@ class LambdaRuntime:
 
 
 # --------------------------------------------------------------------------- the moto seam
+
+_calls = threading.local()  # .sync: this thread is serving a RequestResponse Invoke API call
+
+
+def _lambda_error(status: int, error_type: str, message: str, **fields: Any) -> Exception:
+    """A Lambda API error as moto renders it (JSON body, x-amzn-ErrorType, the status)."""
+    from moto.core.exceptions import JsonRESTError
+
+    err = JsonRESTError(error_type, message)
+    err.code = status
+    err.description = json.dumps({"Type": "User", "message": message, **fields})
+    return err
+
 
 def _patch(seam: Seam) -> None:
     """Route moto's Lambda executions to ``seam.current`` (a `LambdaRuntime`; the last installed wins)."""
@@ -384,7 +545,13 @@ def _patch(seam: Seam) -> None:
             event = {}
         if self.function_name not in rt.functions:
             rt.spec_for_moto_function(self)
-        inv = rt.invoke(self.function_name, event)
+        reserved = getattr(self, "reserved_concurrency", None)
+        rt.functions[self.function_name].reserved_concurrency = None if reserved in (None, "") else int(reserved)
+        try:
+            inv = rt.invoke(self.function_name, event, sync=getattr(_calls, "sync", False))
+        except Throttled:
+            raise _lambda_error(429, "TooManyRequestsException", "Rate Exceeded.",
+                                Reason="ReservedFunctionConcurrentInvocationLimitExceeded") from None
         try:
             self.save_logs(inv.logs + f"\nREPORT RequestId: {inv.request_id}\tDuration: {inv.duration_ms} ms")
         except Exception:
@@ -392,9 +559,20 @@ def _patch(seam: Seam) -> None:
         return inv.payload.decode("utf-8"), inv.failed, inv.logs
 
     def invoke(self, body: str, request_headers: Any, response_headers: Any) -> Any:
-        result = seam["invoke"](self, body, request_headers, response_headers)
         if seam.current is None:  # no local cloud running: moto's own behaviour
-            return result
+            return seam["invoke"](self, body, request_headers, response_headers)
+        inv_type = (request_headers.get("x-amz-invocation-type") or request_headers.get("X-Amz-Invocation-Type")
+                    or "RequestResponse")
+        size = len(body.encode() if isinstance(body, str) else (body or b""))
+        if inv_type == "RequestResponse" and size > MAX_REQUEST_BYTES:  # Lambda's 6 MB request quota
+            raise _lambda_error(413, "RequestEntityTooLargeException",
+                                f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the InvokeFunction "
+                                "operation")
+        _calls.sync = inv_type == "RequestResponse"
+        try:
+            result = seam["invoke"](self, body, request_headers, response_headers)
+        finally:
+            _calls.sync = False
         if response_headers.get("x-amz-function-error") == "Handled":
             response_headers["x-amz-function-error"] = "Unhandled"
         response_headers["x-amz-executed-version"] = "$LATEST"

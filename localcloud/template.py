@@ -52,8 +52,10 @@ class Template:
 
     @classmethod
     def load(cls, cdk_out: str | Path, stack_name: str | None = None) -> Template:
-        """The stack template in a `cdk.out` directory (the only stack, or the one named)."""
-        cdk_out = Path(cdk_out)
+        """The stack template in a `cdk.out` directory (the only stack, or the one named). Asset paths
+        are absolute (resolved against the directory now), so a relative `cdk_out` (`--assembly
+        cdk.out`) still names them once the workers run from their own directories."""
+        cdk_out = Path(cdk_out).resolve()
         manifest_path = cdk_out / "manifest.json"
         candidates: list[tuple[str, Path, Path | None]] = []  # (stack name, template, assets manifest)
         if manifest_path.exists():
@@ -102,12 +104,22 @@ class Template:
         """The local asset directory of a function/layer's `Code` (or None if it is inline / unknown)."""
         key = code.get("S3Key") if isinstance(code, dict) else None
         if isinstance(key, str) and key in self.assets:
-            return self.assets[key]
+            return self._existing(logical_id, self.assets[key])
         meta = self.resources.get(logical_id, {}).get("Metadata", {})
         path = meta.get("aws:asset:path")
-        if path and self.directory is not None and (self.directory / path).exists():
-            return self.directory / path
+        if path and self.directory is not None:
+            return self._existing(logical_id, Path(self.directory) / path)
         return None
+
+    @staticmethod
+    def _existing(logical_id: str, path: Path) -> Path:
+        """`path` made absolute; a TemplateError naming the resource when it is not there (a moved or
+        partly copied cdk.out): start-up fails instead of every invocation of the function."""
+        path = Path(path).resolve()
+        if not path.exists():
+            raise TemplateError(f"{logical_id}: its code asset {path} does not exist (is the cloud assembly "
+                                "complete? synthesize it again)")
+        return path
 
 
 # --------------------------------------------------------------------------- references and order

@@ -76,7 +76,8 @@ def _plain_prediction(event: dict) -> Prediction | None:
     if type(content_type) is not str:
         return None
     content_type = content_type.strip()
-    if content_type and not content_type.startswith(content_types.APPLICATION_JSON):
+    # Media types are case-insensitive (RFC 9110 8.3.1): APPLICATION/JSON is JSON too.
+    if content_type and not content_type.lower().startswith(content_types.APPLICATION_JSON):
         return None
     try:
         # Powertools' json_body (decoded_body, then the resolver's deserializer), on the raw event.
