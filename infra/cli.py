@@ -18,6 +18,8 @@ from typing import Any
 from infra.apiclient import ApiClientError
 from infra.config import ARCHITECTURES, AUTH_MODES
 from infra.localstart import LocalStartError, start_local_cloud
+from infra.logs import cmd_logs
+from infra.runs import cmd_runs, cmd_wait
 
 EXIT_OK, EXIT_ERROR = 0, 1  # argparse exits 2 on usage errors
 
@@ -212,8 +214,6 @@ def cmd_rollback(args) -> int:
 
 def cmd_train(args) -> int:
     """Start a pipeline run by hand, with the input an upload's rule would give (docs/pipeline.md)."""
-    import time
-
     import boto3
     from botocore.exceptions import ClientError
 
@@ -262,23 +262,9 @@ def cmd_train(args) -> int:
     print(f"dataset s3://{dataset['bucket']}/{dataset['key']} (version {dataset['version_id']})", file=sys.stderr)
     if not args.wait:
         return EXIT_OK
-    while True:
-        desc = sfn.describe_execution(executionArn=execution_arn)
-        if desc["status"] != "RUNNING":
-            break
-        time.sleep(2)
-    output = json.loads(desc.get("output") or "{}")
-    if desc["status"] == "SUCCEEDED":
-        if (output.get("run") or {}).get("duplicate"):
-            first = output["run"]["duplicate_of"].get("execution_arn")
-            print(f"already handled by {first} (use --force to train again)")
-        else:
-            v = (output.get("run") or {}).get("version")
-            verdict = "promoted" if (output.get("validation") or {}).get("promote") else "rejected"
-            print(f"{args.model} v{v} {verdict}: {(output.get('validation') or {}).get('reason')}")
-        return EXIT_OK
-    print(f"{args.model}: run {desc['status'].lower()}: {desc.get('cause') or desc.get('error') or ''}")
-    return EXIT_ERROR
+    from infra.runs import follow  # progress on stderr, the outcome on stdout, exit status by outcome
+
+    return follow(sfn, execution_arn, args.model, _registry(args))
 
 
 # --------------------------------------------------------------------------- predict
@@ -569,6 +555,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let a candidate whose features differ from production's be promoted")
     p.add_argument("--wait", action="store_true", help="wait for the run to finish and print its outcome")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("runs", help="a model's pipeline runs, newest first")
+    p.add_argument("model")
+    p.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20; 0: all)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_runs)
+
+    p = sub.add_parser("wait", help="follow a pipeline run to its end; the exit status says how it ended")
+    p.add_argument("model")
+    p.add_argument("--version", type=int, help="the run that made this version (default: the newest run, or the "
+                                                "one the newest upload is starting)")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 5; the run goes on)")
+    p.set_defaults(run=cmd_wait)
+
+    p = sub.add_parser("logs", help="a function's CloudWatch Logs (train, validate, inference, … or a name)")
+    p.add_argument("function", help="train, validate, allocate, record, inference, drift, retrain, … or a "
+                                    "function name")
+    p.add_argument("--since", default="10m", help="from this long ago (30s, 10m, 2h, 1d) or an ISO time (default 10m)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
+    p.set_defaults(run=cmd_logs)
 
     drift = sub.add_parser("drift", help="drift monitoring").add_subparsers(dest="drift_command", required=True)
     p = drift.add_parser("check", help="run a drift check now")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as events_mod
-from . import lambda_runtime, sns, sts
+from . import functionlogs, lambda_runtime, sns, sts
 from . import stepfunctions as stepfunctions_mod
 from .apigw import LocalApiServer
 from .authorization import AccessDenied, Authorizer
@@ -43,7 +43,7 @@ _active_lock = threading.Lock()
 _active: LocalCloud | None = None
 
 # Where a running local cloud hooks into moto, in the order they are installed (and uninstalled).
-_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, sns.SEAM, sts.SEAM)
+_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, sns.SEAM, sts.SEAM, functionlogs.SEAM)
 
 
 _WAIT_CONDITION_WARNING = ".*WaitConditionHandle.*"
@@ -164,6 +164,8 @@ class LocalCloud:
         self.state: StateDir | None = StateDir(state_dir, state_interval) if state_dir else None
         self._state_ready = False  # restored (or fresh) and saved once: stop() saves it again
         self._state_unhook: Callable[[], None] | None = None
+        # function log lines -> CloudWatch Logs /aws/lambda/<name>, a stream per worker
+        self.function_logs = functionlogs.FunctionLogs(ACCOUNT_ID, self.region)
 
     # ------------------------------------------------------------------ logging
     def say(self, msg: str) -> None:
@@ -380,6 +382,7 @@ class LocalCloud:
         stepfunctions_mod.SEAM.install()
         sns.SEAM.install(self)
         sts.SEAM.install()
+        functionlogs.SEAM.install(self.function_logs)
 
     # ------------------------------------------------------------------ deployment
     def _deploy(self) -> None:
@@ -490,6 +493,7 @@ class LocalCloud:
 
     # ------------------------------------------------------------------ functions: logs, metrics, errors
     def _on_function_log(self, spec: FunctionSpec, line: str) -> None:
+        self.function_logs.line(spec.name, line)  # CloudWatch Logs, as Lambda delivers them
         if self.verbose:
             self._log(f"[{spec.logical_id or spec.name}] {line}")
         elif _is_error_line(line):  # errors a function logs (and handles) are shown even when not verbose
@@ -502,6 +506,7 @@ class LocalCloud:
                 pass
 
     def _on_function_invoked(self, spec: FunctionSpec, inv: Invocation) -> None:
+        self.function_logs.invoked(spec.name, inv.request_id, inv.duration_ms, spec.memory, inv.error)
         dims = [{"Name": "FunctionName", "Value": spec.name}]
         self.put_metrics("AWS/Lambda", [
             {"MetricName": "Invocations", "Value": 1.0, "Unit": "Count", "Dimensions": dims},

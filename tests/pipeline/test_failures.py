@@ -185,9 +185,10 @@ def test_train_force_twice_on_a_failing_dataset_leaves_every_version_failed(clou
     r = run("animals", data.animals(seed=9), "always-fails.csv")
     r.execution()
     for _ in range(2):
-        assert cli.main(["train", "animals", "--dataset", f"s3://{r.bucket}/{r.key}", "--force", "--wait"]) == 1
+        # `shipyard wait`'s exit status: 4 failed
+        assert cli.main(["train", "animals", "--dataset", f"s3://{r.bucket}/{r.key}", "--force", "--wait"]) == 4
         arn, verdict = capsys.readouterr().out.splitlines()
-        assert verdict.startswith("animals: run failed: InvalidObjectState: An error occurred (InvalidObjectState)")
+        assert re.match(r"animals v\d+ failed: InvalidObjectState: An error occurred \(InvalidObjectState\)", verdict)
         assert len(verdict) < 1200
     versions = [registry.get_version("animals", rec["version"])
                 for rec in registry.versions_from_dataset(r.bucket, r.key, r.version_id)]

@@ -264,11 +264,12 @@ def test_cli_train_starts_a_run_by_hand_and_lineage_shows_the_chain(cloud, run, 
     assert out[0].startswith("arn:aws:states:")
     assert out[1] == f"already handled by {first['executionArn']} (use --force to train again)"
     # --force trains it again, as a new version with the same dataset lineage
-    assert cli.main(["train", "prices", "--dataset", f"s3://{r.bucket}/{r.key}", "--force", "--wait"]) == 0
+    status = cli.main(["train", "prices", "--dataset", f"s3://{r.bucket}/{r.key}", "--force", "--wait"])
     arn, verdict = capsys.readouterr().out.splitlines()
     versions = registry.versions_from_dataset(r.bucket, r.key, r.version_id)
     assert len(versions) == 2 and arn in {v["execution_arn"] for v in versions}
     assert verdict.startswith("prices v") and (" promoted: " in verdict or " rejected: " in verdict)
+    assert status == (0 if " promoted: " in verdict else 3)  # `shipyard wait`'s exit status: 3 rejected
     (mine,) = [v for v in versions if v["execution_arn"] == arn]
     assert mine["lineage"]["dataset"]["sha256"] == r.sha256
     assert cli.main(["lineage", "prices", str(mine["version"])]) == 0
