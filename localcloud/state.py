@@ -125,6 +125,7 @@ class StateDir:
         self.file = self.path / FILE_NAME
         self.names: dict[str, str] = {}
         self.restored: dict[str, int] = {}  # what the last restore put back (counts), for the console
+        self.last_save_seconds: float | None = None
         self._save_lock = threading.Lock()
         self._dirty = False
         self._thread: threading.Thread | None = None
@@ -209,7 +210,8 @@ class StateDir:
                 except OSError:
                     pass
                 raise
-        return time.time() - started
+        self.last_save_seconds = time.time() - started
+        return self.last_save_seconds
 
     def start_saver(self, cloud: LocalCloud) -> None:
         """Save every `interval` seconds while requests may have changed something."""

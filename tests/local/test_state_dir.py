@@ -68,6 +68,7 @@ def test_the_real_stack_keeps_names_registry_data_and_serves_the_promoted_model_
     finally:
         cloud.stop()
     assert (state / "localcloud-state.pickle").is_file()
+    saved = f"{(state / 'localcloud-state.pickle').stat().st_size / 1e6:.1f} MB in {cloud.state.last_save_seconds:.2f}s"
 
     log.clear()
     cloud = _start(template, log, state_dir=state, **ports)
@@ -104,7 +105,7 @@ def test_the_real_stack_keeps_names_registry_data_and_serves_the_promoted_model_
     # without a state directory: new names, nothing in them
     fresh = _start(template, [], aws_port=0, api_port=0)
     print(f"start-up: first with a state dir {first_start:.2f}s, restart with the state {restart:.2f}s, "
-          f"without a state dir {fresh.startup_seconds:.2f}s")
+          f"without a state dir {fresh.startup_seconds:.2f}s; saved at the stop: {saved}")
     try:
         assert fresh.outputs["DataBucketName"] != bucket
         s3 = fresh.client("s3")
