@@ -580,7 +580,8 @@ def test_each_training_memory_has_its_train_function_and_the_state_machine_choos
         assert states[name]["Retry"] == states["Validate"]["Retry"]
     templates = [r["Properties"]["Targets"][0]["InputTransformer"]["InputTemplate"]
                  for lid, r in synth_api_key.resources("AWS::Events::Rule").items()
-                 if r["Properties"].get("EventPattern", {}).get("source") == ["aws.s3"] and not lid.startswith("Uploads")]
+                 if r["Properties"].get("EventPattern", {}).get("source") == ["aws.s3"]
+                 and not lid.startswith("Uploads")]
     assert sorted('"compute":{"type":"lambda","memory":6144}' in t for t in templates) == [False, True]
     assert sorted('"compute":{"type":"lambda","memory":3008}' in t for t in templates) == [False, True]
 
