@@ -394,8 +394,9 @@ def restore(cloud: LocalCloud, saved: Saved) -> dict[str, int]:
         counts["messages"] += len(messages)
 
     if data.get("logs"):
-        from moto.logs.models import LogGroup
+        from moto.logs.models import LogEvent, LogGroup
 
+        top = -1
         for name, group in pickle.loads(data["logs"]).items():
             live = b["logs"].groups.get(name)
             if live is None:
@@ -405,6 +406,8 @@ def restore(cloud: LocalCloud, saved: Saved) -> dict[str, int]:
                 stream.log_group = live
                 live.streams[stream_name] = stream
                 counts["log_events"] += len(stream.events)
+                top = max([top, *(e.event_id for e in stream.events)])
+        LogEvent._event_id = max(LogEvent._event_id, top + 1)  # moto numbers events per process: no duplicates
     return counts
 
 
