@@ -100,6 +100,14 @@ def test_the_real_stack_keeps_names_registry_data_and_serves_the_promoted_model_
         assert answer.status_code == 200, answer.text
         assert answer.json()["version"] == production
         assert answer.json()["predictions"] == ["setosa"]
+
+        # the cloud goes on from there: the next upload trains the next version, numbered after vN
+        more = b"\n".join(_iris().rstrip(b"\n").split(b"\n")[:-1]) + b"\n"  # other data (one row less)
+        cloud.client("s3").put_object(Bucket=bucket, Key="datasets/iris/iris-2.csv", Body=more)
+        after = cloud.wait_for_executions(outputs["PipelineArn"], timeout=240)
+        assert sorted(e["status"] for e in after) == ["SUCCEEDED", "SUCCEEDED"], after
+        versions = _signed("GET", outputs["ApiUrl"] + "models/iris").json()["versions"]
+        assert sorted(v["version"] for v in versions) == [production, production + 1]
     finally:
         cloud.stop()
     # without a state directory: new names, nothing in them
