@@ -596,6 +596,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "queued messages, logs) in DIR across restarts; without it every start is empty")
     p.set_defaults(run=cmd_local_up)
 
+    p = sub.add_parser("init", help="create a Shipyard project of your own (cdk.json, app.py, CI, sample data)")
+    p.add_argument("directory", help="the project folder (created if missing)")
+    p.add_argument("--force", action="store_true", help="overwrite the project's files if they exist")
+    p.add_argument("--stack-name", help="the CloudFormation stack name (default: from the folder's name)")
+    p.set_defaults(run=cmd_init)
+
     p = sub.add_parser("demo", help="the whole loop locally, end to end")
     p.add_argument("--aws-port", type=int, default=0, help="local AWS port (default: any free port)")
     p.add_argument("--api-port", type=int, default=0, help="local API port (default: any free port)")

@@ -266,11 +266,26 @@ def iris_csv() -> bytes:
     return buf.getvalue().encode()
 
 
+def demo_project(cwd: Path | None = None) -> Path:
+    """The project the demo runs: the current directory's if its cdk.json declares the demo's model
+    (a project from ``shipyard init``), else Shipyard's own checkout (its cdk.json declares it)."""
+    from infra.localstart import LocalStartError
+
+    for candidate in (Path.cwd() if cwd is None else cwd, PROJECT_ROOT):
+        try:
+            context = json.loads((candidate / "cdk.json").read_text()).get("context", {})
+        except (OSError, ValueError):
+            continue
+        if MODEL in ((context.get("shipyard") or {}).get("models") or {}):
+            return candidate
+    raise LocalStartError(f"the demo trains and serves a model named {MODEL!r}: run it in a project whose cdk.json "
+                          f"declares it (`shipyard init DIR` writes one)")
+
+
 def main(aws_port: int = 0, api_port: int = 0) -> int:
     started = time.time()
     print("Shipyard demo: the whole loop on the local cloud (no Docker, no AWS account)")
-    # Shipyard's own project (its cdk.json declares the iris model), whatever the current directory.
-    cloud = start_local_cloud(aws_port, api_port, project_dir=str(PROJECT_ROOT),
+    cloud = start_local_cloud(aws_port, api_port, project_dir=str(demo_project()),
                               log=lambda msg: print(f"    {msg}", flush=True))
     try:
         print(f"local cloud up in {time.time() - started:.1f}s — aws: {cloud.aws_url}  api: {cloud.api_url}")
