@@ -1,6 +1,6 @@
 """``python -m bench``: run every benchmark, print a table, write ``bench/results.json``.
 
-    python -m bench [--only inference,cold,pipeline,drift,memory] [--quick] [--out PATH]
+    python -m bench [--only inference,cold,pipeline,drift,memory,localapi] [--quick] [--out PATH]
 
 ``--quick`` shrinks every benchmark (smaller loops, 100k drift rows, a 10 MB memory CSV) for a smoke run; its figures
 are not the ones to quote. A full run takes ~5 minutes on 2 shared cores.
@@ -22,7 +22,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
 from bench.common import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-SECTIONS = ("inference", "cold", "pipeline", "drift", "memory")
+SECTIONS = ("inference", "cold", "pipeline", "drift", "memory", "localapi")
 GOALS = {
     "handler_vs_ort_b1000": "<= 1.5",
     "handler_vs_floor_b1000": "<= 1.25",
@@ -34,6 +34,8 @@ GOALS = {
     "train_peak_rss_ratio": "<= 5",
     "load_peak_rss_ratio": None,
     "train_s_per_100mb": None,
+    "local_api_p99_20_vs_1": None,
+    "local_api_connection_errors": None,
 }
 
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = value
         return value
 
-    from bench import drift, inference, memory, pipeline
+    from bench import drift, inference, localapi, memory, pipeline
 
     warm = section("inference", lambda: inference.warm(rounds=4 if args.quick else 10,
                                                        budget_seconds=10 if args.quick else 75, log=_log))
@@ -87,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     drifted = section("drift", lambda: drift.run(rows=100_000 if args.quick else drift.ROWS,
                                                  repeats=1 if args.quick else 3, log=_log))
     mem = section("memory", lambda: memory.run(rows=92_000 if args.quick else memory.ROWS, log=_log))
+    api = section("localapi", lambda: localapi.run(requests_1=20 if args.quick else 60,
+                                                   per_client=3 if args.quick else 10, log=_log))
 
     ratios = results["ratios"]
     notes = results["notes"]
@@ -115,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             ratios[key] = mem.get(key)
         if args.quick:
             notes["train_peak_rss_ratio"] = f"--quick: a {mem['csv_bytes'] / 1e6:.0f} MB CSV, not 100 MB"
+    if api is not None:
+        ratios["local_api_p99_20_vs_1"] = api.get("p99_ratio")
+        ratios["local_api_p50_20_vs_1"] = api.get("p50_ratio")
+        ratios["local_api_connection_errors"] = api.get("connection_errors")
     for key in GOALS:
         ratios.setdefault(key, None)
         if ratios[key] is None and key not in notes:
@@ -132,7 +140,8 @@ _SECTION_OF = {"handler_vs_ort_b1000": "inference", "handler_vs_floor_b1000": "i
                "handler_vs_floor_b1": "inference", "sklearn_handler_vs_handler_b1": "inference",
                "cold_start_ort_vs_sklearn": "cold", "pipeline_vs_bare": "pipeline",
                "evidently_vs_drift_1m": "drift", "train_peak_rss_ratio": "memory",
-               "load_peak_rss_ratio": "memory", "train_s_per_100mb": "memory"}
+               "load_peak_rss_ratio": "memory", "train_s_per_100mb": "memory",
+               "local_api_p99_20_vs_1": "localapi", "local_api_connection_errors": "localapi"}
 
 
 def _goal(key: str) -> str:
@@ -233,5 +242,13 @@ def table(results: dict) -> str:
             lines.append(f"| the same, above its imports alone ({imports:.0f} MiB), ÷ CSV "
                          f"bytes; seconds per 100 MB | {above:.0f} MiB; "
                          f"{mem[f'{mode}_s_per_100mb']:.1f} s | | {_fmt(mem[f'{mode}_above_imports_ratio'])}× | |")
+    api = results.get("localapi")
+    if api is not None:
+        n = api["clients"]
+        for stat in ("p50", "p99"):
+            lines.append(f"| local API, signed POST predict: {n} concurrent clients vs 1, {stat} "
+                         f"({api['connection_errors']} connection errors, non-200: {api['non_200'] or 'none'}) | "
+                         f"{api[f'clients_{n}'][f'{stat}_ms']:.1f} ms | {api['one_client'][f'{stat}_ms']:.1f} ms | "
+                         f"{_fmt(api[f'{stat}_ratio'])}× | |")
     lines += ["", "ratios: " + json.dumps(results["ratios"])]
     return "\n".join(lines)

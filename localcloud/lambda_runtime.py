@@ -37,10 +37,11 @@ from .patches import Seam
 WORKER = str(Path(__file__).with_name("_worker.py"))
 MEMORY_POLL = 0.05  # seconds between looks at a running invocation's peak memory
 INIT_TIMEOUT = 60.0  # seconds a worker may take to import its handler (heavier than Lambda's 10 s: shared CPUs)
-# Concurrent workers (execution environments) of one function without reserved concurrency: Lambda's
-# account default is 1000 for all functions; a laptop runs this many per function, and an invocation
-# beyond it waits for a free worker. A function's ReservedConcurrentExecutions is its cap instead (an
-# invocation beyond it is throttled, as Lambda does). Environment: LOCALCLOUD_LAMBDA_CONCURRENCY.
+# Concurrent workers (execution environments) of one function: Lambda's account default is 1000 for
+# all functions; a laptop runs at most this many per function (a smaller ReservedConcurrentExecutions
+# is the cap instead), and an invocation beyond it waits for a free worker. A synchronous invocation
+# beyond the function's reserved concurrency (invocations in flight, waiting ones included) is
+# throttled, as Lambda does. Environment: LOCALCLOUD_LAMBDA_CONCURRENCY.
 DEFAULT_CONCURRENCY = 10
 # Seconds an idle worker is kept warm before it is stopped (Lambda recycles idle environments after
 # minutes). Environment: LOCALCLOUD_LAMBDA_IDLE_SECONDS.
@@ -311,6 +312,7 @@ class LambdaRuntime:
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)  # a worker slot became free
         self._running: dict[str, int] = {}  # function -> invocations holding a worker slot
+        self._inflight: dict[str, int] = {}  # function -> invocations holding or waiting for one
         self.concurrency = max(1, int(concurrency if concurrency is not None
                                       else os.environ.get("LOCALCLOUD_LAMBDA_CONCURRENCY", DEFAULT_CONCURRENCY)))
         self.idle_timeout = float(idle_timeout if idle_timeout is not None
@@ -384,8 +386,10 @@ class LambdaRuntime:
         return spec
 
     def limit(self, spec: FunctionSpec) -> int:
-        """How many workers the function may run at once: its reserved concurrency, else the default."""
-        return spec.reserved_concurrency if spec.reserved_concurrency is not None else self.concurrency
+        """How many workers the function may run at once: the local cap, or its reserved concurrency if lower."""
+        if spec.reserved_concurrency is not None:
+            return max(1, min(spec.reserved_concurrency, self.concurrency))
+        return self.concurrency
 
     def workers(self, name: str) -> int:
         """The function's live workers (idle and busy)."""
@@ -394,18 +398,23 @@ class LambdaRuntime:
                     + sum(1 for w in self._busy if w.spec.name == name))
 
     def _acquire(self, spec: FunctionSpec, wait: bool) -> None:
-        """A worker slot of the function: waits for one at the default cap; at a reserved concurrency
-        raises `Throttled` (unless `wait`: an asynchronous invocation, which Lambda queues)."""
+        """A worker slot of the function, waiting for one at the cap. With the function's reserved
+        concurrency in flight already, raises `Throttled` (unless `wait`: an asynchronous invocation,
+        which Lambda queues; a reserved concurrency of 0 throttles every invocation)."""
+        name, reserved = spec.name, spec.reserved_concurrency
         with self._lock:
-            while self._running.get(spec.name, 0) >= self.limit(spec):
-                if spec.reserved_concurrency is not None and not wait:
-                    raise Throttled(spec.name)
+            inflight = self._inflight.get(name, 0)
+            if reserved is not None and (reserved == 0 or (not wait and inflight >= reserved)):
+                raise Throttled(name)
+            self._inflight[name] = inflight + 1
+            while self._running.get(name, 0) >= self.limit(spec):
                 self._freed.wait(1.0)
-            self._running[spec.name] = self._running.get(spec.name, 0) + 1
+            self._running[name] = self._running.get(name, 0) + 1
 
     def _release(self, spec: FunctionSpec) -> None:
         with self._lock:
             self._running[spec.name] = max(0, self._running.get(spec.name, 0) - 1)
+            self._inflight[spec.name] = max(0, self._inflight.get(spec.name, 0) - 1)
             self._freed.notify_all()
 
     def _checkout(self, spec: FunctionSpec) -> _Worker:
