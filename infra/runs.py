@@ -222,6 +222,8 @@ class Progress:
         self.out = out or sys.stderr
         self.last_id = 0
         self.entered: dict[str, float] = {}
+        self.state: str | None = None  # the task state running now
+        self.error = False  # its last attempt failed (a retry or a Catch follows)
 
     def _say(self, event: dict, text: str) -> None:
         when = event["timestamp"].astimezone(UTC).strftime("%H:%M:%S")
@@ -236,20 +238,31 @@ class Progress:
             if kind.endswith("StateEntered") and not kind.startswith("Choice"):
                 name = e["stateEnteredEventDetails"]["name"]
                 self.entered[name] = e["timestamp"].timestamp()
+                self.state, self.error = name, False
                 if kind.startswith("Task"):
                     self._say(e, f"{name} …")
                 else:
                     self._say(e, f"-> {name}")
+            elif kind in ("TaskScheduled", "LambdaFunctionScheduled") and self.error:
+                self.error = False
+                self._say(e, f"{self.state} retrying")
+            elif kind in ("TaskSucceeded", "LambdaFunctionSucceeded"):
+                self.error = False
             elif kind == "TaskStateExited":
                 details = e["stateExitedEventDetails"]
                 name = details["name"]
                 took = e["timestamp"].timestamp() - self.entered.get(name, e["timestamp"].timestamp())
-                self._say(e, f"{name} done ({took:.1f} s){self._detail(name, _json(details.get('output')) or {})}")
+                if self.error:  # caught: the run goes to MarkFailed
+                    self._say(e, f"{name} failed ({took:.1f} s)")
+                else:
+                    self._say(e, f"{name} done ({took:.1f} s){self._detail(name, _json(details.get('output')) or {})}")
+                self.state, self.error = None, False
             elif kind in ("TaskFailed", "TaskTimedOut", "LambdaFunctionFailed", "LambdaFunctionTimedOut"):
                 details = next((v for k, v in e.items() if k.endswith("EventDetails")), {}) or {}
                 cause = _json(details.get("cause"))
                 if isinstance(cause, dict):
                     cause = cause.get("errorMessage") or cause
+                self.error = True
                 self._say(e, f"  error {details.get('error', kind)}: {_short(str(cause or ''), 300)}")
 
     @staticmethod

@@ -109,7 +109,7 @@ def test_wait_on_a_failing_upload_exits_4_with_the_reason(cloud, run, registry, 
     (v,) = registry.versions_from_dataset(r.bucket, r.key, r.version_id)
     assert line == f"animals v{v['version']} failed: {registry.get_version('animals', v['version'])['reason']}"
     assert "target column 'species' not found" in line
-    assert "Train …" in err and "error DatasetError" in err and "-> Failed" in err, err
+    assert "Train …" in err and "error DatasetError" in err and "Train failed (" in err and "-> Failed" in err, err
     status, out, _ = cli("runs", "animals", "--json")
     (mine,) = json.loads(out)["runs"]
     assert (mine["status"], mine["outcome"], mine["version_status"]) == ("FAILED", "failed", "failed")
