@@ -224,6 +224,33 @@ def test_start_and_stop_leave_no_temporary_directories(tmp_path, monkeypatch):
     assert sorted(p.name for p in private.iterdir()) == []
 
 
+def test_local_up_removes_its_temporary_directories_on_sigterm(tmp_path):
+    import signal
+
+    project = _project(tmp_path / "project")
+    private = tmp_path / "tmp"
+    private.mkdir()
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, TMPDIR=str(private), PYTHONPATH=str(root),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    with open(tmp_path / "stderr", "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "local", "up", "--aws-port", "0",
+                                 "--api-port", "0"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=stderr,
+                                text=True)
+    try:
+        deadline = time.time() + 120
+        for line in proc.stdout:
+            if line.strip() == "ready" or time.time() > deadline:
+                break
+        assert any(private.iterdir()), (tmp_path / "stderr").read_text()[-2000:]  # the synthesized cdk.out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+        proc.stdout.close()
+    assert code == 0, (tmp_path / "stderr").read_text()[-2000:]
+    assert sorted(p.name for p in private.iterdir()) == []
+
+
 def _worker_processes(handler: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
