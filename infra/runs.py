@@ -52,11 +52,18 @@ class Runs:
     def __init__(self, sfn, pipeline_arn: str, model: str):
         self.sfn, self.pipeline_arn, self.model = sfn, pipeline_arn, model
         self._inputs: dict[str, dict] = {}
+        self._ended: dict[str, dict] = {}  # descriptions of ended executions (they change no more)
 
     def _input(self, arn: str) -> dict:
         if arn not in self._inputs:
-            self._inputs[arn] = _json(self.sfn.describe_execution(executionArn=arn).get("input")) or {}
+            desc = self.sfn.describe_execution(executionArn=arn)
+            self._inputs[arn] = _json(desc.get("input")) or {}
+            if desc.get("status") != "RUNNING":
+                self._ended[arn] = desc
         return self._inputs[arn]
+
+    def describe(self, arn: str) -> dict:
+        return self._ended.get(arn) or self.sfn.describe_execution(executionArn=arn)
 
     def __iter__(self):
         """List entries (executionArn, name, status, startDate, stopDate) of this model's runs, newest
@@ -173,8 +180,9 @@ def cmd_runs(args) -> int:
     all_versions = registry.list_versions(args.model)
     versions = {v["execution_arn"]: v for v in all_versions if v.get("execution_arn")}
     found = []
-    for entry in Runs(sfn, pipeline_arn, args.model):
-        desc = sfn.describe_execution(executionArn=entry["executionArn"])
+    runs = Runs(sfn, pipeline_arn, args.model)
+    for entry in runs:
+        desc = runs.describe(entry["executionArn"])
         found.append(summarize(desc, versions.get(entry["executionArn"])))
         if args.limit and len(found) >= args.limit:
             break
