@@ -14,7 +14,8 @@ import pytest
 
 from tests.pipeline import data
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:.*WaitConditionHandle")]
 
 STREAM = re.compile(r"^\d{4}/\d{2}/\d{2}/\[\$LATEST\][0-9a-f]{32}$")
 
@@ -228,3 +229,70 @@ def test_logs_of_an_unknown_function_lists_the_known_ones(cli):
         assert name in err, err
     status, _, err = cli("logs", "train", "--since", "yesterday")
     assert status == 1 and "expected a duration" in err
+
+
+# --------------------------------------------------------------------------- the parts, without a cloud
+
+
+def test_since_takes_durations_and_iso_times():
+    from infra.cli import CliError
+    from infra.logs import parse_since
+
+    now = 1_700_000_000.0
+    assert parse_since("10m", now) == parse_since("10", now) == int((now - 600) * 1000)
+    assert parse_since("90s", now) == int((now - 90) * 1000) and parse_since("1d", now) == int((now - 86400) * 1000)
+    assert parse_since("2026-01-31T12:00:00Z") == parse_since("2026-01-31T12:00:00") == 1769860800000
+    with pytest.raises(CliError, match="expected a duration"):
+        parse_since("yesterday")
+
+
+def test_functions_are_known_by_their_handlers_module():
+    from infra.logs import logical_name
+
+    assert [logical_name(h) for h in (
+        "functions.pipeline.train.handler", "functions.pipeline.record.handler", "functions.inference.handler.handler",
+        "functions.drift.handler.handler", "functions.drift.retrain.handler", "index.handler")] == [
+        "train", "record", "inference", "drift", "retrain", "index"]
+
+
+def test_function_logs_are_batched_per_worker_stream(monkeypatch):
+    """Lines go into a buffer per worker (log reader thread); the invocation's end writes them with
+    its REPORT line, in one PutLogEvents per stream; a killed worker's message is written for it."""
+    import threading
+
+    from localcloud import functionlogs
+
+    calls = []
+
+    class Backend:
+        groups: dict = {}
+
+        def create_log_group(self, name, tags):
+            self.groups[name] = type("G", (), {"streams": set()})()
+
+        def create_log_stream(self, group, stream):
+            self.groups[group].streams.add(stream)
+
+        def put_log_events(self, group, stream, events):
+            calls.append((group, stream, [e["message"] for e in events]))
+
+    logs = functionlogs.FunctionLogs("123456789012", "us-east-1", interval=60)
+    monkeypatch.setattr(logs, "_backend", lambda: Backend())
+
+    def worker(rid):
+        for line in (f"START RequestId: {rid} Version: $LATEST", "hello", f"END RequestId: {rid}"):
+            logs.line("fn", line)
+
+    threads = [threading.Thread(target=worker, args=(rid,)) for rid in ("r1", "r2")]
+    for t in threads:
+        t.start()
+        t.join()
+    assert calls == []  # buffered
+    logs.invoked("fn", "r1", 12.3, 256)
+    logs.invoked("fn", "r2", 1.0, 256, {"errorType": "Sandbox.Timedout", "errorMessage": "Task timed out after 3.00 s"})
+    (g1, s1, m1), (g2, s2, m2) = calls
+    assert g1 == g2 == "/aws/lambda/fn" and s1 != s2 and STREAM.match(s1) and STREAM.match(s2)
+    assert m1 == ["START RequestId: r1 Version: $LATEST", "hello", "END RequestId: r1",
+                  "REPORT RequestId: r1\tDuration: 12.30 ms\tBilled Duration: 13 ms\tMemory Size: 256 MB"]
+    assert m2[-3:] == ["Task timed out after 3.00 s", "END RequestId: r2",
+                       "REPORT RequestId: r2\tDuration: 1.00 ms\tBilled Duration: 1 ms\tMemory Size: 256 MB"]
