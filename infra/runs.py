@@ -302,11 +302,12 @@ def exit_status(summary: dict) -> int:
             "running": EXIT_TIMED_OUT}.get(summary["outcome"], EXIT_FAILED)
 
 
-def follow(sfn, execution_arn: str, model: str, registry, timeout: float | None = None, out=None) -> int:
+def follow(sfn, execution_arn: str, model: str, registry, timeout: float | None = None, out=None,
+           since: float | None = None) -> int:
     """Print a run's steps as they happen until it ends (or `timeout` seconds pass); the outcome line
-    on stdout; returns the exit status (module docstring)."""
+    on stdout; returns the exit status (module docstring). `timeout` counts from `since` (default: now)."""
     progress = Progress(out)
-    deadline = None if not timeout else time.time() + timeout
+    deadline = None if not timeout else (since or time.time()) + timeout
     desc = sfn.describe_execution(executionArn=execution_arn)
     print(f"{model}: run {desc['name']} ({execution_arn})", file=progress.out, flush=True)
     while True:
@@ -333,7 +334,7 @@ def follow(sfn, execution_arn: str, model: str, registry, timeout: float | None 
     return exit_status(summary)
 
 
-def _find_run(runs: Runs, s3, bucket: str | None, model: str) -> str:
+def _find_run(runs: Runs, s3, bucket: str | None, model: str, appear: float = APPEAR_SECONDS) -> str:
     """The newest run of the model, or the run the newest upload is starting (waited for briefly)."""
     from functions.pipeline.execution import latest_dataset
     from infra.cli import CliError
@@ -354,7 +355,7 @@ def _find_run(runs: Runs, s3, bucket: str | None, model: str) -> str:
         if fresh and not started_by_upload(newest):
             print(f"{model}: waiting for the run of s3://{bucket}/{upload['key']} (version {upload['version_id']}) "
                   "to start …", file=sys.stderr, flush=True)
-            deadline = time.time() + APPEAR_SECONDS
+            deadline = time.time() + appear
             while time.time() < deadline:
                 _sleep(POLL_SECONDS)
                 candidate = runs.newest()
@@ -362,7 +363,7 @@ def _find_run(runs: Runs, s3, bucket: str | None, model: str) -> str:
                                               or candidate["executionArn"] != newest["executionArn"]):
                     return candidate["executionArn"]
             raise CliError(f"the newest dataset of {model}, s3://{bucket}/{upload['key']} (version "
-                           f"{upload['version_id']}), started no run in {APPEAR_SECONDS:g} s (its upload event may "
+                           f"{upload['version_id']}), started no run in {appear:g} s (its upload event may "
                            "be in the pipeline's dead-letter queue); `shipyard runs "
                            f"{model}` lists the runs there are")
     if newest is None:
@@ -379,6 +380,7 @@ def cmd_wait(args) -> int:
     registry = _registry(args)
     _known_model(registry, args.model)
     sfn, pipeline_arn, outputs = _pipeline(args)
+    began = time.time()
     if args.version is not None:
         v = registry.get_version(args.model, args.version)
         if not v.get("execution_arn"):
@@ -386,5 +388,5 @@ def cmd_wait(args) -> int:
         arn = v["execution_arn"]
     else:
         arn = _find_run(Runs(sfn, pipeline_arn, args.model), boto3.client("s3"), outputs.get("DataBucketName"),
-                        args.model)
-    return follow(sfn, arn, args.model, registry, args.timeout)
+                        args.model, min(APPEAR_SECONDS, args.timeout or APPEAR_SECONDS))
+    return follow(sfn, arn, args.model, registry, args.timeout, since=began)  # finding it counts too
