@@ -471,9 +471,13 @@ class LambdaRuntime:
             w.kill()
         return len(stale)
 
-    def invoke(self, name: str, event: Any, sync: bool = True) -> Invocation:
+    def invoke(self, name: str, event: Any, sync: bool | None = None) -> Invocation:
         """Run one invocation in a warm (or new) worker. At the function's worker cap it waits for a
-        free one; at its reserved concurrency a synchronous invocation raises `Throttled`."""
+        free one; at its reserved concurrency a synchronous invocation raises `Throttled`. `sync`:
+        None is what the moto seam says of the call being served (else synchronous)."""
+        if sync is None:
+            sync = getattr(_calls, "runtime_sync", None)
+            sync = True if sync is None else sync
         spec = self.functions.get(name)
         if spec is None:
             raise KeyError(f"function {name!r} is not registered with the local Lambda runtime")
@@ -524,7 +528,7 @@ class LambdaRuntime:
 
 # --------------------------------------------------------------------------- the moto seam
 
-_calls = threading.local()  # .sync: this thread is serving a RequestResponse Invoke API call
+_calls = threading.local()  # .sync: serving a RequestResponse Invoke API call; .runtime_sync: what invoke() is told
 
 
 def _lambda_error(status: int, error_type: str, message: str, **fields: Any) -> Exception:
@@ -556,11 +560,15 @@ def _patch(seam: Seam) -> None:
             rt.spec_for_moto_function(self)
         reserved = getattr(self, "reserved_concurrency", None)
         rt.functions[self.function_name].reserved_concurrency = None if reserved in (None, "") else int(reserved)
+        # synchronous only when serving a RequestResponse Invoke API call (not SNS, S3 → Lambda, Event)
+        _calls.runtime_sync = bool(getattr(_calls, "sync", False))
         try:
-            inv = rt.invoke(self.function_name, event, sync=getattr(_calls, "sync", False))
+            inv = rt.invoke(self.function_name, event)
         except Throttled:
             raise _lambda_error(429, "TooManyRequestsException", "Rate Exceeded.",
                                 Reason="ReservedFunctionConcurrentInvocationLimitExceeded") from None
+        finally:
+            _calls.runtime_sync = None
         try:
             self.save_logs(inv.logs + f"\nREPORT RequestId: {inv.request_id}\tDuration: {inv.duration_ms} ms")
         except Exception:
