@@ -235,7 +235,7 @@ def _num(v: Any, digits: int = 4) -> str:
 
 
 def format_evaluation(ev: dict) -> str:
-    from infra.cli import _table
+    from infra.commandline import _table
 
     rows = ev["rows"]
     which = " (production)" if ev["production"] else ""

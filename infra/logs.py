@@ -33,7 +33,7 @@ def _sleep(seconds: float) -> None:  # a seam for tests (`--follow` ends on Keyb
 def parse_since(text: str, now: float | None = None) -> int:
     """``10m``, ``90s``, ``2h``, ``1d``, ``1w`` (a bare number is minutes) ago, or an ISO 8601 time:
     epoch milliseconds."""
-    from infra.cli import CliError
+    from infra.commandline import CliError
 
     now = time.time() if now is None else now
     m = _DURATION.match(text)
@@ -102,7 +102,7 @@ def resolve_function(stack: str, name: str, session=None) -> dict:
     import boto3
     from botocore.exceptions import ClientError
 
-    from infra.cli import CliError
+    from infra.commandline import CliError
 
     known = stack_functions(stack, session)
     if name.lower() in known:
@@ -142,7 +142,7 @@ def cmd_logs(args) -> int:
     import boto3
     from botocore.exceptions import ClientError
 
-    from infra.cli import EXIT_OK, _stack_name
+    from infra.commandline import EXIT_OK, _stack_name
 
     stack = _stack_name(args)
     fn = resolve_function(stack, args.function)

@@ -443,7 +443,7 @@ def progress_printer(err=None) -> Callable[[str], None]:
 
 def run_predict(args, api: Api, target: str | None) -> int:
     """``shipyard predict``: returns the exit status (0: every row predicted)."""
-    from infra.cli import _table
+    from infra.commandline import _table
 
     table = read_table(Path(args.file))
     version = args.version

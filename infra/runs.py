@@ -145,7 +145,7 @@ def _versions_by_execution(registry, model: str) -> dict[str, dict]:
 
 
 def _known_model(registry, model: str) -> None:
-    from infra.cli import CliError
+    from infra.commandline import CliError
 
     names = [m["name"] for m in registry.list_models()]
     if model not in names:
@@ -155,7 +155,7 @@ def _known_model(registry, model: str) -> None:
 def _pipeline(args) -> tuple:
     import boto3
 
-    from infra.cli import _output, _stack_name, stack_outputs
+    from infra.commandline import _output, _stack_name, stack_outputs
 
     stack = _stack_name(args)
     outputs = stack_outputs(stack)
@@ -172,7 +172,7 @@ def _short(text: str | None, width: int) -> str | None:
 
 
 def cmd_runs(args) -> int:
-    from infra.cli import EXIT_OK, _registry, _table
+    from infra.commandline import EXIT_OK, _registry, _table
 
     registry = _registry(args)
     _known_model(registry, args.model)
@@ -337,7 +337,7 @@ def follow(sfn, execution_arn: str, model: str, registry, timeout: float | None 
 def _find_run(runs: Runs, s3, bucket: str | None, model: str, appear: float = APPEAR_SECONDS) -> str:
     """The newest run of the model, or the run the newest upload is starting (waited for briefly)."""
     from functions.pipeline.execution import latest_dataset
-    from infra.cli import CliError
+    from infra.commandline import CliError
 
     newest = runs.newest()
     upload = None
@@ -375,7 +375,7 @@ def _find_run(runs: Runs, s3, bucket: str | None, model: str, appear: float = AP
 def cmd_wait(args) -> int:
     import boto3
 
-    from infra.cli import CliError, _registry
+    from infra.commandline import CliError, _registry
 
     registry = _registry(args)
     _known_model(registry, args.model)

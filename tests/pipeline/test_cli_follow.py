@@ -235,7 +235,7 @@ def test_logs_of_an_unknown_function_lists_the_known_ones(cli):
 
 
 def test_since_takes_durations_and_iso_times():
-    from infra.cli import CliError
+    from infra.commandline import CliError
     from infra.logs import parse_since
 
     now = 1_700_000_000.0
