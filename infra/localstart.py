@@ -3,7 +3,9 @@
 ``start_local_cloud`` synthesizes the project (its own ``cdk.json`` and app, without building
 layers: the functions run on this interpreter) or loads an assembly already synthesized, and
 starts the local cloud on it. What the user can act on (no ``cdk.json``, an app that does not
-synthesize, a port in use) raises :class:`LocalStartError`.
+synthesize, an assembly that is not there or misses a function's code asset, a port in use) raises
+:class:`LocalStartError`, before anything is served. A relative ``assembly`` is relative to the
+current directory; a cdk.out synthesized here is the cloud's to remove when it stops.
 """
 from __future__ import annotations
 
