@@ -60,12 +60,12 @@ def _fn(handler, memory=128, timeout=30, reserved=None, key="app.zip"):
     return {"Type": "AWS::Lambda::Function", "Properties": props}
 
 
-def _method(resource, auth):
+def _method(resource, auth, function="Echo"):
     return {"Type": "AWS::ApiGateway::Method", "Properties": {
         "RestApiId": {"Ref": "RestApi"}, "ResourceId": {"Ref": resource}, "HttpMethod": "POST",
         "AuthorizationType": auth,
         "Integration": {"Type": "AWS_PROXY", "IntegrationHttpMethod": "POST", "Uri": {"Fn::Sub":
-            "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${Echo.Arn}"
+            "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${" + function + ".Arn}"
             "/invocations"}}}}
 
 
@@ -89,10 +89,17 @@ TEMPLATE = {
         "Open": {"Type": "AWS::ApiGateway::Resource", "Properties": {
             "RestApiId": {"Ref": "RestApi"}, "ParentId": {"Fn::GetAtt": ["RestApi", "RootResourceId"]},
             "PathPart": "open"}},
+        "Held": {"Type": "AWS::ApiGateway::Resource", "Properties": {
+            "RestApiId": {"Ref": "RestApi"}, "ParentId": {"Fn::GetAtt": ["RestApi", "RootResourceId"]},
+            "PathPart": "held"}},
+        "ReservedFromApiGateway": {"Type": "AWS::Lambda::Permission", "Properties": {
+            "FunctionName": {"Ref": "Reserved"}, "Action": "lambda:InvokeFunction",
+            "Principal": "apigateway.amazonaws.com"}},
         "SignedPost": _method("Signed", "AWS_IAM"),
         "OpenPost": _method("Open", "NONE"),
+        "HeldPost": _method("Held", "NONE", function="Reserved"),
         "Deployment": {"Type": "AWS::ApiGateway::Deployment", "Properties": {"RestApiId": {"Ref": "RestApi"}},
-                       "DependsOn": ["SignedPost", "OpenPost"]},
+                       "DependsOn": ["SignedPost", "OpenPost", "HeldPost"]},
         "Stage": {"Type": "AWS::ApiGateway::Stage", "Properties": {
             "RestApiId": {"Ref": "RestApi"}, "DeploymentId": {"Ref": "Deployment"}, "StageName": "prod"}},
     },
@@ -326,7 +333,7 @@ class TestOnOneCloud:
     def test_a_function_at_its_reserved_concurrency_is_throttled(self, cloud):
         lam = cloud.client("lambda")
         name = cloud.physical_ids["Reserved"]
-        first = threading.Thread(target=lambda: lam.invoke(FunctionName=name, Payload=b'{"sleep": 3}'))
+        first = threading.Thread(target=lambda: lam.invoke(FunctionName=name, Payload=b'{"sleep": 5}'))
         first.start()
         time.sleep(1.5)
         try:
@@ -334,6 +341,9 @@ class TestOnOneCloud:
                 cloud.bus.client("lambda").invoke(FunctionName=name, Payload=b'{"sleep": 0}')
             assert info.value.response["Error"]["Code"] == "TooManyRequestsException"
             assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+            # through API Gateway (a Lambda proxy integration): its integration failure, a 500
+            resp = requests.post(cloud.outputs["ApiUrl"] + "held", data=b"{}", timeout=60)
+            assert resp.status_code == 500 and resp.json() == {"message": "Internal server error"}
         finally:
             first.join()
         assert json.loads(lam.invoke(FunctionName=name, Payload=b'{"sleep": 0}')["Payload"].read()) == "held"
