@@ -25,7 +25,9 @@ class CliError(Exception):
 
 def _read_project_config(path: Path = Path("cdk.json")) -> dict:
     try:
-        return json.loads(path.read_text()).get("context", {}).get("shipyard", {}) or {}
+        from infra.config import without_comments
+
+        return without_comments(json.loads(path.read_text()).get("context", {}).get("shipyard", {}) or {})
     except FileNotFoundError:
         return {}
     except (json.JSONDecodeError, AttributeError) as err:

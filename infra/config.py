@@ -280,8 +280,6 @@ def _suggest(word: str, options) -> str:
 
 def _check_keys(raw: Mapping, allowed, prefix: str, model: str | None) -> None:
     for key in raw:
-        if isinstance(key, str) and key.startswith("//"):  # a comment (cdk.json is JSON: no comments)
-            continue
         if not isinstance(key, str) or key not in allowed:
             raise ConfigError(
                 f"{prefix}{key}",
@@ -698,9 +696,19 @@ def _load_uploads(raw) -> UploadsConfig:
     return UploadsConfig(alarm_unowned=alarm)
 
 
+def without_comments(value: Any) -> Any:
+    """``value`` without its comments: cdk.json is JSON, so a comment is a key starting with ``//``
+    (``"// drift": "…"``), at any level."""
+    if isinstance(value, Mapping):
+        return {k: without_comments(v) for k, v in value.items() if not (isinstance(k, str) and k.startswith("//"))}
+    if isinstance(value, list):
+        return [without_comments(v) for v in value]
+    return value
+
+
 def load_config(raw: Mapping | None) -> ShipyardConfig:
-    """Validate ``context.shipyard`` and return it typed, with every default filled in."""
-    raw = {} if raw is None else _mapping(raw, "shipyard", None)
+    """Validate ``context.shipyard`` (comments left out) and return it typed, with every default filled in."""
+    raw = {} if raw is None else without_comments(_mapping(raw, "shipyard", None))
     _check_keys(raw, TOP_KEYS, "", None)
     d = ShipyardConfig()
 
@@ -715,8 +723,7 @@ def load_config(raw: Mapping | None) -> ShipyardConfig:
                            what="Lambda architecture")
 
     models_raw = _mapping(raw.get("models", {}), "models", None)
-    models = {name: _load_model(name, spec) for name, spec in models_raw.items()
-              if not (isinstance(name, str) and name.startswith("//"))}
+    models = {name: _load_model(name, spec) for name, spec in models_raw.items()}
     return ShipyardConfig(
         stack_name=stack_name,
         alarm_email=alarm_email,

@@ -122,3 +122,11 @@ def test_the_project_cdk_json_is_valid_config_with_comments_and_shipyards_featur
 
 def test_from_a_checkout_the_project_depends_on_it_by_path():
     assert shipyard_requirement() == f"shipyard[cdk,local,runtime,training] @ {ROOT.as_uri()}"
+
+
+def test_comments_are_not_models_for_the_cli(tmp_path, monkeypatch):
+    from infra.commandline import _read_project_config
+
+    create_project(tmp_path / "p")
+    config = _read_project_config(tmp_path / "p" / "cdk.json")
+    assert list(config["models"]) == ["iris"] and not any(k.startswith("//") for k in config["models"]["iris"])
