@@ -410,6 +410,15 @@ def _batch_size(text: str) -> int:
     return n
 
 
+def _add_api_arguments(p: argparse.ArgumentParser) -> None:
+    """How predict and evaluate reach the API, and how many rows go in one request."""
+    p.add_argument("--api-url", help="API base URL (default: the stack's ApiUrl output)")
+    p.add_argument("--auth", choices=AUTH_MODES, help="API auth (default: cdk.json api.auth)")
+    p.add_argument("--api-key", help="API key when auth is api_key (default: SHIPYARD_API_KEY)")
+    p.add_argument("--batch-size", type=_batch_size, default=1000, metavar="N",
+                   help="rows per request (default and most: 1000, the API's limit)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipyard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", help="CloudFormation stack name (default: SHIPYARD_STACK, cdk.json, 'Shipyard')")
@@ -442,16 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("file", help="FILE.csv (header = feature names) or FILE.json")
     p.add_argument("--version", type=int, help="pin a version instead of production")
-    p.add_argument("--api-url", help="API base URL (default: the stack's ApiUrl output)")
-    p.add_argument("--auth", choices=AUTH_MODES, help="API auth (default: cdk.json api.auth)")
-    p.add_argument("--api-key", help="API key when auth is api_key (default: SHIPYARD_API_KEY)")
+    _add_api_arguments(p)
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
     p.add_argument("--id-column", metavar="NAME",
                    help="a column that names each row: not sent to the model, kept beside each prediction")
     p.add_argument("--output", "-o", metavar="FILE.csv",
                    help="write id, line, prediction, probability per class and version to this CSV")
-    p.add_argument("--batch-size", type=_batch_size, default=1000, metavar="N",
-                   help="rows per request (default and most: 1000, the API's limit)")
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a labelled CSV with a served version: metric, confusion matrix "
@@ -459,11 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("file", help="FILE.csv with the model's features and its target column")
     p.add_argument("--version", type=int, help="the version to evaluate (default: production)")
-    p.add_argument("--api-url", help="API base URL (default: the stack's ApiUrl output)")
-    p.add_argument("--auth", choices=AUTH_MODES, help="API auth (default: cdk.json api.auth)")
-    p.add_argument("--api-key", help="API key when auth is api_key (default: SHIPYARD_API_KEY)")
-    p.add_argument("--batch-size", type=_batch_size, default=1000, metavar="N",
-                   help="rows per request (default and most: 1000, the API's limit)")
+    _add_api_arguments(p)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(run=cmd_evaluate)
 

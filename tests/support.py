@@ -34,3 +34,19 @@ def create_artifact_bucket(client, name: str = "artifacts") -> str:
     client.create_bucket(Bucket=name)
     client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     return name
+
+
+def local_up_kwargs(monkeypatch, *flags: str) -> dict:
+    """What ``shipyard local up FLAGS`` passes to ``start_local_cloud`` (stopped there)."""
+    from infra import cli
+    from infra.localstart import LocalStartError
+
+    seen: dict = {}
+
+    def start(*args, **kwargs):
+        seen.update(kwargs)
+        raise LocalStartError("stopped here")
+
+    monkeypatch.setattr(cli, "start_local_cloud", start)
+    assert cli.main(["local", "up", *flags]) == cli.EXIT_ERROR
+    return seen

@@ -19,6 +19,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from tests.local.conftest import TEMPLATE
+from tests.support import local_up_kwargs
 
 FEATURES = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
@@ -244,18 +245,7 @@ def test_saves_are_atomic_and_periodic_while_something_changes(asset_dir, tmp_pa
 
 @pytest.mark.parametrize(("flag", "state_dir"), [([], None), (["--state-dir", "some/dir"], "some/dir")])
 def test_local_up_passes_the_state_dir_to_the_local_cloud(monkeypatch, flag, state_dir):
-    from infra import cli
-    from infra.localstart import LocalStartError
-
-    seen = {}
-
-    def start(*args, **kwargs):
-        seen.update(kwargs)
-        raise LocalStartError("stopped here")
-
-    monkeypatch.setattr(cli, "start_local_cloud", start)
-    assert cli.main(["local", "up", *flag]) == cli.EXIT_ERROR
-    assert seen["state_dir"] == state_dir
+    assert local_up_kwargs(monkeypatch, *flag)["state_dir"] == state_dir
 
 
 def test_local_up_saves_the_state_when_interrupted(shipyard_assembly, tmp_path):

@@ -16,6 +16,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from tests.support import local_up_kwargs
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -57,17 +59,8 @@ def test_local_up_prints_endpoints_serves_the_stack_and_stops_on_sigterm(tmp_pat
 @pytest.mark.parametrize(("flag", "enforced"), [([], True), (["--iam", "on"], True), (["--iam", "off"], False)])
 def test_local_up_passes_the_iam_choice_to_the_local_cloud(monkeypatch, capsys, flag, enforced):
     from infra import cli
-    from infra.localstart import LocalStartError
 
-    seen = {}
-
-    def start(*args, **kwargs):
-        seen.update(kwargs)
-        raise LocalStartError("stopped here")
-
-    monkeypatch.setattr(cli, "start_local_cloud", start)
-    assert cli.main(["local", "up", *flag]) == cli.EXIT_ERROR
-    assert seen["iam"] is enforced
+    assert local_up_kwargs(monkeypatch, *flag)["iam"] is enforced
     with pytest.raises(SystemExit):
         cli.main(["local", "up", "--iam", "maybe"])
     assert "invalid choice: 'maybe'" in capsys.readouterr().err
