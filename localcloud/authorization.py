@@ -61,7 +61,6 @@ class Authorizer:
         self.account, self.region, self.enforce = account, region, enforce
         self.denials: list[Denial] = []
         self._lock = threading.Lock()
-        self._key_schemas: dict[str, str | None] = {}
         self._issued: dict[tuple[str, str], dict[str, str]] = {}
 
     # ------------------------------------------------------------------ moto's state (read only)
@@ -157,15 +156,14 @@ class Authorizer:
         return None, False
 
     def key_schema(self, table: str) -> str | None:
-        """The partition key attribute of a DynamoDB table (for ``dynamodb:LeadingKeys``)."""
-        if table not in self._key_schemas:
-            try:
-                from moto.dynamodb.models import dynamodb_backends
+        """The partition key attribute of a DynamoDB table (for ``dynamodb:LeadingKeys``), read at each
+        call: a table deleted and created again under its name may have another key (a dict look-up)."""
+        try:
+            from moto.dynamodb.models import dynamodb_backends
 
-                self._key_schemas[table] = dynamodb_backends[self.account][self.region].get_table(table).hash_key_attr
-            except Exception:  # noqa: BLE001 - no such table: the call itself will say so
-                return None
-        return self._key_schemas[table]
+            return dynamodb_backends[self.account][self.region].get_table(table).hash_key_attr
+        except Exception:  # noqa: BLE001 - no such table: the call itself will say so
+            return None
 
     # ------------------------------------------------------------------ decisions
     def _context(self, principal: Principal, call: Call) -> dict:
