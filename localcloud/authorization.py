@@ -71,14 +71,15 @@ class Authorizer:
 
     def principal(self, access_key: str | None, token: str | None = None) -> Principal | None:
         """The enforced principal of an access key, or ``ADMIN`` (None) for a key the cloud did not issue.
-        Raises `AccessDenied` for a session key presented with the wrong session token."""
+        Raises `AccessDenied` for a session key presented with another session's token or none (AWS
+        refuses temporary credentials without their token: ``InvalidClientTokenId``)."""
         if not access_key:
             return ADMIN
         from moto.sts.models import sts_backends
 
         for session in list(sts_backends[self.account]["aws"].assumed_roles):
             if session.access_key_id == access_key:
-                if token is not None and token != session.session_token:
+                if token != session.session_token:
                     raise AccessDenied("The security token included in the request is invalid.")
                 return principal_for_session(session.arn)
         for user in list(self._iam().users.values()):

@@ -37,3 +37,18 @@ def test_key_schema_follows_a_table_created_again_with_another_key(aws):
     assert aws.key_schema("Registry") is None
     _table("Registry", "id")
     assert aws.key_schema("Registry") == "id"
+
+
+def _role(name: str = "Fn") -> str:
+    return boto3.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))["Role"]["Arn"]
+
+
+def test_a_session_key_needs_its_own_token(aws):
+    creds = aws.credentials_for(_role(), "fn")
+    key, token = creds["AWS_ACCESS_KEY_ID"], creds["AWS_SESSION_TOKEN"]
+    assert aws.principal(key, token).arn == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/Fn/fn"
+    with pytest.raises(AccessDenied, match="security token included in the request is invalid"):
+        aws.principal(key, "another session's token")
+    with pytest.raises(AccessDenied, match="security token included in the request is invalid"):
+        aws.principal(key, None)   # temporary credentials without their token
+    assert aws.principal("testing") is ADMIN
