@@ -9,7 +9,8 @@ administrator, as before: the tools a developer drives the local cloud with are 
 For an enforced request `Authorizer.check` reads what the request asks for (`actions.calls_for`:
 action, resource ARN, condition keys), gathers the principal's identity policies (a role's inline
 and attached managed policies; a user's, with its groups') and the resource's own policy (bucket,
-topic, queue, function, table policy; a KMS key policy), and decides with `policy.evaluate`
+topic, queue, function, table policy; a KMS key policy; for ``sts:AssumeRole`` the role's trust
+policy, which must allow as a key policy must), and decides with `policy.evaluate`
 (AWS's evaluation logic: explicit deny, then an allow from either side in one account; KMS needs
 its key policy). A refusal is AWS's error for that protocol (S3's ``AccessDenied`` XML, JSON
 ``AccessDeniedException``, SNS's ``AuthorizationError``, …) with AWS's message
@@ -87,11 +88,15 @@ class Authorizer:
                 return principal_for_session(user.arn)
         return ADMIN
 
+    def _role(self, arn: str) -> Any:
+        """moto's role of ``arn`` (None when there is none)."""
+        return next((r for r in list(self._iam().roles.values()) if r.arn == arn), None)
+
     def identity_policies(self, principal: Principal) -> list[str]:
         iam = self._iam()
         docs: list[str] = []
         if principal.role_arn:
-            role = iam.roles.get(next((rid for rid, r in iam.roles.items() if r.arn == principal.role_arn), ""))
+            role = self._role(principal.role_arn)
             if role is None:
                 return docs
             docs += list(role.policies.values())
@@ -185,7 +190,13 @@ class Authorizer:
         if call.action == UNMODELLED:
             return Decision(False, f"because the local cloud cannot tell which IAM action "
                                    f"{call.context.get('request', 'this request')} needs (run with --iam=off)")
-        doc, is_key = self.resource_policy(call.resource)
+        if call.action == "sts:AssumeRole":
+            # the role's trust policy decides as a key policy does: it must allow, naming the caller
+            # (enough in one account) or its account (then an identity policy must allow too)
+            role = self._role(call.resource)
+            doc, is_key = (role.assume_role_policy_document if role is not None else None), True
+        else:
+            doc, is_key = self.resource_policy(call.resource)
         return evaluate(principal, call.action, call.resource, identity_policies=self.identity_policies(principal),
                         resource_policy=doc, key_policy=is_key, context=self._context(principal, call))
 
@@ -224,8 +235,7 @@ class Authorizer:
         return None if decision.allowed else self.record(service_principal(service), action, resource, decision)
 
     def trust_decision(self, role_arn: str, service: str) -> Decision:
-        iam = self._iam()
-        role = next((r for r in iam.roles.values() if r.arn == role_arn), None)
+        role = self._role(role_arn)
         if role is None:
             return Decision(False, f"because the role {role_arn} does not exist")
         return evaluate(service_principal(service), "sts:AssumeRole", role_arn,

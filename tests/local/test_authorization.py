@@ -52,3 +52,32 @@ def test_a_session_key_needs_its_own_token(aws):
     with pytest.raises(AccessDenied, match="security token included in the request is invalid"):
         aws.principal(key, None)   # temporary credentials without their token
     assert aws.principal("testing") is ADMIN
+
+
+def _allow(name: str, action: str, resource: str = "*") -> None:
+    boto3.client("iam").put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action, "Resource": resource}]}))
+
+
+def test_assume_role_needs_the_roles_trust_policy(aws):
+    """sts:AssumeRole is decided by the target role's trust policy too: an identity policy allowing
+    it on every role does not let a function assume a role that trusts only Lambda."""
+    iam = boto3.client("iam")
+    caller = aws.principal(*(lambda c: (c["AWS_ACCESS_KEY_ID"], c["AWS_SESSION_TOKEN"]))(
+        aws.credentials_for(_role("Fn"), "fn")))
+    _allow("Fn", "sts:AssumeRole")
+    lambda_only = _role("LambdaOnly")
+    assert not aws.allowed(caller, "sts:AssumeRole", lambda_only).allowed
+
+    def trusting(name: str, who: str) -> str:
+        return iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": who}, "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+
+    named = trusting("TrustsFn", f"arn:aws:iam::{ACCOUNT_ID}:role/Fn")
+    account = trusting("TrustsAccount", ACCOUNT_ID)
+    assert aws.allowed(caller, "sts:AssumeRole", named).allowed
+    assert aws.allowed(caller, "sts:AssumeRole", account).allowed   # the account's trust + the identity allow
+    iam.delete_role_policy(RoleName="Fn", PolicyName="p")
+    assert aws.allowed(caller, "sts:AssumeRole", named).allowed    # named directly: enough in one account
+    assert not aws.allowed(caller, "sts:AssumeRole", account).allowed
+    assert not aws.allowed(caller, "sts:AssumeRole", f"arn:aws:iam::{ACCOUNT_ID}:role/Missing").allowed
