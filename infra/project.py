@@ -19,6 +19,8 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+from infra.config import STACK_NAME
+
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "project"
 CHECKOUT = Path(__file__).resolve().parents[1]
 CDK_CLI_VERSION = "2.1148.1"  # the CDK CLI's latest (3.x) cannot read this library's assemblies
@@ -78,6 +80,9 @@ def create_project(directory: str | Path, *, force: bool = False, stack_name: st
     if existing and not force:
         shown = ", ".join(str(t.relative_to(root)) for t in existing)
         raise ProjectError(f"{root} already has {shown}; use --force to overwrite them")
+    if stack_name is not None and not STACK_NAME.match(stack_name):  # it goes into cdk.json as written
+        raise ProjectError(f"--stack-name {stack_name!r} is not a CloudFormation stack name; expected letters, "
+                           "digits and '-', starting with a letter, at most 128 characters")
     values = {"{stack_name}": stack_name or stack_name_for(root), "{project_name}": root.resolve().name,
               "{shipyard_requirement}": shipyard_requirement(), "{cdk_cli_version}": CDK_CLI_VERSION}
     written = []

@@ -105,6 +105,14 @@ def test_init_writes_every_file_and_refuses_to_overwrite(tmp_path):
         create_project(tmp_path / "file")
 
 
+@pytest.mark.parametrize("name", ["my stack", 'a"b', "9lives"])
+def test_init_refuses_a_stack_name_cloudformation_would_not_take_and_writes_nothing(tmp_path, name):
+    # The name goes into cdk.json as written: a space is an invalid config, a quote broken JSON.
+    with pytest.raises(ProjectError, match="not a CloudFormation stack name"):
+        create_project(tmp_path / "p", stack_name=name)
+    assert not (tmp_path / "p").exists() or not any((tmp_path / "p").iterdir())
+
+
 def test_the_project_cdk_json_is_valid_config_with_comments_and_shipyards_feature_flags(tmp_path):
     create_project(tmp_path / "9 lives!", stack_name=None)
     cdk = json.loads((tmp_path / "9 lives!" / "cdk.json").read_text())
