@@ -89,8 +89,12 @@ class Authorizer:
         return ADMIN
 
     def _role(self, arn: str) -> Any:
-        """moto's role of ``arn`` (None when there is none)."""
-        return next((r for r in list(self._iam().roles.values()) if r.arn == arn), None)
+        """moto's role of ``arn`` (None when there is none), by its name: a session's role ARN has no
+        path (`principal_for_session`), and a role name is unique in an account whatever its path."""
+        if f":{self.account}:role/" not in arn:
+            return None
+        name = arn.rsplit("/", 1)[-1]
+        return next((r for r in list(self._iam().roles.values()) if r.name == name), None)
 
     def identity_policies(self, principal: Principal) -> list[str]:
         iam = self._iam()

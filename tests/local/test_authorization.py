@@ -81,3 +81,14 @@ def test_assume_role_needs_the_roles_trust_policy(aws):
     assert aws.allowed(caller, "sts:AssumeRole", named).allowed    # named directly: enough in one account
     assert not aws.allowed(caller, "sts:AssumeRole", account).allowed
     assert not aws.allowed(caller, "sts:AssumeRole", f"arn:aws:iam::{ACCOUNT_ID}:role/Missing").allowed
+
+
+def test_a_session_of_a_role_with_a_path_has_its_roles_policies(aws):
+    arn = boto3.client("iam").create_role(RoleName="Pathed", Path="/service-role/",
+                                          AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))["Role"]["Arn"]
+    assert arn == f"arn:aws:iam::{ACCOUNT_ID}:role/service-role/Pathed"
+    _allow("Pathed", "s3:GetObject", "arn:aws:s3:::data/*")
+    creds = aws.credentials_for(arn, "fn")
+    session = aws.principal(creds["AWS_ACCESS_KEY_ID"], creds["AWS_SESSION_TOKEN"])
+    assert session.arn == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/Pathed/fn"
+    assert aws.allowed(session, "s3:GetObject", "arn:aws:s3:::data/x").allowed
