@@ -446,8 +446,20 @@ def _document(policy: dict | str) -> dict:
 
 
 def _statements(policy: dict | str):
-    """(statement, substitute-variables?) for each statement of a policy."""
-    document = _document(policy)
+    """(statement, substitute-variables?) for each statement of a policy. A policy given as text is
+    parsed and checked once per distinct text (the text is the key: it cannot go stale), not at
+    every request that reads it."""
+    if isinstance(policy, str):
+        return _parsed_statements(policy)
+    return _checked_statements(_document(policy))
+
+
+@lru_cache(maxsize=1024)
+def _parsed_statements(text: str) -> tuple:
+    return _checked_statements(_document(text))
+
+
+def _checked_statements(document: dict) -> tuple:
     statements = document.get("Statement", [])
     if isinstance(statements, dict):
         statements = [statements]
@@ -456,7 +468,7 @@ def _statements(policy: dict | str):
     variables = document.get("Version") == "2012-10-17"
     for statement in statements:
         _check(statement)
-    return [(s, variables) for s in statements]
+    return tuple((s, variables) for s in statements)
 
 
 def _check(statement: dict) -> None:

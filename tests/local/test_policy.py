@@ -859,3 +859,19 @@ class TestShipyardStatements:
                             context={**ctx, "aws:SourceArn": f"arn:aws:states:us-east-1:{OTHER}:stateMachine:P"}
                             ).allowed
         assert not evaluate(EVENTS, "sts:AssumeRole", ROLE, resource_policy=STATES_TRUST, context=ctx).allowed
+
+
+def test_a_policy_text_is_parsed_once_not_at_every_request(monkeypatch):
+    """Every enforced request evaluates the caller's policies, which moto keeps as JSON text: the
+    same text is parsed (and checked) once."""
+    from localcloud import policy
+
+    parsed = []
+    real = policy._document
+    monkeypatch.setattr(policy, "_document", lambda p: parsed.append(p) or real(p))
+    text = json.dumps(doc(allow("s3:GetObject", OBJECT), allow("s3:PutObject", OBJECT + "-parsed-once")))
+    for _ in range(3):
+        assert allowed("s3:GetObject", OBJECT, text)
+        assert not allowed("s3:DeleteObject", OBJECT, text)
+    assert parsed.count(text) == 1
+    assert not allowed("s3:GetObject", OBJECT, text.replace("GetObject", "GetObjectAcl"))  # another text
