@@ -92,3 +92,19 @@ def test_a_session_of_a_role_with_a_path_has_its_roles_policies(aws):
     session = aws.principal(creds["AWS_ACCESS_KEY_ID"], creds["AWS_SESSION_TOKEN"])
     assert session.arn == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/Pathed/fn"
     assert aws.allowed(session, "s3:GetObject", "arn:aws:s3:::data/x").allowed
+
+
+def test_a_key_the_cloud_did_not_issue_is_the_admin_without_a_look_at_every_session_and_user(aws, monkeypatch):
+    iam = boto3.client("iam")
+    iam.create_user(UserName="alice")
+    key = iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"]
+    assert aws.principal(key).arn == f"arn:aws:iam::{ACCOUNT_ID}:user/alice"
+    creds = aws.credentials_for(_role(), "fn")
+    assert aws.principal(creds["AWS_ACCESS_KEY_ID"], creds["AWS_SESSION_TOKEN"]).role_arn.endswith(":role/Fn")
+
+    def scan(*args):
+        raise AssertionError("the users were scanned")
+
+    monkeypatch.setattr(Authorizer, "_iam", scan)
+    assert aws.principal("testing") is ADMIN
+    assert aws.principal("ASIA" + "0" * 16, "token") is ADMIN   # a session key of no session here
