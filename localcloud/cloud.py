@@ -281,11 +281,13 @@ class LocalCloud:
             self.state.stop_saver()
         if self.bus:
             self.bus.wait_idle(10)
+        self.function_logs.flush()  # the lines still buffered are in CloudWatch Logs, and in the save
         self._save_state()  # before the workers stop: a running execution is kept as running (-> ABORTED)
         if self.bus:
             self.bus.stop()
         if self.runtime:
             self.runtime.stop()
+        self.function_logs.stop()  # what the stopped workers printed last; its flusher ends
         for seam in _SEAMS:
             seam.uninstall()
         if self._server:

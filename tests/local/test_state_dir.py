@@ -293,3 +293,20 @@ def test_local_up_saves_the_state_when_interrupted(shipyard_assembly, tmp_path):
     assert saved.names["RegistryDataDCB4E45E"] == outputs["DataBucketName"]
     objects = pickle.loads(saved.data["s3"]["RegistryDataDCB4E45E"])["versions"]
     assert [(v.version_id, v.value) for v in objects["notes/kept.txt"]] == [(version, b"kept")]
+
+
+def test_function_log_lines_still_buffered_at_the_stop_are_saved(asset_dir, tmp_path):
+    state = tmp_path / "state"
+    cloud = _start(_small(asset_dir), [], aws_port=0, api_port=0, state_dir=state)
+    try:
+        function = cloud.physical_ids["Record"]
+        cloud.function_logs.interval = 60  # no periodic flush before the stop
+        cloud.function_logs.line(function, "the last line before the stop")
+    finally:
+        cloud.stop()
+    cloud = _start(_small(asset_dir), [], aws_port=0, api_port=0, state_dir=state)
+    try:
+        events = cloud.client("logs").filter_log_events(logGroupName=f"/aws/lambda/{function}")["events"]
+        assert [e["message"] for e in events] == ["the last line before the stop"]
+    finally:
+        cloud.stop()
