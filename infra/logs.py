@@ -72,7 +72,12 @@ def stack_functions(stack: str, session=None) -> dict[str, dict]:
                      StackName=stack)
                  for r in page.get("StackResourceSummaries", [])
                  if r.get("ResourceType") == "AWS::Lambda::Function" and r.get("PhysicalResourceId")]
-    except ClientError:
+    except ClientError as err:
+        if _no_such_stack(err):  # not a reason to take other stacks' functions by their name's prefix
+            from infra.commandline import CliError
+
+            raise CliError(f"stack {stack!r} not found ({err.response['Error'].get('Message')}); name it with "
+                           "--stack (or SHIPYARD_STACK), or give FUNCTION as a function name") from None
         names = []
     for name in names:
         try:
@@ -97,6 +102,11 @@ def stack_functions(stack: str, session=None) -> dict[str, dict]:
     return out
 
 
+def _no_such_stack(err) -> bool:
+    error = err.response.get("Error", {})
+    return error.get("Code") == "ValidationError" and "does not exist" in str(error.get("Message", ""))
+
+
 def resolve_function(stack: str, name: str, session=None) -> dict:
     """FUNCTION as a name users know or a physical name (of the stack's functions, or any function)."""
     import boto3
@@ -104,7 +114,12 @@ def resolve_function(stack: str, name: str, session=None) -> dict:
 
     from infra.commandline import CliError
 
-    known = stack_functions(stack, session)
+    try:
+        known = stack_functions(stack, session)
+    except CliError as missing:  # no such stack: a function name is still taken as is
+        known, stack_error = {}, missing
+    else:
+        stack_error = None
     if name.lower() in known:
         return {"name": name.lower(), **known[name.lower()]}
     for key, fn in known.items():
@@ -113,6 +128,8 @@ def resolve_function(stack: str, name: str, session=None) -> dict:
     try:  # a physical name outside the stack
         c = (session or boto3.Session()).client("lambda").get_function_configuration(FunctionName=name)
     except ClientError:
+        if stack_error is not None:
+            raise stack_error from None
         listing = ", ".join(f"{k} ({v['function']})" for k, v in known.items()) or "none found"
         raise CliError(f"unknown function {name!r} in stack {stack!r}; its functions: {listing}") from None
     return {"name": name, "function": c["FunctionName"], "handler": c.get("Handler"), "memory": c.get("MemorySize"),

@@ -246,6 +246,52 @@ def test_since_takes_durations_and_iso_times():
         parse_since("yesterday")
 
 
+def test_logs_in_a_stack_that_does_not_exist_says_so_and_takes_no_other_stacks_functions():
+    """A missing stack is not the local cloud's outputs-only stack: no functions taken by name prefix
+    (``Shipyard`` would take ``Shipyard-dev``'s); a physical function name still works."""
+    from botocore.exceptions import ClientError
+
+    from infra.commandline import CliError
+    from infra.logs import resolve_function
+
+    other = {"FunctionName": "Shipyard-dev-PipelineTrain1234", "Handler": "functions.pipeline.train.handler",
+             "MemorySize": 3008}
+    drift = {"FunctionName": "Shipyard-drift", "Handler": "functions.drift.handler.handler", "MemorySize": 512}
+
+    class Pages:
+        def __init__(self, pages=None, error=None):
+            self.pages, self.error = pages, error
+
+        def paginate(self, **_):
+            if self.error:
+                raise self.error
+            return self.pages
+
+    class CloudFormation:
+        def get_paginator(self, _):
+            return Pages(error=ClientError({"Error": {"Code": "ValidationError",
+                                                      "Message": "Stack with id Shipyard does not exist"}},
+                                           "ListStackResources"))
+
+    class Lambda:
+        def get_paginator(self, _):
+            return Pages([{"Functions": [other, drift]}])
+
+        def get_function_configuration(self, FunctionName):
+            if FunctionName == drift["FunctionName"]:
+                return drift
+            raise ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no"}},
+                              "GetFunctionConfiguration")
+
+    class Session:
+        def client(self, name):
+            return CloudFormation() if name == "cloudformation" else Lambda()
+
+    with pytest.raises(CliError, match=r"stack 'Shipyard' not found \(Stack with id Shipyard does not exist\)"):
+        resolve_function("Shipyard", "train", Session())
+    assert resolve_function("Shipyard", "Shipyard-drift", Session())["function"] == "Shipyard-drift"
+
+
 def test_functions_are_known_by_their_handlers_module():
     from infra.logs import logical_name
 
