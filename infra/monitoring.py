@@ -470,7 +470,9 @@ class StackAlarms(Construct):
         any failed delivery (the role, the bucket, its policy) takes the Average below 1. Without
         traffic there is no data, which is not breaching. (``DeliveryToS3.Records`` would only say
         how much arrived; a sum of failures is not published.) Failed puts are logged to
-        ``capture_log_group``, the records kept under ``capture-errors/<model>/`` once retries end."""
+        ``capture_log_group``; Firehose retries an S3 delivery for up to 24 hours, then drops the records
+        (``capture-errors/<model>/``, the error output prefix, is for records that failed processing,
+        not for puts S3 refused: those cannot be written to the same bucket either)."""
         self.capture_alarms: dict[str, cloudwatch.Alarm] = {}
         for model in inference.capture_streams:
             self.capture_alarms[model] = self._alarm(
