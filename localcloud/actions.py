@@ -15,7 +15,7 @@ Condition keys supplied, besides the global ones the authorizer adds (``aws:Secu
 ``s3:x-amz-server-side-encryption``; ``dynamodb:LeadingKeys`` (the partition-key values an item
 operation or a Query touches), ``dynamodb:Attributes`` (top-level attribute names the request
 names: key, item, update/condition/projection expressions), ``dynamodb:ReturnValues``,
-``dynamodb:Select``; ``cloudwatch:namespace`` (PutMetricData over the query protocol).
+``dynamodb:Select``; ``cloudwatch:namespace`` (PutMetricData, over the JSON or the query protocol).
 """
 from __future__ import annotations
 
@@ -309,8 +309,18 @@ def _json_generic(service: str):
     return lambda op, params, region, account, _ks: [_generic(service, op)]
 
 
+def _cloudwatch(op: str, params: dict, region: str, account: str, _ks) -> list[Call]:
+    # the JSON protocol (what boto3 sends CloudWatch now) names the namespace as the query form does
+    namespace = params.get("Namespace")
+    return [_cloudwatch_call(op, namespace if isinstance(namespace, str) else None)]
+
+
+def _cloudwatch_call(op: str, namespace: str | None) -> Call:
+    return Call(f"cloudwatch:{op}", "*", {"cloudwatch:namespace": namespace} if namespace is not None else {})
+
+
 _JSON = {"dynamodb": _dynamodb, "states": _states, "events": _events, "firehose": _firehose, "sqs": _sqs,
-         "kms": _kms, "logs": _logs, "monitoring": _json_generic("cloudwatch"), "xray": _json_generic("xray")}
+         "kms": _kms, "logs": _logs, "monitoring": _cloudwatch, "xray": _json_generic("xray")}
 
 
 # --------------------------------------------------------------------------- query protocol and Lambda
@@ -323,8 +333,7 @@ def _query(service: str, form: dict, region: str, account: str) -> list[Call]:
     if service == "sts":
         return [Call(f"sts:{op}", form.get("RoleArn") or "*")]
     if service == "monitoring":
-        ctx = {"cloudwatch:namespace": form["Namespace"]} if "Namespace" in form else {}
-        return [Call(f"cloudwatch:{op}", "*", ctx)]
+        return [_cloudwatch_call(op, form.get("Namespace"))]
     if service == "iam":
         name = form.get("RoleName") or form.get("UserName")
         kind = "role" if "RoleName" in form else "user"

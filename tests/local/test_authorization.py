@@ -108,3 +108,45 @@ def test_a_key_the_cloud_did_not_issue_is_the_admin_without_a_look_at_every_sess
     monkeypatch.setattr(Authorizer, "_iam", scan)
     assert aws.principal("testing") is ADMIN
     assert aws.principal("ASIA" + "0" * 16, "token") is ADMIN   # a session key of no session here
+
+
+# ---------------------------------------------------------------------------- what a request asks for
+
+
+def _sent(service: str, operation: str, **params):
+    """The HTTP request boto3 sends for ``operation`` (method, path, query, headers, body): not sent."""
+    from urllib.parse import unquote, urlsplit
+
+    client = boto3.client(service, region_name=REGION, endpoint_url="http://127.0.0.1:9",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    seen = {}
+
+    class Sent(Exception):
+        pass
+
+    def capture(request, **kwargs):
+        url = urlsplit(request.url)
+        body = request.body if isinstance(request.body, bytes) else (request.body or "").encode()
+        seen.update(method=request.method, path=unquote(url.path), query=url.query,
+                    headers={k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()},
+                    body=body)
+        raise Sent
+
+    client.meta.events.register("before-send", capture)
+    with pytest.raises(Sent):
+        getattr(client, operation)(**params)
+    return seen
+
+
+def _calls(service: str, signing_name: str, operation: str, **params):
+    from localcloud.actions import calls_for
+
+    r = _sent(service, operation, **params)
+    return calls_for(r["method"], r["path"], r["query"], r["headers"], r["body"], signing_name, REGION, ACCOUNT_ID)
+
+
+def test_put_metric_data_names_its_namespace_as_boto3_sends_it():
+    (call,) = _calls("cloudwatch", "monitoring", "put_metric_data", Namespace="Shipyard",
+                     MetricData=[{"MetricName": "Drift", "Value": 1.0}])
+    assert (call.action, call.resource, call.context) == ("cloudwatch:PutMetricData", "*",
+                                                          {"cloudwatch:namespace": "Shipyard"})
