@@ -51,7 +51,7 @@ def calls_for(method: str, path: str, query: str, headers, body: bytes, service:
         parse = _JSON.get(service)
         return parse(op, params, region, account, key_schema) if parse else [_generic(service, op)]
     if service == "lambda":
-        return _lambda(method, path, region, account)
+        return _lambda(method, path, query, region, account)
     form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace") if body else query).items()}
     if "Action" in form:
         return _query(service, form, region, account)
@@ -341,16 +341,38 @@ def _query(service: str, form: dict, region: str, account: str) -> list[Call]:
     return [_generic(service, op)]
 
 
-_LAMBDA_PATH = re.compile(r"^/[\d-]+/functions/([^/]+)(/invocations|/invoke-async)?")
+_LAMBDA_PATH = re.compile(r"^/[\d-]+/functions(?:/(?P<function>[^/]+)(?P<sub>/[^/]+)?(?P<item>/[^/]+)?)?/?$")
+_LAMBDA_TAGS = re.compile(r"^/[\d-]+/tags/(?P<arn>arn:.+)$")
+# (the path after the function, method) -> the action of the Lambda API operation
+_LAMBDA_ACTIONS = {
+    ("", "GET"): "GetFunction", ("", "DELETE"): "DeleteFunction",
+    ("/invocations", "POST"): "InvokeFunction", ("/invoke-async", "POST"): "InvokeFunction",
+    ("/configuration", "GET"): "GetFunctionConfiguration", ("/configuration", "PUT"): "UpdateFunctionConfiguration",
+    ("/code", "PUT"): "UpdateFunctionCode",
+    ("/policy", "GET"): "GetPolicy", ("/policy", "POST"): "AddPermission", ("/policy/", "DELETE"): "RemovePermission",
+    ("/versions", "GET"): "ListVersionsByFunction", ("/versions", "POST"): "PublishVersion",
+    ("/aliases", "GET"): "ListAliases", ("/aliases", "POST"): "CreateAlias", ("/aliases/", "GET"): "GetAlias",
+    ("/aliases/", "PUT"): "UpdateAlias", ("/aliases/", "DELETE"): "DeleteAlias",
+    ("/concurrency", "GET"): "GetFunctionConcurrency", ("/concurrency", "PUT"): "PutFunctionConcurrency",
+    ("/concurrency", "DELETE"): "DeleteFunctionConcurrency",
+}
+_LAMBDA_TAG_ACTIONS = {"GET": "ListTags", "POST": "TagResource", "DELETE": "UntagResource"}
 
 
-def _lambda(method: str, path: str, region: str, account: str) -> list[Call]:
+def _lambda(method: str, path: str, query: str, region: str, account: str) -> list[Call]:
+    if m := _LAMBDA_TAGS.match(path):
+        action = _LAMBDA_TAG_ACTIONS.get(method)
+        return [Call(f"lambda:{action}", m["arn"])] if action else [
+            Call(UNMODELLED, "*", {"request": f"lambda {method} {path}"})]
     m = _LAMBDA_PATH.match(path)
-    if not m:
+    if m and m["function"] is None and method == "GET":
+        return [Call("lambda:ListFunctions", "*")]
+    action = _LAMBDA_ACTIONS.get((f"{m['sub'] or ''}{'/' if m['item'] else ''}", method)) if m and m["function"] else None
+    if action is None:
         return [Call(UNMODELLED, "*", {"request": f"lambda {method} {path}"})]
-    name = m.group(1).split(":")[-1] if m.group(1).startswith("arn:") else m.group(1)
-    arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
-    if m.group(2):
-        return [Call("lambda:InvokeFunction", arn)]
-    op = {"GET": "GetFunction", "DELETE": "DeleteFunction"}.get(method, "UpdateFunctionConfiguration")
-    return [Call(f"lambda:{op}", arn)]
+    # a name, name:qualifier, or a (partial) ARN with or without its qualifier; or ?Qualifier=
+    function = m["function"]
+    name, _, qualifier = (function.split(":function:", 1)[1] if ":function:" in function else function).partition(":")
+    qualifier = qualifier or (parse_qs(query).get("Qualifier") or [""])[0]
+    arn = f"arn:aws:lambda:{region}:{account}:function:{name}" + (f":{qualifier}" if qualifier else "")
+    return [Call(f"lambda:{action}", arn)]

@@ -150,3 +150,38 @@ def test_put_metric_data_names_its_namespace_as_boto3_sends_it():
                      MetricData=[{"MetricName": "Drift", "Value": 1.0}])
     assert (call.action, call.resource, call.context) == ("cloudwatch:PutMetricData", "*",
                                                           {"cloudwatch:namespace": "Shipyard"})
+
+
+FN = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:fn"
+
+
+@pytest.mark.parametrize("operation, params, action, resource", [
+    ("invoke", {"FunctionName": "fn"}, "InvokeFunction", FN),
+    ("invoke", {"FunctionName": "fn", "Qualifier": "prod"}, "InvokeFunction", FN + ":prod"),
+    ("invoke", {"FunctionName": FN + ":prod"}, "InvokeFunction", FN + ":prod"),
+    ("invoke", {"FunctionName": FN}, "InvokeFunction", FN),
+    ("invoke", {"FunctionName": "fn:3"}, "InvokeFunction", FN + ":3"),
+    ("get_function", {"FunctionName": "fn"}, "GetFunction", FN),
+    ("delete_function", {"FunctionName": "fn"}, "DeleteFunction", FN),
+    ("get_function_configuration", {"FunctionName": "fn"}, "GetFunctionConfiguration", FN),
+    ("update_function_configuration", {"FunctionName": "fn", "Timeout": 3}, "UpdateFunctionConfiguration", FN),
+    ("update_function_code", {"FunctionName": "fn", "ZipFile": b"x"}, "UpdateFunctionCode", FN),
+    ("add_permission", {"FunctionName": "fn", "StatementId": "s", "Action": "lambda:InvokeFunction",
+                        "Principal": "s3.amazonaws.com"}, "AddPermission", FN),
+    ("get_policy", {"FunctionName": "fn"}, "GetPolicy", FN),
+    ("remove_permission", {"FunctionName": "fn", "StatementId": "s"}, "RemovePermission", FN),
+    ("publish_version", {"FunctionName": "fn"}, "PublishVersion", FN),
+    ("list_versions_by_function", {"FunctionName": "fn"}, "ListVersionsByFunction", FN),
+    ("put_function_concurrency", {"FunctionName": "fn", "ReservedConcurrentExecutions": 1},
+     "PutFunctionConcurrency", FN),
+    ("get_function_concurrency", {"FunctionName": "fn"}, "GetFunctionConcurrency", FN),
+    ("delete_function_concurrency", {"FunctionName": "fn"}, "DeleteFunctionConcurrency", FN),
+    ("get_alias", {"FunctionName": "fn", "Name": "a"}, "GetAlias", FN),
+    ("list_functions", {}, "ListFunctions", "*"),
+    ("list_tags", {"Resource": FN}, "ListTags", FN),
+])
+def test_lambda_api_operations_ask_for_their_own_action(operation, params, action, resource):
+    """Each Lambda REST path asks for its operation's action (RemovePermission is not DeleteFunction,
+    AddPermission not UpdateFunctionConfiguration), on the function, qualified when the call is."""
+    (call,) = _calls("lambda", "lambda", operation, **params)
+    assert (call.action, call.resource) == (f"lambda:{action}", resource)
