@@ -251,16 +251,27 @@ def _backends(region: str) -> dict[str, Any]:
             "logs": logs_backends[ACCOUNT_ID][region]}
 
 
+class _Changed(RuntimeError):
+    """What a capture read changed under it (e.g. an object replaced while it was pickled)."""
+
+
 def _retrying(fn: Any) -> Any:
     """Run a capture while other threads may change the same dicts: retry if one changed under it."""
     for attempt in range(20):
         try:
             return fn()
-        except RuntimeError as err:  # dictionary/set changed size during iteration
-            if "changed size" not in str(err) or attempt == 19:
+        except RuntimeError as err:  # dictionary/set changed size during iteration; _Changed
+            if not (isinstance(err, _Changed) or "changed size" in str(err)) or attempt == 19:
                 raise
             time.sleep(0.01)
     return None
+
+
+def _disposed(version: Any) -> bool:
+    """An S3 object version whose content moto has let go (replaced in an unversioned bucket, or
+    deleted): moto pickles it with an empty body, which must not be saved as its content."""
+    buffer = getattr(version, "_value_buffer", None)
+    return buffer is not None and buffer.closed
 
 
 def _by_type(cloud: LocalCloud, *types: str) -> dict[str, str]:
@@ -293,7 +304,10 @@ def capture(cloud: LocalCloud) -> dict[str, Any]:
                     arn = getattr(v, "arn", None)
                     if arn and b["s3"].tagger.has_tags(arn):
                         tags[arn] = b["s3"].tagger.list_tags_for_resource(arn)["Tags"]
-            return pickle.dumps({"versions": versions, "tags": tags}, protocol=pickle.HIGHEST_PROTOCOL)
+            blob = pickle.dumps({"versions": versions, "tags": tags}, protocol=pickle.HIGHEST_PROTOCOL)
+            if any(_disposed(v) for vs in versions.values() for v in vs):
+                raise _Changed("an object was replaced or deleted while it was saved")
+            return blob
 
         buckets[lid] = _retrying(snap)
     out["s3"] = buckets
