@@ -445,6 +445,9 @@ def run_predict(args, api: Api, target: str | None) -> int:
     """``shipyard predict``: returns the exit status (0: every row predicted)."""
     from infra.commandline import _table
 
+    if args.output and Path(args.output).resolve() == Path(args.file).resolve():
+        raise PredictError(f"--output {args.output} is the input file: writing the predictions would replace "
+                           "the data; name another file")
     table = read_table(Path(args.file))
     version = args.version
     ids = None

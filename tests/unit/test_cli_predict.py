@@ -203,6 +203,15 @@ def test_run_predict_writes_what_succeeded_and_exits_1_when_rows_were_refused(tm
     assert "request 1: line 5 refused: feature 'x1' must be a number (or null), got string 'oops'" in captured.err
 
 
+def test_run_predict_refuses_to_write_its_output_over_the_input_file(tmp_path):
+    path = _csv(tmp_path / "f.csv", ["customer", "x1", "colour"], [["b", 1, "red"], ["a", -1, "red"]])
+    before = path.read_bytes()
+    fake = FakeApi()
+    with pytest.raises(pr.PredictError, match="is the input file"):
+        pr.run_predict(_args(tmp_path, path, output=str(tmp_path / "." / "f.csv")), _api(fake), None)
+    assert path.read_bytes() == before and fake.calls == []  # the data is intact, nothing was sent
+
+
 def test_run_predict_json_keeps_ids_in_order(tmp_path, capsys):
     path = _csv(tmp_path / "f.csv", ["customer", "x1", "colour"], [["b", 1, "red"], ["a", -1, "red"]])
     assert pr.run_predict(_args(tmp_path, path, id_column="customer", json=True, version=2), _api(FakeApi()),
