@@ -10,12 +10,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 
 
 class ApiClientError(Exception):
     """The request could not be made: no credentials, no API key, the API unreachable."""
+
+
+_EXECUTE_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+
+
+def api_region(url: str) -> str | None:
+    """The region of an execute-api URL (``https://<id>.execute-api.<region>.amazonaws.com/…``):
+    the region a request to it must be signed for, whatever the session's; None for another host."""
+    match = _EXECUTE_API_HOST.match(urllib.parse.urlsplit(url).hostname or "")
+    return match.group(1) if match else None
 
 
 def signed_request(method: str, url: str, body: bytes | None, auth: str, api_key: str | None = None,
@@ -31,7 +43,7 @@ def signed_request(method: str, url: str, body: bytes | None, auth: str, api_key
         credentials = session.get_credentials()
         if credentials is None:
             raise ApiClientError("the API uses IAM auth but no AWS credentials were found (set AWS_PROFILE or keys)")
-        region = session.region_name or os.environ.get("AWS_REGION") or "us-east-1"
+        region = api_region(url) or session.region_name or os.environ.get("AWS_REGION") or "us-east-1"
         aws_request = AWSRequest(method=method, url=url, data=body or b"", headers=headers)
         SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(aws_request)
         headers = dict(aws_request.headers.items())
