@@ -43,7 +43,7 @@ _active_lock = threading.Lock()
 _active: LocalCloud | None = None
 
 # Where a running local cloud hooks into moto, in the order they are installed (and uninstalled).
-_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, sns.SEAM, sts.SEAM, functionlogs.SEAM)
+_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, sns.SEAM, sts.SEAM)
 
 
 _WAIT_CONDITION_WARNING = ".*WaitConditionHandle.*"
@@ -384,7 +384,6 @@ class LocalCloud:
         stepfunctions_mod.SEAM.install()
         sns.SEAM.install(self)
         sts.SEAM.install()
-        functionlogs.SEAM.install(self.function_logs)
 
     # ------------------------------------------------------------------ deployment
     def _deploy(self) -> None:

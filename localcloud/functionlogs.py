@@ -9,10 +9,8 @@ flusher thread writes what is buffered every ``interval`` seconds, so ``--follow
 invocation's lines as they come, and the end of an invocation writes its stream at once, so its
 lines are in CloudWatch Logs by the time the invoke returns. The log group is created on the first
 line when missing (Lambda needs it to exist in AWS; locally, as with a function's first run, it is
-made for you).
-
-`SEAM` turns off moto's own per-invocation copy of the logs (``LambdaFunction.save_logs``, a stream
-per invocation holding the same lines again) while a local cloud is running.
+made for you). moto writes no copy of its own (``LambdaFunction.save_logs``, a stream per
+invocation): only its Docker path calls it, which the local Lambda runtime replaces.
 """
 from __future__ import annotations
 
@@ -20,8 +18,6 @@ import threading
 import time
 import uuid
 import weakref
-
-from .patches import Seam
 
 # What a killed execution environment leaves for the log (Lambda writes these lines itself).
 _FATAL = ("Sandbox.Timedout", "Runtime.OutOfMemory", "Runtime.ExitError")
@@ -148,8 +144,8 @@ class FunctionLogs:
         self._flusher.start()
 
     def _flush_loop(self) -> None:
-        # until stopped, or until the local cloud that installed it is gone (`SEAM` uninstalled)
-        while not self._stopped.wait(self.interval) and SEAM.current is self:
+        # until stopped (the local cloud's stop())
+        while not self._stopped.wait(self.interval):
             try:
                 self.flush()
             except Exception:  # noqa: BLE001 - keep flushing
@@ -163,20 +159,3 @@ class FunctionLogs:
         except Exception:  # noqa: BLE001
             pass
 
-
-# --------------------------------------------------------------------------- the moto seam
-
-
-def _patch(seam: Seam) -> None:
-    """While a local cloud runs (``seam.current`` set), moto's per-invocation copy of a function's
-    logs is not written: `FunctionLogs` delivers them, per worker, as they are printed."""
-    from moto.awslambda.models import LambdaFunction
-
-    def save_logs(self, output: str) -> None:
-        if seam.current is None:
-            seam["save_logs"](self, output)
-
-    seam.replace(LambdaFunction, "save_logs", save_logs)
-
-
-SEAM = Seam(_patch)

@@ -569,10 +569,8 @@ def _patch(seam: Seam) -> None:
                                 Reason="ReservedFunctionConcurrentInvocationLimitExceeded") from None
         finally:
             _calls.runtime_sync = None
-        try:
-            self.save_logs(inv.logs + f"\nREPORT RequestId: {inv.request_id}\tDuration: {inv.duration_ms} ms")
-        except Exception:
-            pass
+        # no per-invocation copy of the logs (moto's save_logs): the local cloud's FunctionLogs
+        # delivers the lines to CloudWatch Logs as they are printed, a stream per worker
         return inv.payload.decode("utf-8"), inv.failed, inv.logs
 
     def invoke(self, body: str, request_headers: Any, response_headers: Any) -> Any:

@@ -244,3 +244,18 @@ def test_get_caller_identity_answers_for_the_credentials_in_use(cloud):
     created = iam.create_access_key(UserName="alice")["AccessKey"]
     alice = who(created["AccessKeyId"], created["SecretAccessKey"])
     assert alice["Arn"] == "arn:aws:iam::123456789012:user/alice"
+
+
+def test_an_invocation_writes_its_logs_once_a_stream_per_worker(cloud, monkeypatch):
+    """No per-invocation copy of the lines (moto's save_logs) is built and thrown away: FunctionLogs
+    writes them, in the worker's stream."""
+    from moto.awslambda.models import LambdaFunction
+
+    copies = []
+    monkeypatch.setattr(LambdaFunction, "save_logs", lambda self, output: copies.append(output))
+    name = cloud.physical_ids["Record"]
+    resp = cloud.client("lambda").invoke(FunctionName=name, Payload=b'{"pk": "logged-once"}')
+    assert "FunctionError" not in resp
+    assert copies == []
+    events = cloud.client("logs").filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+    assert any(e["message"].startswith("REPORT RequestId: ") for e in events), events
