@@ -290,11 +290,15 @@ def _sqs(op: str, params: dict, region: str, account: str, _ks) -> list[Call]:
     return [Call(f"sqs:{op}", f"arn:aws:sqs:{region}:{account}:{name}" if name else "*")]
 
 
+def kms_key_arn(key: str, region: str, account: str) -> str:
+    """The ARN a KeyId names: a key id, an ``alias/…`` or an ARN already."""
+    if key == "*" or key.startswith("arn:"):
+        return key
+    return f"arn:aws:kms:{region}:{account}:{key if key.startswith('alias/') else 'key/' + key}"
+
+
 def _kms(op: str, params: dict, region: str, account: str, _ks) -> list[Call]:
-    key = params.get("KeyId") or "*"
-    if key != "*" and not key.startswith("arn:"):
-        key = f"arn:aws:kms:{region}:{account}:{key if key.startswith('alias/') else 'key/' + key}"
-    return [Call(f"kms:{op}", key)]
+    return [Call(f"kms:{op}", kms_key_arn(params.get("KeyId") or "*", region, account))]
 
 
 def _logs(op: str, params: dict, region: str, account: str, _ks) -> list[Call]:
@@ -367,7 +371,9 @@ def _lambda(method: str, path: str, query: str, region: str, account: str) -> li
     m = _LAMBDA_PATH.match(path)
     if m and m["function"] is None and method == "GET":
         return [Call("lambda:ListFunctions", "*")]
-    action = _LAMBDA_ACTIONS.get((f"{m['sub'] or ''}{'/' if m['item'] else ''}", method)) if m and m["function"] else None
+    action = None
+    if m and m["function"]:
+        action = _LAMBDA_ACTIONS.get((f"{m['sub'] or ''}{'/' if m['item'] else ''}", method))
     if action is None:
         return [Call(UNMODELLED, "*", {"request": f"lambda {method} {path}"})]
     # a name, name:qualifier, or a (partial) ARN with or without its qualifier; or ?Qualifier=

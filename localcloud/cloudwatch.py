@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .actions import kms_key_arn
 from .template import ACCOUNT_ID
 
 _EXECUTION_METRICS = {"SUCCEEDED": "ExecutionsSucceeded", "FAILED": "ExecutionsFailed",
@@ -229,8 +230,7 @@ class CloudWatch:
         topic = sns_backends[ACCOUNT_ID][self.region].topics.get(topic_arn)
         key = getattr(topic, "kms_master_key_id", None) if topic is not None else None
         if key:
-            key_arn = key if key.startswith("arn:") else f"arn:aws:kms:{self.region}:{ACCOUNT_ID}:" + (
-                key if key.startswith("alias/") else f"key/{key}")
+            key_arn = kms_key_arn(key, self.region, ACCOUNT_ID)
             for action in ("kms:GenerateDataKey", "kms:Decrypt"):
                 if not authorizer.service_may(service, action, key_arn, **source).allowed:
                     return "CloudWatch Alarms does not have authorization to access the SNS topic encryption key."

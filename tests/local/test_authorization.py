@@ -40,7 +40,8 @@ def test_key_schema_follows_a_table_created_again_with_another_key(aws):
 
 
 def _role(name: str = "Fn") -> str:
-    return boto3.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))["Role"]["Arn"]
+    role = boto3.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))
+    return role["Role"]["Arn"]
 
 
 def test_a_session_key_needs_its_own_token(aws):
@@ -63,15 +64,16 @@ def test_assume_role_needs_the_roles_trust_policy(aws):
     """sts:AssumeRole is decided by the target role's trust policy too: an identity policy allowing
     it on every role does not let a function assume a role that trusts only Lambda."""
     iam = boto3.client("iam")
-    caller = aws.principal(*(lambda c: (c["AWS_ACCESS_KEY_ID"], c["AWS_SESSION_TOKEN"]))(
-        aws.credentials_for(_role("Fn"), "fn")))
+    creds = aws.credentials_for(_role("Fn"), "fn")
+    caller = aws.principal(creds["AWS_ACCESS_KEY_ID"], creds["AWS_SESSION_TOKEN"])
     _allow("Fn", "sts:AssumeRole")
     lambda_only = _role("LambdaOnly")
     assert not aws.allowed(caller, "sts:AssumeRole", lambda_only).allowed
 
     def trusting(name: str, who: str) -> str:
-        return iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Principal": {"AWS": who}, "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+        trust = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": who}, "Action": "sts:AssumeRole"}]}
+        return iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
 
     named = trusting("TrustsFn", f"arn:aws:iam::{ACCOUNT_ID}:role/Fn")
     account = trusting("TrustsAccount", ACCOUNT_ID)
@@ -185,3 +187,15 @@ def test_lambda_api_operations_ask_for_their_own_action(operation, params, actio
     AddPermission not UpdateFunctionConfiguration), on the function, qualified when the call is."""
     (call,) = _calls("lambda", "lambda", operation, **params)
     assert (call.action, call.resource) == (f"lambda:{action}", resource)
+
+
+@pytest.mark.parametrize("key, arn", [
+    ("1234abcd-12ab", f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/1234abcd-12ab"),
+    ("alias/alarms", f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:alias/alarms"),
+    (f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/k", f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/k"),
+])
+def test_a_kms_key_id_names_its_arn(key, arn):
+    from localcloud.actions import kms_key_arn
+
+    (call,) = _calls("kms", "kms", "generate_data_key", KeyId=key, KeySpec="AES_256")
+    assert (call.action, call.resource) == ("kms:GenerateDataKey", arn) and kms_key_arn(key, REGION, ACCOUNT_ID) == arn
