@@ -576,8 +576,10 @@ def _patch(seam: Seam) -> None:
     def invoke(self, body: str, request_headers: Any, response_headers: Any) -> Any:
         if seam.current is None:  # no local cloud running: moto's own behaviour
             return seam["invoke"](self, body, request_headers, response_headers)
+        # an Invoke API call names its type (RequestResponse when it does not); moto's own deliveries
+        # (SNS -> Lambda, S3 -> Lambda) call with no request headers at all: asynchronous, as in AWS
         inv_type = (request_headers.get("x-amz-invocation-type") or request_headers.get("X-Amz-Invocation-Type")
-                    or "RequestResponse")
+                    or ("RequestResponse" if request_headers else "Event"))
         size = len(body.encode() if isinstance(body, str) else (body or b""))
         if inv_type == "RequestResponse" and size > MAX_REQUEST_BYTES:  # Lambda's 6 MB request quota
             raise _lambda_error(413, "RequestEntityTooLargeException",

@@ -259,3 +259,25 @@ def test_an_invocation_writes_its_logs_once_a_stream_per_worker(cloud, monkeypat
     assert copies == []
     events = cloud.client("logs").filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
     assert any(e["message"].startswith("REPORT RequestId: ") for e in events), events
+
+
+def test_sns_delivers_to_lambda_asynchronously_and_the_invoke_api_synchronously(cloud, monkeypatch):
+    """moto's SNS -> Lambda delivery is an asynchronous invocation (at the function's reserved
+    concurrency it waits, it is not throttled back into the publisher's Publish)."""
+    from localcloud import lambda_runtime
+
+    seen = []
+    real = cloud.runtime.invoke
+
+    def invoke(name, event, sync=None):
+        seen.append(getattr(lambda_runtime._calls, "runtime_sync", None))
+        return real(name, event, sync)
+
+    monkeypatch.setattr(cloud.runtime, "invoke", invoke)
+    sns, fn = cloud.client("sns"), cloud.physical_ids["Record"]
+    topic = sns.create_topic(Name="async-delivery")["TopicArn"]
+    arn = cloud.client("lambda").get_function(FunctionName=fn)["Configuration"]["FunctionArn"]
+    sns.subscribe(TopicArn=topic, Protocol="lambda", Endpoint=arn)
+    sns.publish(TopicArn=topic, Message='{"pk": "from-sns"}')
+    cloud.client("lambda").invoke(FunctionName=fn, Payload=b'{"pk": "from-the-api"}')
+    assert seen == [False, True]
