@@ -169,6 +169,11 @@ class Authorizer:
             return (found.policy_doc if found is not None else None), False
         return None, False
 
+    def _bucket_exists(self, name: str) -> bool:
+        from moto.s3.models import s3_backends
+
+        return name in s3_backends[self.account]["aws"].buckets
+
     def key_schema(self, table: str) -> str | None:
         """The partition key attribute of a DynamoDB table (for ``dynamodb:LeadingKeys``), read at each
         call: a table deleted and created again under its name may have another key (a dict look-up)."""
@@ -295,6 +300,10 @@ class Authorizer:
             return _error(req, service, "InvalidClientTokenId", str(err), status=403)
         if principal is ADMIN:
             return None
+        bucket, _, key = req.path.lstrip("/").partition("/")
+        creating = req.method == "PUT" and not key.strip("/")  # CreateBucket is authorized
+        if service == "s3" and bucket and not creating and not self._bucket_exists(bucket):
+            return None  # S3 answers NoSuchBucket (404) before it authorizes anything in a bucket
         body = req.get_data()
         calls = calls_for(req.method, req.path, req.query_string.decode("utf-8", "replace"), req.headers, body,
                           service, region, self.account, self.key_schema)
@@ -310,7 +319,7 @@ class Authorizer:
         if not self.enforce or service != "s3" or resp.status_code != 404 or req.method not in ("GET", "HEAD"):
             return resp
         bucket, _, key = req.path.lstrip("/").partition("/")
-        if not key or b"NoSuchBucket" in resp.get_data():
+        if not key or not self._bucket_exists(bucket):  # no bucket: 404 NoSuchBucket for everyone (HEAD has no body)
             return resp
         access_key, token = _credentials(req)
         try:

@@ -192,6 +192,10 @@ def test_without_list_bucket_a_missing_object_is_access_denied(pipeline_assembly
             s3.get_object(Bucket=cloud.outputs["DataBucketName"], Key="datasets/animals/gone.csv")
         assert err.value.response["Error"]["Code"] == "AccessDenied"
         assert "s3:ListBucket" in err.value.response["Error"]["Message"]
+        # a bucket that does not exist is 404 to everyone, for HEAD (no body to tell) as for GET
+        with pytest.raises(ClientError) as gone:
+            s3.head_object(Bucket="no-such-bucket-here", Key="datasets/animals/x.csv")
+        assert gone.value.response["Error"]["Code"] == "404"
 
 
 def test_alarm_email_needs_the_topic_policy_statement(pipeline_assembly):
