@@ -25,6 +25,7 @@ from constructs import Construct
 from functions.core.layout import (
     CAPTURE_ERROR_PREFIX,
     CAPTURE_PREFIX,
+    DEFAULT_MAX_INSTANCES,
     INFERENCE_SERVICE_NAME,
     METRIC_ARTIFACT_INTEGRITY_FAILURES,
     METRICS_NAMESPACE,
@@ -79,7 +80,7 @@ class InferenceApi(Construct):
         timeout: Duration = Duration.seconds(29),
         rate_limit: float = 100,
         burst_limit: int = 200,
-        max_instances: int = 1000,
+        max_instances: int = DEFAULT_MAX_INSTANCES,
         alias_ttl_seconds: int = 60,
         alias_miss_ttl_seconds: float = 2,
         capture: bool = True,

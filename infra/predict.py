@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from functions.core.layout import DEFAULT_MAX_INSTANCES
 from infra.apiclient import json_answer, signed_request
 
-# The inference function's MAX_INSTANCES default (functions/inference/service.py, infra/endpoint.py,
-# docs/api.md "413"): the most instances one predict request may carry.
-API_MAX_INSTANCES = 1000
+# the most instances one predict request may carry (docs/api.md "413")
+API_MAX_INSTANCES = DEFAULT_MAX_INSTANCES
 # A request of which more rows than this are refused one by one: the file is wrong, stop.
 MAX_REFUSED_PER_REQUEST = 10
 # 429 (API-key throttling): retried this many times, waiting 1, 2, 4 … s.

@@ -7,6 +7,9 @@ The CDK constructs (``infra/``) and the Lambda code both import them from here.
 DATASETS_PREFIX = "datasets/"
 # what counts as a dataset under datasets/<model>/ (uploads of anything else start no run)
 DATASET_SUFFIXES = (".csv", ".csv.gz")
+# the most instances one predict request may carry by default (the inference function's MAX_INSTANCES;
+# a larger request is a 413): the CLI splits files into requests of at most this many rows
+DEFAULT_MAX_INSTANCES = 1000
 # Data bucket: trusted evaluation sets, evaluation/<model>/<file>.csv: never trained on, every
 # candidate and production are scored on them (docs/pipeline.md, "The gates")
 EVALUATION_PREFIX = "evaluation/"

@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.capture import Capture
 from functions.core.jsonio import dumps
-from functions.core.layout import METRIC_ARTIFACT_INTEGRITY_FAILURES
+from functions.core.layout import DEFAULT_MAX_INSTANCES, METRIC_ARTIFACT_INTEGRITY_FAILURES
 from functions.core.onnx_model import ModelFormatError, OnnxModel, PredictionError
 from functions.core.registry import ModelNotFound, Registry, VersionNotFound
 from functions.core.schema import FeatureSchema, SchemaError
@@ -65,7 +65,7 @@ class ModelServer:
     """Resolves (model, version) to a loaded, verified OnnxModel, with a warm-Lambda cache."""
 
     def __init__(self, registry: Registry, s3: Any, bucket: str, capture: Capture, *,
-                 alias_ttl: float = 60.0, alias_miss_ttl: float = 2.0, max_instances: int = 1000,
+                 alias_ttl: float = 60.0, alias_miss_ttl: float = 2.0, max_instances: int = DEFAULT_MAX_INSTANCES,
                  clock: Callable[[], float] = time.monotonic):
         self.registry = registry
         self.s3 = s3
@@ -87,7 +87,7 @@ class ModelServer:
         kwargs: dict[str, Any] = {
             "alias_ttl": float(os.environ.get("ALIAS_TTL_SECONDS") or 60),
             "alias_miss_ttl": float(os.environ.get("ALIAS_MISS_TTL_SECONDS") or 2),
-            "max_instances": int(os.environ.get("MAX_INSTANCES") or 1000),
+            "max_instances": int(os.environ.get("MAX_INSTANCES") or DEFAULT_MAX_INSTANCES),
         }
         kwargs.update(overrides)
         registry = kwargs.pop("registry", None) or Registry.from_env()
