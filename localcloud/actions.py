@@ -117,10 +117,15 @@ def _s3(method: str, path: str, query: str, headers, body: bytes) -> list[Call]:
     index = {"GET": 0, "HEAD": 0, "PUT": 1, "DELETE": 2}.get(method)
     if not key:
         arn = f"arn:aws:s3:::{bucket}"
-        if method == "POST" and "delete" in q:  # DeleteObjects: each key is a DeleteObject
-            keys = re.findall(rb"<Key>(.*?)</Key>", body or b"")
-            return ([Call("s3:DeleteObject", f"{arn}/{_xml_text(k)}") for k in keys]
-                    or [Call("s3:DeleteObject", f"{arn}/*")])
+        if method == "POST" and "delete" in q:  # DeleteObjects: each object is a DeleteObject(Version)
+            calls = []
+            for obj in re.findall(rb"<Object>(.*?)</Object>", body or b"", re.S):
+                key = re.search(rb"<Key>(.*?)</Key>", obj, re.S)
+                versioned = re.search(rb"<VersionId>", obj) is not None
+                if key:
+                    calls.append(Call("s3:DeleteObjectVersion" if versioned else "s3:DeleteObject",
+                                      f"{arn}/{_xml_text(key.group(1))}"))
+            return calls or [Call("s3:DeleteObject", f"{arn}/*")]
         if method in ("GET", "HEAD"):  # listing keys (ListObjects, ListObjectVersions, ListMultipartUploads)
             for name, ckey in (("prefix", "s3:prefix"), ("delimiter", "s3:delimiter"), ("max-keys", "s3:max-keys")):
                 if name in q:

@@ -199,3 +199,13 @@ def test_a_kms_key_id_names_its_arn(key, arn):
 
     (call,) = _calls("kms", "kms", "generate_data_key", KeyId=key, KeySpec="AES_256")
     assert (call.action, call.resource) == ("kms:GenerateDataKey", arn) and kms_key_arn(key, REGION, ACCOUNT_ID) == arn
+
+
+def test_delete_objects_asks_for_each_objects_own_action():
+    """DeleteObjects: an object named with its version id is s3:DeleteObjectVersion, one without is
+    s3:DeleteObject, each on its own key."""
+    calls = _calls("s3", "s3", "delete_objects", Bucket="b", Delete={"Objects": [
+        {"Key": "datasets/iris/a.csv"}, {"Key": "models/iris/v1/model.onnx", "VersionId": "v1"}]})
+    assert [(c.action, c.resource) for c in calls] == [
+        ("s3:DeleteObject", "arn:aws:s3:::b/datasets/iris/a.csv"),
+        ("s3:DeleteObjectVersion", "arn:aws:s3:::b/models/iris/v1/model.onnx")]
