@@ -191,17 +191,6 @@ def cmd_train(args) -> int:
 # --------------------------------------------------------------------------- predict
 
 
-def read_instances(path: Path) -> list:
-    """Instances from a CSV or JSON file, as ``shipyard predict`` sends them (``infra.predict``)."""
-    from infra.predict import PredictError
-    from infra.predict import read_instances as read
-
-    try:
-        return read(path)
-    except PredictError as err:
-        raise CliError(str(err)) from err
-
-
 def _api(args):
     """The stack's API (``--api-url``, else SHIPYARD_API_URL, else the ApiUrl output) with the auth to call it."""
     from infra.predict import Api

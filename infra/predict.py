@@ -127,11 +127,6 @@ def read_table(path: Path) -> Table:
     return Table(str(path), instances, list(names), [line for line, _ in records], [row for _, row in records])
 
 
-def read_instances(path: Path) -> list:
-    """The instances of a CSV or JSON file (what ``shipyard predict`` sends)."""
-    return read_table(path).instances
-
-
 # --------------------------------------------------------------------------- the API
 
 

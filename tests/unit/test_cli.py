@@ -178,37 +178,41 @@ def test_missing_stack_says_how_to_get_one(tmp_path, monkeypatch, capsys):
 
 
 def test_read_instances_from_csv_and_json(tmp_path):
+    from infra.predict import PredictError, read_table
+
     csv_file = tmp_path / "x.csv"
     csv_file.write_text("a,colour\n1.5,red\n,blue\n")
-    assert cli.read_instances(csv_file) == [{"a": 1.5, "colour": "red"}, {"a": None, "colour": "blue"}]
+    assert read_table(csv_file).instances == [{"a": 1.5, "colour": "red"}, {"a": None, "colour": "blue"}]
     json_file = tmp_path / "x.json"
     json_file.write_text(json.dumps({"instances": [[1, "red"]]}))
-    assert cli.read_instances(json_file) == [[1, "red"]]
+    assert read_table(json_file).instances == [[1, "red"]]
     for name, text, expected in [("empty.csv", "", "header row"), ("bad.json", "{", "not valid JSON"),
                                  ("obj.json", '{"x": 1}', "instances"), ("x.txt", "a", ".csv or .json")]:
         (tmp_path / name).write_text(text)
-        with pytest.raises(cli.CliError, match=expected):
-            cli.read_instances(tmp_path / name)
+        with pytest.raises(PredictError, match=expected):
+            read_table(tmp_path / name)
 
 
 def test_read_instances_csv_follows_the_training_data_rules(tmp_path):
     import gzip
 
+    from infra.predict import read_table
+
     expected = [{"a": 1.5, "colour": "red"}, {"a": None, "colour": None}, {"a": 2.0, "colour": "blue"}]
     # A BOM (Excel's "CSV UTF-8"), semicolons, and pandas' missing markers.
     bom = tmp_path / "bom.csv"
     bom.write_bytes(b"\xef\xbb\xbfa;colour\r\n1.5;red\r\nNA;null\r\n2;blue\r\n")
-    assert cli.read_instances(bom) == expected
+    assert read_table(bom).instances == expected
     tab = tmp_path / "tab.csv"
     tab.write_text("a\tcolour\n1.5\tred\nN/A\t\n2\tblue\n")
-    assert cli.read_instances(tab) == expected
+    assert read_table(tab).instances == expected
     packed = tmp_path / "x.csv.gz"
     packed.write_bytes(gzip.compress(b"a|colour\n1.5|red\n#N/A|None\n2|blue\n"))
-    assert cli.read_instances(packed) == expected
+    assert read_table(packed).instances == expected
     # Values stay text unless they are plain numbers: "1_000" and "inf" are sent as written.
     text = tmp_path / "text.csv"
     text.write_text("a,b\n1_000,inf\n")
-    assert cli.read_instances(text) == [{"a": "1_000", "b": "inf"}]
+    assert read_table(text).instances == [{"a": "1_000", "b": "inf"}]
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -218,10 +222,12 @@ def test_read_instances_csv_follows_the_training_data_rules(tmp_path):
     (b"\x1f\x8b\x08junk", "gzip"),
 ])
 def test_read_instances_csv_errors_name_the_file_and_the_problem(tmp_path, content, expected):
+    from infra.predict import PredictError, read_table
+
     path = tmp_path / "bad.csv"
     path.write_bytes(content)
-    with pytest.raises(cli.CliError, match=expected) as exc:
-        cli.read_instances(path)
+    with pytest.raises(PredictError, match=expected) as exc:
+        read_table(path)
     assert str(exc.value).startswith(f"{path}: ")
 
 
