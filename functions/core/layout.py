@@ -13,12 +13,17 @@ DEFAULT_MAX_INSTANCES = 1000
 # Data bucket: trusted evaluation sets, evaluation/<model>/<file>.csv: never trained on, every
 # candidate and production are scored on them (docs/pipeline.md, "The gates")
 EVALUATION_PREFIX = "evaluation/"
+# Data bucket: batch scoring (docs/batch.md): an upload of batch/<model>/<file>.csv starts a run of
+# the production model; its output is predictions/<model>/<run>/{part-…, errors-…, summary.json}
+BATCH_PREFIX = "batch/"
+PREDICTIONS_PREFIX = "predictions/"
 
 # Artifacts bucket (the design contract's "S3 layout")
 MODELS_PREFIX = "models/"  # models/<model>/v<N>/{model.onnx, metrics.json, baseline.json}
 CAPTURE_PREFIX = "capture/"  # capture/<model>/YYYY/MM/DD/HH/… (Firehose)
 CAPTURE_ERROR_PREFIX = "capture-errors/"  # what Firehose failed to deliver
 DRIFT_PREFIX = "drift/"  # drift/<model>/<timestamp>.json
+BATCH_RESULTS_PREFIX = "batch-results/"  # the batch Map's ResultWriter: <map run id>/manifest.json
 
 
 
@@ -58,6 +63,7 @@ DEFAULT_DRIFT_LOOKBACK_DAYS = 7  # UTC days of capture a window may reach back
 EVENT_SOURCE = "shipyard"
 MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED = "Model Promoted", "Model Rejected", "Pipeline Failed"
 DRIFT_DETECTED = "Drift Detected"
+BATCH_SCORED = "Batch Scored"
 
 # CloudWatch namespace of every metric Shipyard publishes, and the drift check's metric names.
 # Dimensions: ``Model`` (+ ``Feature`` for DriftScore and DriftThreshold).

@@ -42,6 +42,7 @@ _MAX_MOVE_ATTEMPTS = 5
 MOVE_KINDS = ("promote", "rollback")  # an audit event's `kind`
 CLAIM_SK_PREFIX = "R#"
 DRIFT_SK_PREFIX = "D#"
+BATCH_SK_PREFIX = "B#"  # batch scoring runs: B#<run id> (docs/batch.md)
 
 
 class RegistryError(Exception):
@@ -455,6 +456,29 @@ class Registry:
             if "LastEvaluatedKey" not in resp or (limit and len(items) >= int(limit)):
                 return items[:limit] if limit else items
             kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # ------------------------------------------------------------ batch scoring runs
+
+    def put_batch_run(self, model: str, run: str, item: dict) -> dict:
+        """Write a batch scoring run's lineage (sk ``B#<run>``: input object version and sha256,
+        model version, output keys, status); a retried step writes the same item again."""
+        if not run:
+            raise ValueError(f"batch run of model {model!r} needs a run id")
+        item = {"kind": "batch_run", **item, "model": _check_model(model), "run": str(run)}
+        self.client.put_item(TableName=self.table_name,
+                             Item=_item({"pk": f"MODEL#{model}", "sk": BATCH_SK_PREFIX + str(run), **item}))
+        return item
+
+    def get_batch_run(self, model: str, run: str) -> dict | None:
+        """One batch run's item, or None."""
+        item = self._get(f"MODEL#{_check_model(model)}", BATCH_SK_PREFIX + str(run))
+        return _public(item) if item else None
+
+    def batch_runs(self, model: str) -> list[dict]:
+        """Every batch run of `model` (sorted by run id)."""
+        return [_public(i) for i in self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :b)",
+            ExpressionAttributeValues={":pk": {"S": f"MODEL#{_check_model(model)}"}, ":b": {"S": BATCH_SK_PREFIX}})]
 
     # ------------------------------------------------------------ aliases
 

@@ -1,0 +1,1 @@
+"""Batch scoring handlers (docs/batch.md): Prepare, ScoreBatch, Summarize over ``steps.py``."""
