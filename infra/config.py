@@ -34,6 +34,16 @@ from functions.core.layout import (
     TRAIN_PEAK_PER_CSV_BYTE,
     max_dataset_bytes,
 )
+from infra.sagemaker_catalog import (
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_MAX_RUNTIME_SECONDS,
+    DEFAULT_VOLUME_GB,
+    INSTANCE_MEMORY_GIB,
+    MAX_RUNTIME_SECONDS,
+    MAX_VOLUME_GB,
+    MIN_VOLUME_GB,
+    instance_max_dataset_bytes,
+)
 
 __all__ = [
     "ARCHITECTURES",
@@ -179,16 +189,35 @@ class DriftConfig:
 
 @dataclass(frozen=True)
 class ComputeConfig:
-    """Where a model trains. ``lambda`` (the only type in this version): a Train function of
-    ``memory`` MB (one per size, infra/pipeline.py); the largest dataset it accepts follows from it
-    (``functions.core.layout.max_dataset_bytes``: 550 MiB at the default 3008 MB)."""
+    """Where a model trains. ``lambda`` (default): a Train function of ``memory`` MB (one per size,
+    infra/pipeline.py). ``sagemaker``: a SageMaker training job on ``instance_type`` with a
+    ``volume_gb`` disk, stopped after ``max_runtime`` seconds (infra/trainjob.py). Either way the
+    largest dataset it accepts follows from the memory (``functions.core.layout.max_dataset_bytes``:
+    550 MiB at the default 3008 MB, about 3 GiB on the default ml.m5.xlarge)."""
 
     type: str = "lambda"
     memory: int = DEFAULT_TRAIN_MEMORY_MB
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    volume_gb: int = DEFAULT_VOLUME_GB
+    max_runtime: int = DEFAULT_MAX_RUNTIME_SECONDS
+
+    @property
+    def is_sagemaker(self) -> bool:
+        return self.type == "sagemaker"
 
     @property
     def max_dataset_bytes(self) -> int:
+        if self.is_sagemaker:
+            return instance_max_dataset_bytes(self.instance_type)
         return max_dataset_bytes(self.memory)
+
+    def document(self) -> dict:
+        """What the execution input carries (``spec.compute``): the state machine routes on it and
+        the SageMaker state takes the instance, volume and runtime from it."""
+        if self.is_sagemaker:
+            return {"type": self.type, "instance_type": self.instance_type, "volume_gb": self.volume_gb,
+                    "max_runtime": self.max_runtime}
+        return {"type": self.type, "memory": self.memory}
 
 
 @dataclass(frozen=True)
@@ -269,8 +298,11 @@ MODEL_KEYS = (
     "holdout", "drift", "compute",
 )
 DRIFT_KEYS = ("schedule", "threshold", "share", "retrain", "window")
-COMPUTE_KEYS = ("type", "memory")
-COMPUTE_TYPES = ("lambda",)
+COMPUTE_KEYS = ("type", "memory", "instance_type", "volume_gb", "max_runtime")
+COMPUTE_TYPES = ("lambda", "sagemaker")
+SAGEMAKER_KEYS = ("instance_type", "volume_gb", "max_runtime")
+_DURATION = re.compile(r"^([1-9][0-9]*)(s|m|h|d)$")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _suggest(word: str, options) -> str:
@@ -646,11 +678,14 @@ def _load_model(name, raw) -> ModelSpec:
 def _load_compute(raw, model: str) -> ComputeConfig:
     raw = _mapping(raw, "compute", model)
     _check_keys(raw, COMPUTE_KEYS, "compute.", model)
-    kind = raw.get("type", "lambda")
+    kind = _choice(raw.get("type", "lambda"), COMPUTE_TYPES, "compute.type", model)
     if kind == "sagemaker":
-        raise ConfigError("compute.type", "'sagemaker' is not available in this version of Shipyard; "
-                          "expected 'lambda' (with compute.memory up to 10240 MB)", model=model)
-    _choice(kind, COMPUTE_TYPES, "compute.type", model)
+        return _load_sagemaker(raw, model)
+    for key in SAGEMAKER_KEYS:
+        if key in raw:
+            raise ConfigError(f"compute.{key}", f"applies to compute.type 'sagemaker' only, and this model's type "
+                              f"is 'lambda'; expected compute.type 'sagemaker' with it, or no compute.{key}",
+                              model=model)
     memory = raw.get("memory", DEFAULT_TRAIN_MEMORY_MB)
     if isinstance(memory, bool) or not isinstance(memory, int) or not (
             MIN_TRAIN_MEMORY_MB <= memory <= MAX_TRAIN_MEMORY_MB):
@@ -659,6 +694,44 @@ def _load_compute(raw, model: str) -> ComputeConfig:
             f"{MAX_TRAIN_MEMORY_MB} (Lambda's limit), got {memory!r}; the largest dataset a Train function "
             f"takes is about (memory - {TRAIN_IMPORTS_MB} MB) / {TRAIN_PEAK_PER_CSV_BYTE:g}", model=model)
     return ComputeConfig(type=kind, memory=memory)
+
+
+def _load_sagemaker(raw: Mapping, model: str) -> ComputeConfig:
+    if "memory" in raw:
+        raise ConfigError("compute.memory", "applies to compute.type 'lambda' only: a SageMaker job's memory is "
+                          "its instance's; expected compute.instance_type instead (e.g. 'ml.r5.xlarge', 32 GiB)",
+                          model=model)
+    instance = raw.get("instance_type", DEFAULT_INSTANCE_TYPE)
+    if not isinstance(instance, str) or instance not in INSTANCE_MEMORY_GIB:
+        sizes = ", ".join(f"{name} ({gib} GiB: datasets up to {_mib(instance_max_dataset_bytes(name))})"
+                          for name, gib in INSTANCE_MEMORY_GIB.items())
+        hint = _suggest(instance, INSTANCE_MEMORY_GIB) if isinstance(instance, str) else ""
+        raise ConfigError("compute.instance_type", f"{instance!r} is not a SageMaker CPU training instance type "
+                          f"Shipyard knows{hint}; expected one of: {sizes}", model=model)
+    volume = raw.get("volume_gb", DEFAULT_VOLUME_GB)
+    if isinstance(volume, bool) or not isinstance(volume, int) or not MIN_VOLUME_GB <= volume <= MAX_VOLUME_GB:
+        raise ConfigError("compute.volume_gb", f"expected an integer number of GB from {MIN_VOLUME_GB} to "
+                          f"{MAX_VOLUME_GB} (SageMaker's limit), got {volume!r}", model=model)
+    runtime = _duration_seconds(raw.get("max_runtime", DEFAULT_MAX_RUNTIME_SECONDS), "compute.max_runtime", model)
+    if runtime > MAX_RUNTIME_SECONDS:
+        raise ConfigError("compute.max_runtime", f"{raw['max_runtime']!r} is {runtime:,} seconds, more than "
+                          f"SageMaker's limit of 28 days ({MAX_RUNTIME_SECONDS:,} seconds)", model=model)
+    return ComputeConfig(type="sagemaker", instance_type=instance, volume_gb=volume, max_runtime=runtime)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n // 2**20} MiB"
+
+
+def _duration_seconds(value, key: str, model: str) -> int:
+    """Seconds (an integer >= 1) or a duration string ``<N>s|m|h|d`` (``"90m"``, ``"2h"``)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ConfigError(key, f"expected a whole number of seconds >= 1 or a duration such as '90m', '2h' or "
+                          f"'1d' (units s, m, h, d), got {value!r}", model=model)
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
 
 
 def _load_api(raw) -> ApiConfig:

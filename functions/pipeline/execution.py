@@ -5,7 +5,8 @@ The EventBridge rule of each model builds this same shape with an input transfor
 
     {"model": "iris",
      "spec": {"target", "task", "estimator", "params", "metric", "min_score", "max_regression",
-              "holdout", "drift": {"threshold", "window"}, "compute": {"type", "memory"},
+              "holdout", "drift": {"threshold", "window"}, "compute": {"type", "memory"} or
+              {"type": "sagemaker", "instance_type", "volume_gb", "max_runtime"},
               "max_dataset_bytes"},
      "dataset": {"bucket", "key", "version_id", "size", "etag"},
      "force": false,                 # optional: train even if this object version was trained before
@@ -35,9 +36,9 @@ def spec_document(spec: Any) -> dict:
         "max_regression": spec.max_regression,
         "holdout": spec.holdout,
         "drift": {"threshold": drift.threshold, "window": drift.window} if drift is not None else {},
-        # The largest dataset this model's memory takes (the Train function's own limit still caps it).
-        **({"max_dataset_bytes": compute.max_dataset_bytes,
-            "compute": {"type": compute.type, "memory": compute.memory}}
+        # The largest dataset this model's memory takes (the Train function's own limit still caps it);
+        # compute routes the run (TrainOn) and, for sagemaker, sizes the training job.
+        **({"max_dataset_bytes": compute.max_dataset_bytes, "compute": compute.document()}
            if (compute := getattr(spec, "compute", None)) is not None else {}),
     }
 

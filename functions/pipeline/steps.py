@@ -21,9 +21,11 @@ a retried Lambda may already have done its work:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -104,17 +106,44 @@ def allocate(event: Mapping[str, Any], registry: Registry, *, execution_arn: str
                                      "version": claim.get("version"), "at": claim.get("at")},
                     "dataset_ref": ref}
         if claim.get("version"):  # a retry of this very state after it finished
-            return {"duplicate": False, "version": int(claim["version"]), "dataset_ref": ref}
+            return _allocated(spec, model, int(claim["version"]), ref, execution_arn)
         # A retry after the claim but maybe after the allocation too: reuse a version of ours.
         mine = [v for v in registry.list_versions(model) if v.get("execution_arn") == execution_arn]
         if mine:
             version = int(mine[-1]["version"])
             registry.set_claim_version(model, claim_id, version)
-            return {"duplicate": False, "version": version, "dataset_ref": ref}
+            return _allocated(spec, model, version, ref, execution_arn)
     rec = registry.allocate_version(model, execution_arn=execution_arn, dataset=dataset,
                                     estimator=spec.get("estimator"), params=dict(spec.get("params") or {}))
     registry.set_claim_version(model, claim_id, rec["version"])
-    return {"duplicate": False, "version": int(rec["version"]), "dataset_ref": ref}
+    return _allocated(spec, model, int(rec["version"]), ref, execution_arn)
+
+
+def _allocated(spec: Mapping[str, Any], model: str, version: int, ref: str, execution_arn: str) -> dict:
+    """Allocate's output; a sagemaker run also gets the name of its training job."""
+    out: dict[str, Any] = {"duplicate": False, "version": version, "dataset_ref": ref}
+    if (spec.get("compute") or {}).get("type") == "sagemaker":
+        out["training_job_name"] = training_job_name(os.environ.get("TRAINING_JOB_PREFIX", "shipyard-"), model,
+                                                     version, execution_arn)
+    return out
+
+
+# CreateTrainingJob's TrainingJobName: at most 63 characters matching this (SageMaker API reference).
+TRAINING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def training_job_name(prefix: str, model: str, version: int, execution_arn: str) -> str:
+    """``<prefix><model>-v<N>-<hash of the execution>``: unique per version, the same for a retry of
+    the same execution (CreateTrainingJob refuses a name used before), within SageMaker's 63
+    characters. The prefix is the stack's (infra/trainjob.py), which its IAM policies are scoped
+    to; model names may hold ``_``, job names may not."""
+    tail = f"-v{int(version)}-{hashlib.sha256(execution_arn.encode()).hexdigest()[:8]}"
+    room = 63 - len(prefix) - len(tail)
+    name = prefix + model.replace("_", "-")[:max(room, 1)].rstrip("-") + tail
+    if not TRAINING_JOB_NAME.match(name):
+        raise PipelineInputError(f"training job name {name!r} (prefix {prefix!r}) is not a valid SageMaker job "
+                                 f"name; expected {TRAINING_JOB_NAME.pattern}")
+    return name
 
 
 def sweep_stale(registry: Registry, events, model: str, *, execution_timeout: float, execution_arn: str,
@@ -201,8 +230,11 @@ def read_dataset(s3, dataset: Mapping[str, Any], max_bytes: int) -> tuple[bytes,
 
 def train(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: str,
           max_bytes: int = DEFAULT_MAX_DATASET_BYTES, min_rows: int = DEFAULT_MIN_DATASET_ROWS, code_version: str = "",
-          execution_arn: str | None = None) -> dict:
-    """Read the dataset, train (functions.core.training), write the artifacts, register the candidate."""
+          execution_arn: str | None = None, compute: Mapping[str, Any] | None = None) -> dict:
+    """Read the dataset, train (functions.core.training), write the artifacts, register the candidate.
+
+    ``compute``: where it ran, recorded as ``lineage.compute`` (a SageMaker job: its name and instance type).
+    """
     model, spec, dataset = check_input(event)
     version = int(event["version"])
     if spec.get("max_dataset_bytes"):  # the model's own limit (its compute.memory), within the function's
@@ -235,6 +267,7 @@ def train(event: Mapping[str, Any], registry: Registry, s3, *, artifact_bucket: 
         "estimator": spec.get("estimator"),
         "params": dict(spec.get("params") or {}),
         "spec": {k: spec[k] for k in SPEC_KEYS if k in spec},
+        **({"compute": dict(compute)} if compute else {}),
     }
     # Written once (a retried step finds its own bytes there and carries on); each reference names
     # the object version, which is what validation and serving read.
@@ -507,11 +540,39 @@ def failure_reason(error: Mapping[str, Any] | None) -> str:
         except json.JSONDecodeError:
             parsed = None
         if isinstance(parsed, Mapping):
+            job = training_job_failure(parsed)
+            if job is not None:  # `.sync` hands over DescribeTrainingJob: its FailureReason is the reason
+                return bounded(job, "the training job's log and the execution's history", limit=MAX_REASON_CHARS)
             message = parsed.get("errorMessage") or parsed.get("message") or cause
     message = str(message or "").strip()
     # The steps bound their own messages; this bounds what they cannot (runtime errors, a Cause from elsewhere).
     message = bounded(message, "the failed step's log and the execution's history")
     return bounded(f"{name}: {message}" if message else name, "the execution's history", limit=MAX_REASON_CHARS)
+
+
+# SageMaker prefixes the failure file's text (functions/pipeline/trainjob.py writes `<Error>: <message>`)
+# with the kind of failure and may append the exit code: "AlgorithmError: DatasetError: …, exit code: 1".
+_JOB_FAILURE_KIND = re.compile(r"^(?:AlgorithmError|ClientError|CapacityError|InternalServerError):\s*")
+_JOB_EXIT_CODE = re.compile(r",?\s*exit code:\s*-?\d+\s*$", re.IGNORECASE)
+_ERROR_NAME = re.compile(r"^[A-Za-z_][\w.]*: ")
+
+
+def training_job_failure(describe: Mapping[str, Any]) -> str | None:
+    """`<Error>: <message>` from a failed or stopped training job's DescribeTrainingJob document (what a
+    `createTrainingJob.sync` task's Cause holds); None when the document is not one."""
+    if "TrainingJobStatus" not in describe and "FailureReason" not in describe:
+        return None
+    text = str(describe.get("FailureReason") or "").strip()
+    inner = _JOB_EXIT_CODE.sub("", _JOB_FAILURE_KIND.sub("", text, count=1)).strip()
+    if _ERROR_NAME.match(inner):
+        return inner  # the job's own `<Error>: <message>`, e.g. DatasetError
+    job = describe.get("TrainingJobName") or "?"
+    status = describe.get("TrainingJobStatus") or "Failed"
+    if text:
+        return f"TrainingJobFailed: training job {job} ended {status}: {text}"
+    secondary = describe.get("SecondaryStatus")
+    return f"TrainingJobFailed: training job {job} ended {status}" + (f" ({secondary})" if secondary else "") + \
+        " without a failure reason; see its log in /aws/sagemaker/TrainingJobs"
 
 
 def mark_failed(event: Mapping[str, Any], registry: Registry, events, *, execution_arn: str) -> dict:

@@ -397,8 +397,9 @@ def test_compute_defaults_to_lambda_with_3008_mb_and_the_dataset_limit_it_allows
     ({"memory": 512}, "compute.memory", "from 1024 to 10240"),
     ({"memory": 20000}, "compute.memory", "from 1024 to 10240 (Lambda's limit), got 20000"),
     ({"memory": "3008"}, "compute.memory", "expected an integer number of MB"),
-    ({"type": "sagemaker"}, "compute.type", "not available in this version"),
-    ({"type": "fargate"}, "compute.type", "expected one of: lambda"),
+    ({"type": "sagemaker", "memory": 4096}, "compute.memory", "compute.type 'lambda' only"),
+    ({"instance_type": "ml.m5.xlarge"}, "compute.instance_type", "compute.type 'sagemaker' only"),
+    ({"type": "fargate"}, "compute.type", "expected one of: lambda, sagemaker"),
     ({"memroy": 4096}, "compute.memroy", "memory"),
 ])
 def test_bad_compute_names_the_key(compute, key, words):
