@@ -520,6 +520,14 @@ class StackAlarms(Construct):
         self.pipeline_alarms += [failed, timed_out]
         return [failed, timed_out]
 
+    def watch_batch(self, state_machine: sfn.IStateMachine, *, name: str = "batch-failed") -> cloudwatch.Alarm:
+        """Failed batch scoring runs >= 1 in a period (``<stack>-batch-failed``)."""
+        self.batch_alarm = self._alarm(
+            state_machine.metric_failed(statistic="Sum", period=self.period), name,
+            "Batch scoring: a run failed (no production version, a bad header, too many failed batches…); "
+            "its registry item and the Batch Scored event say why (docs/batch.md)", 1)
+        return self.batch_alarm
+
     def watch_uploads(self, uploads, name: str = "unowned-uploads") -> cloudwatch.Alarm:
         """Any upload under a ``datasets/<folder>/`` no model owns (``UploadMonitor``'s
         ``UnownedUploads`` >= 1 in a period): a typo in the folder that silently lost a training run."""

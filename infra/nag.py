@@ -138,6 +138,43 @@ def acknowledge_findings(stack) -> None:
             "and aliases) so lambda:InvokeFunction is limited to this one pipeline function.",
         )
 
+    # -- Batch scoring (infra/batch.py) --------------------------------------------------------
+    batch = getattr(stack, "batch", None)
+    if batch is not None:
+        batch_sm = batch.state_machine.role
+        for role, resource, reason in (
+            (batch.roles["Prepare"], f"{data}/batch/*", "Prepare reads whichever CSV was uploaded under "
+             "batch/<model>/ (its exact object version, to hash it); Get/GetObjectVersion on batch/ only."),
+            (batch_sm, f"{data}/batch/*", "The Distributed Map's ItemReader reads the uploaded CSV "
+             "(batch/<model>/<any>.csv, that object version); Get/GetObjectVersion on batch/ only."),
+            (batch.roles["ScoreBatch"], f"{artifacts}/models/*", "ScoreBatch loads the version it scores "
+             "with (models/<model>/v<N>/model.onnx, N known at run time); read-only, models/ only."),
+            (batch.roles["ScoreBatch"], f"{data}/predictions/*", "ScoreBatch writes predictions/<model>/<run>/"
+             "part-… and errors-… (run known at run time); s3:PutObject on predictions/ only, no read."),
+            (batch.roles["Summarize"], f"{data}/predictions/*", "Summarize writes predictions/<model>/<run>/"
+             "summary.json; s3:PutObject on predictions/ only, no read."),
+            (batch.roles["Summarize"], f"{artifacts}/batch-results/*", "Summarize reads the Map run's "
+             "ResultWriter manifest and result files (batch-results/<map run id>/…); read-only."),
+            (batch_sm, f"{artifacts}/batch-results/*",
+             "The Map's ResultWriter writes batch-results/<map run id>/… (keys Step Functions makes); "
+             "Put/Get/multipart on that prefix only."),
+            (batch_sm, "*", "The state machine logs ALL events to CloudWatch Logs and traces with X-Ray: "
+             "the log delivery actions and xray:Put* support no resource-level permissions."),
+        ):
+            _ack(role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+        for fn in (batch.prepare_function, batch.score_function, batch.summarize_function):
+            _ack(batch_sm, f"AwsSolutions-IAM5[Resource::{_arn_token(stack, fn)}:*]",
+                 "CDK's LambdaInvoke grant covers the function and its qualified ARNs (<arn>:*), so "
+                 "lambda:InvokeFunction is limited to this one batch function.")
+        for node in batch.state_machine.node.children:
+            if node.node.id == "DistributedMapPolicy":
+                for suffix in (":*", "/*:*"):
+                    _ack(node, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:"
+                         "<AWS::AccountId>:execution:{\"Fn::Select\":[6,{\"Fn::Split\":[\":\",{\"Ref\":\""
+                         f"{stack.get_logical_id(batch.state_machine.node.default_child)}\"}}]}}]}}{suffix}]",
+                         "A Distributed Map starts and redrives its child executions, named by Step Functions "
+                         "at run time under this state machine's executions (CDK's DistributedMapPolicy).")
+
     # -- Drift monitoring (infra/monitoring.py) -------------------------------------------------
     drift = stack.drift
     _ack(

@@ -28,11 +28,13 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from functions.core.layout import (
+    BATCH_PREFIX,
     CAPTURE_ERROR_PREFIX,
     CAPTURE_PREFIX,
     DATASETS_PREFIX,
     EVALUATION_PREFIX,
     MODELS_PREFIX,
+    PREDICTIONS_PREFIX,
 )
 
 DATASET_INDEX = "by-dataset"
@@ -274,6 +276,11 @@ class ModelRegistry(Construct):
             resource_arns=[self.audit_table.table_arn],
         )
 
+    def grant_write_batch_runs(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Put the batch scoring runs' items (``B#<run>`` in model partitions): PutItem in ``MODEL#*``
+        only (IAM cannot narrow a put to a sort key prefix), no Update/Delete, no alias moves."""
+        return self.grant_write_drift_items(grantee)
+
     def grant_write_drift_items(self, grantee: iam.IGrantable) -> iam.Grant:
         """Put items into model partitions (``MODEL#*``) only: the drift check's records. No
         Update/Delete, no alias moves."""
@@ -348,6 +355,14 @@ class ModelRegistry(Construct):
     def grant_read_evaluation(self, grantee: iam.IGrantable) -> iam.Grant:
         """List and read the trusted evaluation sets (``evaluation/*`` of the data bucket)."""
         return self._grant_read(grantee, self.data_bucket, ["s3:GetObject"], EVALUATION_PREFIX)
+
+    def grant_read_batch_inputs(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Read batch scoring inputs (``batch/*`` of the data bucket), any object version."""
+        return self._grant_read(grantee, self.data_bucket, ["s3:GetObject", "s3:GetObjectVersion"], BATCH_PREFIX)
+
+    def grant_write_predictions(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Put batch scoring output (``predictions/*`` of the data bucket); no reading."""
+        return self._grant_objects(grantee, self.data_bucket, ["s3:PutObject"], PREDICTIONS_PREFIX)
 
     def grant_list_datasets(self, grantee: iam.IGrantable) -> iam.Grant:
         """List datasets and their versions (``datasets/*`` of the data bucket), no reading: drift

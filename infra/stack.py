@@ -20,6 +20,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from infra.batch import BatchScoring
 from infra.config import ShipyardConfig, load_config
 from infra.deadletters import EventDeadLetters
 from infra.endpoint import InferenceApi
@@ -41,6 +42,7 @@ OUTPUT_NAMES = (
     "PipelineArn",
     "AlarmTopicArn",
     "DashboardName",
+    "BatchStateMachineArn",
 )
 
 
@@ -110,6 +112,17 @@ class ShipyardStack(Stack):
             dead_letter_queue=self.dead_letters.target_queue,
             train_reserved_concurrency=config.concurrency.training,
             **dict(pipeline_options or {}),
+        )
+
+        # Batch scoring: batch/<model>/<file>.csv -> predictions/<model>/<run>/ (docs/batch.md).
+        self.batch = BatchScoring(
+            self,
+            "Batch",
+            registry=self.registry,
+            models=config.model_names,
+            architecture=config.architecture,
+            layers=layers,  # onnxruntime + numpy + Powertools: the inference layer
+            dead_letter_queue=self.dead_letters.target_queue,
         )
 
         # Every upload under datasets/ that starts no run is reported (UnownedUploads, IgnoredUploads).
@@ -211,12 +224,14 @@ class ShipyardStack(Stack):
         )
         self.dashboard.add_widgets(*self.inference.dashboard_widgets())
         self.dashboard.add_widgets(*self.pipeline.dashboard_widgets())
+        self.dashboard.add_widgets(*self.batch.dashboard_widgets())
 
         # ------------------------------------------------------------ alarms for the whole stack
         # Last, so every function of the stack exists: each gets an errors and a throttles alarm.
         self.alarms = StackAlarms(self, "Alarms", alarm_topic=self.alarm_topic)
         self.alarms.watch_api(self.inference)
         self.alarms.watch_pipeline(self.pipeline.state_machine)
+        self.alarms.watch_batch(self.batch.state_machine)
         self.alarms.watch_capture(self.inference)
         self.alarms.show(*self.drift.alarms.values())
         self.alarms.watch_dead_letters(self.dead_letters.queue)
@@ -245,6 +260,8 @@ class ShipyardStack(Stack):
                   description="SNS topic every Shipyard alarm notifies")
         CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name,
                   description="CloudWatch dashboard")
+        CfnOutput(self, "BatchStateMachineArn", value=self.batch.state_machine_arn,
+                  description="Batch scoring state machine (upload to batch/<model>/ or shipyard batch MODEL FILE)")
         CfnOutput(self, "PipelineArn", value=self.pipeline.state_machine_arn,
                   description="Training pipeline state machine (shipyard train MODEL starts it by hand)")
         if self.inference.api_key is not None:
