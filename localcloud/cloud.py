@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import distributedmap, functionlogs, lambda_runtime, sns, sts
 from . import events as events_mod
-from . import functionlogs, lambda_runtime, sns, sts
 from . import stepfunctions as stepfunctions_mod
 from .apigw import LocalApiServer
 from .authorization import AccessDenied, Authorizer
@@ -43,7 +43,7 @@ _active_lock = threading.Lock()
 _active: LocalCloud | None = None
 
 # Where a running local cloud hooks into moto, in the order they are installed (and uninstalled).
-_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, sns.SEAM, sts.SEAM)
+_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, distributedmap.SEAM, sns.SEAM, sts.SEAM)
 
 
 _WAIT_CONDITION_WARNING = ".*WaitConditionHandle.*"
@@ -148,6 +148,8 @@ class LocalCloud:
         self._server = None
         self._api: LocalApiServer | None = None
         self.runtime: LambdaRuntime | None = None
+        # Distributed Map children at once (None: the Lambda runtime's per-function worker cap)
+        self.map_concurrency: int | None = distributedmap.concurrency_from_env()
         self.bus: EventBus | None = None
         self._ctx: DeployContext | None = None
         self._stop = threading.Event()
@@ -382,6 +384,8 @@ class LocalCloud:
         self.bus.authorizer = self.iam
         events_mod.SEAM.install(self.bus)
         stepfunctions_mod.SEAM.install()
+        # Distributed Map children run at most as many at once as a function has workers
+        distributedmap.SEAM.install(self.map_concurrency or self.runtime.concurrency)
         sns.SEAM.install(self)
         sts.SEAM.install()
 
