@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.apiclient import ApiClientError
+from infra.batch_cli import add_parser as add_batch_parser
 from infra.commandline import (  # noqa: F401 - CliError, EXIT_* and stack_outputs are this module's API too
     EXIT_ERROR,
     EXIT_OK,
@@ -479,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "one the newest upload is starting)")
     p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 5; the run goes on)")
     p.set_defaults(run=cmd_wait)
+
+    add_batch_parser(sub)  # shipyard batch MODEL FILE (infra/batch_cli.py)
 
     p = sub.add_parser("logs", help="a function's CloudWatch Logs (train, validate, inference, … or a name)")
     p.add_argument("function", help="train, validate, allocate, record, inference, drift, retrain, … or a "

@@ -52,9 +52,10 @@ SKIPS: dict[str, tuple[str, tuple[str, ...] | None]] = {
         "so Shipyard reserves it where it matters: the inference function and each Train function "
         "(concurrency.* in cdk.json). The short steps (Allocate, Validate, Record) and drift functions "
         "run once per execution or schedule, and the uploads function once per upload for milliseconds (a cap "
-        "would throttle a bulk upload's reports).",
+        "would throttle a bulk upload's reports). Batch scoring: Prepare and Summarize run once per run, and "
+        "ScoreBatch's concurrency is capped by the Distributed Map's MaxConcurrency (infra/batch.py).",
         ("PipelineAllocate", "PipelineValidate", "PipelineRecord", "DriftFunction", "DriftRetrain",
-         "UploadsFunction")),
+         "UploadsFunction", "BatchPrepare", "BatchScoreBatch", "BatchSummarize")),
 }
 
 
