@@ -26,8 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import distributedmap, functionlogs, lambda_runtime, sns, sts
+from . import assets, distributedmap, functionlogs, lambda_runtime, sns, sts
 from . import events as events_mod
+from . import sagemaker as sagemaker_mod
 from . import stepfunctions as stepfunctions_mod
 from .apigw import LocalApiServer
 from .authorization import AccessDenied, Authorizer
@@ -43,7 +44,8 @@ _active_lock = threading.Lock()
 _active: LocalCloud | None = None
 
 # Where a running local cloud hooks into moto, in the order they are installed (and uninstalled).
-_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, distributedmap.SEAM, sns.SEAM, sts.SEAM)
+_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, distributedmap.SEAM, sns.SEAM, sts.SEAM,
+          sagemaker_mod.SEAM)
 
 
 _WAIT_CONDITION_WARNING = ".*WaitConditionHandle.*"
@@ -148,6 +150,7 @@ class LocalCloud:
         self._server = None
         self._api: LocalApiServer | None = None
         self.runtime: LambdaRuntime | None = None
+        self.training_jobs: sagemaker_mod.TrainingJobs | None = None  # SageMaker training jobs
         # Distributed Map children at once (None: the Lambda runtime's per-function worker cap)
         self.map_concurrency: int | None = distributedmap.concurrency_from_env()
         self.bus: EventBus | None = None
@@ -289,8 +292,10 @@ class LocalCloud:
             self.bus.stop()
         if self.runtime:
             self.runtime.stop()
+        if self.training_jobs:
+            self.training_jobs.shutdown()
         self.function_logs.stop()  # what the stopped workers printed last; its flusher ends
-        for seam in _SEAMS:
+        for seam in reversed(_SEAMS):  # last in, first out: seams chained on one moto function unwind
             seam.uninstall()
         if self._server:
             try:
@@ -388,6 +393,9 @@ class LocalCloud:
         distributedmap.SEAM.install(self.map_concurrency or self.runtime.concurrency)
         sns.SEAM.install(self)
         sts.SEAM.install()
+        self.training_jobs = sagemaker_mod.TrainingJobs(self.aws_url, self.region, authorizer=self.iam,
+                                                        say=self.say, verbose=self.verbose)
+        sagemaker_mod.SEAM.install(self.training_jobs)
 
     # ------------------------------------------------------------------ deployment
     def _deploy(self) -> None:
@@ -405,6 +413,11 @@ class LocalCloud:
             self.say(msg)
         from botocore.exceptions import ClientError, ParamValidationError
 
+        try:  # where `cdk deploy` publishes them: a training job reads its code from there
+            published = assets.publish(tpl, ctx.client("s3"), ACCOUNT_ID, self.region)
+        except (ClientError, OSError) as err:
+            raise DeployError(f"file assets: {err}") from err
+        self.debug(f"[deploy] file assets published: {', '.join(published) or 'none'}")
         for lid in creation_order(tpl.resources):
             res = tpl.resources[lid]
             rtype = res.get("Type", "?")

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+_ABSENT = object()  # what `Seam.replace` saw when moto had no such attribute
+
 
 class Seam:
     def __init__(self, patch: Callable[[Seam], None]) -> None:
@@ -28,8 +30,10 @@ class Seam:
         return self._saved[name][1]
 
     def replace(self, owner: Any, name: str, fn: Any) -> None:
+        """Serve ``owner.name`` with ``fn``; a name moto does not have yet (an operation it lacks) is
+        added, and removed again at uninstall."""
         if name not in self._saved:
-            self._saved[name] = (owner, getattr(owner, name))
+            self._saved[name] = (owner, getattr(owner, name, _ABSENT))
         setattr(owner, name, fn)
 
     def install(self, current: Any = None) -> None:
@@ -42,5 +46,8 @@ class Seam:
         """Give moto its own methods back (no-op when not installed)."""
         self.current = None
         for name, (owner, original) in self._saved.items():
-            setattr(owner, name, original)
+            if original is _ABSENT:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
         self._saved.clear()

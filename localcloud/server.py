@@ -25,7 +25,7 @@ _TARGETS = {"DynamoDB": "dynamodb", "AWSStepFunctions": "states", "Firehose": "f
 # signing name -> AWS hostname (region filled in) where it differs from <name>.<region>.amazonaws.com
 _HOSTS = {"s3": "s3.amazonaws.com", "iam": "iam.amazonaws.com", "sts": "sts.amazonaws.com",
           "cloudfront": "cloudfront.amazonaws.com", "route53": "route53.amazonaws.com",
-          "execute-api": "execute-api.{region}.amazonaws.com"}
+          "execute-api": "execute-api.{region}.amazonaws.com", "sagemaker": "api.sagemaker.{region}.amazonaws.com"}
 _HOP = {"content-length", "transfer-encoding", "connection", "server", "date"}
 # moto's DynamoDB is not atomic across threads (a transaction copies the table while other threads
 # write; concurrent ADDs can return the same value). Real DynamoDB serializes conflicting writes, so

@@ -33,6 +33,16 @@ class _NoValue:
 NO_VALUE = _NoValue()
 
 
+@dataclass(frozen=True)
+class FileAsset:
+    """A file asset of the assembly's manifest: ``source`` (a file, or a directory to zip) goes to
+    ``bucket``/``key``, both as the manifest writes them (``${AWS::AccountId}``/``${AWS::Region}`` unresolved)."""
+    source: Path
+    packaging: str  # "file" (as is) or "zip" (the directory zipped)
+    bucket: str
+    key: str
+
+
 @dataclass
 class Template:
     body: dict
@@ -40,6 +50,8 @@ class Template:
     directory: Path | None = None
     # S3 object key of a file asset -> its local directory (or file) in cdk.out
     assets: dict[str, Path] = field(default_factory=dict)
+    # every file asset of the manifest with its packaging and destinations (published by assets.py)
+    file_assets: list[FileAsset] = field(default_factory=list)
 
     @property
     def resources(self) -> dict[str, dict]:
@@ -93,12 +105,15 @@ class Template:
         name, tpl, assets_file = chosen[0]
         body = json.loads(tpl.read_text())
         assets: dict[str, Path] = {}
+        file_assets: list[FileAsset] = []
         if assets_file is not None and assets_file.exists():
             for entry in json.loads(assets_file.read_text()).get("files", {}).values():
                 source = cdk_out / entry["source"]["path"]
                 for dest in entry.get("destinations", {}).values():
                     assets[dest["objectKey"]] = source
-        return cls(body=body, stack_name=name, directory=cdk_out, assets=assets)
+                    file_assets.append(FileAsset(source, entry["source"].get("packaging", "file"),
+                                                 dest["bucketName"], dest["objectKey"]))
+        return cls(body=body, stack_name=name, directory=cdk_out, assets=assets, file_assets=file_assets)
 
     def asset_path(self, logical_id: str, code: dict) -> Path | None:
         """The local asset directory of a function/layer's `Code` (or None if it is inline / unknown)."""
