@@ -228,13 +228,13 @@ class BatchScoring(Construct):
         failed = sfn.Fail(self, "Failed", error="BatchFailed", cause_path="$.failure.reason")
         # The failure recorder gets the whole state: $.batch is there when Prepare had finished.
         record_failure = invoke("RecordFailure", self.summarize_function, summarize_timeout, sfn.TaskInput.from_object({
-            "action": "fail", "input": sfn.JsonPath.entire_payload, "run": run, "execution_arn": execution_arn,
+            "action": "fail", "input": sfn.JsonPath.entire_payload, "run_id": run, "execution_arn": execution_arn,
         }), "$.failure")
         record_failure.next(failed)
 
         # {"input": <state>, …}: the handlers' step decorator merges it (functions/pipeline/runtime.py)
         prepare = invoke("Prepare", self.prepare_function, prepare_timeout, sfn.TaskInput.from_object({
-            "input": sfn.JsonPath.entire_payload, "run": run, "execution_arn": execution_arn,
+            "input": sfn.JsonPath.entire_payload, "run_id": run, "execution_arn": execution_arn,
         }), "$.batch")
 
         # no payload: the child's whole input, {"BatchInput": …, "Items": […]}

@@ -78,7 +78,7 @@ def resolve_version(registry: Registry, model: str, pinned: Any) -> dict:
 def prepare(event: dict, registry: Registry, s3: Any) -> dict:
     """Resolve the version, read the input object version once (sha256, rows, ragged rows), check its
     header against the version's features; the run's BatchInput."""
-    model, run, obj = event["model"], str(event["run"]), dict(event["object"])
+    model, run, obj = event["model"], str(event["run_id"]), dict(event["object"])
     bucket, key = obj["bucket"], obj["key"]
     head = s3.head_object(Bucket=bucket, Key=key, **({"VersionId": obj["version_id"]} if obj.get("version_id") else {}))
     version_id = obj.get("version_id") or head.get("VersionId")
@@ -229,7 +229,7 @@ def fail(event: dict, registry: Registry, events: Any) -> dict:
     reason = f"{error.get('Error') or 'Error'}: {cause}"[:1000]
     batch = event.get("batch") or {}
     obj = batch.get("object") or event.get("object") or {}
-    summary = {"model": event["model"], "run": str(event["run"]), "status": "failed", "reason": reason,
+    summary = {"model": event["model"], "run": str(event["run_id"]), "status": "failed", "reason": reason,
                "version": batch.get("version"), "input": obj, "execution_arn": event.get("execution_arn"),
                "started_at": batch.get("started_at"), "finished_at": utc_iso()}
     record_run(registry, summary, None)
