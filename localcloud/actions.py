@@ -15,7 +15,8 @@ Condition keys supplied, besides the global ones the authorizer adds (``aws:Secu
 ``s3:x-amz-server-side-encryption``; ``dynamodb:LeadingKeys`` (the partition-key values an item
 operation or a Query touches), ``dynamodb:Attributes`` (top-level attribute names the request
 names: key, item, update/condition/projection expressions), ``dynamodb:ReturnValues``,
-``dynamodb:Select``; ``cloudwatch:namespace`` (PutMetricData, over the JSON or the query protocol).
+``dynamodb:Select``; ``cloudwatch:namespace`` (PutMetricData, over the JSON or the query protocol);
+``iam:PassedToService`` (the ``iam:PassRole`` of a SageMaker CreateTrainingJob's ``RoleArn``).
 """
 from __future__ import annotations
 
@@ -314,6 +315,14 @@ def _logs(op: str, params: dict, region: str, account: str, _ks) -> list[Call]:
     return [Call(f"logs:{op}", f"{arn}:log-stream:{stream}" if stream else f"{arn}:*")]
 
 
+def _sagemaker(op: str, params: dict, region: str, account: str, _ks) -> list[Call]:
+    name = params.get("TrainingJobName")
+    calls = [Call(f"sagemaker:{op}", f"arn:aws:sagemaker:{region}:{account}:training-job/{name}" if name else "*")]
+    if op == "CreateTrainingJob" and params.get("RoleArn"):  # handing SageMaker a role is passing it
+        calls.append(Call("iam:PassRole", params["RoleArn"], {"iam:PassedToService": "sagemaker.amazonaws.com"}))
+    return calls
+
+
 def _json_generic(service: str):
     return lambda op, params, region, account, _ks: [_generic(service, op)]
 
@@ -329,7 +338,7 @@ def _cloudwatch_call(op: str, namespace: str | None) -> Call:
 
 
 _JSON = {"dynamodb": _dynamodb, "states": _states, "events": _events, "firehose": _firehose, "sqs": _sqs,
-         "kms": _kms, "logs": _logs, "monitoring": _cloudwatch, "xray": _json_generic("xray")}
+         "kms": _kms, "logs": _logs, "monitoring": _cloudwatch, "xray": _json_generic("xray"), "sagemaker": _sagemaker}
 
 
 # --------------------------------------------------------------------------- query protocol and Lambda

@@ -63,32 +63,41 @@ def _trust(service):
         {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
 
 
+TRAIN_STATE = {
+    "Type": "Task", "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",
+    "Parameters": {
+        "TrainingJobName.$": "$.name",
+        "AlgorithmSpecification": {
+            "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-cpu-py3",
+            "TrainingInputMode": "File"},
+        "HyperParameters": {"sagemaker_program": "train.py",
+                            "sagemaker_submit_directory": "${Submit}",
+                            "sagemaker_region": "${AWS::Region}",
+                            "mode.$": "$.mode", "bucket": "${Data}", "rounds": "3"},
+        "RoleArn": "${JobRole.Arn}",
+        "ResourceConfig": {"InstanceCount": 1, "InstanceType.$": "$.instance", "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds.$": "$.max_runtime"},
+        "OutputDataConfig": {"S3OutputPath": "s3://${Data}/sagemaker/"},
+        "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": "s3://${Data}/input/", "S3DataDistributionType": "FullyReplicated"}}}],
+        "Environment": {"GREETING": "hello"}},
+    "ResultPath": "$.train",
+    "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}],
+    "End": True}
+
+
+def _machine(timeout=None):
+    train = dict(TRAIN_STATE, **({"TimeoutSeconds": timeout} if timeout else {}))
+    definition = {"StartAt": "Train", "States": {"Train": train, "Caught": {"Type": "Pass", "End": True}}}
+    return {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
+        "RoleArn": {"Fn::GetAtt": ["MachineRole", "Arn"]},
+        "DefinitionString": {"Fn::Sub": [json.dumps(definition), {
+            "Submit": {"Fn::Sub": f"s3://{ASSETS_BUCKET}/{ASSET_KEY}"}}]}}}
+
+
 def _template():
     data_arn = {"Fn::GetAtt": ["Data", "Arn"]}
     assets_arn = {"Fn::Sub": "arn:aws:s3:::" + ASSETS_BUCKET}
-    train = {
-        "Type": "Task", "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",
-        "Parameters": {
-            "TrainingJobName.$": "$.name",
-            "AlgorithmSpecification": {
-                "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-cpu-py3",
-                "TrainingInputMode": "File"},
-            "HyperParameters": {"sagemaker_program": "train.py",
-                                "sagemaker_submit_directory": "${Submit}",
-                                "sagemaker_region": "${AWS::Region}",
-                                "mode.$": "$.mode", "bucket": "${Data}", "rounds": "3"},
-            "RoleArn": "${JobRole.Arn}",
-            "ResourceConfig": {"InstanceCount": 1, "InstanceType.$": "$.instance", "VolumeSizeInGB": 1},
-            "StoppingCondition": {"MaxRuntimeInSeconds.$": "$.max_runtime"},
-            "OutputDataConfig": {"S3OutputPath": "s3://${Data}/sagemaker/"},
-            "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": "s3://${Data}/input/",
-                "S3DataDistributionType": "FullyReplicated"}}}],
-            "Environment": {"GREETING": "hello"}},
-        "ResultPath": "$.train",
-        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}],
-        "End": True}
-    definition = {"StartAt": "Train", "States": {"Train": train, "Caught": {"Type": "Pass", "End": True}}}
     return {"Resources": {
         "Data": {"Type": "AWS::S3::Bucket"},
         "JobRole": {"Type": "AWS::IAM::Role", "Properties": {
@@ -101,12 +110,11 @@ def _template():
             "AssumeRolePolicyDocument": _trust("lambda.amazonaws.com")}},
         "MachineRole": {"Type": "AWS::IAM::Role", "Properties": {
             "AssumeRolePolicyDocument": _trust("states.amazonaws.com")}},
-        "Machine": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
-            "RoleArn": {"Fn::GetAtt": ["MachineRole", "Arn"]},
-            "DefinitionString": {"Fn::Sub": [json.dumps(definition), {
-                "Submit": {"Fn::Sub": f"s3://{ASSETS_BUCKET}/{ASSET_KEY}"}}]}}},
+        "Machine": _machine(),
+        "TimedMachine": _machine(timeout=2),
     }, "Outputs": {
         "Bucket": {"Value": {"Ref": "Data"}}, "Machine": {"Value": {"Ref": "Machine"}},
+        "TimedMachine": {"Value": {"Ref": "TimedMachine"}},
         "JobRoleArn": {"Value": {"Fn::GetAtt": ["JobRole", "Arn"]}},
         "LambdaRoleArn": {"Value": {"Fn::GetAtt": ["LambdaRole", "Arn"]}}}}
 
@@ -163,9 +171,9 @@ def _job(cloud, name, mode, instance="ml.m5.large", max_runtime=60, role=None):
         OutputDataConfig={"S3OutputPath": f"s3://{bucket}/sagemaker"})
 
 
-def _execute(cloud, name, mode, instance="ml.m5.large", max_runtime=60):
+def _execute(cloud, name, mode, instance="ml.m5.large", max_runtime=60, machine="Machine"):
     sfn = cloud.client("stepfunctions")
-    return sfn.start_execution(stateMachineArn=cloud.outputs["Machine"], name=f"run-{name}", input=json.dumps(
+    return sfn.start_execution(stateMachineArn=cloud.outputs[machine], name=f"run-{name}", input=json.dumps(
         {"name": name, "mode": mode, "instance": instance, "max_runtime": max_runtime}))["executionArn"]
 
 
@@ -325,3 +333,28 @@ def test_duplicate_and_invalid_names(cloud):
     out = json.loads(_finished(cloud, _execute(cloud, "dup-1", "ok"))["output"])
     assert out["error"]["Error"] == "SageMaker.ResourceInUseException"
     assert "Error Code: ResourceInUse" in out["error"]["Cause"]
+
+
+def test_task_timeout_stops_the_job(cloud):
+    out = _finished(cloud, _execute(cloud, "timed-1", "sleep", machine="TimedMachine"))
+    assert json.loads(out["output"])["error"]["Error"] == "States.Timeout"
+    assert cloud.training_jobs.wait("timed-1", 30) == "Stopped"
+
+
+def test_job_requests_are_authorized_for_the_local_clouds_sessions(cloud):
+    """A session of a role without SageMaker permissions is refused, naming the training job's ARN."""
+    import boto3
+
+    creds = cloud.iam.credentials_for(cloud.outputs["JobRoleArn"], "probe", "sagemaker.amazonaws.com")
+    sm = boto3.client("sagemaker", endpoint_url=cloud.aws_url, region_name=cloud.region,
+                      aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+                      aws_session_token=creds["AWS_SESSION_TOKEN"])
+    with pytest.raises(ClientError) as err:
+        sm.describe_training_job(TrainingJobName="ok-1")
+    assert err.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert ("not authorized to perform: sagemaker:DescribeTrainingJob on resource: "
+            f"arn:aws:sagemaker:{cloud.region}:123456789012:training-job/ok-1") in str(err.value)
+    listed = {j["TrainingJobName"]: j["TrainingJobStatus"]
+              for j in cloud.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]}
+    assert listed["ok-1"] == "Completed" and listed["fail-1"] == "Failed" and listed["slow-1"] == "Stopped"
