@@ -137,6 +137,8 @@ def acknowledge_findings(stack) -> None:
             "CDK's LambdaInvoke grant covers the function and its qualified ARNs (<arn>:*, versions "
             "and aliases) so lambda:InvokeFunction is limited to this one pipeline function.",
         )
+    if pipeline.sagemaker is not None:  # compute.type sagemaker (infra/trainjob.py)
+        _acknowledge_training_jobs(stack, pipeline.sagemaker, sm_role, artifacts, data)
 
     # -- Batch scoring (infra/batch.py) --------------------------------------------------------
     batch = getattr(stack, "batch", None)
@@ -246,6 +248,32 @@ def acknowledge_findings(stack) -> None:
                 "api.auth=none is set explicitly in cdk.json (local runs and demos only, see "
                 "docs/configuration.md): the API is deliberately unauthenticated.",
             )
+
+
+def _acknowledge_training_jobs(stack, jobs, sm_role, artifacts: str, data: str) -> None:
+    """The SageMaker training job's role and what the state machine needs to run it."""
+    prefix = jobs.prefix
+    logs = "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs"
+    _ack(jobs.role, f"AwsSolutions-IAM5[Resource::{artifacts}/models/*]",
+         "The training job writes the artifacts of the version Allocate gave it (models/<model>/v<N>/…), a key "
+         "known only at run time; s3:PutObject/GetObject on the models/ prefix only, as the Train function.")
+    _ack(jobs.role, f"AwsSolutions-IAM5[Resource::{data}/datasets/*]",
+         "The training job reads whichever dataset upload started the run (datasets/<model>/<any>.csv, a pinned "
+         "S3 version); Get/GetObjectVersion on the datasets/ prefix of the data bucket only, as the Train function.")
+    _ack(jobs.role, f"AwsSolutions-IAM5[Resource::{artifacts}/training-jobs/*]",
+         "SageMaker writes each job's output (model.tar.gz of /opt/ml/model, empty: the artifacts go to models/) "
+         "under training-jobs/<job name>/; s3:PutObject on that prefix only.")
+    _ack(jobs.role, f"AwsSolutions-IAM5[Resource::{logs}:log-stream:{prefix}*]",
+         "SageMaker names each job's log streams <job name>/algo-1-<time> in the account's "
+         "/aws/sagemaker/TrainingJobs group; the role writes streams of this stack's jobs (name prefix) only.")
+    _ack(jobs.role, "AwsSolutions-IAM5[Resource::*]",
+         "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions (AWS "
+         "requires Resource '*'); PutMetricData is conditioned on the /aws/sagemaker/TrainingJobs namespace.")
+    _ack(sm_role, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+         f"training-job/{prefix}*]",
+         "Allocate names each run's training job <stack prefix><model>-v<N>-<hash> at run time; create, describe, "
+         "stop and tag are allowed on this stack's prefix only (not training-job/*, which CDK's "
+         "SageMakerCreateTrainingJob would grant).")
 
 
 def apply_nag(app: App, stack) -> AwsSolutionsChecks:

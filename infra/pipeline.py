@@ -44,6 +44,7 @@ from infra.config import ModelSpec
 from infra.deadletters import EventDeadLetters
 from infra.lambdas import functions_code, shipyard_function
 from infra.registry import CANDIDATE_ATTRIBUTES, ModelRegistry
+from infra.trainjob import SageMakerTraining
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HANDLERS = {
@@ -99,8 +100,15 @@ def train_memory(models: Mapping[str, ModelSpec]) -> int:
 
 
 def train_memories(models: Mapping[str, ModelSpec]) -> list[int]:
-    """The distinct ``compute.memory`` sizes of the models, largest first: one Train function each."""
-    return sorted({m.compute.memory for m in models.values()} or {DEFAULT_TRAIN_MEMORY_MB}, reverse=True)
+    """The distinct ``compute.memory`` sizes of the Lambda-trained models, largest first: one Train function
+    each (3008 MB when there is none: an input without ``compute`` still trains on Lambda)."""
+    return sorted({m.compute.memory for m in models.values() if not m.compute.is_sagemaker}
+                  or {DEFAULT_TRAIN_MEMORY_MB}, reverse=True)
+
+
+def sagemaker_models(models: Mapping[str, ModelSpec]) -> dict[str, ModelSpec]:
+    """The models with ``compute.type: sagemaker``: they train in a SageMaker job (infra/trainjob.py)."""
+    return {name: m for name, m in models.items() if m.compute.is_sagemaker}
 
 
 def train_function_id(memory: int, largest: int) -> str:
@@ -137,6 +145,7 @@ class TrainingPipeline(Construct):
         code: lambda_.Code | None = None,
         dead_letter_queue: sqs.IQueue | None = None,
         train_reserved_concurrency: int | None = None,
+        wheelhouse: bool = True,
     ) -> None:
         """
         :param registry: buckets and table the steps read and write.
@@ -160,6 +169,9 @@ class TrainingPipeline(Construct):
         :param min_rows: fewest data rows trained on (default 20).
         :param train_reserved_concurrency: reserved concurrency of each Train function, its cap
             (default ``None``: none; cdk.json ``concurrency.training`` sets it, docs/configuration.md).
+        :param wheelhouse: put layers/training.txt's wheels in the SageMaker training bundle (default; needs
+            pip and the network at synth, cached). ``False`` (``shipyard:build_layers=false``): none, the job
+            uses its image's packages (local cloud only). Only with ``compute.type: sagemaker`` models.
         :param log_retention: retention of the functions' and the state machine's log groups.
         :param log_removal_policy: what happens to those log groups when removed.
         :param code: override the functions' code (default: the ``functions/`` package).
@@ -176,6 +188,11 @@ class TrainingPipeline(Construct):
         self.max_dataset_bytes = max_dataset_bytes or layout_max_dataset_bytes(largest)
         code = code or functions_code()
         self.code_version = code_version()
+        on_sagemaker = sagemaker_models(self.models)
+        if on_sagemaker:
+            # The execution must outlast the longest job it waits for (an hour left for the other states).
+            longest = max(m.compute.max_runtime for m in on_sagemaker.values())
+            execution_timeout = Duration.seconds(max(int(execution_timeout.to_seconds()), longest + 3600))
         env = {
             **registry.environment(self.models),
             "DATA_BUCKET": registry.data_bucket.bucket_name,  # Validate reads evaluation/<model>/ there
@@ -203,8 +220,17 @@ class TrainingPipeline(Construct):
             self.roles[name], self.log_groups[name] = made.role, made.log_group
             return made.function
 
-        self.allocate_function = function("Allocate", "claim the dataset version, allocate the model version",
-                                          256, step_timeout, inference_layers)
+        self.sagemaker: SageMakerTraining | None = None
+        if on_sagemaker:
+            job_limit = max_dataset_bytes or max(m.compute.max_dataset_bytes for m in on_sagemaker.values())
+            self.sagemaker = SageMakerTraining(
+                self, "SageMaker", registry=registry, models=on_sagemaker, wheelhouse=wheelhouse,
+                environment={**registry.environment(on_sagemaker), "MAX_DATASET_BYTES": str(int(job_limit)),
+                             "MIN_ROWS": str(int(min_rows)), "CODE_VERSION": self.code_version})
+        self.allocate_function = function(
+            "Allocate", "claim the dataset version, allocate the model version", 256, step_timeout, inference_layers,
+            # Allocate names a sagemaker run's training job with the stack's prefix (its IAM is scoped to it).
+            environment={**env, "TRAINING_JOB_PREFIX": self.sagemaker.prefix} if self.sagemaker else None)
         # One Train function per memory size the models ask for (compute.memory), each with the
         # dataset limit its memory allows; "Train" is the largest.
         self.train_functions: dict[int, lambda_.Function] = {}
@@ -285,7 +311,10 @@ class TrainingPipeline(Construct):
                        version=version, validation=sfn.JsonPath.object_at("$.validation"))
         reject = task("Reject", self.record_function, step_timeout, "$.outcome", action="reject",
                       version=version, validation=sfn.JsonPath.object_at("$.validation"))
-        for t in (allocate, *trains.values(), validate, promote, reject):
+        # A failed or stopped job fails its `.sync` state (States.TaskFailed, the DescribeTrainingJob
+        # document as the Cause): MarkFailed records its FailureReason (steps.training_job_failure).
+        on_job = self.sagemaker.state(self) if self.sagemaker else None
+        for t in (allocate, *trains.values(), *([on_job] if on_job else []), validate, promote, reject):
             t.add_catch(mark_failed, errors=[DATA_LIMIT_EXCEEDED], result_path="$.error")
             t.add_catch(mark_failed, errors=["States.ALL"], result_path="$.error")
 
@@ -293,7 +322,7 @@ class TrainingPipeline(Construct):
             sfn.Choice(self, "Duplicate?")
             .when(sfn.Condition.boolean_equals("$.run.duplicate", True),
                   sfn.Succeed(self, "AlreadyHandled", comment="this dataset object version already started a run"))
-            .otherwise(self._train_on(trains, largest, validate.next(
+            .otherwise(self._train_on(trains, largest, on_job, validate.next(
                 sfn.Choice(self, "Gate")
                 .when(sfn.Condition.boolean_equals("$.validation.promote", True),
                       promote.next(sfn.Succeed(self, "Promoted")))
@@ -318,6 +347,8 @@ class TrainingPipeline(Construct):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
         )
+        if self.sagemaker is not None:
+            self.sagemaker.grant_run(self.state_machine)
 
         # ------------------------------------------------------------ one rule per model
         self.rules: dict[str, events.Rule] = {}
@@ -357,15 +388,21 @@ class TrainingPipeline(Construct):
         if self.dead_letters is not None:
             self.dead_letters.allow_rules_in(self)
 
-    def _train_on(self, trains: Mapping[int, tasks.LambdaInvoke], largest: int,
+    def _train_on(self, trains: Mapping[int, tasks.LambdaInvoke], largest: int, on_job: sfn.CustomState | None,
                   then: sfn.IChainable) -> sfn.IChainable:
-        """The Train state, or with several sizes a Choice on the run's ``spec.compute.memory``
-        (an input without it, e.g. started by an older CLI, goes to the largest)."""
-        for t in trains.values():
+        """The Train state, or a Choice: a run whose ``spec.compute.type`` is ``sagemaker`` goes to the
+        training job, the others by ``spec.compute.memory`` (an input without it, e.g. started by an older
+        CLI, goes to the largest Train function)."""
+        for t in (*trains.values(), *([on_job] if on_job else [])):
             t.next(then)
-        if len(trains) == 1:
+        if len(trains) == 1 and on_job is None:
             return trains[largest]
-        choice = sfn.Choice(self, "TrainOn", comment="the Train function with the model's compute.memory")
+        choice = sfn.Choice(self, "TrainOn", comment="the model's compute: a SageMaker job or the Train function "
+                            "with its compute.memory")
+        if on_job is not None:
+            kind = "$.spec.compute.type"
+            choice.when(sfn.Condition.and_(sfn.Condition.is_present(kind),
+                                           sfn.Condition.string_equals(kind, "sagemaker")), on_job)
         memory = "$.spec.compute.memory"
         for size, t in trains.items():
             if size != largest:

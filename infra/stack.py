@@ -111,6 +111,7 @@ class ShipyardStack(Stack):
             training_layers=training_layers,
             dead_letter_queue=self.dead_letters.target_queue,
             train_reserved_concurrency=config.concurrency.training,
+            wheelhouse=build_layers,  # the SageMaker training bundle's wheels, like the layers
             **dict(pipeline_options or {}),
         )
 
