@@ -260,16 +260,17 @@ class TrainingJobs:
     # ------------------------------------------------------------------ the job's course
     def _transition(self, run: _Run, secondary: str, primary: str | None = None, message: str | None = None) -> None:
         job, now = run.job, _now()
-        for t in job.secondary_status_transitions:
-            t.setdefault("EndTime", now)
-        job.secondary_status_transitions.append({"Status": secondary, "StartTime": now,
-                                                 "StatusMessage": message or _STATUS_MESSAGES[secondary]})
-        job.secondary_status = secondary
-        if primary:
-            job.training_job_status = primary
-        job.last_modified_time = now
-        if primary in TERMINAL:
-            job.secondary_status_transitions[-1]["EndTime"] = now
+        with self._lock:  # the runner and a StopTrainingJob request: one transition at a time
+            for t in job.secondary_status_transitions:
+                t.setdefault("EndTime", now)
+            job.secondary_status_transitions.append({"Status": secondary, "StartTime": now,
+                                                     "StatusMessage": message or _STATUS_MESSAGES[secondary]})
+            job.secondary_status = secondary
+            if primary:
+                job.training_job_status = primary
+            job.last_modified_time = now
+            if primary in TERMINAL:
+                job.secondary_status_transitions[-1]["EndTime"] = now
 
     def _run(self, run: _Run) -> None:
         job = run.job
