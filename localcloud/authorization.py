@@ -247,13 +247,18 @@ class Authorizer:
         decision = self.service_may(service, action, resource, source_arn=source_arn)
         return None if decision.allowed else self.record(service_principal(service), action, resource, decision)
 
-    def trust_decision(self, role_arn: str, service: str) -> Decision:
+    def trust_decision(self, role_arn: str, service: str, source_arn: str | None = None) -> Decision:
+        """May ``service`` assume ``role_arn``; ``source_arn``: the resource it assumes it for (a training
+        job: SageMaker passes ``aws:SourceArn``/``aws:SourceAccount``, which trust policies may require)."""
         role = self._role(role_arn)
         if role is None:
             return Decision(False, f"because the role {role_arn} does not exist")
+        context = {"aws:SecureTransport": "true"}
+        if source_arn:
+            context.update({"aws:SourceArn": source_arn, "aws:SourceAccount": self.account})
         return evaluate(service_principal(service), "sts:AssumeRole", role_arn,
                         resource_policy=role.assume_role_policy_document, resource_account=self.account,
-                        context={"aws:SecureTransport": "true"})
+                        context=context)
 
     def record(self, principal: Principal, action: str, resource: str, decision: Decision) -> str:
         message = decision.message(principal, action, resource)
@@ -263,14 +268,14 @@ class Authorizer:
 
     # ------------------------------------------------------------------ function credentials
     def credentials_for(self, role_arn: str, session_name: str, service: str = "lambda.amazonaws.com",
-                        ) -> dict[str, str] | None:
+                        source_arn: str | None = None) -> dict[str, str] | None:
         """Credentials of a session of ``role_arn`` for ``service`` (None when the role is not one of
         this cloud's). Raises `AccessDenied` when enforcing and the role's trust policy does not let
         ``service`` assume it — AWS refuses to create such a function."""
         if not role_arn or ":role/" not in role_arn:
             return None
         if self.enforce:
-            trust = self.trust_decision(role_arn, service)
+            trust = self.trust_decision(role_arn, service, source_arn)
             if not trust.allowed:
                 raise AccessDenied(f"The role defined for the function cannot be assumed by Lambda "
                                    f"({role_arn}: {service} may not sts:AssumeRole {trust.reason})")

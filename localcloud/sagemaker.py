@@ -120,6 +120,10 @@ def _kill_group(pid: int, sig: int) -> None:
         pass
 
 
+def job_arn(account: str, region: str, name: str) -> str:
+    return f"arn:aws:sagemaker:{region}:{account}:training-job/{name}"
+
+
 def _s3_url(url: str) -> tuple[str, str]:
     if not isinstance(url, str) or not url.startswith("s3://"):
         raise ValueError(f"expected an s3:// URL, got {url!r}")
@@ -191,7 +195,9 @@ class TrainingJobs:
                                    f"{', '.join(sorted(self.memory_mib))})")
         role = params.get("RoleArn") or ""
         auth = self.authorizer
-        if auth is not None and auth.enforce and not auth.trust_decision(role, "sagemaker.amazonaws.com").allowed:
+        source = job_arn(backend.account_id, backend.region_name, name)  # SageMaker's aws:SourceArn
+        if auth is not None and auth.enforce and not auth.trust_decision(role, "sagemaker.amazonaws.com",
+                                                                         source).allowed:
             raise TrainingJobError("ValidationException", f"Could not assume role {role}. Please ensure that the "
                                    "role exists and allows principal 'sagemaker.amazonaws.com' to assume the role.")
 
@@ -208,7 +214,8 @@ class TrainingJobs:
                                              "StatusMessage": _STATUS_MESSAGES["Starting"]}]
         creds = {}
         if self.authorizer is not None:  # SageMaker calls AWS as a session of the job's role
-            creds = self.authorizer.credentials_for(job.role_arn, "SageMaker", "sagemaker.amazonaws.com") or {}
+            creds = self.authorizer.credentials_for(job.role_arn, "SageMaker", "sagemaker.amazonaws.com",
+                                                    source_arn=job.arn) or {}
         root = self._dir / job.training_job_name
         run = _Run(job.training_job_name, job, root, creds,
                    self.memory_mib[job.resource_config["InstanceType"]],

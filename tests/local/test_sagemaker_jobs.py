@@ -106,6 +106,12 @@ def _template():
                 {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
                  "Resource": [{"Fn::Join": ["", [data_arn, "/*"]]}, {"Fn::Join": ["", [assets_arn, "/*"]]}]},
                 {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": [data_arn, assets_arn]}]}}]}},
+        "ScopedRole": {"Type": "AWS::IAM::Role", "Properties": {  # confused-deputy conditions, as Shipyard's
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+                              "ArnLike": {"aws:SourceArn": {"Fn::Sub": "arn:aws:sagemaker:${AWS::Region}:"
+                                                                       "${AWS::AccountId}:training-job/scoped-*"}}}}]}}},
         "LambdaRole": {"Type": "AWS::IAM::Role", "Properties": {
             "AssumeRolePolicyDocument": _trust("lambda.amazonaws.com")}},
         "MachineRole": {"Type": "AWS::IAM::Role", "Properties": {
@@ -116,7 +122,8 @@ def _template():
         "Bucket": {"Value": {"Ref": "Data"}}, "Machine": {"Value": {"Ref": "Machine"}},
         "TimedMachine": {"Value": {"Ref": "TimedMachine"}},
         "JobRoleArn": {"Value": {"Fn::GetAtt": ["JobRole", "Arn"]}},
-        "LambdaRoleArn": {"Value": {"Fn::GetAtt": ["LambdaRole", "Arn"]}}}}
+        "LambdaRoleArn": {"Value": {"Fn::GetAtt": ["LambdaRole", "Arn"]}},
+        "ScopedRoleArn": {"Value": {"Fn::GetAtt": ["ScopedRole", "Arn"]}}}}
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +323,17 @@ def test_role_that_does_not_trust_sagemaker_is_refused(cloud):
         f"Could not assume role {role}. Please ensure that the role exists and allows principal "
         "'sagemaker.amazonaws.com' to assume the role.")
     assert "untrusted-1" not in cloud.training_jobs.runs
+
+
+def test_trust_conditions_see_the_job_as_source(cloud):
+    """SageMaker assumes the role with aws:SourceArn = the job's ARN and aws:SourceAccount."""
+    role = cloud.outputs["ScopedRoleArn"]
+    with pytest.raises(ClientError, match="Could not assume role"):
+        _job(cloud, "other-1", "ok", role=role)
+    _job(cloud, "scoped-1", "ok", role=role)  # the role has no S3 rights: it cannot read the code
+    assert cloud.training_jobs.wait("scoped-1", 30) == "Failed"
+    reason = cloud.client("sagemaker").describe_training_job(TrainingJobName="scoped-1")["FailureReason"]
+    assert reason.startswith("AlgorithmError: Framework Error:") and "AccessDenied" in reason
 
 
 def test_duplicate_and_invalid_names(cloud):
