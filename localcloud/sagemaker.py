@@ -163,6 +163,7 @@ class TrainingJobs:
         self._dir = Path(tempfile.mkdtemp(prefix="localcloud-sagemaker-"))
         self._logs: dict[str, list[dict]] = {}
         self._logs_lock = threading.Lock()
+        self._closing = False  # the cloud stops: running jobs end without upload or console report
 
     # ------------------------------------------------------------------ creation
     def check(self, backend: Any, params: dict) -> None:
@@ -254,6 +255,7 @@ class TrainingJobs:
 
     def shutdown(self) -> None:
         """The cloud stops: every worker is killed (with what it started), the job directories removed."""
+        self._closing = True
         for run in list(self.runs.values()):
             run.stop_requested.set()
             if run.proc is not None and run.proc.returncode is None:
@@ -298,7 +300,8 @@ class TrainingJobs:
             job.failure_reason = detail[:1024]
             self._log(run, ["Reporting training FAILURE", detail])
             self._transition(run, "Failed", primary="Failed")
-            self.say(f"[sagemaker] training job {run.name} failed: {detail.splitlines()[0] if detail else ''}")
+            if not self._closing:
+                self.say(f"[sagemaker] training job {run.name} failed: {detail.splitlines()[0] if detail else ''}")
         else:
             self._transition(run, detail, primary=status)
         self._flush_logs()
@@ -330,6 +333,8 @@ class TrainingJobs:
         env, cmd = self._environment(run, dirs, channels, program)
         self._transition(run, "Training")
         code = self._train(run, cmd, env, dirs["code"])
+        if self._closing:
+            return "Stopped", "Stopped"
         if run.stop_reason is None and run.peak_mb > run.memory_mb:
             self._log(run, [f"local cloud: the job used {run.peak_mb:.0f} MiB, more than the "
                             f"{run.memory_mb} MiB of a {job.resource_config['InstanceType']}"])
@@ -507,7 +512,10 @@ class TrainingJobs:
             if time.time() - last_flush > 0.25:
                 self._flush_logs()
                 last_flush = time.time()
-            run.stop_requested.wait(POLL_SECONDS) if termed_at is None else time.sleep(POLL_SECONDS)
+            if termed_at is None:
+                run.stop_requested.wait(POLL_SECONDS)  # a stop request wakes it at once
+            else:
+                time.sleep(POLL_SECONDS)
         _kill_group(proc.pid, signal.SIGKILL)  # what the script left running ends with the job
         reader.join(5)
         return proc.returncode
