@@ -1,0 +1,149 @@
+"""compute.type sagemaker end to end on the local cloud, from the synthesized template: an upload of
+Palmer penguins trains in a SageMaker training job (createTrainingJob.sync; the local cloud runs the
+bundle's functions/pipeline/trainjob.py in a worker with the job role's credentials), validates and is
+promoted, its lineage naming the job; a dataset that fails ends the version `failed` with the job's
+short reason, and production stays where it was."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests import realdata
+from tests.pipeline.conftest import Run, events_of
+
+pytestmark = pytest.mark.slow
+
+MODELS = {
+    "penguins-sm": {"target": "species", "estimator": "sklearn.linear_model.LogisticRegression",
+                    "params": {"max_iter": 1000}, "metric": "accuracy", "min_score": 0.8,
+                    "compute": {"type": "sagemaker", "instance_type": "ml.m5.large", "max_runtime": "30m"}},
+    "penguins-fn": {"target": "species", "estimator": "sklearn.linear_model.LogisticRegression",
+                    "params": {"max_iter": 1000}, "metric": "accuracy", "min_score": 0.8},
+}
+CONFIG = {"stack_name": "Shipyard", "api": {"auth": "iam"}, "models": MODELS}
+
+
+def sagemaker_assembly(outdir: Path, config: dict = CONFIG) -> Path:
+    """The stack with these models as `cdk synth` builds it (no layers, no wheelhouse), short retries."""
+    from aws_cdk import App, Duration
+
+    from infra.config import load_config
+    from infra.stack import ShipyardStack, read_cdk_json_context
+
+    context = {k: v for k, v in read_cdk_json_context().items() if k != "shipyard"}
+    app = App(context=context, outdir=str(outdir), analytics_reporting=False)
+    ShipyardStack(app, config.get("stack_name", "Shipyard"), config=load_config(config), build_layers=False,
+                  pipeline_options={"retry_interval": Duration.seconds(1), "retry_backoff_rate": 1.0,
+                                    "retry_attempts": 2})
+    return Path(app.synth().directory)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    from localcloud import LocalCloud, Template
+
+    lines: list[str] = []
+    c = LocalCloud(Template.load(sagemaker_assembly(tmp_path_factory.mktemp("cdk.out.sagemaker"))),
+                   aws_port=0, api_port=0, clock=False, log=lines.append)
+    c.log_lines = lines
+    c.start()
+    sqs, events = c.client("sqs"), c.client("events")
+    queue_url = sqs.create_queue(QueueName="shipyard-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule_arn = events.put_rule(Name="shipyard-events", EventPattern=json.dumps({"source": ["shipyard"]}))["RuleArn"]
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+        "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}]}
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+    events.put_targets(Rule="shipyard-events", Targets=[{"Id": "queue", "Arn": queue_arn}])
+    c.event_queue, c.seen_events = queue_url, []
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def registry(cloud):
+    from functions.core.registry import Registry
+
+    return Registry(cloud.outputs["RegistryTableName"], client=cloud.client("dynamodb"), known_models=list(MODELS),
+                    audit_table=cloud.outputs["AuditTableName"])
+
+
+def _explain(cloud, execution: dict) -> str:
+    """The failure events of an execution's history, for an assertion's message."""
+    history = cloud.client("stepfunctions").get_execution_history(executionArn=execution["executionArn"])["events"]
+    return json.dumps([e for e in history if "Failed" in e["type"] or "Aborted" in e["type"]], default=str)[:4000]
+
+
+def _version(registry, model: str, upload: Run) -> dict:
+    [rec] = [v for v in registry.list_versions(model)
+             if (v.get("lineage") or {}).get("dataset", {}).get("version_id") == upload.version_id
+             or v.get("dataset", {}).get("version_id") == upload.version_id]
+    return rec
+
+
+def test_an_upload_trains_in_a_sagemaker_job_validates_and_is_promoted(cloud, registry):
+    from infra.trainjob import job_name_prefix
+
+    upload = Run(cloud, "penguins-sm", realdata.penguins(), "penguins.csv")
+    execution = upload.execution()
+    assert execution["status"] == "SUCCEEDED", _explain(cloud, execution)
+    output = json.loads(execution["output"])
+    job_name = output["run"]["training_job_name"]
+    assert output["train"] == {"training_job_name": job_name, "status": "Completed"}
+    assert output["validation"]["promote"] is True and output["outcome"]["promoted"] is True
+
+    rec = _version(registry, "penguins-sm", upload)
+    assert rec["status"] == "production" and registry.get_alias("penguins-sm") == int(rec["version"])
+    lineage = rec["lineage"]
+    assert lineage["compute"] == {"type": "sagemaker", "training_job_name": job_name, "instance_type": "ml.m5.large"}
+    assert lineage["execution_arn"] == execution["executionArn"]
+    assert lineage["dataset"]["sha256"] == hashlib.sha256(realdata.penguins()).hexdigest()
+    assert lineage["dataset"]["rows"] == 344 and rec["metrics"]["parity"]["passed"] is True
+    assert rec["metrics"]["accuracy"] >= 0.9
+    # the job SageMaker (here: the local cloud) ran, under the stack's prefix, on the run's instance type
+    job = cloud.client("sagemaker").describe_training_job(TrainingJobName=job_name)
+    assert job["TrainingJobStatus"] == "Completed" and job["ResourceConfig"]["InstanceType"] == "ml.m5.large"
+    assert job["ResourceConfig"]["VolumeSizeInGB"] == 30 and job["StoppingCondition"]["MaxRuntimeInSeconds"] == 1800
+    assert job_name.startswith(job_name_prefix("Shipyard") + f"penguins-sm-v{rec['version']}-")
+    # the artifact it registered is what serving reads: sha256 of the exact object version
+    art = lineage["artifacts"]["model.onnx"]
+    body = cloud.client("s3").get_object(Bucket=cloud.outputs["ArtifactBucketName"], Key=art["key"],
+                                         VersionId=art["version_id"])["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == rec["artifact_sha256"]
+    promoted = [e for e in events_of(cloud, "Model Promoted") if e["detail"]["model"] == "penguins-sm"]
+    assert [e["detail"]["version"] for e in promoted] == [int(rec["version"])]
+
+
+def test_a_failing_dataset_ends_the_version_failed_with_the_jobs_short_reason(cloud, registry):
+    before = registry.get_alias("penguins-sm")
+    rows = realdata.penguins().decode().splitlines()[:4]  # the header and 3 rows
+    upload = Run(cloud, "penguins-sm", ("\n".join(rows) + "\n").encode(), "tiny.csv")
+    execution = upload.execution()
+    assert execution["status"] == "FAILED" and execution["error"] == "PipelineFailed"
+    rec = _version(registry, "penguins-sm", upload)
+    assert rec["status"] == "failed"
+    assert rec["reason"].startswith("DatasetError: ") and "3" in rec["reason"], rec["reason"]
+    assert len(rec["reason"]) < 1100 and execution["cause"] == rec["reason"]
+    jobs = cloud.client("sagemaker").list_training_jobs(NameContains=f"penguins-sm-v{rec['version']}-")
+    assert [j["TrainingJobStatus"] for j in jobs["TrainingJobSummaries"]] == ["Failed"]
+    # production and its alias did not move
+    assert registry.get_alias("penguins-sm") == before
+    assert registry.get_version("penguins-sm", before)["status"] == "production"
+    failed = [e for e in events_of(cloud, "Pipeline Failed") if e["detail"]["version"] == int(rec["version"])]
+    assert failed and failed[0]["detail"]["reason"] == rec["reason"]
+
+
+def test_a_lambda_model_of_the_same_stack_still_trains_on_lambda(cloud, registry):
+    upload = Run(cloud, "penguins-fn", realdata.penguins(), "penguins.csv")
+    execution = upload.execution()
+    assert execution["status"] == "SUCCEEDED", _explain(cloud, execution)
+    output = json.loads(execution["output"])
+    assert "training_job_name" not in output["run"] and output["train"]["rows"] == 344
+    rec = _version(registry, "penguins-fn", upload)
+    assert rec["status"] == "production" and "compute" not in rec["lineage"]
