@@ -160,6 +160,7 @@ class TrainingJobs:
         self.stop_grace = STOP_GRACE_SECONDS
         self.runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self.creating = threading.Lock()  # check-then-create of one name at a time (a retry racing its first try)
         self._dir = Path(tempfile.mkdtemp(prefix="localcloud-sagemaker-"))
         self._logs: dict[str, list[dict]] = {}
         self._logs_lock = threading.Lock()
@@ -202,8 +203,10 @@ class TrainingJobs:
             raise TrainingJobError("ValidationException", f"Could not assume role {role}. Please ensure that the "
                                    "role exists and allows principal 'sagemaker.amazonaws.com' to assume the role.")
 
-    def launch(self, job: Any) -> None:
-        """A job moto just recorded: `InProgress`/`Starting`, then run by a thread of its own."""
+    @staticmethod
+    def born(job: Any) -> None:
+        """A job as moto makes it (`FakeTrainingJob.__init__`), made `InProgress`/`Starting` before anyone
+        can read it: moto's would be `Completed` already, with a made-up metric."""
         now = _now()
         job.training_job_status, job.secondary_status = "InProgress", "Starting"
         job.creation_time = job.last_modified_time = now
@@ -213,6 +216,9 @@ class TrainingJobs:
         job.failure_reason = None
         job.secondary_status_transitions = [{"Status": "Starting", "StartTime": now,
                                              "StatusMessage": _STATUS_MESSAGES["Starting"]}]
+
+    def launch(self, job: Any) -> None:
+        """A job just created: run by a thread of its own."""
         creds = {}
         if self.authorizer is not None:  # SageMaker calls AWS as a session of the job's role
             creds = self.authorizer.credentials_for(job.role_arn, "SageMaker", "sagemaker.amazonaws.com",
@@ -748,6 +754,7 @@ def _state_task_class():
 def _patch(seam: Seam) -> None:
     from moto.core.responses import ActionResult
     from moto.sagemaker import exceptions as sm_errors
+    from moto.sagemaker.models import FakeTrainingJob
     from moto.sagemaker.responses import SageMakerResponse
     from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
 
@@ -763,17 +770,23 @@ def _patch(seam: Seam) -> None:
         params = {k: self._get_param(k) for k in ("TrainingJobName", "HyperParameters", "Environment",
                                                    "ResourceConfig", "RoleArn", "AlgorithmSpecification")}
         backend = self.sagemaker_backend
-        try:
-            jobs.check(backend, params)
-        except TrainingJobError as err:
-            raise _moto_error(err) from None
-        spec = copy.deepcopy(params["AlgorithmSpecification"] or {})
-        result = seam["create_training_job"](self)
-        job = backend.training_jobs[params["TrainingJobName"]]
+        with jobs.creating:
+            try:
+                jobs.check(backend, params)
+            except TrainingJobError as err:
+                raise _moto_error(err) from None
+            spec = copy.deepcopy(params["AlgorithmSpecification"] or {})
+            result = seam["create_training_job"](self)
+            job = backend.training_jobs[params["TrainingJobName"]]
         job.algorithm_specification = spec  # without the metric moto adds
         job.environment = dict(params["Environment"] or {})  # moto drops it; DescribeTrainingJob returns it
         jobs.launch(job)
         return result
+
+    def job_init(self, *args, **kwargs):
+        seam["__init__"](self, *args, **kwargs)
+        if seam.current is not None:
+            TrainingJobs.born(self)
 
     def stop_training_job(self):
         jobs: TrainingJobs | None = seam.current
@@ -794,6 +807,7 @@ def _patch(seam: Seam) -> None:
             return task_class()
         return seam["state_task_service_for"](service_name)  # moto's, or another seam's in front of it
 
+    seam.replace(FakeTrainingJob, "__init__", job_init)
     seam.replace(SageMakerResponse, "create_training_job", create_training_job)
     seam.replace(SageMakerResponse, "stop_training_job", stop_training_job)
     seam.replace(state_task_factory, "state_task_service_for", state_task_service_for)
