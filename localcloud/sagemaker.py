@@ -81,6 +81,8 @@ _STATUS_MESSAGES = {
     "MaxRuntimeExceeded": "Training job stopped: it exceeded MaxRuntimeInSeconds",
 }
 TERMINAL = ("Completed", "Failed", "Stopped")
+# The tag Step Functions puts on a job it runs with .sync (as on Batch jobs' environment).
+MANAGED_TAG = {"Key": "MANAGED_BY_AWS", "Value": "STARTED_BY_STEP_FUNCTIONS"}
 # Variables the sklearn framework image sets (its Dockerfile), so scripts print lines as they go.
 _IMAGE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "UTF-8"}
 
@@ -682,6 +684,13 @@ def _state_task_class():
             if operation not in model.operation_names:
                 return None
             return set(model.operation_model(operation).input_shape.members)
+
+        def _before_eval_execution(self, env, resource_runtime_part, raw_parameters, state_credentials):
+            super()._before_eval_execution(env, resource_runtime_part, raw_parameters, state_credentials)
+            if self.resource.condition == ResourceCondition.Sync:
+                # Step Functions tags the jobs it runs (why the .sync policy needs sagemaker:AddTags); the
+                # history's TaskScheduled keeps the parameters as the state wrote them
+                raw_parameters["Tags"] = [*(raw_parameters.get("Tags") or []), dict(MANAGED_TAG)]
 
         def _from_error(self, env, ex: Exception) -> FailureEvent:
             if isinstance(ex, ClientError):
