@@ -81,7 +81,8 @@ _STATUS_MESSAGES = {
     "MaxRuntimeExceeded": "Training job stopped: it exceeded MaxRuntimeInSeconds",
 }
 TERMINAL = ("Completed", "Failed", "Stopped")
-# The tag Step Functions puts on a job it runs with .sync (as on Batch jobs' environment).
+# The tag Step Functions puts on a job it runs with .sync (beside AWS_STEP_FUNCTIONS_EXECUTION_ARN; as in
+# Batch jobs' environment).
 MANAGED_TAG = {"Key": "MANAGED_BY_AWS", "Value": "STARTED_BY_STEP_FUNCTIONS"}
 # Variables the sklearn framework image sets (its Dockerfile), so scripts print lines as they go.
 _IMAGE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "UTF-8"}
@@ -690,7 +691,9 @@ def _state_task_class():
             if self.resource.condition == ResourceCondition.Sync:
                 # Step Functions tags the jobs it runs (why the .sync policy needs sagemaker:AddTags); the
                 # history's TaskScheduled keeps the parameters as the state wrote them
-                raw_parameters["Tags"] = [*(raw_parameters.get("Tags") or []), dict(MANAGED_TAG)]
+                execution = env.states.context_object.context_object_data["Execution"]["Id"]
+                raw_parameters["Tags"] = [*(raw_parameters.get("Tags") or []), dict(MANAGED_TAG),
+                                          {"Key": "AWS_STEP_FUNCTIONS_EXECUTION_ARN", "Value": execution}]
 
         def _from_error(self, env, ex: Exception) -> FailureEvent:
             if isinstance(ex, ClientError):

@@ -246,8 +246,9 @@ def test_state_machine_trains_and_returns_the_description(cloud):
         "Starting", "Downloading", "Training", "Uploading", "Completed"]
     assert desc["TrainingEndTime"] >= desc["TrainingStartTime"] and "FailureReason" not in desc
     assert "MetricDefinitions" not in desc["AlgorithmSpecification"]
-    assert cloud.client("sagemaker").list_tags(ResourceArn=desc["TrainingJobArn"])["Tags"] == [
-        {"Key": "MANAGED_BY_AWS", "Value": "STARTED_BY_STEP_FUNCTIONS"}]
+    tags = cloud.client("sagemaker").list_tags(ResourceArn=desc["TrainingJobArn"])["Tags"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"MANAGED_BY_AWS": "STARTED_BY_STEP_FUNCTIONS",
+                                                   "AWS_STEP_FUNCTIONS_EXECUTION_ARN": out["executionArn"]}
     logs = _log_text(cloud, "ok-1")
     assert "training starts ok" in logs and "training done" in logs
 
