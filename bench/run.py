@@ -22,7 +22,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
 from bench.common import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-SECTIONS = ("inference", "cold", "pipeline", "drift", "memory", "localapi")
+SECTIONS = ("inference", "cold", "pipeline", "drift", "memory", "localapi", "trainjob")
 GOALS = {
     "handler_vs_ort_b1000": "<= 1.5",
     "handler_vs_floor_b1000": "<= 1.25",
@@ -36,6 +36,7 @@ GOALS = {
     "train_s_per_100mb": None,
     "local_api_p99_20_vs_1": None,
     "local_api_connection_errors": None,
+    "trainjob_vs_lambda_train": None,  # reported, not gated: a job is a fresh process, a Lambda warm
 }
 
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = value
         return value
 
-    from bench import drift, inference, localapi, memory, pipeline
+    from bench import drift, inference, localapi, memory, pipeline, trainjob
 
     warm = section("inference", lambda: inference.warm(rounds=4 if args.quick else 10,
                                                        budget_seconds=10 if args.quick else 75, log=_log))
@@ -123,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         ratios["local_api_p99_20_vs_1"] = api.get("p99_ratio")
         ratios["local_api_p50_20_vs_1"] = api.get("p50_ratio")
         ratios["local_api_connection_errors"] = api.get("connection_errors")
+    job = section("trainjob", lambda: trainjob.run(rounds=1 if args.quick else 3, log=_log))
+    if job is not None:
+        ratios["trainjob_vs_lambda_train"] = job.get("job_vs_lambda_train")
+        ratios["trainjob_vs_lambda_execution"] = job.get("job_vs_lambda_execution")
+        notes["trainjob_vs_lambda_train"] = (f"same model, {job['rows']:,} rows: job {job['job_train_s']:.1f} s vs "
+                                             f"Lambda {job['lambda_train_s']:.1f} s (local cloud; on AWS add "
+                                             "instance start and image pull, docs/scale.md)")
     for key in GOALS:
         ratios.setdefault(key, None)
         if ratios[key] is None and key not in notes:
@@ -141,7 +149,8 @@ _SECTION_OF = {"handler_vs_ort_b1000": "inference", "handler_vs_floor_b1000": "i
                "cold_start_ort_vs_sklearn": "cold", "pipeline_vs_bare": "pipeline",
                "evidently_vs_drift_1m": "drift", "train_peak_rss_ratio": "memory",
                "load_peak_rss_ratio": "memory", "train_s_per_100mb": "memory",
-               "local_api_p99_20_vs_1": "localapi", "local_api_connection_errors": "localapi"}
+               "local_api_p99_20_vs_1": "localapi", "local_api_connection_errors": "localapi",
+               "trainjob_vs_lambda_train": "trainjob"}
 
 
 def _goal(key: str) -> str:
@@ -250,5 +259,12 @@ def table(results: dict) -> str:
                          f"({api['connection_errors']} connection errors, non-200: {api['non_200'] or 'none'}) | "
                          f"{api[f'clients_{n}'][f'{stat}_ms']:.1f} ms | {api['one_client'][f'{stat}_ms']:.1f} ms | "
                          f"{_fmt(api[f'{stat}_ratio'])}× | |")
+    job = results.get("trainjob")
+    if job is not None:
+        for what in ("train", "execution"):
+            lines.append(f"| local cloud, same model and {job['rows']:,}-row CSV: SageMaker training job vs Train "
+                         f"Lambda, {'Train state' if what == 'train' else 'whole execution'}, median of "
+                         f"{job['rounds']} | {job[f'job_{what}_s']:.2f} s | {job[f'lambda_{what}_s']:.2f} s | "
+                         f"{_fmt(job[f'job_vs_lambda_{what}'])}× | |")
     lines += ["", "ratios: " + json.dumps(results["ratios"])]
     return "\n".join(lines)
