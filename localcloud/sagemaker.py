@@ -23,6 +23,7 @@ its Step Functions interpreter refuses the ``sagemaker`` integrations. `SEAM` ho
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import math
@@ -635,6 +636,16 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _operation_parameters() -> dict[str, set[str]]:
+    """SageMaker's operations and their request members (botocore's model, loaded once)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return {op: set(model.operation_model(op).input_shape.members) for op in model.operation_names
+            if model.operation_model(op).input_shape is not None}
+
+
 def _state_task_class():
     """`StateTaskSageMaker`, built on first use (moto's Step Functions parser is a heavy import)."""
     from botocore.exceptions import ClientError
@@ -677,14 +688,8 @@ def _state_task_class():
                                    f"{self.resource.resource_arn}: SageMaker supports .sync only")
 
         def _get_supported_parameters(self) -> set[str] | None:
-            import botocore.session
-
-            model = botocore.session.get_session().get_service_model("sagemaker")
             action = self.resource.api_action
-            operation = action[:1].upper() + action[1:]
-            if operation not in model.operation_names:
-                return None
-            return set(model.operation_model(operation).input_shape.members)
+            return _operation_parameters().get(action[:1].upper() + action[1:])
 
         def _before_eval_execution(self, env, resource_runtime_part, raw_parameters, state_credentials):
             super()._before_eval_execution(env, resource_runtime_part, raw_parameters, state_credentials)
