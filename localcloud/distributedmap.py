@@ -290,58 +290,91 @@ def _simple_path(path: str) -> list[str] | None:
     return parts if all(parts) else None
 
 
-def _compile_selector(template: Any, state_input: Any, context: dict[str, Any]) -> Any:
-    """A per-item function for an ItemSelector made only of constants and simple paths on the item
-    (``$$.Map.Item.Value…``, ``$$.Map.Item.Index``), the state input or the context; None otherwise."""
+class _Selector:
+    """An ItemSelector made only of constants and simple paths on the item (``$$.Map.Item.Value…``,
+    ``$$.Map.Item.Index``), the state input or the context, evaluated per item without moto, and the
+    selected item's JSON size by arithmetic when the item's own size is known."""
+
+    def __init__(self, fields: list[tuple[str, str, Any]]) -> None:
+        self.fields = fields  # (name, kind, data): const (value, size) | index | value (parts) | sub
+        self.fixed = 1 + sum(_size(name) + 2 for name, _, _ in fields)  # braces, "name":, commas
+
+    def __call__(self, index: int, value: Any) -> dict[str, Any]:
+        out = {}
+        for name, kind, data in self.fields:
+            if kind == "const":
+                out[name] = data[0]
+            elif kind == "index":
+                out[name] = index
+            elif kind == "sub":
+                out[name] = data(index, value)
+            else:
+                item = value
+                for part in data:
+                    if not isinstance(item, dict) or part not in item:
+                        raise _Slow  # moto says what is missing
+                    item = item[part]
+                out[name] = item
+        return out
+
+    def size(self, index: int, value_size: int | None) -> int | None:
+        total = self.fixed
+        for _, kind, data in self.fields:
+            if kind == "const":
+                total += data[1]
+            elif kind == "index":
+                total += len(str(index))
+            elif kind == "value" and not data and value_size is not None:
+                total += value_size
+            else:
+                return None  # a part of the item, a nested selector: json.dumps it
+        return total
+
+
+def _compile_selector(template: Any, state_input: Any, context: dict[str, Any]) -> _Selector | None:
+    """The fast `_Selector` for `template`, or None if moto must evaluate it."""
     from moto.stepfunctions.parser.asl.utils.json_path import extract_json
 
     if not isinstance(template, dict):
-        return lambda index, value: template
-    fields: list[tuple[str, Any]] = []
+        return None
+    fields: list[tuple[str, str, Any]] = []
+
+    def const(name: str, value: Any) -> None:
+        fields.append((name, "const", (value, _size(value))))
+
     for key, spec in template.items():
-        if isinstance(spec, dict):
-            sub = _compile_selector(spec, state_input, context)
-            if sub is None:
-                return None
-            fields.append((key, sub))
-            continue
         if not key.endswith(".$"):
-            fields.append((key, (lambda v: lambda index, value: v)(spec)))
+            if isinstance(spec, dict):
+                sub = _compile_selector(spec, state_input, context)
+                if sub is None:
+                    return None
+                fields.append((key, "sub", sub))
+            else:
+                const(key, spec)
             continue
         if not isinstance(spec, str):
             return None
         name = key[:-2]
         if spec == "$$.Map.Item.Index":
-            fields.append((name, lambda index, value: index))
+            fields.append((name, "index", None))
         elif spec == "$$.Map.Item.Value" or spec.startswith("$$.Map.Item.Value."):
             parts = _simple_path("$" + spec[len("$$.Map.Item.Value"):])
             if parts is None:
                 return None
-
-            def get(index: int, value: Any, parts: list[str] = parts) -> Any:
-                for part in parts:
-                    if not isinstance(value, dict) or part not in value:
-                        raise _Slow
-                    value = value[part]
-                return value
-            fields.append((name, get))
-        elif spec.startswith("$$."):
-            if spec.startswith("$$.Map") or _simple_path(spec[1:]) is None:
-                return None
+            fields.append((name, "value", parts))
+        elif spec.startswith("$$.") and not spec.startswith("$$.Map") and _simple_path(spec[1:]) is not None:
             try:
-                constant = extract_json(spec[1:], context)
+                const(name, extract_json(spec[1:], context))
             except Exception:
                 return None
-            fields.append((name, (lambda v: lambda index, value: v)(constant)))
         elif _simple_path(spec) is not None:
             try:
-                constant = extract_json(spec, state_input)
+                const(name, extract_json(spec, state_input))
             except Exception:
                 return None
-            fields.append((name, (lambda v: lambda index, value: v)(constant)))
         else:
             return None  # intrinsic functions, filters: moto evaluates them
-    return lambda index, value: {name: fn(index, value) for name, fn in fields}
+    return _Selector(fields)
 
 
 # ---------------------------------------------------------------------------------------- moto glue
@@ -466,7 +499,7 @@ class MapRun:
         self.failed_items = 0
         self.total_items = 0
         self.stop = threading.Event()
-        self.results: dict[int, dict[str, Any]] = {}  # batch index -> child result
+        self.results: dict[int, tuple[str, list[Any]]] = {}  # child index -> `_retained`
 
     # -------------------------------------------------------------- settings
     def _settings(self, state_input: Any) -> None:
@@ -487,6 +520,7 @@ class MapRun:
         self.tolerated_count, self.tolerated_percentage = count, percentage
         config = (spec.get("ItemReader") or {}).get("ReaderConfig") or {}
         self.max_items = _integer(config, "MaxItems", state_input, ctx, 0)
+        self.transformation, self.output_type = self._writer_config()
 
     def _exceeded(self, final: bool) -> bool:
         if self.tolerated_count is None and self.tolerated_percentage is None:
@@ -525,10 +559,10 @@ class MapRun:
             yield from items
             return
         fast = _compile_selector(selector, state_input, self.context)
-        for index, (value, _) in enumerate(items):
+        for index, (value, known) in enumerate(items):
             if fast is not None:
                 try:
-                    yield fast(index, value), None
+                    yield fast(index, value), fast.size(index, known)
                     continue
                 except _Slow:
                     pass
@@ -614,8 +648,9 @@ class MapRun:
         else:
             result.update(Status="FAILED", Error="States.Runtime", Cause=f"The child execution ended {end!r}.")
         counters = {"SUCCEEDED": "succeeded", "FAILED": "failed", "ABORTED": "aborted", "TIMED_OUT": "timed_out"}
+        retained = self._retained(result)  # the batch itself is not kept: memory stays bounded
         with self.lock:
-            self.results[index] = result
+            self.results[index] = retained
             for counter, n in ((record.item_counter, size), (record.execution_counter, 1)):
                 counter.running.offset(-n)
                 getattr(counter, counters[result["Status"]]).count(n)
@@ -674,23 +709,23 @@ class MapRun:
                      Status=result["Status"], StopDate=_iso(result["StopDate"]))
         return entry
 
-    def _transformed(self, transformation: str) -> list[Any]:
-        ordered = [self.results[i] for i in sorted(self.results)]
-        out: list[Any] = []
-        for result in ordered:
-            if transformation == "NONE" or result["Status"] != "SUCCEEDED":
-                out.append(self._record(result))  # a failed child's result is left whole (AWS)
-            elif transformation == "FLATTEN" and isinstance(result["Output"], list):
-                out.extend(result["Output"])
-            else:
-                out.append(result["Output"])
-        return out
+    def _retained(self, result: dict[str, Any]) -> tuple[str, list[Any]]:
+        """What is kept of a finished child: its status ("SUCCEEDED" or "FAILED": the result file it
+        goes to) and its entries for the output or that file, transformed as WriterConfig says (a
+        failed child's result is left whole, AWS)."""
+        if result["Status"] != "SUCCEEDED":
+            return "FAILED", [self._record(result)]
+        if self.transformation == "NONE":
+            return "SUCCEEDED", [self._record(result)]
+        if self.transformation == "FLATTEN" and isinstance(result["Output"], list):
+            return "SUCCEEDED", result["Output"]
+        return "SUCCEEDED", [result["Output"]]
 
     def _write(self, state_input: Any) -> Any:
-        transformation, output_type = self._writer_config()
+        output_type = self.output_type
         writer = self.spec.get("ResultWriter") or {}
         if "Resource" not in writer:
-            return self._transformed(transformation)
+            return [entry for i in sorted(self.results) for entry in self.results[i][1]]
         if not writer["Resource"].endswith(":s3:putObject"):
             raise MapError("States.ResultWriterFailed", f"ResultWriter Resource {writer['Resource']!r} is not "
                                                         "arn:aws:states:::s3:putObject.")
@@ -705,14 +740,8 @@ class MapRun:
         files: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
         by_status: dict[str, list[Any]] = {}
         for i in sorted(self.results):
-            result = self.results[i]
-            status = "SUCCEEDED" if result["Status"] == "SUCCEEDED" else "FAILED"
-            if transformation == "NONE" or status == "FAILED":
-                by_status.setdefault(status, []).append(self._record(result))
-            elif transformation == "FLATTEN" and isinstance(result["Output"], list):
-                by_status.setdefault(status, []).extend(result["Output"])
-            else:
-                by_status.setdefault(status, []).append(result["Output"])
+            status, entries = self.results[i]
+            by_status.setdefault(status, []).extend(entries)
         from botocore.exceptions import ClientError
 
         s3 = _s3(self.region)
