@@ -187,12 +187,24 @@ class TrainingJobs:
             arn = backend.training_jobs[name].arn
             raise TrainingJobError("ResourceInUse", "Training job names must be unique within an AWS account and "
                                    f"region, and a training job with this name already exists ({arn})")
-        for what, values in (("hyperParameters", params.get("HyperParameters")),
-                             ("environment", params.get("Environment"))):
+        # CreateTrainingJob's map constraints (API reference): at most 100 entries; HyperParameters keys up
+        # to 256 and values up to 2500 characters, Environment keys and values up to 512
+        for what, values, key_max, value_max in (("hyperParameters", params.get("HyperParameters"), 256, 2500),
+                                                 ("environment", params.get("Environment"), 512, 512)):
+            if len(values or {}) > 100:
+                raise TrainingJobError("ValidationException", f"1 validation error detected: Value at '{what}' "
+                                       "failed to satisfy constraint: Member must have length less than or equal "
+                                       "to 100")
             for key, value in (values or {}).items():
                 if not isinstance(value, str):
                     raise TrainingJobError("ValidationException", f"{what}: every value must be a string; "
                                            f"{key!r} is {json.dumps(value)} (quote it, e.g. States.Format)")
+                if len(key) > key_max or len(value) > value_max:
+                    raise TrainingJobError("ValidationException", f"1 validation error detected: Value at "
+                                           f"'{what}' failed to satisfy constraint: Map keys must have length "
+                                           f"less than or equal to {key_max}, map values length less than or "
+                                           f"equal to {value_max} ({key!r}: {len(key)} and {len(value)} "
+                                           "characters)")
         instance = (params.get("ResourceConfig") or {}).get("InstanceType")
         if instance not in self.memory_mib:
             raise TrainingJobError("ValidationException", f"1 validation error detected: Value '{instance}' at "

@@ -349,6 +349,17 @@ def test_duplicate_and_invalid_names(cloud):
         with pytest.raises(ClientError) as err:
             _job(cloud, bad, "ok")
         assert err.value.response["Error"]["Code"] == "ValidationException", bad
+    from botocore.config import Config
+
+    sm = cloud.client("sagemaker", config=Config(parameter_validation=False))  # as Step Functions sends it
+    base = sm.describe_training_job(TrainingJobName="dup-1")
+    request = {k: base[k] for k in ("AlgorithmSpecification", "RoleArn", "ResourceConfig", "StoppingCondition",
+                                    "OutputDataConfig")}
+    hps = base["HyperParameters"]
+    for bad, words in (({**hps, "spec": "x" * 2501}, "map values length less than or equal to 2500"),
+                       ({**hps, "rounds": 3}, "'rounds' is 3")):
+        with pytest.raises(ClientError, match=words):
+            sm.create_training_job(TrainingJobName="limits-1", HyperParameters=bad, **request)
     assert cloud.training_jobs.wait("dup-1", 30) == "Completed"
     # through the state machine: the Catch sees Step Functions' name for SageMaker's error
     out = json.loads(_finished(cloud, _execute(cloud, "dup-1", "ok"))["output"])
