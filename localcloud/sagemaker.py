@@ -401,8 +401,9 @@ class TrainingJobs:
         for channel in run.job.input_data_config or []:
             name = channel["ChannelName"]
             source = (channel.get("DataSource") or {}).get("S3DataSource")
-            if not source:
-                raise _JobFailed(f"ClientError: channel {name}: the local cloud reads S3DataSource channels only")
+            if not source or source.get("S3DataType", "S3Prefix") != "S3Prefix":
+                raise _JobFailed(f"ClientError: channel {name}: the local cloud reads S3DataSource channels of "
+                                 "S3DataType S3Prefix only (no manifest files, EFS or FSx)")
             url = source["S3Uri"]
             bucket, prefix = _s3_url(url)
             target = data_dir / name
