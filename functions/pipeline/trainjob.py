@@ -95,7 +95,7 @@ def install_wheelhouse(root: Path = BUNDLE_ROOT, target: Path | None = None) -> 
     lock = wheelhouse / WHEELHOUSE_LOCK
     if not lock.is_file():
         return None
-    target = target or Path(tempfile.gettempdir()) / "shipyard-site"
+    target = target or Path(tempfile.mkdtemp(prefix="shipyard-site-"))
     started = time.monotonic()
     command = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheelhouse),
                "--require-hashes", "--no-deps", "--target", str(target), "-r", str(lock),

@@ -6,7 +6,11 @@ short reason, and production stays where it was."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
+import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -147,3 +151,68 @@ def test_a_lambda_model_of_the_same_stack_still_trains_on_lambda(cloud, registry
     assert "training_job_name" not in output["run"] and output["train"]["rows"] == 344
     rec = _version(registry, "penguins-fn", upload)
     assert rec["status"] == "production" and "compute" not in rec["lineage"]
+
+
+def _locked_versions() -> dict[str, str]:
+    from layers.builder import parse_requirements, requirements_file
+
+    return {r.name: r.version for r in parse_requirements(requirements_file("training").read_text())}
+
+
+def test_the_bundle_with_its_wheelhouse_trains_on_cpython_312_with_the_locked_versions(cloud, registry, tmp_path):
+    """What the job does in the scikit-learn py312 image, short of the image: the real bundle (with the
+    wheelhouse of layers/training.txt, x86_64 CPython 3.12 wheels) extracted as the toolkit does, its
+    entry script run by CPython 3.12 with only pip and boto3 (the image's) besides: it installs the
+    wheelhouse (hash-checked, offline), trains, and records the lock's versions in lineage."""
+    from functions.pipeline import steps
+    from infra.trainjob import build_wheelhouse, bundle_bytes, job_name_prefix
+    from layers.builder import LayerBuildError
+    from tests.unit.test_layers import _lambda_like_path, python312_or_skip
+
+    python = python312_or_skip()
+    try:
+        house = build_wheelhouse()
+    except LayerBuildError as err:  # pip download needs the package index once; cached afterwards
+        pytest.skip(f"the wheelhouse cannot be built here: {str(err)[:300]}")
+    code = tmp_path / "code"
+    with tarfile.open(fileobj=io.BytesIO(bundle_bytes(wheelhouse=house)), mode="r:gz") as tar:
+        tar.extractall(code, filter="data")
+    assert (code / "wheelhouse" / "training.txt").is_file()
+
+    # A key no upload rule matches, so no execution starts: this test plays Allocate and the job itself.
+    bucket = cloud.outputs["DataBucketName"]
+    key = "datasets/penguins-sm/wheelhouse-check.csv.txt"
+    version_id = cloud.client("s3").put_object(Bucket=bucket, Key=key, Body=realdata.penguins())["VersionId"]
+    execution_arn = "arn:aws:states:us-east-1:123456789012:execution:manual:wheelhouse-check"
+    spec = {"target": "species", "estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 1000},
+            "metric": "accuracy", "compute": MODELS["penguins-sm"]["compute"] | {"type": "sagemaker"}}
+    event = {"model": "penguins-sm", "spec": spec,
+             "dataset": {"bucket": bucket, "key": key, "version_id": version_id}}
+    os.environ["TRAINING_JOB_PREFIX"] = job_name_prefix("Shipyard")
+    try:
+        run = steps.allocate(event, registry, execution_arn=execution_arn)
+    finally:
+        os.environ.pop("TRAINING_JOB_PREFIX")
+    hps = {"model": "penguins-sm", "version": str(run["version"]), "execution_arn": execution_arn,
+           "training_job_name": run["training_job_name"], "instance_type": "ml.m5.large",
+           "spec": json.dumps(spec), "dataset": json.dumps(event["dataset"])}
+    env = {**cloud.environment(), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path),
+           "OPENBLAS_NUM_THREADS": "1", "POWERTOOLS_TRACE_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
+           "PYTHONPATH": str(_lambda_like_path(tmp_path)),  # boto3 & co.: the image has them, the lock leaves them out
+           "SM_HPS": json.dumps(hps), "SM_OUTPUT_DIR": str(tmp_path / "output"),
+           "REGISTRY_TABLE": cloud.outputs["RegistryTableName"], "AUDIT_TABLE": cloud.outputs["AuditTableName"],
+           "ARTIFACT_BUCKET": cloud.outputs["ArtifactBucketName"], "SHIPYARD_MODELS": '["penguins-sm"]',
+           "MIN_ROWS": "20", "CODE_VERSION": "bundle"}
+    done = subprocess.run([python, "functions/pipeline/trainjob.py"], cwd=code, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "installed the wheelhouse into" in done.stdout
+
+    rec = registry.get_version("penguins-sm", run["version"])
+    assert rec["status"] == "candidate" and rec["metrics"]["parity"]["passed"] is True
+    libraries = rec["lineage"]["libraries"]
+    locked = _locked_versions()
+    assert libraries["python"].startswith("3.12.")
+    for name in ("numpy", "scikit-learn", "skl2onnx", "onnx", "onnxruntime"):
+        assert libraries[name] == locked[name], (name, libraries, locked[name])
+    assert rec["lineage"]["compute"]["training_job_name"] == run["training_job_name"]
