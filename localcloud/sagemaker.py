@@ -37,6 +37,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +236,7 @@ class TrainingJobs:
 
     def launch(self, job: Any) -> None:
         """A job just created: run by a thread of its own."""
+        self._emit(job)
         creds = {}
         if self.authorizer is not None:  # SageMaker calls AWS as a session of the job's role
             creds = self.authorizer.credentials_for(job.role_arn, "SageMaker", "sagemaker.amazonaws.com",
@@ -302,6 +304,7 @@ class TrainingJobs:
             job.last_modified_time = now
             if primary in TERMINAL:
                 job.secondary_status_transitions[-1]["EndTime"] = now
+        self._emit(job)
 
     def _run(self, run: _Run) -> None:
         job = run.job
@@ -578,6 +581,25 @@ class TrainingJobs:
         except ClientError as err:
             raise _JobFailed(f"ClientError: Artifact upload failed:{err}") from err
         job.model_artifacts = {"S3ModelArtifacts": f"s3://{bucket}/{prefix}/model.tar.gz"}
+
+    # ------------------------------------------------------------------ events
+    def _emit(self, job: Any) -> None:
+        """SageMaker's "SageMaker Training Job State Change" event (source ``aws.sagemaker``, the job's
+        description as detail) to the default bus's rules, at each status change."""
+        from moto.events.models import events_backends
+
+        from .events import iso_now
+
+        account = job.arn.split(":")[4]
+        event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "SageMaker Training Job State Change",
+                 "source": "aws.sagemaker", "account": account, "time": iso_now(), "region": self.region,
+                 "resources": [job.arn], "detail": _json_ready(job.response_object)}
+        try:
+            bus = events_backends[account][self.region].event_buses.get("default")
+            for rule in list(bus.rules.values()) if bus else []:
+                rule.send_to_targets(copy.deepcopy(event))  # the events seam matches and delivers
+        except Exception as err:  # noqa: BLE001 - asynchronous in AWS: never fails a job
+            self.say(f"[sagemaker] state change event of {job.training_job_name} not sent: {err!r}")
 
     # ------------------------------------------------------------------ logs: /aws/sagemaker/TrainingJobs
     def _log(self, run: _Run, lines: list[str]) -> None:

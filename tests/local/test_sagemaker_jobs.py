@@ -116,11 +116,20 @@ def _template():
             "AssumeRolePolicyDocument": _trust("lambda.amazonaws.com")}},
         "MachineRole": {"Type": "AWS::IAM::Role", "Properties": {
             "AssumeRolePolicyDocument": _trust("states.amazonaws.com")}},
+        "Failures": {"Type": "AWS::SQS::Queue"},
+        "FailuresPolicy": {"Type": "AWS::SQS::QueuePolicy", "Properties": {
+            "Queues": [{"Ref": "Failures"}], "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+                 "Resource": {"Fn::GetAtt": ["Failures", "Arn"]}}]}}},
+        "FailedJobs": {"Type": "AWS::Events::Rule", "Properties": {
+            "EventPattern": {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Training Job State Change"],
+                             "detail": {"TrainingJobStatus": ["Failed"]}},
+            "Targets": [{"Id": "q", "Arn": {"Fn::GetAtt": ["Failures", "Arn"]}}]}},
         "Machine": _machine(),
         "TimedMachine": _machine(timeout=2),
     }, "Outputs": {
         "Bucket": {"Value": {"Ref": "Data"}}, "Machine": {"Value": {"Ref": "Machine"}},
-        "TimedMachine": {"Value": {"Ref": "TimedMachine"}},
+        "TimedMachine": {"Value": {"Ref": "TimedMachine"}}, "Failures": {"Value": {"Ref": "Failures"}},
         "JobRoleArn": {"Value": {"Fn::GetAtt": ["JobRole", "Arn"]}},
         "LambdaRoleArn": {"Value": {"Fn::GetAtt": ["LambdaRole", "Arn"]}},
         "ScopedRoleArn": {"Value": {"Fn::GetAtt": ["ScopedRole", "Arn"]}}}}
@@ -264,6 +273,14 @@ def test_failing_script_fails_the_task_and_the_catch_sees_the_reason(cloud):
     assert cause["FailureReason"].endswith(" train.py --bucket " + cloud.outputs["Bucket"]
                                            + ' --mode fail --rounds 3", exit code: 1')
     assert "ValueError: bad data: no target column" in _log_text(cloud, "fail-1")
+    # SageMaker's state change event reached the rule on its status
+    cloud.wait_idle()
+    sqs = cloud.client("sqs")
+    events = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=cloud.outputs["Failures"],
+                                                                 MaxNumberOfMessages=10)["Messages"]]
+    [event] = [e for e in events if e["detail"]["TrainingJobName"] == "fail-1"]
+    assert event["source"] == "aws.sagemaker" and event["resources"] == [cause["TrainingJobArn"]]
+    assert event["detail"]["FailureReason"] == cause["FailureReason"]
 
 
 def test_the_scripts_own_failure_file_is_the_reason(cloud):
