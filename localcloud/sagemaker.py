@@ -586,6 +586,8 @@ class TrainingJobs:
     def _emit(self, job: Any) -> None:
         """SageMaker's "SageMaker Training Job State Change" event (source ``aws.sagemaker``, the job's
         description as detail) to the default bus's rules, at each status change."""
+        if self._closing:
+            return  # the cloud stops: its event bus is stopped already
         from moto.events.models import events_backends
 
         from .events import iso_now
