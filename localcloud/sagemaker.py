@@ -15,7 +15,9 @@ its Step Functions interpreter refuses the ``sagemaker`` integrations. `SEAM` ho
   point into it. The worker is a subprocess in its own process group, with the job role's session
   credentials and ``AWS_ENDPOINT_URL``; the instance type's memory is its limit, ``MaxRuntimeInSeconds``
   its time. On success ``SM_MODEL_DIR`` is uploaded as ``<S3OutputPath>/<job>/output/model.tar.gz``.
-- **Wire**: StopTrainingJob (moto's SageMaker responses lack it).
+  Its output goes to CloudWatch Logs, its status changes to EventBridge, as SageMaker's do.
+- **Wire**: CreateTrainingJob checked as SageMaker checks it (name, duplicate, role trust, limits);
+  StopTrainingJob (moto's SageMaker responses lack it).
 - **Step Functions**: ``arn:aws:states:::sagemaker:<action>`` (request-response, for what moto's
   SageMaker serves) and ``createTrainingJob.sync`` (`StateTaskSageMaker`), chained in front of
   moto's task factory so other seams hooking it keep working.
