@@ -378,7 +378,7 @@ def _compile_selector(template: Any, state_input: Any, context: dict[str, Any]) 
 
 
 # ---------------------------------------------------------------------------------------- moto glue
-def _error(env: Any, error: str, cause: str) -> Exception:
+def _error(env: Any, error: str, cause: str, entered: int | None = None) -> Exception:
     """A failure moto's StateMap handles like its own: Retry, Catch, then MapStateFailed; a
     ``States.Runtime`` error fails the execution at once (AWS: no MapStateFailed, not caught)."""
     from moto.stepfunctions.parser.api import (
@@ -405,8 +405,10 @@ def _error(env: Any, error: str, cause: str) -> Exception:
     else:
         event_type = HistoryEventType.MapRunFailed
         details = EventDetails(mapRunFailedEventDetails=MapRunFailedEventDetails(error=error, cause=cause))
-    return FailureEventException(failure_event=FailureEvent(
-        env=env, error_name=name, event_type=event_type, event_details=details))
+    failure = FailureEvent(env=env, error_name=name, event_type=event_type, event_details=details)
+    if entered is not None:
+        failure.source_event_id = entered  # "(entered at the event id #N)": the state's entered event
+    return FailureEventException(failure_event=failure)
 
 
 _TEMPLATES: dict[str, Any] = {}
@@ -781,6 +783,7 @@ class MapRun:
         env, spec = self.env, self.spec
         state_input = env.stack[-1]  # the effective input (after InputPath)
         events = env.event_manager
+        entered = env.event_history_context.source_event_id
         try:
             self.input_items = self._input_items(state_input)
         except MapError as exc:
@@ -791,7 +794,7 @@ class MapRun:
         try:
             self._settings(state_input)
         except MapError as exc:
-            raise _error(env, exc.error, exc.cause) from None
+            raise _error(env, exc.error, exc.cause, entered) from None
         self.record = MapRunRecord(
             state_machine_arn=self.context["StateMachine"]["Id"], execution_arn=self.context["Execution"]["Id"],
             max_concurrency=self.max_concurrency, tolerated_failure_count=self.tolerated_count or 0,
@@ -802,6 +805,9 @@ class MapRun:
                              mapRunArn=self.record.map_run_arn)))
         try:
             self._run_children(state_input)
+            if not env.is_running():  # StopExecution: the children were stopped with the parent
+                self.record.set_stop(MapRunStatus.ABORTED)
+                return
             failed = self._exceeded(final=True)
             output = self._write(state_input)  # written on a failed run too, for its post-mortem
             if failed:

@@ -238,3 +238,76 @@ def test_a_catch_on_the_map_and_a_missing_object(cloud):
     map_state.pop("Catch")
     _, desc, _ = _run(cloud, map_state, {})
     assert desc["status"] == "FAILED" and desc["error"] == "States.ItemReaderFailed"
+
+
+def test_failed_children_go_to_the_failed_file_and_writer_config_shapes_the_output(cloud):
+    items = [{"value": i} for i in range(6)]  # 0 and 3 fail
+    map_state = {"ToleratedFailureCount": 2, "ItemProcessor": _processor({"F": _task(cloud, "MaybeFail")}, "STANDARD"),
+                 "ResultWriter": {"Resource": "arn:aws:states:::s3:putObject",
+                                  "Parameters": {"Bucket": cloud.bucket, "Prefix": "fails/"}}}
+    _, desc, _ = _run(cloud, map_state, items)
+    assert desc["status"] == "SUCCEEDED", desc
+    manifest = _read(cloud, json.loads(desc["output"])["ResultWriterDetails"]["Key"])
+    [failed_file], [succeeded_file] = manifest["ResultFiles"]["FAILED"], manifest["ResultFiles"]["SUCCEEDED"]
+    failed = _read(cloud, failed_file["Key"])
+    assert failed_file["Key"].endswith("/FAILED_0.json") and "//" not in failed_file["Key"]
+    assert [json.loads(f["Input"]) for f in failed] == [{"value": 0}, {"value": 3}]
+    assert {f["Status"] for f in failed} == {"FAILED"} and {f["Error"] for f in failed} == {"ValueError"}
+    assert "no multiples of 3" in failed[0]["Cause"] and ":execution:" in failed[0]["ExecutionArn"]
+    assert len(_read(cloud, succeeded_file["Key"])) == 4
+
+    # WriterConfig alone: the output, FLATTENed (each child returned a list)
+    map_state = {"ItemBatcher": {"MaxItemsPerBatch": 2},
+                 "ItemProcessor": _processor({"P": {"Type": "Pass", "InputPath": "$.Items", "End": True}}),
+                 "ResultWriter": {"WriterConfig": {"Transformation": "FLATTEN", "OutputType": "JSON"}}}
+    _, desc, _ = _run(cloud, map_state, list(range(5)))
+    assert json.loads(desc["output"]) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("case", ["duplicate headers", "not an array", "MaxItems not an integer"])
+def test_reader_errors_as_aws_reports_them(cloud, case):
+    _put(cloud, "in/dup.csv", "a,b\n1,2\n")
+    _put(cloud, "in/object.json", json.dumps({"Hello": "world"}))
+    reader = {"Resource": "arn:aws:states:::s3:getObject", "Parameters": {"Bucket": cloud.bucket}}
+    if case == "duplicate headers":
+        reader.update(ReaderConfig={"InputType": "CSV", "CSVHeaderLocation": "GIVEN", "CSVHeaders": ["H", "H"]})
+        reader["Parameters"]["Key"] = "in/dup.csv"
+        expected = ("States.ItemReaderFailed", "CSV headers cannot contain duplicates.")
+    elif case == "not an array":
+        reader.update(ReaderConfig={"InputType": "JSON"})
+        reader["Parameters"]["Key"] = "in/object.json"
+        expected = ("States.ItemReaderFailed", "Attempting to map over non-iterable node.")
+    else:
+        reader.update(ReaderConfig={"InputType": "CSV", "MaxItemsPath": "$.max"})
+        reader["Parameters"]["Key"] = "in/dup.csv"
+        expected = ("States.Runtime", "An error occurred while executing the state 'Map' (entered at the event id "
+                                      "#2). The MaxItemsPath field refers to value \"1.5\" which is not a valid "
+                                      "integer: $.max")
+    # States.ALL does not catch States.Runtime (AWS): that case fails the execution all the same
+    catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}]
+    _, desc, _ = _run(cloud, {"ItemReader": reader, "ItemProcessor": _processor(PASS)}, {"max": 1.5})
+    assert (desc["status"], desc.get("error"), desc.get("cause")) == ("FAILED", *expected)
+    _, desc, _ = _run(cloud, {"ItemReader": reader, "ItemProcessor": _processor(PASS), "Catch": catch}, {"max": 1.5},
+                      {"Caught": {"Type": "Pass", "End": True}})
+    assert desc["status"] == ("FAILED" if expected[0] == "States.Runtime" else "SUCCEEDED")
+
+
+def test_stopping_the_execution_stops_the_map_run(cloud):
+    sfn = cloud.client("stepfunctions")
+    states = {"Map": {"Type": "Map", "End": True, "MaxConcurrency": 1,
+                      "ItemProcessor": _processor({"S": _task(cloud, "Sleepy")}, "STANDARD")}}
+    arn = sfn.create_state_machine(name=f"map-{uuid.uuid4().hex[:8]}", roleArn=ROLE,
+                                   definition=json.dumps({"StartAt": "Map", "States": states}))["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps(list(range(20))))["executionArn"]
+    time.sleep(1.0)
+    sfn.stop_execution(executionArn=execution)
+    deadline = time.time() + 10
+    while True:
+        [run] = sfn.list_map_runs(executionArn=execution)["mapRuns"]
+        described = sfn.describe_map_run(mapRunArn=run["mapRunArn"])
+        if described["status"] != "RUNNING" or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert sfn.describe_execution(executionArn=execution)["status"] == "ABORTED"
+    assert described["status"] == "ABORTED"
+    assert described["executionCounts"]["total"] < 20  # no child was started after the stop
