@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from localcloud import distributedmap
+
 HANDLERS = '''
 import time
 
@@ -39,7 +41,7 @@ TEMPLATE = {"Resources": {
     "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                 "Principal": {"Service": "lambda.amazonaws.com"}}]}}},
-    "Data": {"Type": "AWS::S3::Bucket"},
+    "Data": {"Type": "AWS::S3::Bucket", "Properties": {"VersioningConfiguration": {"Status": "Enabled"}}},
     "Count": _fn("count"), "MaybeFail": _fn("maybe_fail"), "Sleepy": _fn("sleepy"),
 }}
 
@@ -311,3 +313,22 @@ def test_stopping_the_execution_stops_the_map_run(cloud):
     assert sfn.describe_execution(executionArn=execution)["status"] == "ABORTED"
     assert described["status"] == "ABORTED"
     assert described["executionCounts"]["total"] < 20  # no child was started after the stop
+
+
+def test_an_object_version_and_json_lines(cloud):
+    s3 = cloud.client("s3")
+    first = s3.put_object(Bucket=cloud.bucket, Key="in/rows.jsonl", Body=b'{"v": 1}\n\n{"v": 2}\n')["VersionId"]
+    s3.put_object(Bucket=cloud.bucket, Key="in/rows.jsonl", Body=b'{"v": 3}\n')
+    map_state = {"ItemReader": {"Resource": "arn:aws:states:::s3:getObject", "ReaderConfig": {"InputType": "JSONL"},
+                                "Parameters": {"Bucket": cloud.bucket, "Key": "in/rows.jsonl", "VersionId.$": "$.v"}},
+                 "ItemProcessor": _processor(PASS)}
+    _, desc, _ = _run(cloud, map_state, {"v": first})
+    assert json.loads(desc["output"]) == [{"v": 1}, {"v": 2}]  # that version, not the latest
+
+
+def test_the_local_cap_bounds_an_unlimited_map(cloud, monkeypatch):
+    monkeypatch.setattr(distributedmap.SEAM, "current", 3)  # cloud.map_concurrency / LOCALCLOUD_MAP_CONCURRENCY
+    map_state = {"MaxConcurrency": 0, "ItemProcessor": _processor({"S": _task(cloud, "Sleepy")})}
+    _, desc, _ = _run(cloud, map_state, list(range(9)))
+    spans = json.loads(desc["output"])
+    assert max(sum(1 for s in spans if s["start"] <= t["start"] < s["end"]) for t in spans) == 3
