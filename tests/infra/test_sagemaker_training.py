@@ -272,3 +272,12 @@ def test_checkov_is_clean_with_a_sagemaker_model_except_the_reasoned_skips(synth
     [template] = synth.outdir.glob("*.template.json")
     unexplained = [f for f in _failures(template) if not _skipped(*f)]
     assert not unexplained, f"checkov failures without a reason in SKIPS: {unexplained}"
+
+
+def test_the_definition_with_the_sagemaker_state_passes_asl_validator(synth, tmp_path):
+    from tests.infra.test_asl import _output, definitions, validate
+
+    found = {lid: d for lid, d in definitions(synth.template_dict).items() if "TrainOnSageMaker" in d["States"]}
+    [(lid, definition)] = found.items()
+    result = validate(definition, tmp_path / f"{lid}.json")
+    assert result.returncode == 0 and "is valid" in result.stdout, _output(result)
