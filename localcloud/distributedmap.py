@@ -239,12 +239,15 @@ def read_items(reader: dict[str, Any], parameters: dict[str, Any], config: dict[
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         raise MapError("States.ItemReaderFailed", f"{err.get('Message', str(exc))} (Service: S3, Status Code: "
                                                   f"{status}, Error Code: {err.get('Code')})") from None
-    if input_type == "JSON":
-        yield from ((item, None) for item in _json_items(body.read()))
-    elif input_type == "CSV":
-        yield from _csv_rows(_lines(body), config)  # streamed: the object is never held twice
-    else:
-        yield from ((item, None) for item in _jsonl_items(_lines(body)))
+    try:
+        if input_type == "JSON":
+            yield from ((item, None) for item in _json_items(body.read()))
+        elif input_type == "CSV":
+            yield from _csv_rows(_lines(body), config)  # streamed: the object is never held twice
+        else:
+            yield from ((item, None) for item in _jsonl_items(_lines(body)))
+    finally:
+        body.close()  # a run that stops early (failures, MaxItems) leaves the rest unread
 
 
 # ---------------------------------------------------------------------------------------- batching
