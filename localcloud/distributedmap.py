@@ -10,10 +10,10 @@ only whole through getObject, and its ResultWriter writes an empty manifest. AWS
 
 How (`SEAM`): moto parses a definition when a state machine is created and again when each
 execution starts (``AmazonStateLanguageParser.parse``). The seam rewrites the JSON first: each
-DISTRIBUTED Map keeps what moto already applies as AWS does (``InputPath``, ``Parameters``-free
-``ResultSelector``, ``ResultPath``, ``OutputPath``, ``Retry``, ``Catch``, ``Next``/``End``,
-``Assign``) and its ``ItemProcessor`` (parsed once per execution by moto, nested Distributed Maps
-rewritten too); the fields this module runs (``ItemReader``, ``ItemsPath``, ``ItemSelector``,
+DISTRIBUTED Map keeps what moto already applies as AWS does (``InputPath``, ``ResultSelector``,
+``ResultPath``, ``OutputPath``, ``Retry``, ``Catch``, ``Next``/``End``, ``Assign``) and its
+``ItemProcessor`` (parsed once per execution by moto, nested Distributed Maps rewritten too); the
+fields this module runs (``ItemReader``, ``ItemsPath``, ``ItemSelector``/``Parameters``,
 ``ItemBatcher``, ``MaxConcurrency*``, ``ToleratedFailure*``, ``Label``, ``ResultWriter``, the
 execution type) move into a registry keyed by a token put in the state's ``Comment``. The stored
 definition is not touched: DescribeStateMachine returns the original. At run time moto's own
@@ -28,7 +28,14 @@ a CSV is read once as a stream and batched lazily, at most `concurrency` + 1 bat
 batch's ``Items`` list is shared, not deep-copied, by moto's interpreter (it copies a state's input
 at every step; the items are never written to, only read and serialized); children record no
 event history (an express child has none to query in AWS either; a standard child's is not kept
-locally).
+locally), so their states do not serialize a batch for events nobody reads; a finished child
+leaves only its output (or its result record). Two moto costs paid per child are cut for every
+execution while the seam is installed: the boto3 client of a Lambda task is made once (moto made
+one per invocation, ~5 ms), and jsonpath_ng's parses are cached. Children run on threads, at most
+``MaxConcurrency`` and never more than the local cap (`LocalCloud.map_concurrency`, else the Lambda
+runtime's per-function worker cap). Measured (2 shared cores, 1M-row 49 MB CSV, 2,000-row batches,
+500 children): the runner alone (Pass children) 3.6-5.4 s; with a Lambda returning len(Items) 16 s,
+of which each child's Lambda invoke of its 223 KiB input through the local endpoint is ~25 ms.
 """
 from __future__ import annotations
 
