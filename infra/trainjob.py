@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -107,6 +108,13 @@ def write_bundle(data: bytes, directory: Path = BUNDLE_DIR) -> Path:
         tmp = path.with_suffix(f".tmp{id(data)}")
         tmp.write_bytes(data)
         tmp.replace(path)
+    # Older bundles (~100 MB each with a wheelhouse) go once no synth of the last hour can still be staging them.
+    for old in directory.glob("code-*.tar.gz"):
+        try:
+            if old != path and time.time() - old.stat().st_mtime > 3600:
+                old.unlink()
+        except OSError:
+            pass
     return path
 
 
