@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -108,6 +109,8 @@ def write_bundle(data: bytes, directory: Path = BUNDLE_DIR) -> Path:
         tmp = path.with_suffix(f".tmp{id(data)}")
         tmp.write_bytes(data)
         tmp.replace(path)
+    else:
+        os.utime(path)  # in use again: not one of the "older" below
     # Older bundles (~100 MB each with a wheelhouse) go once no synth of the last hour can still be staging them.
     for old in directory.glob("code-*.tar.gz"):
         try:
