@@ -39,10 +39,12 @@ from infra.sagemaker_catalog import (
     DEFAULT_MAX_RUNTIME_SECONDS,
     DEFAULT_VOLUME_GB,
     INSTANCE_MEMORY_GIB,
+    MAX_HYPERPARAMETER_CHARS,
     MAX_RUNTIME_SECONDS,
     MAX_VOLUME_GB,
     MIN_VOLUME_GB,
     instance_max_dataset_bytes,
+    spec_hyperparameter_chars,
 )
 
 __all__ = [
@@ -659,7 +661,7 @@ def _load_model(name, raw) -> ModelSpec:
                               f"expected one of: {', '.join(METRICS[task])}", model=name)
         _choice(metric, METRICS[task], "metric", name, what=f"{task} metric")
 
-    return ModelSpec(
+    spec = ModelSpec(
         name=name,
         target=target,
         task=task,
@@ -673,6 +675,12 @@ def _load_model(name, raw) -> ModelSpec:
         drift=_load_drift(raw.get("drift", {}), name),
         compute=_load_compute(raw.get("compute", {}), name),
     )
+    if spec.compute.is_sagemaker and (chars := spec_hyperparameter_chars(spec)) > MAX_HYPERPARAMETER_CHARS:
+        raise ConfigError("params", f"the model's spec is {chars:,} characters as JSON, more than the "
+                          f"{MAX_HYPERPARAMETER_CHARS:,} a SageMaker hyperparameter holds (compute.type sagemaker "
+                          "passes it to the training job as one); shorten params (e.g. long lists) or train on "
+                          "Lambda", model=name)
+    return spec
 
 
 def _load_compute(raw, model: str) -> ComputeConfig:

@@ -8,7 +8,11 @@ choices ("Training on SageMaker").
 """
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from functions.core.layout import max_dataset_bytes
+from functions.pipeline.execution import spec_document
 
 # CPU instance types SageMaker training offers, GiB of memory each (Amazon SageMaker pricing page,
 # "Training" tab; EC2 instance type specs). x86_64 only: the scikit-learn image below is built for
@@ -77,3 +81,8 @@ def instance_max_dataset_bytes(instance_type: str) -> int:
     (``functions.core.layout.max_dataset_bytes``) over the instance's memory less what the OS and
     the toolkit take."""
     return max_dataset_bytes(instance_memory_mb(instance_type) - INSTANCE_RESERVED_MB)
+
+
+def spec_hyperparameter_chars(spec: Any) -> int:
+    """Characters of a model's spec as the job gets it: ``States.JsonToString($.spec)``, compact JSON."""
+    return len(json.dumps(spec_document(spec), separators=(",", ":"), ensure_ascii=False))

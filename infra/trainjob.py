@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -37,7 +36,6 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec
 from infra.registry import CANDIDATE_ATTRIBUTES, ModelRegistry
 from infra.sagemaker_catalog import (
@@ -48,6 +46,7 @@ from infra.sagemaker_catalog import (
     IMAGE_TAG,
     MAX_ENVIRONMENT_CHARS,
     MAX_HYPERPARAMETER_CHARS,
+    spec_hyperparameter_chars,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -300,10 +299,11 @@ class SageMakerTraining(Construct):
 
 
 def _check_hyperparameter(name: str, spec: ModelSpec) -> None:
-    """The run's spec travels to the job as one hyperparameter: at most 2500 characters."""
-    text = json.dumps(spec_document(spec), separators=(",", ":"), ensure_ascii=False)
-    if len(text) > MAX_HYPERPARAMETER_CHARS:
+    """The run's spec travels to the job as one hyperparameter: at most 2500 characters (load_config
+    refuses a longer one already; a ModelSpec made by hand is checked here)."""
+    chars = spec_hyperparameter_chars(spec)
+    if chars > MAX_HYPERPARAMETER_CHARS:
         raise ValueError(
-            f"model '{name}': its spec is {len(text):,} characters as JSON, more than the "
-            f"{MAX_HYPERPARAMETER_CHARS:,} a SageMaker hyperparameter may hold, so it cannot train on SageMaker "
-            f"(compute.type sagemaker); shorten params (e.g. long lists) or train on Lambda. The spec: {text[:200]}…")
+            f"model '{name}': its spec is {chars:,} characters as JSON, more than the {MAX_HYPERPARAMETER_CHARS:,} "
+            "a SageMaker hyperparameter may hold, so it cannot train on SageMaker (compute.type sagemaker); "
+            "shorten params (e.g. long lists) or train on Lambda")

@@ -90,14 +90,22 @@ def test_the_instance_error_lists_each_type_with_its_dataset_limit():
     assert "ml.r5.24xlarge (768 GiB: datasets up to 153.3 GiB)" in str(info.value)
 
 
-def test_a_spec_too_long_for_a_hyperparameter_fails_synth(tmp_path):
-    from tests.synth import synthesize
+def test_a_spec_too_long_for_a_hyperparameter_is_refused():
+    from infra.trainjob import _check_hyperparameter
 
     config = {"models": {"m": {"target": "y", "compute": {"type": "sagemaker"},
                                "estimator": "sklearn.neural_network.MLPClassifier",
                                "params": {"hidden_layer_sizes": list(range(1, 700))}}}}
-    with pytest.raises(Exception, match=r"model 'm': its spec is [\d,]+ characters as JSON, more than the 2,500"):
-        synthesize(tmp_path, config)
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert (info.value.model, info.value.key) == ("m", "params")
+    assert "characters as JSON, more than the 2,500 a SageMaker hyperparameter holds" in str(info.value)
+    # the same spec on Lambda is fine; a ModelSpec made by hand is refused by the construct too
+    config["models"]["m"]["compute"] = {"type": "lambda"}
+    spec = load_config(config).models["m"]
+    long = type(spec)(**{**spec.__dict__, "compute": type(spec.compute)(type="sagemaker")})
+    with pytest.raises(ValueError, match=r"model 'm': its spec is [\d,]+ characters as JSON"):
+        _check_hyperparameter("m", long)
 
 
 # ---------------------------------------------------------------------------- the state and routing
