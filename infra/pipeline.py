@@ -1,14 +1,16 @@
 """``TrainingPipeline``: the train → validate → promote state machine and what starts it.
 
     S3 "Object Created" datasets/<model>/…(.csv|.csv.gz) ──rule per model──► state machine (standard)
-      Allocate ─► Duplicate? ─► [TrainOn ─►] Train | Train<MB> ─► Validate ─► Gate ─► Promote | Reject
+      Allocate ─► Duplicate? ─► [TrainOn ─►] Train | Train<MB> | TrainOnSageMaker ─► Validate ─► Gate ─► Promote|Reject
          │  └─► AlreadyHandled (same object version seen before)
          └─ any state: Catch States.DataLimitExceeded, States.ALL ─► MarkFailed ─► Failed
                                                          └─► PromotedDespiteError (the alias had moved)
 
 Four kinds of function over ``functions/pipeline`` (docs/pipeline.md): Allocate, Train (training
 layer, 15 min; one per ``compute.memory`` size, 3008 MB by default), Validate (inference layer:
-onnxruntime + numpy) and Record (promote, reject, mark failed + events). Each has its own role
+onnxruntime + numpy) and Record (promote, reject, mark failed + events). Models with
+``compute.type: sagemaker`` train in a SageMaker training job instead (``TrainOnSageMaker``,
+infra/trainjob.py), the same train step in the scikit-learn image. Each has its own role
 with only what it uses (``ModelRegistry.grant_*``), its own log group, X-Ray tracing. The state
 machine logs ALL events with execution data to its own log group and traces with X-Ray; every task
 has a timeout, the execution too.
