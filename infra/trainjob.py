@@ -254,7 +254,9 @@ class SageMakerTraining(Construct):
             "sagemaker_program": ENTRY_POINT,
             "sagemaker_submit_directory": self.code.s3_object_url,
             "sagemaker_region": Aws.REGION,
-            "model.$": "$.model",
+            # JSON-quoted as the SDK quotes values: the toolkit decodes each one, and a bare model name
+            # such as "null" would decode to something else.
+            "model.$": "States.JsonToString($.model)",
             "version.$": "States.Format('{}', $.run.version)",
             "execution_arn.$": "$$.Execution.Id",
             "training_job_name.$": "$.run.training_job_name",

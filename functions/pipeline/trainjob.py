@@ -5,8 +5,9 @@ Run as a script by the SageMaker training toolkit of the scikit-learn image (``s
 builds both). The toolkit contract (aws/sagemaker-training-toolkit):
 
 - hyperparameters arrive JSON-decoded in ``SM_HPS`` (and as ``--key value`` arguments, where an object
-  is flattened to ``k=v,…``: so ``SM_HPS`` first): ``model``, ``version``, ``execution_arn``,
-  ``training_job_name``, ``instance_type`` and ``spec``/``dataset`` as JSON (the execution input's);
+  is flattened to ``k=v,…``: so ``SM_HPS`` first): ``model`` (JSON-quoted by the pipeline, so no model
+  name is decoded into something else), ``version``, ``execution_arn``, ``training_job_name``,
+  ``instance_type`` and ``spec``/``dataset`` as JSON (the execution input's);
 - a failure exits non-zero after writing a short ``<Error>: <message>`` to ``<SM_OUTPUT_DIR>/failure``
   (``/opt/ml/output/failure``): SageMaker returns its first 1024 characters as the job's
   ``FailureReason`` (docs: "How Amazon SageMaker AI Signals Algorithm Success and Failure"), and the
@@ -64,15 +65,23 @@ def hyperparameters(argv: list[str] | None = None, environ: dict | None = None) 
             if not key.startswith("--") or not args:
                 raise JobInputError(f"expected --key value arguments, got {key!r}")
             hps[key[2:]] = args.pop(0)
-    out = {}
-    for key, value in hps.items():
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                pass
-        out[key] = value
-    return out
+    return {key: _decoded(key, value) for key, value in hps.items()}
+
+
+# Hyperparameters that hold JSON objects. Every other value is taken as the toolkit gives it: decoding
+# again would turn a model named "null" or "true" into None or True.
+JSON_OBJECTS = ("spec", "dataset")
+
+
+def _decoded(key: str, value):
+    """``spec``/``dataset`` as objects, and a JSON-quoted string (the pipeline quotes ``model``, as the SDK
+    quotes every value) unquoted, when they arrive as text (``--key value``, or no toolkit)."""
+    if isinstance(value, str) and (key in JSON_OBJECTS or value.startswith('"')):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def job_event(hps: dict) -> dict:

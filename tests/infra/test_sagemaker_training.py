@@ -127,6 +127,7 @@ def test_sagemaker_runs_go_to_one_sync_training_job_state(synth):
     assert mapping["us-east-1"] == {"account": "683313688378"} and mapping["eu-west-1"] == {"account": "141502667606"}
     hps = p["HyperParameters"]
     assert hps["sagemaker_program"] == "functions/pipeline/trainjob.py"
+    assert hps["model.$"] == "States.JsonToString($.model)"
     assert hps["spec.$"] == "States.JsonToString($.spec)" and hps["dataset.$"] == "States.JsonToString($.dataset)"
     assert hps["version.$"] == "States.Format('{}', $.run.version)" and hps["execution_arn.$"] == "$$.Execution.Id"
     env = p["Environment"]

@@ -205,3 +205,17 @@ def test_the_wheelhouse_installs_offline_hash_checked_and_comes_first(tmp_path):
     with pytest.raises(RuntimeError, match="could not install the bundle's wheelhouse.*(?i:hash)"):
         trainjob.install_wheelhouse(tmp_path / "bundle", tmp_path / "site2")
     assert trainjob.install_wheelhouse(tmp_path / "nothing") is None
+
+
+@pytest.mark.parametrize("name", ["null", "true", "nan", "1e3"])
+def test_a_model_name_that_reads_as_json_stays_a_name(name):
+    """The pipeline JSON-quotes the model (States.JsonToString); the toolkit decodes each value once."""
+    from functions.pipeline import trainjob
+
+    as_toolkit = {"model": json.loads(json.dumps(name)), "version": 3, "spec": {"target": "y"},
+                  "dataset": {"bucket": "b", "key": "k"}}
+    assert trainjob.job_event(trainjob.hyperparameters(environ={"SM_HPS": json.dumps(as_toolkit)}))["model"] == name
+    # as --key value arguments, without the toolkit's decoding
+    args = ["--model", json.dumps(name), "--version", "3", "--spec", '{"target": "y"}',
+            "--dataset", '{"bucket": "b", "key": "k"}']
+    assert trainjob.job_event(trainjob.hyperparameters(args, environ={}))["model"] == name
