@@ -91,6 +91,10 @@ def cmd_lineage(args) -> int:
                       f"(line{'s' if dropped['rows'] > 1 else ''} {lines}{more})")
         if v.get("execution_arn"):
             print(f"  execution  {v['execution_arn']}")
+        compute = (v.get("lineage") or {}).get("compute") or {}
+        if compute.get("training_job_name"):
+            print(f"  trained by SageMaker training job {compute['training_job_name']} "
+                  f"({compute.get('instance_type', '-')})")
         if v.get("estimator"):
             print(f"  estimator  {v['estimator']} {json.dumps(v.get('params') or {})}")
         if v.get("artifact_key"):

@@ -268,8 +268,8 @@ class Progress:
             elif kind in ("TaskFailed", "TaskTimedOut", "LambdaFunctionFailed", "LambdaFunctionTimedOut"):
                 details = next((v for k, v in e.items() if k.endswith("EventDetails")), {}) or {}
                 cause = _json(details.get("cause"))
-                if isinstance(cause, dict):
-                    cause = cause.get("errorMessage") or cause
+                if isinstance(cause, dict):  # a Lambda's error, or a failed training job's description
+                    cause = cause.get("errorMessage") or cause.get("FailureReason") or cause
                 self.error = True
                 self._say(e, f"  error {details.get('error', kind)}: {_short(str(cause or ''), 300)}")
 
@@ -280,6 +280,9 @@ class Progress:
             if run.get("duplicate"):
                 return f": already handled by {(run.get('duplicate_of') or {}).get('execution_arn')}"
             return f": version {run.get('version')}"
+        train = state.get("train") or {}
+        if name == "TrainOnSageMaker" and train.get("training_job_name"):
+            return f": training job {train['training_job_name']} {str(train.get('status', '')).lower()}"
         if name == "Validate" and validation:
             verdict = "promote" if validation.get("promote") else "reject"
             return f": {verdict}" + (f" ({validation['reason']})" if validation.get("reason") else "")

@@ -216,3 +216,25 @@ def test_the_bundle_with_its_wheelhouse_trains_on_cpython_312_with_the_locked_ve
     for name in ("numpy", "scikit-learn", "skl2onnx", "onnx", "onnxruntime"):
         assert libraries[name] == locked[name], (name, libraries, locked[name])
     assert rec["lineage"]["compute"]["training_job_name"] == run["training_job_name"]
+
+
+def test_shipyard_train_wait_and_lineage_show_the_training_job(cloud, registry, monkeypatch, tmp_path, capsys):
+    """By hand: `shipyard train` builds the input from cdk.json (the model's compute included), `--wait`
+    follows the job state, `shipyard lineage` names the job."""
+    from infra import cli
+
+    (tmp_path / "cdk.json").write_text(json.dumps({"context": {"shipyard": CONFIG}}))
+    monkeypatch.chdir(tmp_path)
+    for k, v in cloud.environment().items():
+        monkeypatch.setenv(k, v)
+    bucket = cloud.outputs["DataBucketName"]
+    key = "datasets/penguins-sm/penguins.csv"  # uploaded by the first test: trained again with --force
+    status = cli.main(["train", "penguins-sm", "--dataset", f"s3://{bucket}/{key}", "--force", "--wait"])
+    captured = capsys.readouterr()
+    arn, verdict = captured.out.splitlines()
+    assert status == 0 and verdict.startswith("penguins-sm v") and " promoted: " in verdict, captured
+    [mine] = [v for v in registry.list_versions("penguins-sm") if v.get("execution_arn") == arn]
+    job_name = mine["lineage"]["compute"]["training_job_name"]
+    assert "TrainOnSageMaker done" in captured.err and f": training job {job_name} completed" in captured.err
+    assert cli.main(["lineage", "penguins-sm", str(mine["version"])]) == 0
+    assert f"trained by SageMaker training job {job_name} (ml.m5.large)" in capsys.readouterr().out
