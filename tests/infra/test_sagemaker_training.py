@@ -290,3 +290,42 @@ def test_the_definition_with_the_sagemaker_state_passes_asl_validator(synth, tmp
     [(lid, definition)] = found.items()
     result = validate(definition, tmp_path / f"{lid}.json")
     assert result.returncode == 0 and "is valid" in result.stdout, _output(result)
+
+
+def test_the_state_is_what_cdks_sagemaker_task_renders_but_for_the_per_run_sizes(synth):
+    """TrainOnSageMaker is a CustomState (infra/trainjob.py says why); it must stay the integration
+    tasks.SageMakerCreateTrainingJob renders with IntegrationPattern.RUN_JOB: the same resource and
+    parameter names, with VolumeSizeInGB and MaxRuntimeInSeconds taken from the run instead of fixed."""
+    from aws_cdk import App, Duration, Size, Stack
+    from aws_cdk import aws_ec2 as ec2
+    from aws_cdk import aws_iam as iam
+    from aws_cdk import aws_stepfunctions as sfn
+    from aws_cdk import aws_stepfunctions_tasks as tasks
+
+    stack = Stack(App(), "Scratch")
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+    task = tasks.SageMakerCreateTrainingJob(
+        stack, "Job", integration_pattern=sfn.IntegrationPattern.RUN_JOB, role=role,
+        training_job_name=sfn.JsonPath.string_at("$.run.training_job_name"),
+        algorithm_specification=tasks.AlgorithmSpecification(
+            training_image=tasks.DockerImage.from_registry("image:tag"), training_input_mode=tasks.InputMode.FILE),
+        hyperparameters={"sagemaker_program": "p"}, environment={"A": "b"},
+        output_data_config=tasks.OutputDataConfig(s3_output_location=tasks.S3Location.from_json_expression("$.o")),
+        resource_config=tasks.ResourceConfig(
+            instance_count=1, instance_type=ec2.InstanceType(sfn.JsonPath.string_at("$.spec.compute.instance_type")),
+            volume_size=Size.gibibytes(30)),
+        stopping_condition=tasks.StoppingCondition(max_runtime=Duration.hours(1)),
+        tags={"k": "v"})
+    cdk = stack.resolve(task.to_state_json())
+    ours = _definition(synth)["States"]["TrainOnSageMaker"]
+    assert ours["Resource"].rsplit(":::", 1)[1] == cdk["Resource"]["Fn::Join"][1][-1].rsplit(":::", 1)[1] \
+        == "sagemaker:createTrainingJob.sync"
+    mine, theirs = ours["Parameters"], cdk["Parameters"]
+    assert set(mine) == set(theirs)
+    assert mine["AlgorithmSpecification"].keys() == theirs["AlgorithmSpecification"].keys()
+    assert mine["OutputDataConfig"].keys() == {"S3OutputPath"} and set(theirs["OutputDataConfig"]) == {"S3OutputPath.$"}
+    assert set(theirs["ResourceConfig"]) == {"InstanceCount", "InstanceType.$", "VolumeSizeInGB"}
+    assert set(mine["ResourceConfig"]) == {"InstanceCount", "InstanceType.$", "VolumeSizeInGB.$"}
+    assert set(theirs["StoppingCondition"]) == {"MaxRuntimeInSeconds"}
+    assert set(mine["StoppingCondition"]) == {"MaxRuntimeInSeconds.$"}
+    assert mine["TrainingJobName.$"] == theirs["TrainingJobName.$"]
