@@ -22,7 +22,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
 from bench.common import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-SECTIONS = ("inference", "cold", "pipeline", "drift", "memory", "localapi", "trainjob")
+SECTIONS = ("inference", "cold", "pipeline", "drift", "memory", "localapi", "trainjob", "batch")
 GOALS = {
     "handler_vs_ort_b1000": "<= 1.5",
     "handler_vs_floor_b1000": "<= 1.25",
@@ -37,6 +37,7 @@ GOALS = {
     "local_api_p99_20_vs_1": None,
     "local_api_connection_errors": None,
     "trainjob_vs_lambda_train": None,  # reported, not gated: a job is a fresh process, a Lambda warm
+    "batch_vs_floor_1m": ">= 0.5",
 }
 
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = value
         return value
 
-    from bench import drift, inference, localapi, memory, pipeline, trainjob
+    from bench import batch, drift, inference, localapi, memory, pipeline, trainjob
 
     warm = section("inference", lambda: inference.warm(rounds=4 if args.quick else 10,
                                                        budget_seconds=10 if args.quick else 75, log=_log))
@@ -124,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         ratios["local_api_p99_20_vs_1"] = api.get("p99_ratio")
         ratios["local_api_p50_20_vs_1"] = api.get("p50_ratio")
         ratios["local_api_connection_errors"] = api.get("connection_errors")
+    scored = section("batch", lambda: batch.run(rows=100_000 if args.quick else batch.ROWS, log=_log))
+    if scored is not None:
+        ratios["batch_vs_floor_1m"] = scored.get("batch_vs_floor")
+        ratios["batch_rows_per_s_1m"] = scored.get("rows_per_s")
+        if args.quick:
+            notes["batch_vs_floor_1m"] = f"--quick: {scored['rows']:,} rows, not 1M"
     job = section("trainjob", lambda: trainjob.run(rounds=1 if args.quick else 3, log=_log))
     if job is not None:
         ratios["trainjob_vs_lambda_train"] = job.get("job_vs_lambda_train")
@@ -150,7 +157,7 @@ _SECTION_OF = {"handler_vs_ort_b1000": "inference", "handler_vs_floor_b1000": "i
                "evidently_vs_drift_1m": "drift", "train_peak_rss_ratio": "memory",
                "load_peak_rss_ratio": "memory", "train_s_per_100mb": "memory",
                "local_api_p99_20_vs_1": "localapi", "local_api_connection_errors": "localapi",
-               "trainjob_vs_lambda_train": "trainjob"}
+               "trainjob_vs_lambda_train": "trainjob", "batch_vs_floor_1m": "batch"}
 
 
 def _goal(key: str) -> str:
