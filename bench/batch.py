@@ -76,6 +76,21 @@ def _wait_run(sfn, arn: str, version_id: str, timeout: float) -> dict:
     raise TimeoutError(f"the batch run did not end within {timeout:.0f} s")
 
 
+def phases(sfn, execution: dict, put_at: float) -> dict:
+    """Seconds from the PutObject to the execution's start (S3 event, rule), and in each state."""
+    events = sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
+    entered: dict[str, float] = {}
+    out = {"upload_to_start": round(execution["startDate"].timestamp() - put_at, 2)}
+    for e in events:
+        kind = e["type"]
+        if kind.endswith("StateEntered"):
+            entered[e["stateEnteredEventDetails"]["name"]] = e["timestamp"].timestamp()
+        elif kind.endswith("StateExited"):
+            name = e["stateExitedEventDetails"]["name"]
+            out[name] = round(e["timestamp"].timestamp() - entered.get(name, e["timestamp"].timestamp()), 2)
+    return out
+
+
 def run(*, rows: int = ROWS, log=print) -> dict:
     from infra.stack import build_app
     from localcloud import LocalCloud, Template
@@ -108,7 +123,7 @@ def run(*, rows: int = ROWS, log=print) -> dict:
         floors = [floor(data, onnx, record["schema"]) for _ in range(2)]
         best_floor = min(floors, key=lambda f: f["seconds"])
         log(f"  floor {best_floor['rows_per_s']:,} rows/s ({best_floor['seconds']} s); batch run on the local cloud")
-        started = time.perf_counter()
+        started, put_at = time.perf_counter(), time.time()
         put = s3.put_object(Bucket=data_bucket, Key=f"batch/{MODEL}/bench.csv", Body=data)
         execution = _wait_run(sfn, cloud.outputs["BatchStateMachineArn"], put["VersionId"], timeout=1800)
         seconds = time.perf_counter() - started
@@ -125,9 +140,11 @@ def run(*, rows: int = ROWS, log=print) -> dict:
             "seconds": round(seconds, 2), "rows_per_s": round(rate), "batches": summary["batches"],
             "floor": best_floor, "floors": floors,
             "batch_vs_floor": ratio(rate, best_floor["rows_per_s"]),
+            "phases_s": phases(sfn, execution, put_at),
             "worker_cap": cloud.runtime.concurrency,
             "peak_workers": dict(cloud.runtime.peak_workers),
         }
+        log(f"  phases (s): {result['phases_s']}")
         log(f"  batch {result['rows_per_s']:,} rows/s ({seconds:.1f} s, {summary['batches']} batches): "
             f"{result['batch_vs_floor']} of the floor")
         return result

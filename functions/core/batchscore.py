@@ -22,6 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -142,9 +143,10 @@ def score_batch(model: OnnxModel, version: int, columns: Sequence[str], items: S
                                                          f"{list(columns)[:20]}", EXTRA_COLUMN)
 
     feeds: dict[str, np.ndarray] = {}
+    complete = not bad.any()  # every row has every column (the usual case): itemgetter, no .get
     for feature in schema.features:
         name = feature.name
-        cells = [r.get(name, "") for r in rows]
+        cells = list(map(itemgetter(name), rows)) if complete else [r.get(name, "") for r in rows]
         if feature.type == NUMBER:
             values = _fast_numbers(cells)
             if values is not None and (np.abs(values) > FLOAT32_MAX).any():
@@ -163,7 +165,8 @@ def score_batch(model: OnnxModel, version: int, columns: Sequence[str], items: S
         else:
             # A string feature takes any text; a missing cell is null, which the imputer fills in.
             column = np.empty(n, dtype=object)
-            column[:] = ["" if is_missing(c) else c for c in cells]
+            text = {c: "" if is_missing(c) else c for c in set(cells)}  # few distinct values: each looked at once
+            column[:] = list(map(text.__getitem__, cells))
             feeds[name] = column
 
     good = np.flatnonzero(~bad)
@@ -199,9 +202,16 @@ def score_batch(model: OnnxModel, version: int, columns: Sequence[str], items: S
     return result
 
 
+def _quoted_column(rows: Sequence[Mapping[str, str]], column: str) -> list[str]:
+    try:
+        return _quoted(list(map(itemgetter(column), rows)))
+    except KeyError:
+        return _quoted([r.get(column, "") for r in rows])
+
+
 def _quoted(cells: list[str]) -> list[str]:
     """CSV fields: a cell holding a comma, quote or newline is quoted (quotes doubled)."""
-    if not any(map(_NEEDS_QUOTES.search, cells)):
+    if not _NEEDS_QUOTES.search("".join(cells)):
         return cells
     return ['"' + c.replace('"', '""') + '"' if _NEEDS_QUOTES.search(c) else c for c in cells]
 
@@ -209,14 +219,15 @@ def _quoted(cells: list[str]) -> list[str]:
 def _part_csv(columns: Sequence[str], rows: Sequence[Mapping[str, str]], good: np.ndarray, model: OnnxModel,
               version: int, labels, probabilities, values_out) -> bytes:
     """Column by column, then joined: no per-row csv.writer call (this path is benchmarked)."""
-    picked = [rows[i] for i in good.tolist()]
-    out_columns: list[list[str]] = [_quoted([r.get(c, "") for r in picked]) for c in columns]
+    picked = rows if len(good) == len(rows) else [rows[i] for i in good.tolist()]
+    out_columns: list[list[str]] = [_quoted_column(picked, c) for c in columns]
     if labels is not None:
         out_columns.append(_quoted([str(v) for v in labels.tolist()]))
-        # float32's shortest text (numpy's astype(str)) reads back as exactly the value the model gave
-        out_columns.extend(probabilities[:, k].astype(str).tolist() for k in range(probabilities.shape[1]))
+        # repr of the float the API answers (float32 widened to float64: tolist), which reads back as
+        # exactly that value; Python's float repr is ~50x faster than numpy's float32 astype(str)
+        out_columns.extend(list(map(repr, probabilities[:, k].tolist())) for k in range(probabilities.shape[1]))
     else:
-        out_columns.append(values_out.astype(str).tolist())
+        out_columns.append(list(map(repr, values_out.tolist())))
     out_columns.append([str(int(version))] * len(picked))
     header = ",".join(_quoted(output_header(columns, model)))
     body = "\n".join(map(",".join, zip(*out_columns)))
