@@ -1,9 +1,11 @@
 """One Lambda execution environment: imports the handler from the asset directory and serves invocations.
 
 Run as a script (never imported by the asset): `python _worker.py ASSET_DIR HANDLER REQ_FD RESP_FD`.
-Requests and responses are JSON lines on two private pipes, so whatever the function prints on
-stdout/stderr is its log, as in Lambda. After each invocation an `END RequestId: <id>` line marks
-the end of that invocation's log.
+Requests and responses are frames on two private pipes, so whatever the function prints on
+stdout/stderr is its log, as in Lambda. A frame is a JSON header line whose ``size`` says how many
+bytes of JSON follow it (the event, the function's result), so a large payload crosses the pipe as
+the bytes it is, never escaped into a string. After each invocation an `END RequestId: <id>` line
+marks the end of that invocation's log.
 """
 import json
 import os
@@ -44,11 +46,14 @@ def main() -> None:
     # Like /var/task: the asset's root is first on the path and the working directory.
     sys.path[0] = asset_dir
     os.chdir(asset_dir)
-    requests = os.fdopen(req_fd, "r", encoding="utf-8")
-    responses = os.fdopen(resp_fd, "w", encoding="utf-8")
+    requests = os.fdopen(req_fd, "rb")
+    responses = os.fdopen(resp_fd, "wb")
 
-    def send(obj: dict) -> None:
-        responses.write(json.dumps(obj) + "\n")
+    def send(header: dict, body: bytes = b"") -> None:
+        header["size"] = len(body)
+        responses.write(json.dumps(header).encode() + b"\n")
+        if body:
+            responses.write(body)
         responses.flush()
 
     handler = init_error = None
@@ -77,6 +82,14 @@ def main() -> None:
     for line in requests:
         req = json.loads(line)
         rid = req["request_id"]
+        body = requests.read(req["size"])
+        try:  # the event: the Invoke request's body is decoded here, not in the local cloud
+            event = json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError) as err:
+            # not JSON: moto refuses such a body before anything runs; the runtime raises this error
+            send({"request_id": rid, "bad_event": {"type": type(err).__name__, "text": str(err),
+                                                   "msg": getattr(err, "msg", ""), "pos": getattr(err, "pos", 0)}})
+            continue
         print(f"START RequestId: {rid} Version: $LATEST", flush=True)
         started = time.time()
         if init_error is not None:
@@ -84,9 +97,10 @@ def main() -> None:
         else:
             ctx = LambdaContext(rid, started + float(req.get("timeout", 3)), os.environ)
             try:
-                out = handler(req["event"], ctx)
+                out = handler(event, ctx)
                 try:
-                    result = {"payload": json.dumps(out)}
+                    payload = json.dumps(out).encode()
+                    result = {}
                 except (TypeError, ValueError) as exc:
                     result = {"error": {"errorMessage": f"Unable to marshal response: {exc}",
                                         "errorType": "Runtime.MarshalError", "requestId": rid, "stackTrace": []}}
@@ -106,7 +120,7 @@ def main() -> None:
         # the largest peak of a child process this sandbox ran and waited for (kB, Linux): Lambda
         # counts the function's subprocesses in its memory too; the runtime compares it
         result["children_peak_kb"] = _children_peak_kb()
-        send(result)
+        send(result, b"" if "error" in result else payload)
         if result.get("fatal"):
             break
 

@@ -10,14 +10,23 @@ memory passes the function's memory setting (Linux). A worker that dies mid-invo
 
 `SEAM.install(runtime)` hooks the runtime into moto at `LambdaFunction._invoke_lambda`, which moto's
 Invoke API, Step Functions Task states, SNS and S3 notifications all reach; `LambdaFunction.invoke`
-is wrapped so that an uncaught exception is reported as `FunctionError: Unhandled` (moto says
+is served so that an uncaught exception is reported as `FunctionError: Unhandled` (moto says
 `Handled`), as Lambda does.
+
+A payload is never decoded in this process only to be encoded again: an Invoke request's body that
+is a JSON object goes to the worker as its bytes (`RawEvent`; the worker decodes it), the worker
+answers with its result's JSON bytes after a header line (no JSON string inside JSON), and moto's
+Invoke handler is not left to decode the whole body for a ``qualifier`` key it does not have. One
+invoke of a 230 KiB batch from a Step Functions task used to decode it twice and encode it once
+more here.
 """
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -88,6 +97,84 @@ class Invocation:
         return self.error is not None
 
 
+_UNREAD = object()  # the one key of a RawEvent not yet decoded (so that C code does not take it for {})
+
+
+class RawEvent(dict):
+    """An event that is a JSON object, kept as the Invoke request's bytes: the worker decodes them,
+    so a large payload is not decoded here only to be encoded again for the worker.
+
+    To anything in this process that looks at it (a test's stand-in for `LambdaRuntime.invoke` or
+    `_Worker.invoke`) it is the decoded dict: the first look decodes the bytes, and from then on it is
+    an ordinary dict, sent to the worker as JSON again (so a change made to it is what the function
+    gets). Invalid JSON fails that look as moto's decoding would (`json.JSONDecodeError`)."""
+
+    __slots__ = ("raw",)
+    _lock = threading.Lock()
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__()
+        dict.__setitem__(self, _UNREAD, None)
+        self.raw: bytes | None = raw
+
+    def loaded(self) -> RawEvent:
+        """Itself, decoded."""
+        if getattr(self, "raw", None) is not None:
+            with RawEvent._lock:
+                raw = getattr(self, "raw", None)
+                if raw is not None:
+                    value = json.loads(raw.decode("utf-8"))
+                    dict.clear(self)
+                    dict.update(self, value)
+                    self.raw = None
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return dict.__eq__(self.loaded(), other.loaded() if isinstance(other, RawEvent) else other)
+
+    def __ne__(self, other: object) -> bool:
+        return dict.__ne__(self.loaded(), other.loaded() if isinstance(other, RawEvent) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _looks(name: str) -> Callable[..., Any]:
+    method = getattr(dict, name)
+
+    def look(self: RawEvent, *args: Any, **kwargs: Any) -> Any:
+        return method(self.loaded(), *args, **kwargs)
+
+    look.__name__ = look.__qualname__ = name
+    return look
+
+
+for _name in ("__getitem__", "__contains__", "__iter__", "__reversed__", "__len__", "__repr__", "__or__", "__ror__",
+              "__ior__", "__setitem__", "__delitem__", "__reduce_ex__", "__sizeof__", "get", "keys", "values", "items",
+              "copy", "pop", "popitem", "setdefault", "update", "clear"):
+    setattr(RawEvent, _name, _looks(_name))
+del _name
+
+_JSON_OBJECT = re.compile(r"[ \t\n\r]*\{")  # a body that can only decode to a JSON object
+
+
+def _event_bytes(event: Any) -> tuple[bytes, bool]:
+    """The event as JSON for the worker, and whether it is a request's body still to be checked."""
+    if type(event) is RawEvent:
+        raw = event.raw
+        if raw is not None:
+            return raw, True
+    return json.dumps(event).encode(), False
+
+
+def _bad_event(report: dict, body: bytes) -> Exception:
+    """The error moto's decoding of the body raised (the worker found it is not JSON)."""
+    if report.get("type") == "JSONDecodeError":
+        return json.JSONDecodeError(report["msg"], body.decode("utf-8"), report["pos"])
+    if report.get("type") == "RecursionError":
+        return RecursionError(report.get("text", ""))
+    return ValueError(report.get("text", ""))
+
+
 class _Worker:
     def __init__(self, spec: FunctionSpec, env: dict[str, str], on_line: Callable[[str], None]):
         self.spec = spec
@@ -104,7 +191,7 @@ class _Worker:
         )
         os.close(req_r)
         os.close(resp_w)
-        self._buf = b""
+        self._buf = bytearray()
         self._lines: list[str] = []
         self._end = threading.Event()
         self._end_marker = ""
@@ -127,28 +214,45 @@ class _Worker:
                 self._end.set()
         self._end.set()
 
-    def _read_response(self, deadline: float, memory_mb: int | None = None) -> dict | None:
-        while b"\n" not in self._buf:
+    def _read_frame(self, deadline: float, memory_mb: int | None = None) -> tuple[dict, bytes] | None:
+        """The worker's next frame: its header and the bytes after it (None past the deadline).
+        With ``memory_mb``, the sandbox's memory is looked at while waiting (every `MEMORY_POLL`)."""
+        buf, header, looked = self._buf, None, 0.0
+        while True:
+            if header is None and (nl := buf.find(b"\n")) >= 0:
+                header, start = json.loads(bytes(buf[:nl])), nl + 1
+            if header is not None and len(buf) >= start + header.get("size", 0):
+                end = start + header.get("size", 0)
+                body = bytes(memoryview(buf)[start:end])
+                del buf[:end]
+                return header, body
             remaining = deadline - time.time()
             if remaining <= 0:
                 return None
             ready, _, _ = select.select([self._resp_r], [], [], min(remaining, MEMORY_POLL) if memory_mb else remaining)
-            if memory_mb and self.peak_mb() > memory_mb:
-                raise _OutOfMemory()
+            if memory_mb and time.time() - looked >= MEMORY_POLL:  # not at every chunk of a large result
+                looked = time.time()
+                if self.peak_mb() > memory_mb:
+                    raise _OutOfMemory()
             if not ready:
                 continue
-            chunk = os.read(self._resp_r, 65536)
+            chunk = os.read(self._resp_r, 1 << 20)
             if not chunk:
                 raise EOFError("worker exited")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+            buf += chunk
+
+    def _send(self, header: dict, body: bytes) -> None:
+        header["size"] = len(body)
+        data = memoryview(json.dumps(header).encode() + b"\n" + body)
+        while data:
+            data = data[os.write(self._req_w, data):]
 
     def wait_ready(self) -> None:
         try:
-            msg = self._read_response(time.time() + INIT_TIMEOUT)
+            frame = self._read_frame(time.time() + INIT_TIMEOUT)
         except EOFError:
-            msg = None
+            frame = None
+        msg = frame[0] if frame is not None else None
         if msg is None:
             self.kill()
             raise RuntimeError(f"function {self.spec.name}: the worker did not start:\n" + "\n".join(self._lines[-20:]))
@@ -156,13 +260,19 @@ class _Worker:
         self._lines.clear()
 
     def invoke(self, event: Any, request_id: str) -> Invocation:
+        body, raw = _event_bytes(event)
         self._end.clear()
         self._end_marker = f"END RequestId: {request_id}"
         started = time.time()
-        os.write(self._req_w, (json.dumps({"request_id": request_id, "event": event,
-                                           "timeout": self.spec.timeout}) + "\n").encode())
+        self._send({"request_id": request_id, "timeout": self.spec.timeout, "raw": raw}, body)
+        payload = b""
         try:
-            msg = self._read_response(started + self.spec.timeout, memory_mb=self.spec.memory)
+            frame = self._read_frame(started + self.spec.timeout, memory_mb=self.spec.memory)
+            msg = None
+            if frame is not None:
+                msg, payload = frame
+                if "bad_event" in msg:  # nothing ran: the body is not JSON
+                    raise _bad_event(msg["bad_event"], body)
             # a peak between two looks; a child process the function ran and waited for (its peak,
             # which the worker reports)
             if msg is not None and max(self.peak_mb(), msg.get("children_peak_kb", 0) / 1024) > self.spec.memory:
@@ -196,7 +306,7 @@ class _Worker:
             if msg.get("fatal"):
                 self.kill()
             return Invocation(request_id, payload, msg["error"], logs, duration)
-        return Invocation(request_id, msg["payload"].encode(), None, logs, duration)
+        return Invocation(request_id, payload, None, logs, duration)
 
     def peak_mb(self) -> float:
         """The sandbox's memory as Lambda counts it (the whole process tree): the worker's peak
@@ -544,6 +654,7 @@ def _lambda_error(status: int, error_type: str, message: str, **fields: Any) -> 
 def _patch(seam: Seam) -> None:
     """Route moto's Lambda executions to ``seam.current`` (a `LambdaRuntime`; the last installed wins)."""
     from moto.awslambda.models import LambdaFunction
+    from moto.awslambda.responses import LambdaResponse
 
     def _invoke_lambda(self, event: Any = None) -> tuple[str, bool, str]:
         rt = seam.current
@@ -574,29 +685,56 @@ def _patch(seam: Seam) -> None:
         return inv.payload.decode("utf-8"), inv.failed, inv.logs
 
     def invoke(self, body: str, request_headers: Any, response_headers: Any) -> Any:
+        """moto's ``LambdaFunction.invoke``, but a body that is a JSON object reaches the worker as
+        its bytes (`RawEvent`: moto decoded it here), and an error is ``Unhandled``."""
         if seam.current is None:  # no local cloud running: moto's own behaviour
             return seam["invoke"](self, body, request_headers, response_headers)
         # an Invoke API call names its type (RequestResponse when it does not); moto's own deliveries
         # (SNS -> Lambda, S3 -> Lambda) call with no request headers at all: asynchronous, as in AWS
         inv_type = (request_headers.get("x-amz-invocation-type") or request_headers.get("X-Amz-Invocation-Type")
                     or ("RequestResponse" if request_headers else "Event"))
-        size = len(body.encode() if isinstance(body, str) else (body or b""))
-        if inv_type == "RequestResponse" and size > MAX_REQUEST_BYTES:  # Lambda's 6 MB request quota
+        data = body.encode() if isinstance(body, str) else (body or b"")
+        if inv_type == "RequestResponse" and len(data) > MAX_REQUEST_BYTES:  # Lambda's 6 MB request quota
             raise _lambda_error(413, "RequestEntityTooLargeException",
                                 f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the InvokeFunction "
                                 "operation")
+        if isinstance(body, str) and _JSON_OBJECT.match(body):
+            event: Any = RawEvent(data)
+        elif body:
+            event = json.loads(body)
+        else:
+            event = "{}"
         _calls.sync = inv_type == "RequestResponse"
         try:
-            result = seam["invoke"](self, body, request_headers, response_headers)
+            res, errored, logs = self._invoke_lambda(event=event)
         finally:
             _calls.sync = False
-        if response_headers.get("x-amz-function-error") == "Handled":
+        if errored:  # moto says Handled; an uncaught exception is Unhandled in Lambda
             response_headers["x-amz-function-error"] = "Unhandled"
         response_headers["x-amz-executed-version"] = "$LATEST"
-        return result
+        if request_headers.get("x-amz-invocation-type", "RequestResponse") == "RequestResponse":  # as moto
+            response_headers["x-amz-log-result"] = base64.b64encode(logs.encode("utf-8")).decode("utf-8")
+            return res.encode("utf-8")
+        return res
+
+    def _get_param(self, param_name: str, if_none: Any = None) -> Any:
+        # moto's Invoke handler looks for a "qualifier" in the query string, then as a key of the
+        # JSON body (the function's payload, decoded whole), then in the URL; a body without the
+        # word has no such key (JSON that spells the key with \u escapes aside)
+        body = self.body
+        if (param_name == "qualifier" and not self.automated_parameter_parsing and isinstance(body, str)
+                and "qualifier" not in body and seam.current is not None):
+            val = self.querystring.get(param_name)
+            if val is not None:
+                return val[0]
+            if self.uri_match and param_name in self.uri_match:
+                return self.uri_match[param_name]
+            return if_none
+        return seam["_get_param"](self, param_name, if_none)
 
     seam.replace(LambdaFunction, "_invoke_lambda", _invoke_lambda)
     seam.replace(LambdaFunction, "invoke", invoke)
+    seam.replace(LambdaResponse, "_get_param", _get_param)
 
 
 SEAM = Seam(_patch)

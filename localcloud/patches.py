@@ -18,22 +18,27 @@ _ABSENT = object()  # what `Seam.replace` saw when moto had no such attribute
 class Seam:
     def __init__(self, patch: Callable[[Seam], None]) -> None:
         self._patch = patch
-        self._saved: dict[str, tuple[Any, Any]] = {}
+        # key -> (owner, attribute name, moto's original as read, what the owner itself held or _ABSENT)
+        self._saved: dict[str, tuple[Any, str, Any, Any]] = {}
         self.current: Any = None
 
     def __bool__(self) -> bool:
         """Whether moto is patched."""
         return bool(self._saved)
 
-    def __getitem__(self, name: str) -> Any:
-        """moto's original ``name``."""
-        return self._saved[name][1]
+    def __getitem__(self, key: str) -> Any:
+        """moto's original of ``key`` (the attribute's name unless `replace` was given a key)."""
+        return self._saved[key][2]
 
-    def replace(self, owner: Any, name: str, fn: Any) -> None:
-        """Serve ``owner.name`` with ``fn``; a name moto does not have yet (an operation it lacks) is
-        added, and removed again at uninstall."""
-        if name not in self._saved:
-            self._saved[name] = (owner, getattr(owner, name, _ABSENT))
+    def replace(self, owner: Any, name: str, fn: Any, key: str | None = None) -> None:
+        """Serve ``owner.name`` with ``fn``; ``key`` names moto's original for ``seam[key]`` when two
+        owners' attributes of one name are replaced (default: ``name``). A name moto does not have
+        yet (an operation it lacks) is added, and removed again at uninstall; so is one the owner
+        only inherits (a method of its base class), which it inherits again afterwards."""
+        key = key or name
+        if key not in self._saved:  # the owner's own entry as is: a staticmethod is put back as one
+            own = getattr(owner, "__dict__", {}).get(name, _ABSENT)
+            self._saved[key] = (owner, name, getattr(owner, name, _ABSENT), own)
         setattr(owner, name, fn)
 
     def install(self, current: Any = None) -> None:
@@ -45,9 +50,9 @@ class Seam:
     def uninstall(self) -> None:
         """Give moto its own methods back (no-op when not installed)."""
         self.current = None
-        for name, (owner, original) in self._saved.items():
-            if original is _ABSENT:
+        for owner, name, _, own in self._saved.values():
+            if own is _ABSENT:
                 delattr(owner, name)
             else:
-                setattr(owner, name, original)
+                setattr(owner, name, own)
         self._saved.clear()

@@ -7,9 +7,16 @@ input after ``Parameters`` or its output (after ``ResultPath``) is over 256 KiB,
 catches neither ``States.DataLimitExceeded`` nor ``States.Runtime``: only a catcher (or retrier)
 that names them does. `SEAM` makes moto do the same, so a state machine that counts on
 ``States.ALL`` for everything fails locally as it would in AWS.
+
+A Lambda task (``"Resource": <function ARN>``) serializes its payload once: moto encoded it three
+times (the quota check, the ``LambdaFunctionScheduled`` event's input, the Invoke request's body),
+~2 ms each for a Distributed Map child's 230 KiB batch. The quota check keeps the JSON text it
+made, and moto's ``to_json_str`` and ``to_payload_type`` answer from it for that payload object
+while its task runs (`_TEXTS`).
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from .patches import Seam
@@ -38,12 +45,25 @@ def _data_limit_exceeded(env: Any, what: str) -> Exception:
         ))))
 
 
+# id(payload) -> (payload, its JSON text): the payloads of the Lambda tasks running now, whose text
+# the quota check made (the entry holds the object, so its id is not reused while it is there)
+_TEXTS: dict[int, tuple[Any, str]] = {}
+_running = threading.local()  # .payloads: the ids a Lambda task of this thread put in _TEXTS
+
+
+def _text(value: Any) -> str | None:
+    entry = _TEXTS.get(id(value))
+    return entry[1] if entry is not None and entry[0] is value else None
+
+
 def _patch(seam: Seam) -> None:
     """Apply AWS's quota and States.ALL rules to moto's Step Functions interpreter."""
     from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
     from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils, state_task_lambda
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda import StateTaskLambda
-    from moto.stepfunctions.parser.quotas import is_within_size_quota
+    from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
+    from moto.stepfunctions.parser.quotas import MAX_STATE_SIZE_UTF8_BYTES, is_within_size_quota
 
     def _eval_body(self, env):
         error_name = env.stack[-1]
@@ -56,9 +76,36 @@ def _patch(seam: Seam) -> None:
 
     def _eval_parameters(self, env):
         parameters = seam["_eval_parameters"](self, env)
-        if not is_within_size_quota(parameters["Payload"]):
+        payload = parameters["Payload"]
+        if not isinstance(payload, (dict, list)):  # moto's payload rules for None, strings, bytes…
+            if not is_within_size_quota(payload):
+                raise _data_limit_exceeded(env, "input after Parameters")
+            return parameters
+        text = to_json_str(payload)  # what is_within_size_quota measures; the task's event and body
+        if len(text.encode("utf-8")) >= MAX_STATE_SIZE_UTF8_BYTES:
             raise _data_limit_exceeded(env, "input after Parameters")
+        payloads = getattr(_running, "payloads", None)
+        if payloads is not None:  # evaluated by its task: remembered until the task ends
+            _TEXTS[id(payload)] = (payload, text)
+            payloads.append(id(payload))
         return parameters
+
+    def _eval_execution(self, env):
+        outer, _running.payloads = getattr(_running, "payloads", None), []
+        try:
+            seam["_eval_execution"](self, env)
+        finally:
+            for key in _running.payloads:
+                _TEXTS.pop(key, None)
+            _running.payloads = outer
+
+    def task_json_str(obj, separators=None):  # moto's to_json_str in state_task_lambda
+        text = _text(obj) if separators is None else None
+        return text if text is not None else to_json_str(obj, separators)
+
+    def to_payload_type(payload):
+        text = _text(payload)
+        return text.encode("utf-8") if text is not None else seam["to_payload_type"](payload)
 
     def _evaluate_with_timeout(self, env):
         seam["_evaluate_with_timeout"](self, env)
@@ -68,6 +115,9 @@ def _patch(seam: Seam) -> None:
 
     seam.replace(ErrorEqualsDecl, "_eval_body", _eval_body)
     seam.replace(StateTaskLambda, "_eval_parameters", _eval_parameters)
+    seam.replace(StateTaskLambda, "_eval_execution", _eval_execution)
+    seam.replace(state_task_lambda, "to_json_str", task_json_str)
+    seam.replace(lambda_eval_utils, "to_payload_type", to_payload_type)
     seam.replace(ExecutionState, "_evaluate_with_timeout", _evaluate_with_timeout)
 
 
