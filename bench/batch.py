@@ -14,7 +14,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -124,9 +126,15 @@ def run(*, rows: int = ROWS, log=print) -> dict:
         best_floor = min(floors, key=lambda f: f["seconds"])
         log(f"  floor {best_floor['rows_per_s']:,} rows/s ({best_floor['seconds']} s); batch run on the local cloud")
         started, put_at = time.perf_counter(), time.time()
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
         put = s3.put_object(Bucket=data_bucket, Key=f"batch/{MODEL}/bench.csv", Body=data)
         execution = _wait_run(sfn, cloud.outputs["BatchStateMachineArn"], put["VersionId"], timeout=1800)
         seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        # the local cloud's own process (Step Functions interpreter, Map runner, S3/EventBridge/Lambda
+        # front ends) during the run; the Lambda workers are child processes, counted after stop()
+        main_cpu = (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         if execution["status"] != "SUCCEEDED":
             raise RuntimeError(f"batch run {execution['status']}: {execution.get('cause')}")
         prefix = f"predictions/{MODEL}/{execution['name']}/"
@@ -141,15 +149,20 @@ def run(*, rows: int = ROWS, log=print) -> dict:
             "floor": best_floor, "floors": floors,
             "batch_vs_floor": ratio(rate, best_floor["rows_per_s"]),
             "phases_s": phases(sfn, execution, put_at),
+            "cpu_s": {"local_cloud_process": round(main_cpu, 1)},
             "worker_cap": cloud.runtime.concurrency,
             "peak_workers": dict(cloud.runtime.peak_workers),
         }
         log(f"  phases (s): {result['phases_s']}")
         log(f"  batch {result['rows_per_s']:,} rows/s ({seconds:.1f} s, {summary['batches']} batches): "
             f"{result['batch_vs_floor']} of the floor")
-        return result
     finally:
         cloud.stop()
+    # the workers' CPU (Lambda functions; the training run's too, a few seconds), once they were reaped
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["cpu_s"]["lambda_workers"] = round(done.ru_utime - children.ru_utime + done.ru_stime - children.ru_stime, 1)
+    log(f"  CPU seconds: {result['cpu_s']} for {seconds:.1f} s on {os.cpu_count()} cores")
+    return result
 
 
 if __name__ == "__main__":
