@@ -91,8 +91,10 @@ class VersionedCsvReader:
         }
 
     def provide_policy_statements(self) -> list[iam.PolicyStatement]:
+        # ListBucket without a prefix condition: a missing object is then 404, not 403 (infra/registry.py _grant_read)
         return [iam.PolicyStatement(actions=["s3:GetObject", "s3:GetObjectVersion"],
-                                    resources=[self._bucket.arn_for_objects(f"{BATCH_PREFIX}*")])]
+                                    resources=[self._bucket.arn_for_objects(f"{BATCH_PREFIX}*")]),
+                iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self._bucket.bucket_arn])]
 
     def validate_item_reader(self) -> list[str]:
         return []
@@ -106,10 +108,12 @@ class PrefixResultWriter(sfn.ResultWriterV2):
     def __init__(self, bucket: s3.IBucket, prefix: str) -> None:
         super().__init__(bucket=bucket, prefix=prefix)
         self._scoped = bucket.arn_for_objects(f"{prefix}/*")
+        self._bucket_arn = bucket.bucket_arn
 
     def provide_policy_statements(self) -> list[iam.PolicyStatement]:
         return [iam.PolicyStatement(actions=["s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts",
-                                             "s3:AbortMultipartUpload"], resources=[self._scoped])]
+                                             "s3:AbortMultipartUpload"], resources=[self._scoped]),
+                iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self._bucket_arn])]
 
 
 class BatchScoring(Construct):

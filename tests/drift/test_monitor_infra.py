@@ -153,7 +153,7 @@ def test_retrain_rule_only_for_models_that_ask(default, variant):
         (target,) = rule["Targets"]
         assert target["Arn"] == {"Fn::GetAtt": [fid, "Arn"]}
     env = fn["Properties"]["Environment"]["Variables"]
-    (machine,) = _by_type(variant, "AWS::StepFunctions::StateMachine")
+    (machine,) = [k for k in _by_type(variant, "AWS::StepFunctions::StateMachine") if k.startswith("Pipeline")]
     assert env["STATE_MACHINE_ARN"] == {"Ref": machine}
     specs = json.loads(env["RETRAIN_SPECS"])
     assert set(specs) == {"iris", "house"} and specs["house"]["target"] == "price"
@@ -189,7 +189,8 @@ def test_stack_alarms_cover_api_every_function_and_the_pipeline(default):
     timed_out = alarms["Shipyard-pipeline-timed-out"]
     assert timed_out["MetricName"] == "ExecutionsTimedOut"
     every = [a["Properties"] for a in _by_type(default, "AWS::CloudWatch::Alarm").values()]
-    failed = [a for a in every if a["MetricName"] == "ExecutionsFailed"]
+    failed = [a for a in every if a["MetricName"] == "ExecutionsFailed"
+              and "BatchStateMachine" not in json.dumps(a["Dimensions"])]  # batch scoring has its own
     assert len(failed) == 1  # StackAlarms' one, not a second one of the pipeline's
     assert alarms["Shipyard-pipeline-failed"]["MetricName"] == "ExecutionsFailed"
     for alarm in every:
@@ -197,8 +198,9 @@ def test_stack_alarms_cover_api_every_function_and_the_pipeline(default):
     assert alarms["Shipyard-artifact-integrity"]["MetricName"] == "ArtifactIntegrityFailures"
     # 2 per function + API 3 (5XX, p99, artifact integrity) + pipeline 2 + drift 1 per model + the
     # events' dead-letter queue 1 + capture delivery 1 per capture stream (Firehose) + unowned uploads 1
+    # + failed batch scoring runs 1
     streams = _by_type(default, "AWS::KinesisFirehose::DeliveryStream")
-    assert len(every) == 2 * len(functions) + 3 + 2 + 1 + 1 + len(streams) + 1
+    assert len(every) == 2 * len(functions) + 3 + 2 + 1 + 1 + len(streams) + 1 + 1
 
 
 def test_dashboard_shows_drift_per_model_and_every_alarm(variant):

@@ -170,7 +170,7 @@ def test_with_alarm_email_no_warning_and_a_subscription(synth_api_key):
 
 
 def test_state_machine_logs_to_a_vended_logs_group(synth):
-    (sm,) = synth.resources("AWS::StepFunctions::StateMachine").values()
+    (sm,) = [v for k, v in synth.resources("AWS::StepFunctions::StateMachine").items() if k.startswith("Pipeline")]
     destination = sm["Properties"]["LoggingConfiguration"]["Destinations"][0]
     group_id = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
     group = synth.template_dict["Resources"][group_id]["Properties"]
@@ -243,7 +243,7 @@ def test_the_retrain_role_still_lists_datasets_only(synth):
 def _upload_rules(synth: Synth) -> dict[str, dict]:
     return {lid: r["Properties"] for lid, r in synth.resources("AWS::Events::Rule").items()
             if r["Properties"].get("EventPattern", {}).get("source") == ["aws.s3"]
-            and not lid.startswith("Uploads")}  # the uploads rule reports, it starts nothing (infra/uploads.py)
+            and not lid.startswith(("Uploads", "Batch"))}  # the uploads rule starts nothing; Batch: batch/
 
 
 def test_upload_rule_matches_csv_and_csv_gz_keys_only(synth_api_key):
