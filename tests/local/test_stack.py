@@ -6,7 +6,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 CONTRACT_OUTPUTS = {"ApiUrl", "DataBucketName", "ArtifactBucketName", "RegistryTableName", "AuditTableName",
-                    "PipelineArn",
+                    "PipelineArn", "BatchStateMachineArn",
                     "AlarmTopicArn", "DashboardName"}
 
 
