@@ -157,13 +157,13 @@ del _name
 _JSON_OBJECT = re.compile(r"[ \t\n\r]*\{")  # a body that can only decode to a JSON object
 
 
-def _event_bytes(event: Any) -> tuple[bytes, bool]:
-    """The event as JSON for the worker, and whether it is a request's body still to be checked."""
+def _event_bytes(event: Any) -> bytes:
+    """The event as JSON for the worker: a request's body as it came, unless something here looked."""
     if type(event) is RawEvent:
         raw = event.raw
         if raw is not None:
-            return raw, True
-    return json.dumps(event).encode(), False
+            return raw
+    return json.dumps(event).encode()
 
 
 def _bad_event(report: dict, body: bytes) -> Exception:
@@ -260,11 +260,11 @@ class _Worker:
         self._lines.clear()
 
     def invoke(self, event: Any, request_id: str) -> Invocation:
-        body, raw = _event_bytes(event)
+        body = _event_bytes(event)
         self._end.clear()
         self._end_marker = f"END RequestId: {request_id}"
         started = time.time()
-        self._send({"request_id": request_id, "timeout": self.spec.timeout, "raw": raw}, body)
+        self._send({"request_id": request_id, "timeout": self.spec.timeout}, body)
         payload = b""
         try:
             frame = self._read_frame(started + self.spec.timeout, memory_mb=self.spec.memory)
