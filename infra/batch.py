@@ -106,7 +106,11 @@ class PrefixResultWriter(sfn.ResultWriterV2):
     (https://docs.aws.amazon.com/step-functions/latest/dg/input-output-resultwriter.html, IAM policies)."""
 
     def __init__(self, bucket: s3.IBucket, prefix: str) -> None:
-        super().__init__(bucket=bucket, prefix=prefix)
+        # COMPACT: each child's output only. The default (NONE) also writes every child's Input — the
+        # whole batch of rows — so a 1M-row run's SUCCEEDED_0.json held the input file again, as JSON
+        # (~200 MB), and Summarize ran out of memory reading it. A failed child's entry keeps its Input.
+        super().__init__(bucket=bucket, prefix=prefix, writer_config=sfn.WriterConfig(
+            output_type=sfn.OutputType.JSON, transformation=sfn.Transformation.COMPACT))
         self._scoped = bucket.arn_for_objects(f"{prefix}/*")
         self._bucket_arn = bucket.bucket_arn
 

@@ -151,7 +151,9 @@ def collect(s3: Any, manifest_bucket: str, manifest_key: str) -> dict:
     parts, errors, failures = [], [], []
     for entry in files.get("SUCCEEDED") or []:
         for child in _json_array(s3, bucket, entry["Key"]):
-            out = json.loads(child.get("Output") or "{}")
+            # WriterConfig COMPACT (infra/batch.py): the child's output itself; NONE: an entry with it
+            # JSON-encoded under "Output" (and the child's whole Input beside it)
+            out = json.loads(child["Output"] or "{}") if isinstance(child.get("Output"), str) else child
             totals["batches"] += 1
             for k in ("rows", "scored", "refused"):
                 totals[k] += int(out.get(k) or 0)
@@ -184,6 +186,11 @@ def summarize(event: dict, registry: Registry, s3: Any, events: Any, data_bucket
     if not details.get("Key"):
         raise BatchInputError(f"the Map state's output has no ResultWriterDetails (got keys {sorted(map_out)})")
     totals = collect(s3, details["Bucket"], details["Key"])
+    if totals["failed_batches"] and batch.get("rows") and totals["rows"] < int(batch["rows"]):
+        # failed batches whose result entries do not carry their Input: their rows are the rest
+        missing = int(batch["rows"]) - totals["rows"]
+        totals["rows"] += missing
+        totals["failed_rows"] += missing
     status = "succeeded" if not totals["failed_batches"] else "partial"
     summary = {
         "model": batch["model"], "run": batch["run"], "status": status, "version": batch["version"],
