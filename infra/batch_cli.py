@@ -17,7 +17,16 @@ import uuid
 from pathlib import Path
 
 from functions.core.layout import BATCH_PREFIX, PREDICTIONS_PREFIX
-from infra.commandline import EXIT_ERROR, EXIT_OK, CliError, _output, _project_config, _stack_name, stack_outputs
+from infra.commandline import (
+    EXIT_ERROR,
+    EXIT_OK,
+    CliError,
+    _output,
+    _project_config,
+    _stack_name,
+    stack_outputs,
+    unknown_model,
+)
 
 EXIT_TIMEOUT = 5
 VERSION_METADATA = "shipyard-version"  # functions/batch/steps.py reads it
@@ -76,7 +85,7 @@ def cmd_batch(args) -> int:
 
     known = list((_project_config(args).get("models") or {}).keys())
     if known and args.model not in known:
-        raise CliError(f"model {args.model!r} is not configured in cdk.json (configured: {', '.join(known)})")
+        raise unknown_model(args.model, known)
     stack = _stack_name(args)
     outputs = stack_outputs(stack)
     arn = _output(outputs, "BatchStateMachineArn", stack)

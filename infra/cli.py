@@ -29,6 +29,7 @@ from infra.commandline import (  # noqa: F401 - CliError, EXIT_* and stack_outpu
     _table,
     caller_arn,
     stack_outputs,
+    unknown_model,
 )
 from infra.config import ARCHITECTURES, AUTH_MODES
 from infra.localstart import LocalStartError, start_local_cloud
@@ -158,8 +159,7 @@ def cmd_train(args) -> int:
     except ConfigError as err:
         raise CliError(str(err)) from err
     if args.model not in config.models:
-        raise CliError(f"model {args.model!r} is not configured in cdk.json (configured: "
-                       f"{', '.join(config.models) or 'none'})")
+        raise unknown_model(args.model, list(config.models))
     stack = _stack_name(args)
     outputs = stack_outputs(stack)
     arn = _output(outputs, "PipelineArn", stack)

@@ -20,6 +20,15 @@ class CliError(Exception):
     """A failure the user can act on: printed as one line, exit code 1."""
 
 
+def unknown_model(model: str, known: Sequence[str]) -> CliError:
+    """The error for a model cdk.json does not configure, naming the one most likely meant."""
+    from functions.pipeline.uploads import closest_model
+
+    close = closest_model(model, known)
+    hint = f"; did you mean {close!r}?" if close and close != model else ""
+    return CliError(f"model {model!r} is not configured in cdk.json (configured: {', '.join(known) or 'none'}){hint}")
+
+
 # --------------------------------------------------------------------------- stack discovery
 
 

@@ -58,6 +58,10 @@ def check_header(columns: Sequence[str], features: Sequence[str]) -> None:
     if dupes:
         raise BatchInputError(f"duplicate column names in the header: {dupes}; names must be unique")
     missing = [f for f in features if f not in columns]
+    if missing and len(columns) == 1 and (sep := next((s for s in ";\t|" if s in columns[0]), None)):
+        raise BatchInputError(
+            f"the header is one column, {columns[0][:200]!r}: the file looks {sep!r}-separated; batch files "
+            f"must be comma-separated (as Step Functions reads them), with columns including {list(features)}")
     if missing:
         raise BatchInputError(
             f"the header lacks the model's features {missing}; expected columns including {list(features)} "

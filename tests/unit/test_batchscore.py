@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import numpy as np
 import pytest
@@ -141,6 +142,11 @@ def test_output_header_and_header_check(clf):
         check_header(["x1", "x2"], model.schema.names)
     with pytest.raises(BatchInputError, match="duplicate"):
         check_header(["x1", "x1", "x2", "colour"], model.schema.names)
+    # a semicolon file (as spreadsheets in many locales save) reads as one column: say so
+    with pytest.raises(BatchInputError, match="looks ';'-separated; batch files must be comma-separated"):
+        check_header(["x1;x2;colour"], model.schema.names)
+    with pytest.raises(BatchInputError, match=re.escape("looks '\\t'-separated")):
+        check_header(["x1\tx2\tcolour"], model.schema.names)
 
 
 def test_field_counts_finds_ragged_rows_and_multiline_records():

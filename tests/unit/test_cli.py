@@ -324,3 +324,19 @@ def test_layers_build_defaults_to_the_configured_architecture(tmp_path, monkeypa
     assert cli.main(["layers", "build"]) == 0
     assert cli.main(["layers", "build", "--arch", "arm64", "--layer", "inference"]) == 0
     assert seen == [["build", "--arch", "x86_64"], ["build", "--arch", "arm64", "--layer", "inference"]]
+
+
+def test_a_typo_in_the_model_name_names_the_model_meant(tmp_path, monkeypatch, capsys):
+    # found by hand: `shipyard batch penguin nightly.csv` said only "not configured"
+    from infra import cli
+
+    (tmp_path / "cdk.json").write_text(json.dumps({"context": {"shipyard": {
+        "stack_name": "S", "models": {"penguins": {"target": "species"}, "iris": {"target": "species"}}}}}))
+    (tmp_path / "x.csv").write_text("a\n1\n")
+    monkeypatch.chdir(tmp_path)
+    for argv in (["batch", "penguin", "x.csv"], ["train", "Penguin"]):
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert "is not configured in cdk.json (configured: penguins, iris); did you mean 'penguins'?" in err, err
+    assert cli.main(["batch", "zzz", "x.csv"]) == 1
+    assert "did you mean" not in capsys.readouterr().err
