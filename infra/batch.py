@@ -19,7 +19,6 @@ import jsii
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -34,6 +33,7 @@ from infra.deadletters import EventDeadLetters
 from infra.lambdas import functions_code, shipyard_function
 from infra.pipeline import DATA_LIMIT_EXCEEDED, TRANSIENT_ERRORS
 from infra.registry import ModelRegistry
+from infra.workflow import WorkflowRuns, upload_rule
 
 HANDLERS = {
     "Prepare": "functions.batch.prepare.handler",
@@ -120,7 +120,7 @@ class PrefixResultWriter(sfn.ResultWriterV2):
                 iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self._bucket_arn])]
 
 
-class BatchScoring(Construct):
+class BatchScoring(WorkflowRuns, Construct):
     """One standard state machine for all models, one upload rule per model."""
 
     def __init__(
@@ -293,18 +293,12 @@ class BatchScoring(Construct):
         self.dead_letter_queue = dead_letter_queue or self.dead_letters.target_queue
         self.rules: dict[str, events.Rule] = {}
         for name in self.models:
-            rule = events.Rule(
+            rule = upload_rule(
                 self, f"Upload-{name}",
                 description=f"CSV uploads under batch/{name}/ start a Shipyard batch scoring run",
-                event_pattern=events.EventPattern(
-                    source=["aws.s3"], detail_type=["Object Created"],
-                    detail={"bucket": {"name": [registry.data_bucket.bucket_name]},
-                            "object": {"key": batch_key_pattern(name)}},
-                ),
-            )
-            rule.add_target(targets.SfnStateMachine(
-                self.state_machine,
-                input=events.RuleTargetInput.from_object({
+                bucket_name=registry.data_bucket.bucket_name, key_pattern=batch_key_pattern(name),
+                state_machine=self.state_machine, dead_letter_queue=self.dead_letter_queue,
+                input={
                     "model": name,
                     "object": {
                         "bucket": events.EventField.from_path("$.detail.bucket.name"),
@@ -315,40 +309,17 @@ class BatchScoring(Construct):
                     "version": "",  # production (the object's shipyard-version metadata may pin one)
                     "trigger": {"source": "s3", "event_id": events.EventField.event_id,
                                 "time": events.EventField.time},
-                }),
-                retry_attempts=8,
-                max_event_age=Duration.hours(2),
-                dead_letter_queue=self.dead_letter_queue,
-            ))
+                })
             self.rules[name] = rule
         if self.dead_letters is not None:
             self.dead_letters.allow_rules_in(self)
 
     # ------------------------------------------------------------------ grants, metrics, widgets
 
-    @property
-    def state_machine_arn(self) -> str:
-        return self.state_machine.state_machine_arn
-
-    def grant_start(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Start runs by hand (``shipyard batch`` on an object already under ``batch/<model>/``)."""
-        return self.state_machine.grant_start_execution(grantee)
-
-    def metric_failed(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
-        return self.state_machine.metric_failed(period=period, statistic="Sum")
-
-    def metric_succeeded(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
-        return self.state_machine.metric_succeeded(period=period, statistic="Sum")
-
-    def metric_started(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
-        return self.state_machine.metric_started(period=period, statistic="Sum")
-
     def dashboard_widgets(self) -> list[cloudwatch.IWidget]:
         """One dashboard row: runs, and ScoreBatch's duration and errors."""
         return [
-            cloudwatch.GraphWidget(title="Batch scoring runs",
-                                   left=[self.metric_started(), self.metric_succeeded(), self.metric_failed()],
-                                   width=12),
+            self.runs_widget("Batch scoring runs"),
             cloudwatch.GraphWidget(title="ScoreBatch duration p99 (ms) and errors",
                                    left=[self.score_function.metric_duration(statistic="p99",
                                                                              period=Duration.minutes(5))],

@@ -24,7 +24,6 @@ from pathlib import Path
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -47,6 +46,7 @@ from infra.deadletters import EventDeadLetters
 from infra.lambdas import functions_code, shipyard_function
 from infra.registry import CANDIDATE_ATTRIBUTES, ModelRegistry
 from infra.trainjob import SageMakerTraining
+from infra.workflow import WorkflowRuns, upload_rule
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HANDLERS = {
@@ -118,7 +118,7 @@ def train_function_id(memory: int, largest: int) -> str:
     return "Train" if memory == largest else f"Train{memory}"
 
 
-class TrainingPipeline(Construct):
+class TrainingPipeline(WorkflowRuns, Construct):
     """One standard state machine for all models, one EventBridge rule per model."""
 
     def __init__(
@@ -358,18 +358,11 @@ class TrainingPipeline(Construct):
         self.dead_letters = EventDeadLetters(self, "DeadLetters") if dead_letter_queue is None else None
         self.dead_letter_queue = dead_letter_queue or self.dead_letters.target_queue
         for name, spec in self.models.items():
-            rule = events.Rule(
-                self, f"Upload-{name}",
-                description=f"Dataset uploads for model {name} start the Shipyard pipeline",
-                event_pattern=events.EventPattern(
-                    source=["aws.s3"], detail_type=["Object Created"],
-                    detail={"bucket": {"name": [registry.data_bucket.bucket_name]},
-                            "object": {"key": dataset_key_pattern(name)}},
-                ),
-            )
-            rule.add_target(targets.SfnStateMachine(
-                self.state_machine,
-                input=events.RuleTargetInput.from_object({
+            rule = upload_rule(
+                self, f"Upload-{name}", description=f"Dataset uploads for model {name} start the Shipyard pipeline",
+                bucket_name=registry.data_bucket.bucket_name, key_pattern=dataset_key_pattern(name),
+                state_machine=self.state_machine, dead_letter_queue=self.dead_letter_queue,
+                input={
                     "model": name,
                     "spec": spec_document(spec),
                     "dataset": {
@@ -381,11 +374,7 @@ class TrainingPipeline(Construct):
                     },
                     "trigger": {"source": "s3", "event_id": events.EventField.event_id,
                                 "time": events.EventField.time},
-                }),
-                retry_attempts=8,
-                max_event_age=Duration.hours(2),
-                dead_letter_queue=self.dead_letter_queue,
-            ))
+                })
             self.rules[name] = rule
         if self.dead_letters is not None:
             self.dead_letters.allow_rules_in(self)
@@ -414,31 +403,10 @@ class TrainingPipeline(Construct):
 
     # ------------------------------------------------------------------ metrics and widgets
 
-    @property
-    def state_machine_arn(self) -> str:
-        return self.state_machine.state_machine_arn
-
-    def grant_start(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Start executions by hand (``shipyard train``, drift retraining)."""
-        return self.state_machine.grant_start_execution(grantee)
-
-    def metric_failed(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
-        return self.state_machine.metric_failed(period=period, statistic="Sum")
-
-    def metric_succeeded(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
-        return self.state_machine.metric_succeeded(period=period, statistic="Sum")
-
-    def metric_started(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
-        return self.state_machine.metric_started(period=period, statistic="Sum")
-
     def dashboard_widgets(self) -> list[cloudwatch.IWidget]:
         """Widgets for the pipeline (one dashboard row)."""
         return [
-            cloudwatch.GraphWidget(
-                title="Pipeline executions",
-                left=[self.metric_started(), self.metric_succeeded(), self.metric_failed()],
-                width=12,
-            ),
+            self.runs_widget("Pipeline executions"),
             cloudwatch.GraphWidget(
                 title="Train duration p99 (ms) and errors",
                 left=[fn.metric_duration(statistic="p99", period=Duration.minutes(5))

@@ -7,6 +7,7 @@ their environment come from the synthesized template.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -133,34 +134,40 @@ class Faults:
         return None
 
 
-@pytest.fixture(scope="module")
-def cloud(pipeline_assembly):
+@contextlib.contextmanager
+def started_cloud(assembly: Path):
+    """A local cloud of *assembly* whose ``shipyard`` events land in a queue the tests read
+    (``events_of``), its log lines kept in ``log_lines``."""
     from localcloud import LocalCloud, Template
 
     lines: list[str] = []
-    c = LocalCloud(Template.load(pipeline_assembly), aws_port=0, api_port=0, clock=False, log=lines.append)
+    c = LocalCloud(Template.load(assembly), aws_port=0, api_port=0, clock=False, log=lines.append)
     c.log_lines = lines
     c.start()
-    faults = Faults()
-    c.intercept(faults)
-    c.faults = faults
-    # Every `shipyard` event lands in a queue the tests read.
-    sqs, events = c.client("sqs"), c.client("events")
-    queue_url = sqs.create_queue(QueueName="shipyard-events")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    rule_arn = events.put_rule(Name="shipyard-events", EventPattern=json.dumps({"source": ["shipyard"]}))["RuleArn"]
-    # as in AWS, EventBridge delivers to a queue only if the queue's policy lets it
-    policy = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
-        "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}]}
-    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
-    events.put_targets(Rule="shipyard-events", Targets=[{"Id": "queue", "Arn": queue_arn}])
-    c.event_queue = queue_url
-    c.seen_events = []
     try:
+        sqs, events = c.client("sqs"), c.client("events")
+        queue_url = sqs.create_queue(QueueName="shipyard-events")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        rule_arn = events.put_rule(Name="shipyard-events", EventPattern=json.dumps({"source": ["shipyard"]}))["RuleArn"]
+        # as in AWS, EventBridge delivers to a queue only if the queue's policy lets it
+        policy = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+            "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}]}
+        sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+        events.put_targets(Rule="shipyard-events", Targets=[{"Id": "queue", "Arn": queue_arn}])
+        c.event_queue, c.seen_events = queue_url, []
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud(pipeline_assembly):
+    with started_cloud(pipeline_assembly) as c:
+        faults = Faults()
+        c.intercept(faults)
+        c.faults = faults
+        yield c
 
 
 class Run:

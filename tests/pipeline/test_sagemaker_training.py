@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import realdata
-from tests.pipeline.conftest import Run, events_of
+from tests.pipeline.conftest import Run, events_of, started_cloud
 
 pytestmark = pytest.mark.slow
 
@@ -47,27 +47,8 @@ def sagemaker_assembly(outdir: Path, config: dict = CONFIG) -> Path:
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
-    from localcloud import LocalCloud, Template
-
-    lines: list[str] = []
-    c = LocalCloud(Template.load(sagemaker_assembly(tmp_path_factory.mktemp("cdk.out.sagemaker"))),
-                   aws_port=0, api_port=0, clock=False, log=lines.append)
-    c.log_lines = lines
-    c.start()
-    sqs, events = c.client("sqs"), c.client("events")
-    queue_url = sqs.create_queue(QueueName="shipyard-events")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    rule_arn = events.put_rule(Name="shipyard-events", EventPattern=json.dumps({"source": ["shipyard"]}))["RuleArn"]
-    policy = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
-        "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}]}
-    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
-    events.put_targets(Rule="shipyard-events", Targets=[{"Id": "queue", "Arn": queue_arn}])
-    c.event_queue, c.seen_events = queue_url, []
-    try:
+    with started_cloud(sagemaker_assembly(tmp_path_factory.mktemp("cdk.out.sagemaker"))) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(scope="module")
