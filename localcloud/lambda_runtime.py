@@ -698,15 +698,18 @@ def _patch(seam: Seam) -> None:
             raise _lambda_error(413, "RequestEntityTooLargeException",
                                 f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the InvokeFunction "
                                 "operation")
-        if isinstance(body, str) and _JSON_OBJECT.match(body):
-            event: Any = RawEvent(data)
-        elif body:
-            event = json.loads(body)
-        else:
-            event = "{}"
         _calls.sync = inv_type == "RequestResponse"
         try:
+            if isinstance(body, str) and _JSON_OBJECT.match(body):
+                event: Any = RawEvent(data)
+            elif body:
+                event = json.loads(body)
+            else:
+                event = "{}"
             res, errored, logs = self._invoke_lambda(event=event)
+        except (json.JSONDecodeError, RecursionError) as err:  # the body (the worker decodes an object's)
+            raise _lambda_error(400, "InvalidRequestContentException", "Could not parse request body into json: "
+                                f"Could not parse payload into json: {err}") from None
         finally:
             _calls.sync = False
         if errored:  # moto says Handled; an uncaught exception is Unhandled in Lambda
@@ -719,12 +722,11 @@ def _patch(seam: Seam) -> None:
 
     def _get_param(self, param_name: str, if_none: Any = None) -> Any:
         # moto's Invoke handler looks for a "qualifier" in the query string, then as a key of the
-        # JSON body (the function's payload, decoded whole), then in the URL; a body without the
-        # word has no such key (JSON that spells the key with \u escapes aside)
-        body = self.body
-        if (param_name == "qualifier" and not self.automated_parameter_parsing and isinstance(body, str)
-                and "qualifier" not in body and seam.current is not None):
-            val = self.querystring.get(param_name)
+        # JSON body (the function's payload, decoded whole), then in the URL. Lambda takes it from
+        # the query string only (`?Qualifier=`, as boto3 sends it): a payload's "qualifier" key is
+        # the function's business, and is not decoded here
+        if param_name == "qualifier" and not self.automated_parameter_parsing and seam.current is not None:
+            val = self.querystring.get("Qualifier") or self.querystring.get(param_name)
             if val is not None:
                 return val[0]
             if self.uri_match and param_name in self.uri_match:

@@ -13,9 +13,16 @@ times (the quota check, the ``LambdaFunctionScheduled`` event's input, the Invok
 ~2 ms each for a Distributed Map child's 230 KiB batch. The quota check keeps the JSON text it
 made, and moto's ``to_json_str`` and ``to_payload_type`` answer from it for that payload object
 while its task runs (`_TEXTS`).
+
+The quota is measured as AWS states it, "256 KiB of data as a UTF-8 encoded string": at most
+262,144 bytes of compact JSON in UTF-8 (`within_quota`). moto refused exactly 256 KiB, and counted
+the space its ``json.dumps`` puts after every ``:`` and ``,`` and six bytes for an ``é``
+(``\u00e9``). A ``lambda:invoke`` service integration task is checked too: its input after
+``Parameters`` is its parameters (``FunctionName``, ``Payload``…).
 """
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -45,6 +52,30 @@ def _data_limit_exceeded(env: Any, what: str) -> Exception:
         ))))
 
 
+MAX_BYTES = 256 * 1024  # Step Functions' quota for a task's, state's or execution's input or output
+
+
+def _json(value: Any) -> tuple[str, int]:
+    """``value`` as compact JSON, characters unescaped as AWS keeps them, and its size in UTF-8."""
+    from moto.stepfunctions.parser.asl.utils.encoding import _DateTimeEncoder
+
+    text = json.dumps(value, cls=_DateTimeEncoder, separators=(",", ":"), ensure_ascii=False)
+    if text.isascii():
+        return text, len(text)
+    try:
+        return text, len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: only escaped is it JSON that UTF-8 can carry
+        text = json.dumps(value, cls=_DateTimeEncoder, separators=(",", ":"))
+        return text, len(text)
+
+
+def within_quota(value: Any) -> bool:
+    """Whether ``value`` fits Step Functions' 256 KiB (a string as it is, as moto measures it)."""
+    if isinstance(value, str):
+        return len(value) <= MAX_BYTES // 4 or len(value.encode("utf-8", "surrogatepass")) <= MAX_BYTES
+    return _json(value)[1] <= MAX_BYTES
+
+
 # id(payload) -> (payload, its JSON text): the payloads of the Lambda tasks running now, whose text
 # the quota check made (the entry holds the object, so its id is not reused while it is there)
 _TEXTS: dict[int, tuple[Any, str]] = {}
@@ -59,11 +90,15 @@ def _text(value: Any) -> str | None:
 def _patch(seam: Seam) -> None:
     """Apply AWS's quota and States.ALL rules to moto's Step Functions interpreter."""
     from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
+    from moto.stepfunctions.parser.asl.component.state import state as state_module
     from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
     from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils, state_task_lambda
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_lambda import (
+        StateTaskServiceLambda,
+    )
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda import StateTaskLambda
     from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
-    from moto.stepfunctions.parser.quotas import MAX_STATE_SIZE_UTF8_BYTES, is_within_size_quota
 
     def _eval_body(self, env):
         error_name = env.stack[-1]
@@ -78,16 +113,22 @@ def _patch(seam: Seam) -> None:
         parameters = seam["_eval_parameters"](self, env)
         payload = parameters["Payload"]
         if not isinstance(payload, (dict, list)):  # moto's payload rules for None, strings, bytes…
-            if not is_within_size_quota(payload):
+            if not within_quota(payload):
                 raise _data_limit_exceeded(env, "input after Parameters")
             return parameters
-        text = to_json_str(payload)  # what is_within_size_quota measures; the task's event and body
-        if len(text.encode("utf-8")) >= MAX_STATE_SIZE_UTF8_BYTES:
+        text, size = _json(payload)  # what the quota measures; the task's event and body
+        if size > MAX_BYTES:
             raise _data_limit_exceeded(env, "input after Parameters")
         payloads = getattr(_running, "payloads", None)
         if payloads is not None:  # evaluated by its task: remembered until the task ends
             _TEXTS[id(payload)] = (payload, text)
             payloads.append(id(payload))
+        return parameters
+
+    def service_eval_parameters(self, env):  # a lambda:invoke task's (inherited from StateTask)
+        parameters = seam["service_eval_parameters"](self, env)
+        if not within_quota(parameters):
+            raise _data_limit_exceeded(env, "input after Parameters")
         return parameters
 
     def _eval_execution(self, env):
@@ -110,15 +151,19 @@ def _patch(seam: Seam) -> None:
     def _evaluate_with_timeout(self, env):
         seam["_evaluate_with_timeout"](self, env)
         # The state's output (its input with the result at ResultPath) is on top of the stack.
-        if env.stack and not is_within_size_quota(env.stack[-1]):
+        if env.stack and not within_quota(env.stack[-1]):
             raise _data_limit_exceeded(env, "output")
 
     seam.replace(ErrorEqualsDecl, "_eval_body", _eval_body)
     seam.replace(StateTaskLambda, "_eval_parameters", _eval_parameters)
+    seam.replace(StateTaskServiceLambda, "_eval_parameters", service_eval_parameters, key="service_eval_parameters")
     seam.replace(StateTaskLambda, "_eval_execution", _eval_execution)
     seam.replace(state_task_lambda, "to_json_str", task_json_str)
     seam.replace(lambda_eval_utils, "to_payload_type", to_payload_type)
     seam.replace(ExecutionState, "_evaluate_with_timeout", _evaluate_with_timeout)
+    # moto's own checks (a Lambda task's or service task's result, a state's output) by the same measure
+    for module in (state_task_lambda, state_task_service, state_module):
+        seam.replace(module, "is_within_size_quota", within_quota, key=f"{module.__name__}.is_within_size_quota")
 
 
 SEAM = Seam(_patch)

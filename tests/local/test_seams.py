@@ -281,3 +281,80 @@ def test_sns_delivers_to_lambda_asynchronously_and_the_invoke_api_synchronously(
     sns.publish(TopicArn=topic, Message='{"pk": "from-sns"}')
     cloud.client("lambda").invoke(FunctionName=fn, Payload=b'{"pk": "from-the-api"}')
     assert seen == [False, True]
+
+
+def test_a_seam_puts_inherited_static_and_module_attributes_back_as_they_were():
+    import types
+
+    from localcloud.patches import Seam
+
+    class Base:
+        def m(self):
+            return "base"
+
+        @staticmethod
+        def s(x):
+            return ("static", x)
+
+        @classmethod
+        def c(cls):
+            return ("class", cls.__name__)
+
+    class Sub(Base):
+        pass
+
+    module = types.ModuleType("fake_moto_module")
+    module.helper = lambda: "moto"
+
+    def patch(seam):
+        seam.replace(Sub, "m", lambda self: "patched " + seam["m"](self))
+        seam.replace(Base, "m", lambda self: "patched base", key="Base.m")
+        seam.replace(Sub, "m", lambda self: "replaced twice")  # the first original stays moto's
+        seam.replace(Base, "s", staticmethod(lambda x: ("patched", seam["s"](x))))
+        seam.replace(Base, "c", classmethod(lambda cls: ("patched", seam["c"]())))
+        seam.replace(module, "helper", lambda: "patched " + seam["helper"]())
+        seam.replace(Sub, "added", lambda self: "new")
+
+    seam = Seam(patch)
+    base_m = Base.__dict__["m"]
+    seam.install("current")
+    assert seam and seam.current == "current"
+    assert Sub().m() == "replaced twice" and Base().m() == "patched base"
+    assert seam["m"] is base_m and seam["Base.m"] is base_m  # each key: moto's original as read
+    assert Base.s(1) == ("patched", ("static", 1)) and Base().s(2) == ("patched", ("static", 2))
+    assert Base.c() == ("patched", ("class", "Base")) and module.helper() == "patched moto" and Sub().added() == "new"
+    seam.uninstall()
+    assert not seam and seam.current is None
+    assert "m" not in Sub.__dict__ and "added" not in Sub.__dict__  # inherited again, not a copy
+    assert Base.__dict__["m"] is base_m and Sub().m() == "base"
+    Base.m = lambda self: "changed later"
+    assert Sub().m() == "changed later"  # a copy left in Sub would still say "base"
+    assert isinstance(Base.__dict__["s"], staticmethod) and Base().s(3) == ("static", 3) and Sub.s(4) == ("static", 4)
+    assert isinstance(Base.__dict__["c"], classmethod) and Sub.c() == ("class", "Sub")
+    assert module.helper() == "moto"
+    seam.install()  # again: patched afresh from moto's own
+    assert Sub().m() == "replaced twice"
+    seam.uninstall()
+    assert "m" not in Sub.__dict__
+
+
+def test_the_step_functions_seam_leaves_motos_classes_and_modules_as_they_were():
+    """Its replacements include a method moto's lambda:invoke task only inherits and a function
+    three modules import by one name (`replace(..., key=)`)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_lambda import (
+        StateTaskServiceLambda,
+    )
+
+    from localcloud import stepfunctions
+    from localcloud.patches import _ABSENT, Seam
+
+    seam = Seam(stepfunctions._patch)  # over the running cloud's own seam, if one is installed
+    before = StateTaskServiceLambda.__dict__.get("_eval_parameters", _ABSENT)
+    seam.install()
+    saved = [(owner, name, own) for owner, name, _, own in seam._saved.values()]
+    assert StateTaskServiceLambda.__dict__["_eval_parameters"] is not before
+    assert sum(name == "is_within_size_quota" for _, name, _ in saved) == 3
+    seam.uninstall()
+    for owner, name, own in saved:
+        assert owner.__dict__.get(name, _ABSENT) is own, (owner, name)
+    assert StateTaskServiceLambda.__dict__.get("_eval_parameters", _ABSENT) is before
