@@ -1,15 +1,17 @@
-"""``UploadMonitor``: uploads under ``datasets/`` that start no pipeline run are reported, not lost.
+"""``UploadMonitor``: uploads under ``datasets/`` or ``batch/`` that start no run are reported, not lost.
 
-    S3 "Object Created" datasets/… (data bucket) ──rule──► uploads function (functions/pipeline/uploads.py)
-        datasets/<model>/….csv|.csv.gz    nothing to say (its model's upload rule starts the run)
-        datasets/<no model>/…             WARNING (key, prefix, models, closest name) + UnownedUploads
-        datasets/<model>/notes.txt, .CSV  "ignored: not a dataset file (.csv or .csv.gz)" + IgnoredUploads
+    S3 "Object Created" datasets/… or batch/… (data bucket) ──rule──► uploads function
+        datasets/<model>/….csv|.csv.gz, batch/<model>/….csv  nothing to say (its model's rule starts the run)
+        datasets/<no model>/…, batch/<no model>/…            WARNING (key, prefix, models, closest) + UnownedUploads
+        datasets/<model>/notes.txt, .CSV         "ignored: not a dataset file (.csv or .csv.gz)" + IgnoredUploads
+        batch/<model>/notes.txt, .CSV, .csv.gz   "ignored: not a batch input (.csv)" + IgnoredUploads
 
-The per-model upload rules (infra/pipeline.py) match only their own ``datasets/<model>/`` dataset
-files, so an upload to ``datasets/penguin/`` for model ``penguins`` would otherwise start nothing
-and say nothing. This rule sees every upload under ``datasets/`` (EventBridge cannot match "no
-other rule matched", and the function knows the models), so the function also runs, and returns at
-once, for each dataset upload.
+The per-model upload rules (infra/pipeline.py, infra/batch.py) match only their own
+``datasets/<model>/`` dataset files and ``batch/<model>/`` CSVs, so an upload to ``datasets/penguin/``
+or ``batch/penguin/`` for model ``penguins`` would otherwise start nothing and say nothing. This rule
+sees every upload under both prefixes (EventBridge cannot match "no other rule matched", and the
+function knows the models), so the function also runs, and returns at once, for each upload that
+does start a run.
 
 The function calls no AWS API: its role may only write its own log group (and X-Ray, which active
 tracing adds); the metrics are EMF lines in that log. Its rule's target has the stack's dead-letter
@@ -31,8 +33,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from functions.core.layout import DATASETS_PREFIX, METRICS_NAMESPACE
-from functions.pipeline.uploads import METRIC_IGNORED_UPLOADS, METRIC_UNOWNED_UPLOADS
+from functions.core.layout import METRICS_NAMESPACE
+from functions.pipeline.uploads import METRIC_IGNORED_UPLOADS, METRIC_UNOWNED_UPLOADS, ROUTES
 from infra.deadletters import EventDeadLetters
 from infra.lambdas import shipyard_function
 
@@ -46,7 +48,7 @@ def uploads_function_name(stack_name: str) -> str:
 
 
 class UploadMonitor(Construct):
-    """One rule on every upload under ``datasets/`` of the data bucket → the uploads function."""
+    """One rule on every upload under ``datasets/`` or ``batch/`` of the data bucket → the uploads function."""
 
     def __init__(
         self,
@@ -66,8 +68,9 @@ class UploadMonitor(Construct):
         dead_letter_queue: sqs.IQueue | None = None,
     ) -> None:
         """
-        :param data_bucket: the bucket whose ``datasets/`` uploads are watched (EventBridge notifications on).
-        :param models: the configured model names (who owns ``datasets/<model>/``).
+        :param data_bucket: the bucket whose ``datasets/`` and ``batch/`` uploads are watched (EventBridge
+            notifications on).
+        :param models: the configured model names (who owns ``datasets/<model>/`` and ``batch/<model>/``).
         :param architecture: ``arm64`` (default) or ``x86_64``; must match the layers.
         :param layers: a layer with Powertools (the inference layer has it).
         :param function_name: physical name (default ``<stack>-uploads``).
@@ -86,7 +89,7 @@ class UploadMonitor(Construct):
             self,
             "Function",
             function_name=function_name or uploads_function_name(Stack.of(self).stack_name),
-            description="Shipyard uploads: report uploads under datasets/ that start no pipeline run",
+            description="Shipyard uploads: report uploads under datasets/ or batch/ that start no run",
             handler=UPLOADS_HANDLER,
             environment={
                 "SHIPYARD_MODELS": json.dumps(self.models),
@@ -109,11 +112,11 @@ class UploadMonitor(Construct):
         self.rule = events.Rule(
             self,
             "Rule",
-            description="Every upload under datasets/: report those no model owns and those that are not datasets",
+            description="Every upload under datasets/ or batch/: report those no model owns, those that start no run",
             event_pattern=events.EventPattern(
                 source=["aws.s3"], detail_type=["Object Created"],
                 detail={"bucket": {"name": [data_bucket.bucket_name]},
-                        "object": {"key": [{"prefix": DATASETS_PREFIX}]}},
+                        "object": {"key": [{"prefix": route.prefix} for route in ROUTES]}},
             ),
             targets=[targets.LambdaFunction(self.function, retry_attempts=8, max_event_age=Duration.hours(2),
                                             dead_letter_queue=self.dead_letter_queue)],
@@ -128,11 +131,12 @@ class UploadMonitor(Construct):
                                  dimensions_map={"Bucket": self.data_bucket.bucket_name})
 
     def metric_unowned_uploads(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
-        """Uploads under a ``datasets/<folder>/`` no model owns (or a CSV directly under ``datasets/``), Sum."""
+        """Uploads under a ``datasets/<folder>/`` or ``batch/<folder>/`` no model owns (or a CSV directly under
+        either prefix), Sum."""
         return self._metric(METRIC_UNOWNED_UPLOADS, period)
 
     def metric_ignored_uploads(self, period: Duration = Duration.minutes(5)) -> cloudwatch.Metric:
-        """Uploads in a model's folder that are not dataset files, and folder placeholders (Sum)."""
+        """Uploads in a model's folder that start no run (not a dataset file or batch input), placeholders (Sum)."""
         return self._metric(METRIC_IGNORED_UPLOADS, period)
 
     # ------------------------------------------------------------------ dashboard
@@ -140,7 +144,7 @@ class UploadMonitor(Construct):
     def dashboard_widgets(self, alarm: cloudwatch.IAlarm | None = None) -> list[cloudwatch.IWidget]:
         """One graph: unowned and ignored uploads (with the alarm's threshold line when there is one)."""
         return [cloudwatch.GraphWidget(
-            title="Uploads under datasets/ that started no run (unowned: alarm; ignored: not a .csv/.csv.gz)",
+            title="Uploads under datasets/ or batch/ that started no run (unowned: alarm; ignored: not a run's input)",
             left=[self.metric_unowned_uploads(), self.metric_ignored_uploads()],
             left_annotations=[cloudwatch.HorizontalAnnotation(value=1, label="unowned alarm")] if alarm else None,
             width=24,

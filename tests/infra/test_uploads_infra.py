@@ -1,5 +1,5 @@
-"""Uploads under ``datasets/`` that start no run are reported (issue 13, item 3): the rule on every
-upload there, the uploads function and its role, the ``<stack>-unowned-uploads`` alarm
+"""Uploads under ``datasets/`` and ``batch/`` that start no run are reported (issue 13, item 3; batch
+scoring): the rule on every upload there, the uploads function and its role, the ``<stack>-unowned-uploads`` alarm
 (``uploads.alarm_unowned``, on by default), the dashboard, and the config option."""
 from __future__ import annotations
 
@@ -42,12 +42,13 @@ def _dashboard_text(synth: Synth) -> str:
     return "".join(p if isinstance(p, str) else json.dumps(p) for p in parts)
 
 
-def test_one_rule_sends_every_upload_under_datasets_to_the_uploads_function(synth):
+def test_one_rule_sends_every_upload_under_datasets_and_batch_to_the_uploads_function(synth):
     fid, _ = _one(synth, "AWS::Lambda::Function", "UploadsFunction")
     _, rule = _one(synth, "AWS::Events::Rule", "UploadsRule")
     assert rule["EventPattern"] == {
         "source": ["aws.s3"], "detail-type": ["Object Created"],
-        "detail": {"bucket": {"name": [{"Ref": _data_bucket(synth)}]}, "object": {"key": [{"prefix": "datasets/"}]}},
+        "detail": {"bucket": {"name": [{"Ref": _data_bucket(synth)}]},
+                   "object": {"key": [{"prefix": "datasets/"}, {"prefix": "batch/"}]}},
     }
     (target,) = rule["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": [fid, "Arn"]}
@@ -77,17 +78,52 @@ def test_the_dead_letter_queue_admits_the_uploads_rule(synth):
     ("datasets/iris/notes.txt", "data", True),     # not a dataset file
     ("datasets/iris/data.csv", "data", True),      # a dataset too: the function says nothing about it
     ("datasets/", "data", True),
-    ("evaluation/iris/x.csv", "data", False),      # other prefixes are not datasets
+    ("batch/penguin/nightly.csv", "data", True),   # a batch folder no model owns
+    ("batch/iris/nightly.CSV", "data", True),      # not a batch input
+    ("batch/iris/nightly.csv.gz", "data", True),
+    ("batch/iris/nightly.csv", "data", True),      # a batch input too: the function says nothing about it
+    ("batch/", "data", True),
+    ("evaluation/iris/x.csv", "data", False),      # other prefixes start no run
+    ("predictions/iris/run/part-000000000.csv", "data", False),
     ("datasets/iris/x.csv", "artifacts", False),   # other buckets
+    ("batch/iris/x.csv", "artifacts", False),
 ])
 def test_the_rule_pattern_on_keys(synth, key, bucket, matched):
     from localcloud.events import matches
 
     _, rule = _one(synth, "AWS::Events::Rule", "UploadsRule")
-    pattern = json.loads(json.dumps(rule["EventPattern"]).replace(json.dumps({"Ref": _data_bucket(synth)}), '"data"'))
-    event = {"source": "aws.s3", "detail-type": "Object Created",
-             "detail": {"bucket": {"name": bucket}, "object": {"key": key, "size": 1}}}
-    assert matches(pattern, event) is matched
+    assert matches(_pattern(synth, rule), _upload(key, bucket)) is matched
+
+
+def _pattern(synth: Synth, rule: dict) -> dict:
+    return json.loads(json.dumps(rule["EventPattern"]).replace(json.dumps({"Ref": _data_bucket(synth)}), '"data"'))
+
+
+def _upload(key: str, bucket: str = "data") -> dict:
+    return {"source": "aws.s3", "detail-type": "Object Created",
+            "detail": {"bucket": {"name": bucket}, "object": {"key": key, "size": 1}}}
+
+
+@pytest.mark.parametrize("key", [
+    "datasets/iris/a.csv", "datasets/iris/2024/a.csv.gz", "datasets/iris/a.CSV", "datasets/iris/a.csv.bak",
+    "datasets/irs/a.csv", "datasets/iris.csv", "datasets/iris/",
+    "batch/iris/a.csv", "batch/iris/2024/05/a.csv", "batch/iris/a.CSV", "batch/iris/a.csv.gz", "batch/iris/a.txt",
+    "batch/irs/a.csv", "batch/iris.csv", "batch/iris/", "batch/",
+])
+def test_the_function_says_a_run_started_exactly_when_a_model_upload_rule_matches(synth, key):
+    """Its suffixes are the rules' (infra/pipeline.py dataset_key_pattern, infra/batch.py batch_key_pattern):
+    a key some model's upload rule takes is ``dataset`` / ``batch``, any other is reported."""
+    from functions.pipeline.uploads import classify
+    from localcloud.events import matches
+
+    upload_rules = [r["Properties"] for lid, r in synth.resources("AWS::Events::Rule").items()
+                    if not lid.startswith("UploadsRule")
+                    and r["Properties"].get("EventPattern", {}).get("source") == ["aws.s3"]]
+    assert synth.stack.config.model_names == ["iris"]  # cdk.json's
+    assert len(upload_rules) == 2  # iris's pipeline and batch upload rules
+    started = any(matches(_pattern(synth, r), _upload(key)) for r in upload_rules)
+    verdict = classify(key, synth.stack.config.model_names).verdict
+    assert (verdict in ("dataset", "batch")) is started, (key, verdict)
 
 
 def test_the_function_knows_the_models_and_may_only_write_its_log(synth):
@@ -134,7 +170,7 @@ def test_the_function_has_its_errors_and_throttles_alarms(synth):
 def test_the_dashboard_shows_both_metrics_and_the_alarm(synth):
     text = _dashboard_text(synth)
     assert '"UnownedUploads"' in text and '"IgnoredUploads"' in text
-    assert "Uploads under datasets/ that started no run" in text
+    assert "Uploads under datasets/ or batch/ that started no run" in text
     alarm_id = next(lid for lid, a in synth.resources("AWS::CloudWatch::Alarm").items()
                     if a["Properties"]["AlarmName"] == "Shipyard-unowned-uploads")
     assert alarm_id in text  # the alarm status widget lists it

@@ -1,5 +1,5 @@
-"""The uploads function (functions/pipeline/uploads.py): which uploads under ``datasets/`` it
-reports, what it says, and the metric it emits (issue 13, item 3)."""
+"""The uploads function (functions/pipeline/uploads.py): which uploads under ``datasets/`` and
+``batch/`` it reports, what it says, and the metric it emits (issue 13, item 3; batch scoring)."""
 from __future__ import annotations
 
 import io
@@ -92,6 +92,87 @@ def test_without_models_every_upload_is_unowned_and_the_message_says_why():
     assert verdict.message.endswith("configured models: none (context.shipyard.models in cdk.json is empty)")
 
 
+# --------------------------------------------------------------------------- batch/ (batch scoring)
+
+
+@pytest.mark.parametrize("key", ["batch/penguins/nightly.csv", "batch/penguins/2024/05/nightly.csv",
+                                 "batch/house-prices/x.csv"])
+def test_batch_inputs_of_a_model_are_left_to_its_batch_rule(key):
+    verdict = classify(key, MODELS)
+    assert (verdict.verdict, verdict.metric, verdict.level) == ("batch", None, logging.DEBUG)
+    assert (verdict.model, verdict.prefix) == (key.split("/")[1], f"batch/{key.split('/')[1]}/")
+    assert verdict.message.endswith("starts the batch scoring run")
+
+
+def test_a_typo_in_the_batch_folder_is_unowned_and_names_the_closest_model():
+    verdict = classify("batch/penguin/nightly.csv", MODELS)  # found by hand: the model is `penguins`
+    assert (verdict.verdict, verdict.metric, verdict.level) == ("unowned", "UnownedUploads", logging.WARNING)
+    assert (verdict.prefix, verdict.model, verdict.closest) == ("batch/penguin/", None, "penguins")
+    assert verdict.message == (
+        "unowned upload: batch/penguin/nightly.csv is under batch/penguin/, which no model owns, so it started no "
+        "batch scoring run. Did you mean batch/penguins/ (model 'penguins')? Expected batch/<model>/<name>.csv, "
+        "or add the model to cdk.json and deploy; configured models: animals, penguins, iris, house-prices")
+
+
+@pytest.mark.parametrize(("key", "closest"), [
+    ("batch/Iris/x.csv", "iris"),
+    ("batch/churn/x.csv", None),                 # nothing close: no guess
+    ("batch/penguin/nightly.CSV", "penguins"),   # the folder is the mistake, whatever the file
+    ("batch/penguin/sub/x.csv.gz", "penguins"),
+])
+def test_every_upload_under_a_batch_folder_no_model_owns_is_unowned(key, closest):
+    verdict = classify(key, MODELS)
+    assert (verdict.verdict, verdict.metric, verdict.level, verdict.closest) == (
+        "unowned", "UnownedUploads", logging.WARNING, closest)
+    assert ("Did you mean" in verdict.message) is (closest is not None)
+    assert "started no batch scoring run" in verdict.message and "pipeline" not in verdict.message
+
+
+@pytest.mark.parametrize(("key", "level", "hint"), [
+    ("batch/penguins/nightly.CSV", logging.WARNING, "the suffix is case-sensitive: rename it to nightly.csv"),
+    ("batch/penguins/nightly.csv.gz", logging.WARNING,
+     "batch scoring reads plain CSV only, a gzip file is not read: upload it uncompressed as nightly.csv"),
+    ("batch/penguins/2024/n.CSV.GZ", logging.WARNING,
+     "batch scoring reads plain CSV only, a gzip file is not read: upload it uncompressed as n.csv"),
+    ("batch/penguins/notes.txt", logging.INFO, "only keys ending .csv are batch inputs"),
+    ("batch/penguins/", logging.INFO, "a folder placeholder"),
+])
+def test_a_file_in_a_model_batch_folder_that_is_not_a_batch_input_is_ignored_and_said_so(key, level, hint):
+    verdict = classify(key, MODELS)
+    assert (verdict.verdict, verdict.metric, verdict.level, verdict.model) == (
+        "ignored", "IgnoredUploads", level, "penguins")
+    assert verdict.message == (f"ignored: not a batch input (.csv): {key} is under model 'penguins''s prefix "
+                               f"batch/penguins/ but started no batch scoring run ({hint})")
+
+
+def test_a_csv_directly_under_batch_is_unowned_with_the_folder_it_belongs_in():
+    verdict = classify("batch/iris.csv", MODELS)
+    assert (verdict.verdict, verdict.metric, verdict.level, verdict.prefix, verdict.closest) == (
+        "unowned", "UnownedUploads", logging.WARNING, "batch/", "iris")
+    assert "is directly under batch/, in no model's folder, so it started no batch scoring run." in verdict.message
+    assert "Did you mean batch/iris/iris.csv (model 'iris')?" in verdict.message
+    nameless = classify("batch/nightly.csv", MODELS)
+    assert (nameless.verdict, nameless.closest) == ("unowned", None) and "Did you mean" not in nameless.message
+
+
+@pytest.mark.parametrize(("key", "level"), [
+    ("batch/", logging.INFO),             # the console's folder for the prefix itself
+    ("batch/README.md", logging.INFO),    # notes beside the model folders: no data lost
+    ("batch/penguin/", logging.WARNING),  # a folder for a model that does not exist: said, not alarmed
+])
+def test_batch_placeholders_and_notes_outside_model_folders_are_ignored_not_unowned(key, level):
+    verdict = classify(key, MODELS)
+    assert (verdict.verdict, verdict.metric, verdict.level) == ("ignored", "IgnoredUploads", level)
+    if key == "batch/penguin/":
+        assert "which no model owns" in verdict.message and "batch/penguins/" in verdict.message
+
+
+def test_a_key_under_neither_prefix_is_said_not_counted():
+    verdict = classify("evaluation/iris/x.csv", MODELS)
+    assert (verdict.verdict, verdict.metric, verdict.level) == ("ignored", None, logging.INFO)
+    assert "under none of datasets/, batch/" in verdict.message
+
+
 def test_closest_model():
     assert closest_model("penguin", MODELS) == "penguins"
     assert closest_model("IRIS", MODELS) == "iris"
@@ -163,3 +244,23 @@ def test_handler_refuses_a_bad_models_list(monkeypatch):
     monkeypatch.setenv("SHIPYARD_MODELS", "iris")
     with pytest.raises(uploads.UploadEventError, match="SHIPYARD_MODELS must be a JSON list"):
         uploads.handler(_event("datasets/iris/data.csv"), LambdaContext())
+
+
+def test_handler_warns_about_an_unowned_batch_upload_and_emits_unowned_uploads(monkeypatch, output):
+    monkeypatch.setenv("SHIPYARD_MODELS", json.dumps(MODELS))
+    answer = uploads.handler(_event("batch/penguin/nightly.csv"), LambdaContext())
+    assert (answer["verdict"], answer["closest"], answer["prefix"]) == ("unowned", "penguins", "batch/penguin/")
+    lines = _lines(output())
+    (log,) = [line for line in lines if "message" in line]
+    assert log["level"] == "WARNING" and log["verdict"] == "unowned"
+    assert "started no batch scoring run. Did you mean batch/penguins/ (model 'penguins')?" in log["message"]
+    (emf,) = [line for line in lines if "_aws" in line]
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Bucket"]]
+    assert emf["UnownedUploads"] == [1.0] and emf["Bucket"] == "shipyard-data"
+
+
+def test_handler_is_quiet_about_a_batch_input(monkeypatch, output):
+    monkeypatch.setenv("SHIPYARD_MODELS", json.dumps(MODELS))
+    monkeypatch.delenv("POWERTOOLS_LOG_LEVEL", raising=False)
+    assert uploads.handler(_event("batch/penguins/nightly.csv"), LambdaContext())["verdict"] == "batch"
+    assert not [line for line in _lines(output()) if "_aws" in line or "message" in line]
