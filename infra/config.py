@@ -267,11 +267,12 @@ class ConcurrencyConfig:
 
 @dataclass(frozen=True)
 class UploadsConfig:
-    """Reporting of uploads under ``datasets/`` that start no run (infra/uploads.py)."""
+    """Reporting of uploads under ``datasets/`` and ``batch/`` that start no run (infra/uploads.py)."""
 
     alarm_unowned: bool = True
-    """Alarm (to the alarm topic) on the first upload under a ``datasets/<folder>/`` no model owns:
-    a typo in the folder silently loses a training run. The warning and the metric are always on."""
+    """Alarm (to the alarm topic) on the first upload under a ``datasets/<folder>/`` or
+    ``batch/<folder>/`` no model owns: a typo in the folder silently loses a training or batch scoring
+    run. The warning and the metric are always on."""
 
 
 @dataclass(frozen=True)
@@ -772,8 +773,8 @@ def _load_uploads(raw) -> UploadsConfig:
     alarm = raw.get("alarm_unowned", UploadsConfig.alarm_unowned)
     if not isinstance(alarm, bool):
         quoted = " (a quoted string: write true or false without quotes)" if isinstance(alarm, str) else ""
-        raise ConfigError("uploads.alarm_unowned", f"expected true (alarm on uploads under a datasets/ folder "
-                          f"no model owns, the default) or false, got {alarm!r}{quoted}")
+        raise ConfigError("uploads.alarm_unowned", "expected true (alarm on uploads under a datasets/ or batch/ "
+                          f"folder no model owns, the default) or false, got {alarm!r}{quoted}")
     return UploadsConfig(alarm_unowned=alarm)
 
 

@@ -529,13 +529,14 @@ class StackAlarms(Construct):
         return self.batch_alarm
 
     def watch_uploads(self, uploads, name: str = "unowned-uploads") -> cloudwatch.Alarm:
-        """Any upload under a ``datasets/<folder>/`` no model owns (``UploadMonitor``'s
-        ``UnownedUploads`` >= 1 in a period): a typo in the folder that silently lost a training run."""
+        """Any upload under a ``datasets/<folder>/`` or ``batch/<folder>/`` no model owns (``UploadMonitor``'s
+        ``UnownedUploads`` >= 1 in a period): a typo in the folder that silently lost a training or
+        batch scoring run."""
         self.uploads_alarm = self._alarm(
             uploads.metric_unowned_uploads(self.period), name,
-            "An upload under datasets/ is in a folder no model owns (a typo such as datasets/penguin/ for model "
-            "penguins?), so it started no pipeline run; the uploads function's log names the key, the configured "
-            "models and the closest one (docs/datasets.md)", 1)
+            "An upload under datasets/ or batch/ is in a folder no model owns (a typo such as datasets/penguin/ for "
+            "model penguins?), so it started no pipeline or batch scoring run; the uploads function's log names the "
+            "key, the configured models and the closest one (docs/datasets.md)", 1)
         return self.uploads_alarm
 
     def watch_dead_letters(self, queue: sqs.IQueue, name: str = "event-dead-letters") -> cloudwatch.Alarm:
