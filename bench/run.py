@@ -273,5 +273,12 @@ def table(results: dict) -> str:
                          f"Lambda, {'Train state' if what == 'train' else 'whole execution'}, median of "
                          f"{job['rounds']} | {job[f'job_{what}_s']:.2f} s | {job[f'lambda_{what}_s']:.2f} s | "
                          f"{_fmt(job[f'job_vs_lambda_{what}'])}× | |")
+    scored = results.get("batch")
+    if scored is not None:
+        floor = scored["floor"]
+        lines.append(f"| batch scoring of a {scored['rows']:,}-row CSV on the local cloud, upload to summary "
+                     f"({scored['batches']} batches), vs the floor (one process: parse the CSV, one session run), "
+                     f"rows/s | {scored['rows_per_s']:,} ({scored['seconds']:.1f} s) | {floor['rows_per_s']:,} "
+                     f"({floor['seconds']:.1f} s) | {_fmt(scored['batch_vs_floor'])} | {_goal('batch_vs_floor_1m')} |")
     lines += ["", "ratios: " + json.dumps(results["ratios"])]
     return "\n".join(lines)
