@@ -200,8 +200,8 @@ def test_alarm_unowned_defaults_to_true():
 
 @pytest.mark.parametrize(("raw", "key", "message"), [
     ({"uploads": {"alarm_unowned": "false"}}, "uploads.alarm_unowned",
-     "expected true (alarm on uploads under a datasets/ or batch/ folder no model owns, the default) or false, got 'false' "
-     "(a quoted string: write true or false without quotes)"),
+     "expected true (alarm on uploads under a datasets/ or batch/ folder no model owns, the default) or false, "
+     "got 'false' (a quoted string: write true or false without quotes)"),
     ({"uploads": {"alarm_unowned": 0}}, "uploads.alarm_unowned", "or false, got 0"),
     ({"uploads": {"alarm_unowed": True}}, "uploads.alarm_unowed",
      "unknown key (did you mean 'alarm_unowned'?); expected one of: alarm_unowned"),
