@@ -66,14 +66,21 @@ def _follow(sfn, s3, execution_arn: str, bucket: str, prefix: str, timeout: floa
     """Poll until the run ends; output parts written so far on stderr."""
     deadline = None if timeout is None else time.time() + timeout
     seen = -1
+
+    def parts() -> int:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "part-")
+        return sum(page.get("KeyCount", 0) for page in pages)
+
     while True:
         d = sfn.describe_execution(executionArn=execution_arn)
-        if d["status"] != "RUNNING":
+        if d["status"] != "RUNNING":  # the last word on the parts, however fast the run was
+            n = parts()
+            print(f"{d['status'].lower()}: {n} part file{'s' if n != 1 else ''} written", file=sys.stderr)
             return d
-        parts = s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "part-").get("KeyCount", 0)
-        if parts != seen:
-            print(f"running: {parts} part file{'s' if parts != 1 else ''} written", file=sys.stderr)
-            seen = parts
+        n = parts()
+        if n != seen:
+            print(f"running: {n} part file{'s' if n != 1 else ''} written", file=sys.stderr)
+            seen = n
         if deadline is not None and time.time() > deadline:
             return d
         _sleep(1.0)
