@@ -259,7 +259,11 @@ def cmd_local_up(args) -> int:
     cloud = start_local_cloud(args.aws_port, args.api_port, assembly=args.assembly, iam=args.iam == "on",
                               state_dir=args.state_dir)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C and SIGTERM both stop the cloud (and save the state). SIGINT explicitly: a process started
+    # with SIGINT ignored (a background job of a script, a test runner's worker) would otherwise never
+    # stop on Ctrl-C, as Python leaves an inherited SIG_IGN in place.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         env = cloud.environment()
         print(f"started in {cloud.startup_seconds:.1f}s; point the AWS CLI, boto3 or shipyard at it with:",

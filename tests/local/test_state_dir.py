@@ -269,7 +269,10 @@ def test_local_up_saves_the_state_when_interrupted(shipyard_assembly, tmp_path):
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "local", "up", "--aws-port", "0",
                                  "--api-port", "0", "--assembly", str(shipyard_assembly), "--state-dir", str(state)],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                # started with SIGINT ignored, as a script's background job is (and as a
+                                # test worker was): Ctrl-C must stop it all the same. It hung for ever before.
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         lines, stdout = [], _lines(proc.stdout)
         while not lines or lines[-1] != "ready":
