@@ -74,16 +74,17 @@ def test_a_file_in_a_model_folder_that_is_not_a_dataset_is_ignored_and_said_so(k
     assert verdict.message.endswith(f"({hint})")
 
 
-@pytest.mark.parametrize(("key", "level"), [
-    ("datasets/", logging.INFO),             # the console's folder for the prefix itself
-    ("datasets/README.md", logging.INFO),     # notes beside the model folders: no data lost
-    ("datasets/penguin/", logging.WARNING),   # a folder for a model that does not exist: said, not alarmed
+@pytest.mark.parametrize("prefix", ["datasets/", "batch/"])
+@pytest.mark.parametrize(("name", "level"), [
+    ("", logging.INFO),                  # the console's folder for the prefix itself
+    ("README.md", logging.INFO),         # notes beside the model folders: no data lost
+    ("penguin/", logging.WARNING),       # a folder for a model that does not exist: said, not alarmed
 ])
-def test_placeholders_and_notes_outside_model_folders_are_ignored_not_unowned(key, level):
-    verdict = classify(key, MODELS)
+def test_placeholders_and_notes_outside_model_folders_are_ignored_not_unowned(prefix, name, level):
+    verdict = classify(prefix + name, MODELS)
     assert (verdict.verdict, verdict.metric, verdict.level) == ("ignored", "IgnoredUploads", level)
-    if key == "datasets/penguin/":
-        assert "which no model owns" in verdict.message and "datasets/penguins/" in verdict.message
+    if name == "penguin/":
+        assert "which no model owns" in verdict.message and f"{prefix}penguins/" in verdict.message
 
 
 def test_without_models_every_upload_is_unowned_and_the_message_says_why():
@@ -153,18 +154,6 @@ def test_a_csv_directly_under_batch_is_unowned_with_the_folder_it_belongs_in():
     assert "Did you mean batch/iris/iris.csv (model 'iris')?" in verdict.message
     nameless = classify("batch/nightly.csv", MODELS)
     assert (nameless.verdict, nameless.closest) == ("unowned", None) and "Did you mean" not in nameless.message
-
-
-@pytest.mark.parametrize(("key", "level"), [
-    ("batch/", logging.INFO),             # the console's folder for the prefix itself
-    ("batch/README.md", logging.INFO),    # notes beside the model folders: no data lost
-    ("batch/penguin/", logging.WARNING),  # a folder for a model that does not exist: said, not alarmed
-])
-def test_batch_placeholders_and_notes_outside_model_folders_are_ignored_not_unowned(key, level):
-    verdict = classify(key, MODELS)
-    assert (verdict.verdict, verdict.metric, verdict.level) == ("ignored", "IgnoredUploads", level)
-    if key == "batch/penguin/":
-        assert "which no model owns" in verdict.message and "batch/penguins/" in verdict.message
 
 
 def test_a_key_under_neither_prefix_is_said_not_counted():
