@@ -25,6 +25,7 @@ from functions.core.eventbus import put_event
 from functions.core.layout import BATCH_SCORED, PREDICTIONS_PREFIX
 from functions.core.registry import Registry, utc_iso
 from functions.core.schema import FeatureSchema
+from functions.pipeline.steps import failure_reason
 
 # A version must have been trained to be scored with (a failed or training one has no model).
 SCORABLE = ("candidate", "production", "archived", "rejected")
@@ -227,13 +228,7 @@ def record_run(registry: Registry, summary: dict, summary_key: str | None) -> No
 
 def fail(event: dict, registry: Registry, events: Any) -> dict:
     """The run failed (a refusal, or the Map past its tolerated failures): the registry item says why."""
-    error = event.get("error") or {}
-    cause = str(error.get("Cause") or "")
-    try:  # a Lambda error's Cause is its JSON errorMessage
-        cause = json.loads(cause).get("errorMessage") or cause
-    except (ValueError, AttributeError):
-        pass
-    reason = f"{error.get('Error') or 'Error'}: {cause}"[:1000]
+    reason = failure_reason(event.get("error"))  # the pipeline's: `<Error>: <message>`, bounded
     batch = event.get("batch") or {}
     obj = batch.get("object") or event.get("object") or {}
     summary = {"model": event["model"], "run": str(event["run_id"]), "status": "failed", "reason": reason,

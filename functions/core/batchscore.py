@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from functions.core.dataset import _fast_numbers, cell_value, is_missing
-from functions.core.onnx_model import OnnxModel
+from functions.core.onnx_model import OnnxModel, _labels
 from functions.core.schema import FLOAT32_MAX, NUMBER, SchemaError, _cell
 
 ERROR_HEADER = ("line", "column", "value", "message")
@@ -226,7 +226,7 @@ def _part_csv(columns: Sequence[str], rows: Sequence[Mapping[str, str]], good: n
     picked = rows if len(good) == len(rows) else [rows[i] for i in good.tolist()]
     out_columns: list[list[str]] = [_quoted_column(picked, c) for c in columns]
     if labels is not None:
-        out_columns.append(_quoted([str(v) for v in labels.tolist()]))
+        out_columns.append(_quoted([str(v) for v in _labels(labels)]))  # the API's labels (bytes decoded)
         # repr of the float the API answers (float32 widened to float64: tolist), which reads back as
         # exactly that value; Python's float repr is ~50x faster than numpy's float32 astype(str)
         out_columns.extend(list(map(repr, probabilities[:, k].tolist())) for k in range(probabilities.shape[1]))
