@@ -188,3 +188,33 @@ def test_shipyard_batch_wait_on_a_file(cloud, production, monkeypatch, tmp_path,
     assert (summary["status"], summary["rows"], summary["refused"]) == ("succeeded", 800, len(bad))
     # the end says how many parts there are, even when the run finished before the first look
     assert "succeeded: 1 part file written" in out.err.splitlines(), out.err
+
+
+def test_a_pinned_version_scores_with_that_version_and_a_missing_one_fails_clearly(
+        cloud, registry_module, monkeypatch, tmp_path, capsys):
+    """The issue's "the production version (or a pinned one)": `shipyard batch --version N`. A model
+    of its own (this module's others rely on MODEL's production), trained twice on the same real
+    data: two versions, one serving, the other archived or rejected; the other one is pinned."""
+    from infra import cli
+
+    model = "penguins-hgb"
+    for name in ("first.csv", "again.csv"):
+        execution = Run(cloud, model, realdata.penguins(), name).execution()
+        assert execution["status"] == "SUCCEEDED", execution
+    serving = int(registry_module.get_alias(model))
+    other = next(int(v["version"]) for v in registry_module.list_versions(model)
+                 if int(v["version"]) != serving and v.get("artifact_key"))
+    (tmp_path / "cdk.json").write_text(json.dumps({"context": {"shipyard": CONFIG}}))
+    monkeypatch.chdir(tmp_path)
+    for k, v in cloud.environment().items():
+        monkeypatch.setenv(k, v)
+    body, bad = _batch_file(300, seed=5)
+    (tmp_path / "pinned.csv").write_bytes(body)
+    assert cli.main(["batch", model, "pinned.csv", "--version", str(other), "--wait", "--timeout", "240"]) == 0
+    summary = json.loads("\n".join(capsys.readouterr().out.splitlines()[2:]))
+    assert (summary["status"], summary["version"], summary["scored"]) == ("succeeded", other, 300 - len(bad))
+    assert other != serving
+
+    assert cli.main(["batch", model, "pinned.csv", "--version", "99", "--wait", "--timeout", "240"]) == 1
+    err = capsys.readouterr().err
+    assert "failed" in err and "99" in err, err
