@@ -55,6 +55,7 @@ __all__ = [
     "ConfigError",
     "DriftConfig",
     "ModelSpec",
+    "ReleaseConfig",
     "ShipyardConfig",
     "UploadsConfig",
     "CLASSIFIERS",
@@ -223,6 +224,44 @@ class ComputeConfig:
 
 
 @dataclass(frozen=True)
+class ReleaseConfig:
+    """How a candidate that passed the gate reaches production (docs/release.md).
+
+    ``approval``: ``auto`` or ``manual`` (the run waits on a task token until someone approves or
+    rejects, at most ``approval_timeout`` seconds, then it is rejected). ``mode``: ``all_at_once``,
+    ``canary`` (``percent`` of the traffic for ``bake`` seconds, then all; rolled back when one of its
+    alarms fires: more than ``max_errors`` failed predictions in a minute, or p99 latency above
+    ``max_latency_ms`` for 3 minutes) or ``shadow`` (the candidate scores a copy of the traffic for
+    ``bake`` seconds; then the rule ``agreement`` (at least ``min_samples`` shadowed predictions, of
+    which this share agree with production; a regression prediction agrees within ``tolerance``)
+    promotes or rejects it, or, without a rule, a person decides as with ``approval: manual``)."""
+
+    approval: str = "auto"
+    approval_timeout: int = 86400
+    mode: str = "all_at_once"
+    percent: float = 10.0
+    bake: int = 1800
+    agreement: float | None = None
+    tolerance: float = 0.0
+    min_samples: int = 100
+    max_errors: int = 0
+    max_latency_ms: float = 1000.0
+
+    @property
+    def is_progressive(self) -> bool:
+        """Anything but an automatic all-at-once promotion (the pipeline has more to do after the gate)."""
+        return self.approval == "manual" or self.mode != "all_at_once"
+
+    def document(self) -> dict:
+        """What the execution input carries (``spec.release``): the state machine's choices and waits
+        read it (``approval_timeout`` is the approval task's ``TimeoutSecondsPath``)."""
+        return {"approval": self.approval, "approval_timeout": self.approval_timeout, "mode": self.mode,
+                "percent": self.percent, "bake": self.bake, "agreement": self.agreement,
+                "tolerance": self.tolerance, "min_samples": self.min_samples, "max_errors": self.max_errors,
+                "max_latency_ms": self.max_latency_ms}
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     target: str
@@ -235,6 +274,7 @@ class ModelSpec:
     holdout: float = 0.2
     drift: DriftConfig = field(default_factory=DriftConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
 
     @property
     def is_classifier(self) -> bool:
@@ -298,8 +338,15 @@ CONCURRENCY_KEYS = ("inference", "training")
 API_KEYS = ("auth", "rate_limit", "burst_limit", "cloudwatch_role")
 MODEL_KEYS = (
     "target", "task", "estimator", "params", "metric", "min_score", "max_regression",
-    "holdout", "drift", "compute",
+    "holdout", "drift", "compute", "release",
 )
+RELEASE_KEYS = ("approval", "approval_timeout", "mode", "percent", "bake", "agreement", "tolerance",
+                "min_samples", "max_errors", "max_latency_ms")
+APPROVALS = ("auto", "manual")
+RELEASE_MODES = ("all_at_once", "canary", "shadow")
+MAX_APPROVAL_TIMEOUT_SECONDS = 30 * 86400  # a month; a Standard execution may run a year
+MIN_BAKE_SECONDS = 60  # the per-version alarms' period: a shorter bake could not see one datapoint
+MAX_BAKE_SECONDS = 7 * 86400
 DRIFT_KEYS = ("schedule", "threshold", "share", "retrain", "window")
 COMPUTE_KEYS = ("type", "memory", "instance_type", "volume_gb", "max_runtime")
 COMPUTE_TYPES = ("lambda", "sagemaker")
@@ -675,6 +722,7 @@ def _load_model(name, raw) -> ModelSpec:
                         high_open=True),
         drift=_load_drift(raw.get("drift", {}), name),
         compute=_load_compute(raw.get("compute", {}), name),
+        release=_load_release(raw.get("release", {}), name, task),
     )
     if spec.compute.is_sagemaker and (chars := spec_hyperparameter_chars(spec)) > MAX_HYPERPARAMETER_CHARS:
         raise ConfigError("params", f"the model's spec is {chars:,} characters as JSON, more than the "
@@ -726,6 +774,55 @@ def _load_sagemaker(raw: Mapping, model: str) -> ComputeConfig:
         raise ConfigError("compute.max_runtime", f"{raw['max_runtime']!r} is {runtime:,} seconds, more than "
                           f"SageMaker's limit of 28 days ({MAX_RUNTIME_SECONDS:,} seconds)", model=model)
     return ComputeConfig(type="sagemaker", instance_type=instance, volume_gb=volume, max_runtime=runtime)
+
+
+def _load_release(raw, model: str, task: str) -> ReleaseConfig:
+    raw = _mapping(raw, "release", model)
+    _check_keys(raw, RELEASE_KEYS, "release.", model)
+    d = ReleaseConfig()
+    approval = _choice(raw.get("approval", d.approval), APPROVALS, "release.approval", model)
+    mode = _choice(raw.get("mode", d.mode), RELEASE_MODES, "release.mode", model)
+    timeout = _duration_seconds(raw.get("approval_timeout", d.approval_timeout), "release.approval_timeout", model)
+    if timeout > MAX_APPROVAL_TIMEOUT_SECONDS:
+        raise ConfigError("release.approval_timeout", f"{raw['approval_timeout']!r} is {timeout:,} seconds; expected "
+                          f"at most 30 days ({MAX_APPROVAL_TIMEOUT_SECONDS:,} s)", model=model)
+    bake = _duration_seconds(raw.get("bake", d.bake), "release.bake", model)
+    if not MIN_BAKE_SECONDS <= bake <= MAX_BAKE_SECONDS:
+        raise ConfigError("release.bake", f"{raw['bake']!r} is {bake:,} seconds; expected from 1 minute (the "
+                          f"per-version alarms' period) to 7 days", model=model)
+    percent = _number(raw.get("percent", d.percent), "release.percent", model, low=0, high=100,
+                      low_open=True, high_open=True)
+    agreement = raw.get("agreement", d.agreement)
+    if agreement is not None:
+        agreement = _number(agreement, "release.agreement", model, low=0, high=1, low_open=True)
+    tolerance = _number(raw.get("tolerance", d.tolerance), "release.tolerance", model, low=0)
+    for key in ("percent",):
+        if key in raw and mode != "canary":
+            raise ConfigError(f"release.{key}", f"applies to release.mode 'canary' only, and this model's mode is "
+                              f"{mode!r}; expected mode 'canary' with it, or no release.{key}", model=model)
+    for key in ("agreement", "tolerance", "min_samples"):
+        if key in raw and mode != "shadow":
+            raise ConfigError(f"release.{key}", f"applies to release.mode 'shadow' only (the rule that ends a shadow "
+                              f"release), and this model's mode is {mode!r}; expected mode 'shadow' with it, or no "
+                              f"release.{key}", model=model)
+    if "tolerance" in raw and task != "regression":
+        raise ConfigError("release.tolerance", "applies to regression models only (how far a shadow prediction may "
+                          "be from production's and still agree); a classification agrees on the class", model=model)
+    if "bake" in raw and mode == "all_at_once":
+        raise ConfigError("release.bake", "applies to release.mode 'canary' or 'shadow' only; this model's mode is "
+                          "'all_at_once', which promotes at once", model=model)
+    if "approval_timeout" in raw and approval != "manual" and mode != "shadow":
+        raise ConfigError("release.approval_timeout", "applies when a person decides (release.approval 'manual', or "
+                          "a shadow release without an agreement rule); expected release.approval 'manual' with it",
+                          model=model)
+    return ReleaseConfig(
+        approval=approval, approval_timeout=timeout, mode=mode, percent=percent, bake=bake, agreement=agreement,
+        tolerance=tolerance,
+        min_samples=_integer(raw.get("min_samples", d.min_samples), "release.min_samples", model, low=1),
+        max_errors=_integer(raw.get("max_errors", d.max_errors), "release.max_errors", model, low=0),
+        max_latency_ms=_number(raw.get("max_latency_ms", d.max_latency_ms), "release.max_latency_ms", model,
+                               low=0, low_open=True),
+    )
 
 
 def _mib(n: int) -> str:

@@ -8,6 +8,15 @@ Table layout (docs/architecture.md):
                                                          actor, at, seq  (in the audit table)
   claim    pk=MODEL#<model>   sk=R#<claim id>             kind=run-claim, model, dataset, execution_arn, version, at
   drift    pk=MODEL#<model>   sk=D#<checked_at>#<8 hex>   kind=drift_check, the check's summary
+  approval pk=MODEL#<model>   sk=T#<10-digit version>     kind=approval, task_token, execution_arn, requested_at,
+                                                         timeout_at, decision, actor, reason, decided_at
+  release  pk=MODEL#<model>   sk=L#<at>#<8 hex>           kind, version, actor, reason, ... (in the audit table:
+                                                         the release log, append-only like alias moves)
+
+The model item's ``release`` attribute is the release running now (docs/release.md): ``{"id", "mode"
+(canary|shadow), "version", "production", "percent", "bake", "started_at", "execution_arn"}``. Every
+move of the production alias removes it in the same transaction, so a canary or shadow never
+outlives a promotion or rollback, by hand or not.
 
 Every state change is guarded by a condition expression, so concurrent writers
 cannot corrupt it; alias moves are one TransactWriteItems.
@@ -29,8 +38,12 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-# Versions an alias may point at; failed/rejected/training never serve.
-ALIAS_ELIGIBLE = ("candidate", "archived", "production")
+# Versions an alias may point at; failed/rejected/training never serve, nor one awaiting approval.
+ALIAS_ELIGIBLE = ("candidate", "archived", "production", "canary", "shadow")
+RELEASE_MODES = ("canary", "shadow")  # a version's status while its release runs
+# What a version may be while a person decides (docs/release.md): status, then approval item's decision.
+AWAITING_APPROVAL = "awaiting_approval"
+DECISIONS = ("approve", "reject")
 RECORD_KEYS = (
     "model", "version", "status", "created_at", "updated_at", "artifact_key", "artifact_sha256",
     "artifact_version_id", "schema", "metrics", "estimator", "params", "lineage", "execution_arn", "reason",
@@ -43,6 +56,8 @@ MOVE_KINDS = ("promote", "rollback")  # an audit event's `kind`
 CLAIM_SK_PREFIX = "R#"
 DRIFT_SK_PREFIX = "D#"
 BATCH_SK_PREFIX = "B#"  # batch scoring runs: B#<run id> (docs/batch.md)
+APPROVAL_SK_PREFIX = "T#"  # manual approvals: T#<10-digit version> (the task token lives here, not on the version)
+RELEASE_LOG_SK_PREFIX = "L#"  # the release log in the audit table: L#<at>#<8 hex>
 
 
 class RegistryError(Exception):
@@ -63,6 +78,15 @@ class AliasConflict(RegistryError):
 
 class InvalidTransition(RegistryError):
     """The version's status does not allow the requested change."""
+
+
+class ReleaseConflict(RegistryError):
+    """The release is not (or no longer) the one the caller named: another release, a promotion or a
+    rollback came in between."""
+
+
+class ApprovalError(RegistryError):
+    """The version is not awaiting a decision (none was asked for, or one was already made)."""
 
 
 # ---------------------------------------------------------------- value conversion
@@ -267,9 +291,9 @@ class Registry:
         if item is None:
             if model not in self.known_models:
                 raise ModelNotFound(f"model {model!r} is not configured and has no versions")
-            return {"name": model, "aliases": {}, "latest_version": None}
+            return {"name": model, "aliases": {}, "latest_version": None, "release": None}
         return {"name": model, "aliases": dict(item.get("aliases") or {}),
-                "latest_version": item.get("next_version") or None}
+                "latest_version": item.get("next_version") or None, "release": item.get("release")}
 
     # ------------------------------------------------------------ versions
 
@@ -382,14 +406,18 @@ class Registry:
                                 idempotent_on={"artifact_sha256": artifact_sha256})
 
     def record_failure(self, model: str, version: int, reason: str,
-                       only_from: tuple[str, ...] = ("training", "candidate")) -> dict:
-        """training|candidate (or only the statuses in `only_from`) -> failed, with the reason."""
+                       only_from: tuple[str, ...] = ("training", "candidate", AWAITING_APPROVAL, *RELEASE_MODES)
+                       ) -> dict:
+        """training|candidate|awaiting_approval|canary|shadow (or only the statuses in `only_from`) -> failed,
+        with the reason. A release of the version is not ended here: ``end_release`` does that."""
         return self._transition(model, version, "failed", only_from, {"reason": reason},
                                 idempotent_on={"reason": reason})
 
     def record_rejection(self, model: str, version: int, reason: str, metrics: dict | None = None) -> dict:
-        """candidate -> rejected, with the reason; `metrics` keys are merged into the stored metrics."""
-        return self._transition(model, version, "rejected", ("candidate",), {"reason": reason},
+        """candidate (or awaiting_approval, canary, shadow) -> rejected, with the reason; `metrics` keys are
+        merged into the stored metrics."""
+        return self._transition(model, version, "rejected", ("candidate", AWAITING_APPROVAL, *RELEASE_MODES),
+                                {"reason": reason},
                                 merge={"metrics": metrics} if metrics else None,
                                 idempotent_on={"reason": reason})
 
@@ -491,7 +519,8 @@ class Registry:
         return _plain(resp.get("Item", {})).get("aliases", {}).get(alias)
 
     def move_alias(self, model: str, alias: str, to_version: int, *, expected: int | None,
-                   reason: str, actor: str, kind: str = "promote", expected_seq: Any = ...) -> dict:
+                   reason: str, actor: str, kind: str = "promote", expected_seq: Any = ...,
+                   release_id: str | None = None) -> dict:
         """Atomically point `alias` at `to_version` if it currently is `expected`; append an audit event.
 
         Returns the event written, with ``moved`` True (``moved`` is not stored). When the alias
@@ -499,7 +528,9 @@ class Registry:
         the answer is ``{"model", "alias", "from_version": N, "to_version": N, "kind", "seq": None,
         "moved": False}``. `kind` (``promote`` or ``rollback``) is stored on the event; a given
         `expected_seq` (the alias's ``alias_seq``, the newest event's ``seq``) must also still hold,
-        so a move computed from the audit history fails if another move came in between.
+        so a move computed from the audit history fails if another move came in between. A given
+        `release_id` must still be the model's running release (``ReleaseConflict`` otherwise): the end
+        of a canary promotes only if no other release replaced it meanwhile.
         """
         _check_model(model), _check_alias(alias)
         to_version = int(to_version)
@@ -516,6 +547,9 @@ class Registry:
                 raise AliasConflict(f"model {model!r} alias {alias!r}: expected version {expected}, "
                                     f"found {actual}; nothing was changed")
             seq_prev = (item.get("alias_seq") or {}).get(alias)
+            if release_id is not None and (item.get("release") or {}).get("id") != release_id:
+                raise ReleaseConflict(f"model {model!r}: release {release_id} is no longer running (now: "
+                                      f"{(item.get('release') or {}).get('id')}); nothing was changed")
             if expected_seq is not ... and seq_prev != expected_seq:
                 raise AliasConflict(f"model {model!r} alias {alias!r} moved since its history was read "
                                     f"(event #{seq_prev}, expected #{expected_seq}); nothing was changed")
@@ -526,7 +560,7 @@ class Registry:
                      "kind": kind, "reason": reason, "actor": actor, "at": utc_iso(), "seq": (seq_prev or 0) + 1}
             try:
                 self.client.transact_write_items(
-                    TransactItems=self._move_ops(model, alias, event, seq_prev))
+                    TransactItems=self._move_ops(model, alias, event, seq_prev, release_id))
                 return {**event, "moved": True}
             except ClientError as e:
                 if not _is_conditional_failure(e) and e.response["Error"]["Code"] not in (
@@ -538,6 +572,9 @@ class Registry:
             if actual != expected:
                 raise AliasConflict(f"model {model!r} alias {alias!r}: expected version {expected}, "
                                     f"found {actual} (a concurrent move won); nothing was changed")
+            if release_id is not None and (self.get_release(model) or {}).get("id") != release_id:
+                raise ReleaseConflict(f"model {model!r}: release {release_id} ended while its promotion was "
+                                      "being written; nothing was changed")
             status = self.get_version(model, to_version)["status"]  # raises VersionNotFound
             if status not in ALIAS_ELIGIBLE:
                 raise InvalidTransition(f"model {model!r} version {to_version} is {status!r}; alias {alias!r} "
@@ -545,7 +582,8 @@ class Registry:
         raise RegistryError(f"model {model!r} alias {alias!r}: move to version {to_version} kept conflicting "
                             f"after {_MAX_MOVE_ATTEMPTS} attempts; retry later")
 
-    def _move_ops(self, model: str, alias: str, event: dict, seq_prev: int | None) -> list[dict]:
+    def _move_ops(self, model: str, alias: str, event: dict, seq_prev: int | None,
+                  release_id: str | None = None) -> list[dict]:
         """The TransactWriteItems operations of one alias move (one operation per item)."""
         table, pk, now = self.table_name, f"MODEL#{model}", event["at"]
         expected, to_version = event["from_version"], event["to_version"]
@@ -557,14 +595,22 @@ class Registry:
         else:
             cond.append("aliases.#a = :expected")
             values[":expected"] = {"N": str(expected)}
+        if release_id is not None:
+            names["#release"] = "release"
+            cond.append("#release.id = :rid")
+            values[":rid"] = {"S": release_id}
         if seq_prev is None:
             cond.append("attribute_not_exists(alias_seq.#a)")
         else:
             cond.append("alias_seq.#a = :seq_prev")
             values[":seq_prev"] = {"N": str(seq_prev)}
+        # Production moving ends any canary or shadow release: it never outlives a promotion or rollback.
+        remove = " REMOVE #release" if alias == "production" else ""
+        if remove:
+            names["#release"] = "release"
         ops = [
             {"Update": {"TableName": table, "Key": {"pk": {"S": _MODELS_PK}, "sk": {"S": model}},
-                        "UpdateExpression": "SET aliases.#a = :to, alias_seq.#a = :seq, updated_at = :now",
+                        "UpdateExpression": "SET aliases.#a = :to, alias_seq.#a = :seq, updated_at = :now" + remove,
                         "ConditionExpression": " AND ".join(cond),
                         "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}},
             {"Put": {"TableName": self.audit_table_name,
@@ -597,7 +643,8 @@ class Registry:
                                                                  ":now": {"S": now}}}})
         return ops
 
-    def promote(self, model: str, version: int, *, reason: str, actor: str, expected: Any = ...) -> dict:
+    def promote(self, model: str, version: int, *, reason: str, actor: str, expected: Any = ...,
+                release_id: str | None = None) -> dict:
         """Make `version` production; `expected=...` reads the current production version first.
 
         Promoting the version that already serves writes nothing and answers ``moved`` False
@@ -605,7 +652,8 @@ class Registry:
         """
         if expected is ...:
             expected = self.get_alias(model, "production")
-        return self.move_alias(model, "production", version, expected=expected, reason=reason, actor=actor)
+        return self.move_alias(model, "production", version, expected=expected, reason=reason, actor=actor,
+                               release_id=release_id)
 
     def rollback_path(self, model: str, alias: str = "production") -> list[int]:
         """The versions a rollback of `alias` can return to, the next one first (one query).
@@ -683,3 +731,179 @@ class Registry:
         items = self._query(IndexName="by-dataset", KeyConditionExpression="dataset_ref = :d",
                             ExpressionAttributeValues={":d": {"S": dataset_ref(bucket, key, version_id)}})
         return [self._record(i) for i in items]
+
+    # ------------------------------------------------------------ releases (docs/release.md)
+
+    def get_release(self, model: str) -> dict | None:
+        """The release running now (the model item's ``release``), or None (one GetItem)."""
+        resp = self.client.get_item(
+            TableName=self.table_name, Key={"pk": {"S": _MODELS_PK}, "sk": {"S": _check_model(model)}},
+            ProjectionExpression="#r", ExpressionAttributeNames={"#r": "release"}, ConsistentRead=True)
+        return _plain(resp.get("Item", {})).get("release")
+
+    def start_release(self, model: str, version: int, *, mode: str, release_id: str, expected_production: Any,
+                      execution_arn: str, percent: float | None = None, bake: int | None = None,
+                      actor: str, reason: str) -> dict:
+        """Start a canary or shadow release of `version`: the version becomes `canary`/`shadow` and the
+        model item's ``release`` names it, in one transaction, only while production is still
+        `expected_production` (what the gate compared against) and the version a candidate. A release
+        running for another version is replaced (its loop finds it gone and ends). A retry with the same
+        `release_id` changes nothing and returns the release. Appends ``release_started`` to the release log."""
+        if mode not in RELEASE_MODES:
+            raise ValueError(f"release mode must be one of {', '.join(RELEASE_MODES)}, got {mode!r}")
+        version = int(version)
+        current = self.get_release(model)
+        if current and current.get("id") == release_id:
+            return current
+        release = {"id": release_id, "mode": mode, "version": version, "production": expected_production,
+                   "percent": percent if mode == "canary" else None, "bake": bake, "started_at": utc_iso(),
+                   "execution_arn": execution_arn}
+        names = {"#release": "release", "#aliases": "aliases", "#p": "production"}
+        values = {":r": _av(release, "release"), ":now": {"S": release["started_at"]}}
+        if expected_production is None:
+            cond = "attribute_exists(sk) AND attribute_not_exists(#aliases.#p)"
+        else:
+            cond = "attribute_exists(sk) AND #aliases.#p = :p"
+            values[":p"] = {"N": str(int(expected_production))}
+        ops = [
+            {"Update": {"TableName": self.table_name, "Key": {"pk": {"S": _MODELS_PK}, "sk": {"S": model}},
+                        "UpdateExpression": "SET #release = :r, updated_at = :now", "ConditionExpression": cond,
+                        "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}},
+            {"Update": {"TableName": self.table_name,
+                        "Key": {"pk": {"S": f"MODEL#{model}"}, "sk": {"S": _vsk(version)}},
+                        "UpdateExpression": "SET #status = :mode, updated_at = :now",
+                        "ConditionExpression": "#status = :candidate",
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": {":mode": {"S": mode}, ":candidate": {"S": "candidate"},
+                                                      ":now": {"S": release["started_at"]}}}},
+        ]
+        try:
+            self.client.transact_write_items(TransactItems=ops)
+        except ClientError as e:
+            if not _is_conditional_failure(e):
+                raise
+            production = self.get_alias(model)
+            if production != expected_production:
+                raise AliasConflict(f"model {model!r}: production is v{production}, not v{expected_production} "
+                                    f"as when v{version} was validated; the release was not started") from None
+            status = self.get_version(model, version)["status"]
+            raise InvalidTransition(f"model {model!r} version {version} is {status!r}; only a candidate can start "
+                                    f"a {mode} release") from None
+        self.log_release_event(model, "release_started", version=version, actor=actor, reason=reason,
+                               release=release)
+        return release
+
+    def end_release(self, model: str, release_id: str, *, reason: str, actor: str,
+                    kind: str = "release_rolled_back") -> dict:
+        """Roll a release back: remove it from the model item (only if it is still `release_id`) and
+        reject its version with `reason`; production is untouched. ``ReleaseConflict`` when the release
+        is no longer running (a promotion, rollback or newer release ended it). Appends `kind` to the
+        release log. Returns the release that ended."""
+        item = self._model_item(model) or {}
+        release = item.get("release")
+        if not release or release.get("id") != release_id:
+            raise ReleaseConflict(f"model {model!r}: release {release_id} is no longer running (now: "
+                                  f"{(release or {}).get('id')}); nothing was changed")
+        try:
+            self.client.update_item(
+                TableName=self.table_name, Key={"pk": {"S": _MODELS_PK}, "sk": {"S": model}},
+                UpdateExpression="REMOVE #release SET updated_at = :now",
+                ConditionExpression="#release.id = :rid", ExpressionAttributeNames={"#release": "release"},
+                ExpressionAttributeValues={":rid": {"S": release_id}, ":now": {"S": utc_iso()}})
+        except ClientError as e:
+            if not _is_conditional_failure(e):
+                raise
+            raise ReleaseConflict(f"model {model!r}: release {release_id} ended meanwhile; nothing was changed") \
+                from None
+        try:
+            self.record_rejection(model, int(release["version"]), reason)
+        except InvalidTransition:
+            pass  # the version moved on (e.g. promoted by hand): its status says what happened to it
+        self.log_release_event(model, kind, version=int(release["version"]), actor=actor, reason=reason,
+                               release=release)
+        return release
+
+    def log_release_event(self, model: str, kind: str, *, version: int | None, actor: str,
+                          reason: str | None = None, **detail: Any) -> dict:
+        """Append one event to the model's release log (audit table, sk ``L#<at>#<8 hex>``; never edited):
+        approvals asked for and decided, releases started, promoted, rolled back, superseded."""
+        at = utc_iso()
+        event = {"kind": kind, "model": _check_model(model), "version": version, "actor": actor, "reason": reason,
+                 "at": at, **detail}
+        self.client.put_item(
+            TableName=self.audit_table_name,
+            Item=_item({"pk": f"MODEL#{model}", "sk": f"{RELEASE_LOG_SK_PREFIX}{at}#{uuid.uuid4().hex[:8]}",
+                        **event}),
+            ConditionExpression="attribute_not_exists(sk)")
+        return event
+
+    def release_log(self, model: str) -> list[dict]:
+        """The model's release log, oldest first (one query)."""
+        items = self._query(TableName=self.audit_table_name,
+                            KeyConditionExpression="pk = :pk AND begins_with(sk, :l)",
+                            ExpressionAttributeValues={":pk": {"S": f"MODEL#{_check_model(model)}"},
+                                                       ":l": {"S": RELEASE_LOG_SK_PREFIX}},
+                            ConsistentRead=True)
+        return [_public(i) for i in items]
+
+    # ------------------------------------------------------------ manual approval (docs/release.md)
+
+    def request_approval(self, model: str, version: int, *, task_token: str, execution_arn: str,
+                         timeout_at: str | None, summary: dict | None = None) -> dict:
+        """Ask for a decision on `version`: its approval item holds the Step Functions task token (kept
+        off the version record, which the API serves); a candidate becomes `awaiting_approval` (a shadow
+        stays `shadow`: it keeps scoring while people decide). A retry of the same execution writes the
+        item again (a new token replaces the old); another execution's undecided request is replaced too."""
+        version = int(version)
+        now = utc_iso()
+        item = {"kind": "approval", "model": _check_model(model), "version": version, "task_token": task_token,
+                "execution_arn": execution_arn, "requested_at": now, "timeout_at": timeout_at,
+                "summary": summary or {}}
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=_item({"pk": f"MODEL#{model}", "sk": f"{APPROVAL_SK_PREFIX}{version:010d}", **item}),
+                ConditionExpression="attribute_not_exists(decision)")
+        except ClientError as e:
+            if not _is_conditional_failure(e):
+                raise
+            raise ApprovalError(f"model {model!r} version {version} was already decided; no new approval asked for") \
+                from None
+        status = self.get_version(model, version)["status"]
+        if status == "candidate":
+            self._transition(model, version, AWAITING_APPROVAL, ("candidate",), {})
+        elif status not in (AWAITING_APPROVAL, "shadow"):
+            raise InvalidTransition(f"model {model!r} version {version} is {status!r}; only a candidate or a shadow "
+                                    "can await approval")
+        return {k: v for k, v in item.items() if k != "task_token"}
+
+    def get_approval(self, model: str, version: int) -> dict | None:
+        """The version's approval item (with its task token), or None."""
+        return self._get(f"MODEL#{_check_model(model)}", f"{APPROVAL_SK_PREFIX}{int(version):010d}")
+
+    def decide(self, model: str, version: int, decision: str, *, actor: str, reason: str | None = None) -> dict:
+        """Record a person's decision (``approve`` or ``reject``) on a version awaiting one, once: the
+        first decision wins (conditional write), a second is ``ApprovalError`` naming the first. Returns
+        the approval item with its task token, for the caller to hand to Step Functions."""
+        if decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
+        version = int(version)
+        try:
+            resp = self.client.update_item(
+                TableName=self.table_name,
+                Key={"pk": {"S": f"MODEL#{_check_model(model)}"}, "sk": {"S": f"{APPROVAL_SK_PREFIX}{version:010d}"}},
+                UpdateExpression="SET decision = :d, decided_by = :a, decision_reason = :r, decided_at = :now",
+                ConditionExpression="attribute_exists(task_token) AND attribute_not_exists(decision)",
+                ExpressionAttributeValues={":d": {"S": decision}, ":a": {"S": actor}, ":r": _av(reason, "reason"),
+                                           ":now": {"S": utc_iso()}},
+                ReturnValues="ALL_NEW")
+        except ClientError as e:
+            if not _is_conditional_failure(e):
+                raise
+            existing = self.get_approval(model, version)
+            if existing is None:
+                self.get_version(model, version)  # VersionNotFound for a version that does not exist
+                raise ApprovalError(f"model {model!r} version {version} is not awaiting approval") from None
+            raise ApprovalError(f"model {model!r} version {version} was already decided: {existing.get('decision')} "
+                                f"by {existing.get('decided_by')} at {existing.get('decided_at')}") from None
+        return _public(_plain(resp["Attributes"]))

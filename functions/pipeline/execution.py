@@ -40,6 +40,8 @@ def spec_document(spec: Any) -> dict:
         # compute routes the run (TrainOn) and, for sagemaker, sizes the training job.
         **({"max_dataset_bytes": compute.max_dataset_bytes, "compute": compute.document()}
            if (compute := getattr(spec, "compute", None)) is not None else {}),
+        # The release (docs/release.md): approval, mode and their numbers, read by the state machine's choices.
+        **({"release": release.document()} if (release := getattr(spec, "release", None)) is not None else {}),
     }
 
 

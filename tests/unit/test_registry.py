@@ -138,17 +138,17 @@ def test_list_models_includes_known_without_items(reg):
 
 
 def test_get_model(reg):
-    assert reg.get_model("iris") == {"name": "iris", "aliases": {}, "latest_version": None}
+    assert reg.get_model("iris") == {"name": "iris", "aliases": {}, "latest_version": None, "release": None}
     with pytest.raises(ModelNotFound, match="nope"):
         reg.get_model("nope")
     reg.ensure_model("nope")
     reg.ensure_model("nope")  # idempotent
-    assert reg.get_model("nope") == {"name": "nope", "aliases": {}, "latest_version": None}
+    assert reg.get_model("nope") == {"name": "nope", "aliases": {}, "latest_version": None, "release": None}
     candidate(reg)
     reg.ensure_model("iris")  # must not reset the counter or aliases
     reg.promote("iris", 1, reason="r", actor="a")
     reg.ensure_model("iris")
-    assert reg.get_model("iris") == {"name": "iris", "aliases": {"production": 1}, "latest_version": 1}
+    assert reg.get_model("iris") == {"name": "iris", "aliases": {"production": 1}, "latest_version": 1, "release": None}
     assert reg.allocate_version("iris")["version"] == 2
 
 
