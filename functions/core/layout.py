@@ -64,6 +64,9 @@ EVENT_SOURCE = "shipyard"
 MODEL_PROMOTED, MODEL_REJECTED, PIPELINE_FAILED = "Model Promoted", "Model Rejected", "Pipeline Failed"
 DRIFT_DETECTED = "Drift Detected"
 BATCH_SCORED = "Batch Scored"
+# Progressive release (docs/release.md)
+MODEL_AWAITING_APPROVAL, RELEASE_STARTED, RELEASE_ROLLED_BACK = (
+    "Model Awaiting Approval", "Release Started", "Release Rolled Back")
 
 # CloudWatch namespace of every metric Shipyard publishes, and the drift check's metric names.
 # Dimensions: ``Model`` (+ ``Feature`` for DriftScore and DriftThreshold).
@@ -76,4 +79,15 @@ METRIC_ROWS_CHECKED = "RowsChecked"        # rows in the window (every check, sk
 METRIC_CHECKS_SKIPPED = "DriftChecksSkipped"  # 1 when the check made no decision
 # Inference: a model artifact whose bytes did not have the recorded sha256 (dimension: service only)
 METRIC_ARTIFACT_INTEGRITY_FAILURES = "ArtifactIntegrityFailures"
+# Per-version serving metrics (docs/release.md), dimensions exactly [model, Version] (Version: "3").
+VERSION_DIMENSION = "Version"
+METRIC_VERSION_PREDICTIONS = "VersionPredictions"  # instances answered by that version
+METRIC_VERSION_ERRORS = "VersionErrors"            # requests that version failed on the server side (5xx)
+METRIC_VERSION_LATENCY = "VersionLatency"          # ms per request spent in that version (load + score)
+# A shadow candidate, dimensions [model, Version] with the candidate's version:
+METRIC_SHADOW_PREDICTIONS = "ShadowPredictions"    # instances the shadow scored
+METRIC_SHADOW_AGREEMENT = "ShadowAgreement"        # per instance 1 if it agreed with production, else 0
+METRIC_SHADOW_DIFFERENCE = "ShadowDifference"      # regression: |shadow - production| per instance
+METRIC_SHADOW_ERRORS = "ShadowErrors"              # requests the shadow failed (never the caller's)
+METRIC_SHADOW_LATENCY = "ShadowLatency"            # ms the shadow added to a request
 INFERENCE_SERVICE_NAME = "shipyard-inference"  # the inference function's POWERTOOLS_SERVICE_NAME
