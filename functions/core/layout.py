@@ -79,12 +79,12 @@ METRIC_ROWS_CHECKED = "RowsChecked"        # rows in the window (every check, sk
 METRIC_CHECKS_SKIPPED = "DriftChecksSkipped"  # 1 when the check made no decision
 # Inference: a model artifact whose bytes did not have the recorded sha256 (dimension: service only)
 METRIC_ARTIFACT_INTEGRITY_FAILURES = "ArtifactIntegrityFailures"
-# Per-version serving metrics (docs/release.md), dimensions exactly [model, Version] (Version: "3").
+# Per-version serving metrics (docs/release.md), dimensions exactly [Model, Version] (Version: "3").
 VERSION_DIMENSION = "Version"
 METRIC_VERSION_PREDICTIONS = "VersionPredictions"  # instances answered by that version
 METRIC_VERSION_ERRORS = "VersionErrors"            # requests that version failed on the server side (5xx)
 METRIC_VERSION_LATENCY = "VersionLatency"          # ms per request spent in that version (load + score)
-# A shadow candidate, dimensions [model, Version] with the candidate's version:
+# A shadow candidate, dimensions [Model, Version] with the candidate's version:
 METRIC_SHADOW_PREDICTIONS = "ShadowPredictions"    # instances the shadow scored
 METRIC_SHADOW_AGREEMENT = "ShadowAgreement"        # per instance 1 if it agreed with production, else 0
 METRIC_SHADOW_DIFFERENCE = "ShadowDifference"      # regression: |shadow - production| per instance
