@@ -808,6 +808,10 @@ def _load_release(raw, model: str, task: str) -> ReleaseConfig:
     if "tolerance" in raw and task != "regression":
         raise ConfigError("release.tolerance", "applies to regression models only (how far a shadow prediction may "
                           "be from production's and still agree); a classification agrees on the class", model=model)
+    if agreement is not None and task == "regression" and "tolerance" not in raw:
+        raise ConfigError("release.tolerance", "missing: with release.agreement a regression needs the largest "
+                          "difference from production's prediction that still agrees (e.g. 0.5, in the target's "
+                          "units)", model=model)
     if "bake" in raw and mode == "all_at_once":
         raise ConfigError("release.bake", "applies to release.mode 'canary' or 'shadow' only; this model's mode is "
                           "'all_at_once', which promotes at once", model=model)
