@@ -120,6 +120,9 @@ class InferenceApi(Construct):
         :param code: override the function code (default: the ``functions/`` package).
         :param reserved_concurrency: reserved concurrency of the inference function (default
             ``None``: none; cdk.json ``concurrency.inference`` sets it, docs/configuration.md).
+        Calls need ``execute-api:Invoke`` (``iam``): a grant for predict callers must name these
+        routes (``…/GET/models``, ``…/POST/models/*/predict`` …), never ``…/*/*`` or ``…/POST/*``, which
+        would also cover the approve/reject methods of ``infra/approval.py`` (docs/api.md).
         :param capture_error_logging: Firehose error logging of the capture streams
             (``CloudWatchLoggingOptions``) into ``capture_log_group``, a log group of their own with
             one ``AWS::Logs::LogStream`` per model (``S3Delivery-<model>``); the delivery role gets
@@ -332,6 +335,8 @@ class InferenceApi(Construct):
         )
         version = model_resource.add_resource("versions").add_resource("{version}")
         version.add_method("GET", integration)
+        # /models/{name}/versions/{version}: ReleaseApproval (infra/approval.py) adds approve/reject here
+        self.version_resource = version
 
         self.api_key: apigw.IApiKey | None = None
         self.usage_plan: apigw.UsagePlan | None = None

@@ -276,6 +276,19 @@ class ModelRegistry(Construct):
             resource_arns=[self.audit_table.table_arn],
         )
 
+    def grant_write_release_log(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Append release log events (``Registry.log_release_event``: ``L#<at>#…`` items of the audit
+        table): PutItem on the audit table in model partitions (``MODEL#*``) only. IAM cannot narrow a
+        put to a sort key prefix, and the table's resource policy still denies every Update/Delete, so
+        events are only ever appended. No registry writes, no alias moves (no transaction on the
+        registry table)."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["dynamodb:PutItem"],
+            resource_arns=[self.audit_table.table_arn],
+            conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [MODEL_PARTITIONS]}},
+        )
+
     def grant_write_batch_runs(self, grantee: iam.IGrantable) -> iam.Grant:
         """Put the batch scoring runs' items (``B#<run>`` in model partitions): PutItem in ``MODEL#*``
         only (IAM cannot narrow a put to a sort key prefix), no Update/Delete, no alias moves."""

@@ -20,6 +20,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from infra.approval import ReleaseApproval
 from infra.batch import BatchScoring
 from infra.config import ShipyardConfig, load_config
 from infra.deadletters import EventDeadLetters
@@ -113,6 +114,18 @@ class ShipyardStack(Stack):
             train_reserved_concurrency=config.concurrency.training,
             wheelhouse=build_layers,  # the SageMaker training bundle's wheels, like the layers
             **dict(pipeline_options or {}),
+        )
+
+        # Manual approval: POST /models/{name}/versions/{version}/approve|reject, always AWS_IAM (infra/approval.py).
+        self.approval = ReleaseApproval(
+            self,
+            "Approval",
+            registry=self.registry,
+            api=self.inference,
+            state_machine=self.pipeline.state_machine,
+            models=config.model_names,
+            architecture=config.architecture,
+            layers=layers,  # Powertools: the inference layer has it
         )
 
         # Batch scoring: batch/<model>/<file>.csv -> predictions/<model>/<run>/ (docs/batch.md).

@@ -1,0 +1,1 @@
+"""Manual approval of a release: ``POST /models/{name}/versions/{version}/approve|reject`` (docs/api.md)."""
