@@ -6,6 +6,16 @@ before `{proxy+}`, an exact method before `ANY`), its authorization is checked a
 API key required: a valid `x-api-key`), and the proxy-integrated function is invoked with a REST
 proxy event (version 1.0). Its answer is returned as API Gateway does; a function error or a
 malformed answer is a 502.
+
+`AWS_IAM` with an `authorizer` (the local cloud's `Authorizer`): credentials the local cloud issued
+(an IAM user's ``AKIA…`` key, an assumed-role ``ASIA…`` session with its token) are checked as API
+Gateway does — ``execute-api:Invoke`` on the method ARN
+(``arn:aws:execute-api:<region>:<account>:<api>/<stage>/<METHOD>/<path>``) decided by the caller's
+identity policies (a 403 ``User: <arn> is not authorized to perform: execute-api:Invoke on
+resource: <arn>`` otherwise) — and the event's ``requestContext.identity`` names the caller as API
+Gateway does (``userArn``, ``user``, ``caller``, ``accountId``, ``accessKey``). Other keys
+(``testing``) are the account's administrator, as everywhere in the local cloud; with IAM off the
+caller is named but nothing is refused.
 """
 from __future__ import annotations
 
@@ -154,8 +164,10 @@ class LocalApiServer(ServerThread):
     def __init__(self, apis: list[RestApi], invoke: Callable[[str, dict], tuple[bytes, bool]],
                  port: int = 3000, host: str = "127.0.0.1", region: str = "us-east-1",
                  account_id: str = ACCOUNT_ID, secrets: Callable[[str], str | None] = lambda k: None,
-                 api_keys: Callable[[], dict[str, str]] = dict, log: Callable[[str], None] = print):
+                 api_keys: Callable[[], dict[str, str]] = dict, log: Callable[[str], None] = print,
+                 authorizer: Any = None):
         self.apis = apis
+        self.authorizer = authorizer  # localcloud.authorization.Authorizer (None: signatures only)
         self.invoke = invoke
         self.region = region
         self.account_id = account_id
@@ -206,6 +218,74 @@ class LocalApiServer(ServerThread):
         server = HTTPServer((host, port), Handler)  # a listen backlog of 128, not 5
         super().__init__(server, name="local-api")
 
+    # -- AWS_IAM: who the caller is and whether it may invoke the method
+    def _secret(self, access_key: str) -> str | None:
+        """The secret key of ``access_key``: the cloud's own credentials and IAM users' keys
+        (``secrets``), else an assumed-role session's (its ``ASIA…`` key was issued by the local STS)."""
+        secret = self.secrets(access_key)
+        if secret is None and access_key.startswith("ASIA"):
+            try:
+                from moto.sts.models import sts_backends
+
+                for session in list(sts_backends[self.account_id]["aws"].assumed_roles):
+                    if session.access_key_id == access_key:
+                        return session.secret_access_key
+            except Exception:  # noqa: BLE001 - no STS state: the key is not one of this cloud's
+                return None
+        return secret
+
+    def _authorize(self, access_key: str, token: str | None, method_arn: str,
+                   identity: dict[str, Any]) -> tuple[int, dict, bytes] | None:
+        """Name the caller in ``identity`` as API Gateway does and decide ``execute-api:Invoke`` on
+        ``method_arn`` for credentials the local cloud issued; API Gateway's 403 when refused."""
+        if self.authorizer is None:
+            return None
+        from .authorization import ADMIN, AccessDenied
+
+        try:
+            principal = self.authorizer.principal(access_key, token)
+        except AccessDenied as err:
+            return _error(403, str(err), "UnrecognizedClientException")
+        if principal is ADMIN:
+            return None  # a key the cloud did not issue: the account's administrator (docs/local.md)
+        identity.update(self._caller(principal, access_key))
+        if not getattr(self.authorizer, "enforce", True):
+            return None
+        decision = self.authorizer.allowed(principal, "execute-api:Invoke", method_arn)
+        if decision.allowed:
+            return None
+        self.authorizer.record(principal, "execute-api:Invoke", method_arn, decision)
+        message = f"User: {principal.arn} is not authorized to perform: execute-api:Invoke on resource: {method_arn}"
+        if "explicit deny" in decision.reason:
+            message += " with an explicit deny"
+        self.log(f"[api] {message}")
+        # API Gateway's own AccessDeniedException body is {"Message": …}; the stack's DEFAULT_4XX
+        # gateway response reshapes it to {"message": …}: both keys, as authorization.py answers JSON.
+        return 403, {"Content-Type": "application/json", "x-amzn-ErrorType": "AccessDeniedException"}, json.dumps(
+            {"message": message, "Message": message}).encode()
+
+    def _caller(self, principal: Any, access_key: str) -> dict[str, Any]:
+        """``requestContext.identity`` of an IAM caller as API Gateway fills it: an IAM user is
+        ``user``/``caller`` = its unique id (``AIDA…``); an assumed-role session is
+        ``<role unique id>:<session name>`` and ``userArn`` the session's STS ARN."""
+        arn = principal.arn
+        unique = arn.rsplit("/", 1)[-1]
+        try:
+            from moto.iam.models import iam_backends
+
+            iam = iam_backends[self.account_id]["aws"]
+            if principal.role_arn:
+                role_name, session = principal.role_arn.rsplit("/", 1)[-1], arn.rsplit("/", 1)[-1]
+                role = next((r for r in list(iam.roles.values()) if r.name == role_name), None)
+                unique = f"{role.id if role is not None else role_name}:{session}"
+            else:
+                user = iam.users.get(arn.rsplit("/", 1)[-1])
+                unique = user.id if user is not None else unique
+        except Exception:  # noqa: BLE001 - moto's IAM state unavailable: the names of the ARN
+            pass
+        return {"accessKey": access_key, "accountId": principal.account or self.account_id, "caller": unique,
+                "user": unique, "userArn": arn}
+
     # -- routing
     def find(self, path: str, method: str) -> tuple:
         """(api, stage, route, path parameters, resource path as API Gateway sees it) or Nones."""
@@ -247,7 +327,7 @@ class LocalApiServer(ServerThread):
                                     "cognitoIdentityPoolId": None, "cognitoIdentityId": None,
                                     "cognitoAuthenticationType": None, "cognitoAuthenticationProvider": None}
         if route.authorization == "AWS_IAM":
-            problem = _sigv4_check(method, raw_path, raw_query, lower, body, self.secrets)
+            problem = _sigv4_check(method, raw_path, raw_query, lower, body, self._secret)
             if problem:
                 kind = "MissingAuthenticationTokenException" if problem == "Missing Authentication Token" \
                     else "IncompleteSignatureException" if "requires" in problem else "InvalidSignatureException"
@@ -255,6 +335,11 @@ class LocalApiServer(ServerThread):
             access_key = re.search(r"Credential=([^/]+)/", lower["authorization"]).group(1)
             identity.update(accessKey=access_key, accountId=self.account_id, caller=access_key,
                             user=access_key, userArn=f"arn:aws:iam::{self.account_id}:user/{access_key}")
+            method_arn = (f"arn:aws:execute-api:{self.region}:{self.account_id}:{api.api_id}/{stage}/{method}"
+                          f"{urllib.parse.unquote(path)}")
+            refused = self._authorize(access_key, lower.get("x-amz-security-token"), method_arn, identity)
+            if refused:
+                return refused
         elif route.authorization in ("CUSTOM", "COGNITO_USER_POOLS"):
             self.log(f"[api] authorizer type {route.authorization} is not emulated: request let through")
         if route.api_key_required:

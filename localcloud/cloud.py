@@ -468,7 +468,7 @@ class LocalCloud:
     def _bind_api(self) -> None:
         self._api = LocalApiServer([], self._invoke_for_api, port=self._api_port, host=self.host,
                                    region=self.region, secrets=self._secret_for, api_keys=self._api_keys,
-                                   log=self.debug)
+                                   log=self.debug, authorizer=self.iam)
         self._api_port = self._api.port
 
     def _start_api(self) -> None:
