@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.apiclient import ApiClientError
+from infra.approval_cli import add_parsers as add_approval_parsers
 from infra.batch_cli import add_parser as add_batch_parser
 from infra.commandline import (  # noqa: F401 - CliError, EXIT_* and stack_outputs are this module's API too
     EXIT_ERROR,
@@ -490,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_wait)
 
     add_batch_parser(sub)  # shipyard batch MODEL FILE (infra/batch_cli.py)
+    add_approval_parsers(sub)  # shipyard approve|reject MODEL VERSION (infra/approval_cli.py)
 
     p = sub.add_parser("logs", help="a function's CloudWatch Logs (train, validate, inference, … or a name)")
     p.add_argument("function", help="train, validate, allocate, record, inference, drift, retrain, … or a "
