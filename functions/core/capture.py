@@ -63,8 +63,13 @@ class Capture:
     def enabled(self, model: str) -> bool:
         return model in self.streams and self.sample_rate > 0
 
-    def record(self, model: str, version: int, instances: list, response: dict) -> bool:
-        """Put one JSON line for this request; True when a record was sent. Never raises."""
+    def record(self, model: str, version: int, instances: list, response: dict, *,
+               shadow: dict | None = None) -> bool:
+        """Put one JSON line for this request; True when a record was sent. Never raises.
+
+        ``version``, ``predictions`` and ``probabilities`` are always what answered the caller;
+        ``shadow`` (a shadow release's candidate: ``{"version", "predictions"[, "probabilities"]}``),
+        when given, is kept beside them under ``"shadow"`` (readers of the other keys are unaffected)."""
         try:
             if not self.enabled(model) or self._random() >= self.sample_rate:
                 return False
@@ -77,6 +82,8 @@ class Capture:
             }
             if "probabilities" in response:
                 line["probabilities"] = response["probabilities"]
+            if shadow is not None:
+                line["shadow"] = shadow
             # orjson (~0.4 ms for 1000 instances, json ~5 ms): this runs on the request path.
             data = (dumps(line) + "\n").encode()
             if len(data) > MAX_RECORD_BYTES:

@@ -54,7 +54,7 @@ def get_version_route(name: str, version: str):
 @app.post("/models/<name>/predict")
 def predict_route(name: str):
     instances, version = app.context[PREDICTION]  # parsed once, by plain_request
-    return service.predict(name, instances, version)
+    return service.predict(name, instances, version, app.current_event.raw_event)
 
 
 service.install_error_handlers(app)

@@ -68,7 +68,12 @@ _MODELS = {"type": "object", "required": ["models"], "properties": {"models": {"
 _MODEL = {"type": "object", "required": ["name", "aliases", "versions"], "properties": {
     "name": {"type": "string"},
     "aliases": {"type": "object", "additionalProperties": {"type": ["integer", "null"]}},
-    "versions": {"type": "array", "items": _VERSION_SUMMARY}}}
+    "versions": {"type": "array", "items": _VERSION_SUMMARY},
+    "release": {"type": ["object", "null"], "description": "the canary or shadow release running now, else null",
+                "properties": {"id": {"type": "string"}, "mode": {"type": "string", "enum": ["canary", "shadow"]},
+                               "version": {"type": "integer"}, "production": {"type": ["integer", "null"]},
+                               "percent": {"type": ["number", "null"]}, "bake": {"type": ["integer", "null"]},
+                               "started_at": {"type": "string"}}}}}
 _VERSION = {"type": "object", "description": "the version record, lineage included",
             "properties": {"model": {"type": "string"}, "version": {"type": "integer"},
                            "status": {"type": "string"}, "lineage": {"type": "object"},
@@ -116,7 +121,7 @@ def validating_app() -> APIGatewayRestResolver:
         request: Annotated[PredictRequest, Body(description='{"instances": [...]}')],
         version: Annotated[int | None, Query(ge=1, description="pin this version instead of production")] = None,
     ):
-        return service.predict(name, request.instances, version)
+        return service.predict(name, request.instances, version, app.current_event.raw_event)
 
     service.install_error_handlers(app)
 

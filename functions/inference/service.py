@@ -14,8 +14,11 @@ docs/architecture.md).
 from __future__ import annotations
 
 import binascii
+import hashlib
 import os
+import threading
 import time
+import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,10 +33,22 @@ from botocore.exceptions import BotoCoreError, ClientError
 from functions.core.artifacts import IntegrityError, get_verified
 from functions.core.capture import Capture
 from functions.core.jsonio import dumps
-from functions.core.layout import DEFAULT_MAX_INSTANCES, METRIC_ARTIFACT_INTEGRITY_FAILURES
+from functions.core.layout import (
+    DEFAULT_MAX_INSTANCES,
+    METRIC_ARTIFACT_INTEGRITY_FAILURES,
+    METRIC_SHADOW_AGREEMENT,
+    METRIC_SHADOW_DIFFERENCE,
+    METRIC_SHADOW_ERRORS,
+    METRIC_SHADOW_LATENCY,
+    METRIC_SHADOW_PREDICTIONS,
+    METRIC_VERSION_ERRORS,
+    METRIC_VERSION_LATENCY,
+    METRIC_VERSION_PREDICTIONS,
+)
 from functions.core.onnx_model import ModelFormatError, OnnxModel, PredictionError
 from functions.core.registry import ModelNotFound, Registry, VersionNotFound
 from functions.core.schema import FeatureSchema, SchemaError
+from functions.inference import emf
 
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-inference")
 logger = Logger(service=SERVICE_NAME)
@@ -47,6 +62,9 @@ MAX_VERSION = 9_999_999_999
 MAX_NAME_LENGTH = 255
 MAX_SESSIONS = 16
 MAX_ALIAS_ENTRIES = 1024
+ROUTING_KEY_HEADER = "X-Routing-Key"  # a caller's stable key for canary routing (else the request id)
+METRIC_PREDICTED_CLASS = "PredictedClass"  # per version and class: instances predicted as that class
+METRIC_PREDICTED_VALUE = "PredictedValue"  # per version (regression): the predicted values
 
 
 class ApiError(Exception):
@@ -66,7 +84,7 @@ class ModelServer:
 
     def __init__(self, registry: Registry, s3: Any, bucket: str, capture: Capture, *,
                  alias_ttl: float = 60.0, alias_miss_ttl: float = 2.0, max_instances: int = DEFAULT_MAX_INSTANCES,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, shadow_background: bool = True):
         self.registry = registry
         self.s3 = s3
         self.bucket = bucket
@@ -77,8 +95,12 @@ class ModelServer:
         self.max_instances = max_instances
         self.clock = clock
         self._sessions: OrderedDict[tuple[str, int], OnnxModel] = OrderedDict()
-        # model -> (expires at on self.clock, production version or None, ModelNotFound message or None)
-        self._aliases: dict[str, tuple[float, int | None, str | None]] = {}
+        # model -> (expires at on self.clock, production version or None, ModelNotFound message or None,
+        #           the running release or None)
+        self._aliases: dict[str, tuple[float, int | None, str | None, dict | None]] = {}
+        # Shadow candidates loading off the request path: (model, version) -> _Load
+        self.shadow_background = shadow_background
+        self._shadow_loads: dict[tuple[str, int], _Load] = {}
 
     @classmethod
     def from_env(cls, **overrides) -> ModelServer:
@@ -97,35 +119,55 @@ class ModelServer:
         return cls(registry, s3, bucket, capture, **kwargs)
 
     def production(self, name: str) -> int:
-        """The production version, read from the registry at most once per ALIAS_TTL_SECONDS per model.
+        """The production version, read from the registry at most once per ALIAS_TTL_SECONDS per model."""
+        return self.serving(name)[0]
 
-        One GetItem (the model item) per cache entry. A miss — no production version yet (409) or
-        an unknown model (404) — is kept only ALIAS_MISS_TTL_SECONDS, so a first promotion serves
-        within seconds; ``GET /models[/{name}]`` refreshes the entry at once (``saw``).
+    def serving(self, name: str) -> tuple[int, dict | None]:
+        """The production version and the running release (canary or shadow, or None), read from the
+        registry at most once per ALIAS_TTL_SECONDS per model.
+
+        One GetItem (the model item: its aliases and its ``release``) per cache entry. A miss — no
+        production version yet (409) or an unknown model (404) — is kept only
+        ALIAS_MISS_TTL_SECONDS, so a first promotion serves within seconds; ``GET /models/{name}``
+        refreshes the entry at once (``saw``). A release started or ended is therefore seen within
+        ALIAS_TTL_SECONDS by each warm container.
         """
         hit = self._aliases.get(name)
         if hit is None or self.clock() >= hit[0]:
             try:
-                hit = self.saw(name, self.registry.get_model(name)["aliases"].get("production"))
+                item = self.registry.get_model(name)
+                hit = self.saw(name, item["aliases"].get("production"), release=item.get("release"))
             except ModelNotFound as exc:
                 hit = self.saw(name, None, not_found=str(exc))
-        _, version, not_found = hit
+        _, version, not_found, release = hit
         if not_found is not None:
             raise ModelNotFound(not_found)
         if version is None:
             raise ApiError(409, f"model {name!r} has no production version yet; train and promote one, "
                                 "or pin a version with ?version=N")
-        return int(version)
+        return int(version), release
 
-    def saw(self, name: str, production: Any, *, not_found: str | None = None) -> tuple[float, int | None, str | None]:
-        """Cache what a registry read just said of ``name``'s production alias (or that the model is
-        unknown): a version for ALIAS_TTL_SECONDS, a miss for ALIAS_MISS_TTL_SECONDS. Every read
-        of the model item goes through here, so predict serves what ``GET /models/{name}`` answered."""
+    def saw(self, name: str, production: Any, *, not_found: str | None = None,
+            release: Any = ...) -> tuple[float, int | None, str | None, dict | None]:
+        """Cache what a registry read just said of ``name``'s production alias and running release (or
+        that the model is unknown): a version for ALIAS_TTL_SECONDS, a miss for
+        ALIAS_MISS_TTL_SECONDS. Every read of the model item goes through here, so predict serves
+        what ``GET /models/{name}`` answered.
+
+        ``release`` omitted (``GET /models`` reads aliases only): a cached release is kept, with its
+        entry's expiry, while production is unchanged (every production move ends a release), so a
+        release ended meanwhile is still seen within ALIAS_TTL_SECONDS."""
         if name not in self._aliases and len(self._aliases) >= MAX_ALIAS_ENTRIES:
             self._aliases.clear()  # bounded memory under many distinct (unknown) names
         version = None if production is None else int(production)
         ttl = self.alias_ttl if version is not None else self.alias_miss_ttl
-        entry = (self.clock() + ttl, version, not_found)
+        expires = self.clock() + ttl
+        if release is ...:
+            old = self._aliases.get(name)
+            release = None
+            if old is not None and old[1] == version and old[3] is not None:
+                expires, release = min(expires, old[0]), old[3]
+        entry = (expires, version, not_found, release if isinstance(release, dict) else None)
         self._aliases[name] = entry
         return entry
 
@@ -135,6 +177,49 @@ class ModelServer:
         if key in self._sessions:
             self._sessions.move_to_end(key)
             return self._sessions[key]
+        return self._keep(key, self._load(name, version))
+
+    def _keep(self, key: tuple[str, int], loaded: OnnxModel) -> OnnxModel:
+        self._sessions[key] = loaded
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        return loaded
+
+    def shadow_model(self, name: str, version: int) -> OnnxModel | None:
+        """A shadow candidate's model, loaded at most once per warm container and never on a caller's
+        time: the first shadowed request starts the load in a thread and is not shadowed; the
+        requests while it loads are not either (None). A load that failed raises its error (a
+        ShadowError) for ALIAS_TTL_SECONDS, then is tried again."""
+        key = (name, version)
+        loaded = self._sessions.get(key)
+        if loaded is not None:
+            return loaded
+        job = self._shadow_loads.get(key)
+        if job is None or (job.error is not None and job.retry_at and self.clock() >= job.retry_at):
+            if len(self._shadow_loads) >= MAX_SESSIONS:
+                self._shadow_loads.clear()
+            job = self._shadow_loads[key] = _Load()
+            if self.shadow_background:
+                threading.Thread(target=job.run, args=(self._load, name, version), daemon=True,
+                                 name=f"shadow-load-{name}-v{version}").start()
+                return None
+            job.run(self._load, name, version)
+        if not job.done.is_set():
+            return None
+        if job.error is not None:
+            if job.retry_at == 0.0:
+                job.retry_at = self.clock() + self.alias_ttl
+            raise job.error
+        del self._shadow_loads[key]
+        return self._keep(key, job.model)
+
+    def join_loads(self, timeout: float = 30.0) -> None:
+        """Wait for the shadow loads under way (tests, benchmarks)."""
+        for job in list(self._shadow_loads.values()):
+            job.done.wait(timeout)
+
+    def _load(self, name: str, version: int) -> OnnxModel:
+        """Read, verify and open one version's model (no caching)."""
         record = version_record(self.registry, name, version)
         if not record.get("artifact_key") or not record.get("schema"):
             raise ApiError(404, f"model {name!r} version {version} has no model artifact (status "
@@ -155,10 +240,27 @@ class ModelServer:
             loaded = OnnxModel.from_bytes(data, FeatureSchema.from_dict(record["schema"]))
         except (SchemaError, ModelFormatError) as exc:
             raise ApiError(503, f"model {name!r} version {version} cannot be served: {exc}") from exc
-        self._sessions[key] = loaded
-        while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.popitem(last=False)
         return loaded
+
+
+class _Load:
+    """One shadow candidate's load, maybe in a thread."""
+
+    __slots__ = ("done", "model", "error", "retry_at")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.model: OnnxModel | None = None
+        self.error: BaseException | None = None
+        self.retry_at = 0.0
+
+    def run(self, load: Callable[[str, int], OnnxModel], name: str, version: int) -> None:
+        try:
+            self.model = load(name, version)
+        except BaseException as exc:  # noqa: BLE001  (raised on the next shadowed request, counted there)
+            self.error = exc
+        finally:
+            self.done.set()
 
 
 def version_record(registry: Registry, name: str, version: int) -> dict:
@@ -243,10 +345,23 @@ def get_model(name: str) -> Response:
         srv.saw(name, None, not_found=str(exc))
         raise
     aliases = {"production": None, **(model.get("aliases") or {})}
-    srv.saw(name, aliases["production"])  # a fresh read: predict serves what this answer says
+    release = model.get("release") if isinstance(model.get("release"), dict) else None
+    srv.saw(name, aliases["production"], release=release)  # a fresh read: predict serves what this answer says
     versions = [{k: v.get(k) for k in ("version", "status", "metrics", "created_at")}
                 for v in registry.list_versions(name)]
-    return json_response(200, {"name": name, "aliases": aliases, "versions": versions})
+    return json_response(200, {"name": name, "aliases": aliases, "versions": versions,
+                                "release": public_release(release)})
+
+
+RELEASE_PUBLIC_KEYS = ("id", "mode", "version", "production", "percent", "bake", "started_at", "tolerance")
+
+
+def public_release(release: dict | None) -> dict | None:
+    """What ``GET /models/{name}`` shows of the running release: no execution ARN (the release loop's
+    business, and an account detail), never a task token."""
+    if not release:
+        return None
+    return {k: release.get(k) for k in RELEASE_PUBLIC_KEYS if k != "tolerance" or release.get(k) is not None}
 
 
 def get_version(name: str, version: int) -> Response:
@@ -255,23 +370,142 @@ def get_version(name: str, version: int) -> Response:
     return json_response(200, version_record(registry, name, check_version(name, version)))
 
 
-def predict(name: str, instances: list, version: int | None) -> Response:
+def routing_key(event: Any) -> str:
+    """The key a canary routes on: the ``X-Routing-Key`` header (any case) when the caller sent one,
+    else API Gateway's request id, else a random one (a request without an event)."""
+    if isinstance(event, dict):
+        headers = event.get("headers")
+        if isinstance(headers, dict):
+            key = headers.get(ROUTING_KEY_HEADER)
+            if key is None:
+                wanted = ROUTING_KEY_HEADER.lower()
+                key = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == wanted), None)
+            if isinstance(key, str) and key:
+                return key
+        ctx = event.get("requestContext")
+        if isinstance(ctx, dict) and ctx.get("requestId"):
+            return str(ctx["requestId"])
+    return uuid.uuid4().hex
+
+
+def bucket(release_id: Any, key: str) -> float:
+    """Where ``key`` falls in [0, 100) for one release: sha256 of ``"<release id>:<key>"``, its first
+    8 bytes as a fraction of 2**64. Stable across requests and containers; a new release reshuffles."""
+    digest = hashlib.sha256(f"{release_id}:{key}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") * 100.0 / 18446744073709551616.0
+
+
+def canary_takes(release: dict, key: str) -> bool:
+    """True when the canary release's candidate answers the caller of ``key``."""
+    try:
+        percent = float(release.get("percent") or 0)
+    except (TypeError, ValueError):
+        return False
+    return percent > 0 and bucket(release.get("id"), key) < percent
+
+
+def server_side(exc: BaseException) -> bool:
+    """An error of the version, not of the caller's request: artifact unavailable/integrity,
+    cannot be served, anything unexpected (a 5xx)."""
+    if isinstance(exc, ApiError):
+        return exc.status >= 500
+    return not isinstance(exc, (SchemaError, PredictionError, ModelNotFound, VersionNotFound))
+
+
+def version_documents(name: str, version: int, n: int, latency_ms: float, result: dict) -> list[dict]:
+    """The per-version EMF documents of one answered request: VersionPredictions, VersionLatency and
+    the prediction distribution (PredictedClass per class, or PredictedValue)."""
+    dims = emf.version_dims(name, version)
+    values: dict[str, tuple[str, Any]] = {METRIC_VERSION_PREDICTIONS: ("Count", n),
+                                          METRIC_VERSION_LATENCY: ("Milliseconds", latency_ms)}
+    predictions = result.get("predictions") or []
+    if "classes" in result:
+        docs = emf.documents(dims, values)
+        counts: dict[str, int] = {}
+        for p in predictions:
+            counts[str(p)] = counts.get(str(p), 0) + 1
+        for cls, count in counts.items():
+            docs += emf.documents({**dims, "Class": cls}, {METRIC_PREDICTED_CLASS: ("Count", count)})
+        return docs
+    values[METRIC_PREDICTED_VALUE] = ("None", predictions)
+    return emf.documents(dims, values)
+
+
+def shadow_score(srv: ModelServer, name: str, release: dict, instances: list, result: dict,
+                 production_model: OnnxModel, production_feeds: Any) -> tuple[dict | None, list[dict]]:
+    """Score ``instances`` with the shadow candidate after production answered. Never raises: any
+    failure is a ShadowErrors count and a log line. Returns (what capture keeps beside production's
+    answer or None, the EMF documents)."""
+    started = time.perf_counter()
+    version = int(release["version"])
+    dims = emf.version_dims(name, version)
+    try:
+        model = srv.shadow_model(name, version)
+        if model is None:
+            return None, []  # loading off the request path: not shadowed yet
+        # The same features (the usual retrain): production's feeds, already checked, are reused.
+        same = model.schema is production_model.schema or model.schema == production_model.schema
+        shadow = model.predict(production_feeds if same else model.schema.to_feeds(instances))
+        values: dict[str, tuple[str, Any]] = {METRIC_SHADOW_PREDICTIONS: ("Count", len(instances))}
+        ours, theirs = result.get("predictions") or [], shadow.get("predictions") or []
+        if len(ours) != len(theirs):
+            raise PredictionError(f"shadow answered {len(theirs)} predictions for {len(ours)}")
+        if "classes" in result:
+            values[METRIC_SHADOW_AGREEMENT] = ("None", [1 if a == b else 0 for a, b in zip(ours, theirs)])
+        else:
+            diffs = [abs(float(b) - float(a)) for a, b in zip(ours, theirs)]
+            values[METRIC_SHADOW_DIFFERENCE] = ("None", diffs)
+            tolerance = release.get("tolerance")
+            if tolerance is not None:
+                values[METRIC_SHADOW_AGREEMENT] = ("None", [1 if d <= float(tolerance) else 0 for d in diffs])
+        values[METRIC_SHADOW_LATENCY] = ("Milliseconds", (time.perf_counter() - started) * 1000)
+        kept = {"version": version, "predictions": theirs}
+        if "probabilities" in shadow:
+            kept["probabilities"] = shadow["probabilities"]
+        return kept, emf.documents(dims, values)
+    except Exception as exc:  # noqa: BLE001  (the shadow never changes the caller's answer)
+        logger.warning("shadow scoring failed", extra={"model": name, "shadow_version": version,
+                                                       "error": f"{type(exc).__name__}: {exc}"})
+        return None, emf.documents(dims, {METRIC_SHADOW_ERRORS: ("Count", 1)})
+
+
+def predict(name: str, instances: list, version: int | None, event: Any = None) -> Response:
+    """One prediction. ``version`` None: production, or — while a release runs — a canary's candidate
+    for the callers its weight routes to it (``routing_key(event)``), production plus a shadow
+    scoring for a shadow release. Pinned versions are never rerouted nor shadowed."""
     srv = server()
     name = model_name(name)
     n = len(instances)
     if n > srv.max_instances:
         raise ApiError(413, f"{n} instances in one request; at most {srv.max_instances} are accepted, "
                             "split the request")
+    release = None
     if version is None:
-        version = srv.production(name)
+        version, release = srv.serving(name)
+        if release is not None and release.get("mode") == "canary" and canary_takes(release, routing_key(event)):
+            version = int(release["version"])
     else:
         check_version(name, version)
-    model = srv.model(name, version)
-    result = model.predict(model.schema.to_feeds(instances))
+    started = time.perf_counter()
+    try:
+        model = srv.model(name, version)
+        feeds = model.schema.to_feeds(instances)
+        result = model.predict(feeds)
+    except Exception as exc:
+        if server_side(exc):
+            emf.emit(emf.documents(emf.version_dims(name, version), {METRIC_VERSION_ERRORS: ("Count", 1)}))
+        raise
+    latency_ms = (time.perf_counter() - started) * 1000
     body = {"model": name, "version": version, **result}
     metrics.add_dimension(name="model", value=name)
     metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=n)
-    srv.capture.record(name, version, instances, result)
+    docs = version_documents(name, version, n, latency_ms, result)
+    shadow = None
+    if release is not None and release.get("mode") == "shadow" and int(release["version"]) != version:
+        shadow, shadow_docs = shadow_score(srv, name, release, instances, result, model, feeds)
+        docs += shadow_docs
+    emf.emit(docs)
+    srv.capture.record(name, version, instances, result, shadow=shadow)
     return json_response(200, body, headers={"X-Model-Version": str(version)})
 
 

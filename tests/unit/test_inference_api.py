@@ -399,10 +399,12 @@ def test_get_model(clock):
         "aliases": {"production": 1},
         "versions": [{"version": 1, "status": "production", "metrics": {"accuracy": 0.9},
                       "created_at": body["versions"][0]["created_at"]}],
+        "release": None,
     }
     assert invoke("GET", "/models/pr%69ces")[2]["name"] == "prices"  # REST APIs pass the path still encoded
     status, _, body = invoke("GET", "/models/empty")
-    assert status == 200 and body == {"name": "empty", "aliases": {"production": None}, "versions": []}
+    assert status == 200 and body == {"name": "empty", "aliases": {"production": None}, "versions": [],
+                                      "release": None}
 
 
 def test_get_version_includes_lineage(clock, reg):
