@@ -1,8 +1,105 @@
-"""Schedule expressions: `rate(…)`, `cron(…)` (EventBridge's six fields) and `at(…)`, in UTC."""
+"""The local cloud's time: `LocalClock` (real time plus an offset a test moves forward) and the
+schedule expressions read against it: `rate(…)`, `cron(…)` (EventBridge's six fields) and `at(…)`, in UTC.
+
+A canary bake of 30 minutes or an approval that times out after a day are Step Functions Wait
+states and task timeouts; `LocalClock.advance` lets a test pass them in milliseconds, and what
+waits on the clock (`wait_until`, a `ClockEvent`) wakes up to look at the new time.
+"""
 from __future__ import annotations
 
+import math
 import re
+import threading
+import time
 from datetime import UTC, datetime, timedelta
+
+
+class LocalClock:
+    """Real time plus an offset that only moves forward: `now()` never goes back, so a deadline
+    once passed stays passed. Thread-safe; waiters block on one condition variable."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+        self._changed = threading.Condition()  # notified on advance() and wake(): waiters look again
+        self._waiters = 0
+
+    @property
+    def offset(self) -> float:
+        """Seconds the clock is ahead of real time."""
+        return self._offset
+
+    @property
+    def waiters(self) -> int:
+        """How many threads are in `wait_until` now (a test sees a Wait state let go of its thread)."""
+        return self._waiters
+
+    def now(self) -> float:
+        """The local cloud's time, in epoch seconds."""
+        return time.time() + self._offset
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock `seconds` ahead and wake every waiter; returns the new `now()`. Time
+        does not go back: a negative (or not finite) `seconds` is a ValueError."""
+        if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"the local clock only moves forward by a finite number of seconds, not {seconds!r}")
+        with self._changed:
+            self._offset += seconds
+            self._changed.notify_all()
+        return self.now()
+
+    def wake(self) -> None:
+        """Make every waiter look again at the time and its interrupt (after setting a plain Event)."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_until(self, deadline: float, *, interrupt: threading.Event | None = None) -> bool:
+        """Block until `now() >= deadline` (True) or `interrupt` is set (False; looked at first).
+
+        Sleeps in real time for what remains, and looks again whenever the clock is advanced or
+        woken. A `ClockEvent` wakes the clock when set, so it interrupts at once; a plain Event is
+        looked at every `PLAIN_INTERRUPT_CHECK_SECONDS` too (nothing tells the clock it was set)."""
+        plain = interrupt is not None and not isinstance(interrupt, ClockEvent)
+        with self._changed:
+            self._waiters += 1
+            try:
+                while True:
+                    if interrupt is not None and interrupt.is_set():
+                        return False
+                    remaining = deadline - self.now()
+                    if remaining <= 0:
+                        return True
+                    if plain:
+                        remaining = min(remaining, PLAIN_INTERRUPT_CHECK_SECONDS)
+                    self._changed.wait(min(remaining, threading.TIMEOUT_MAX))
+            finally:
+                self._waiters -= 1
+
+    def event(self) -> ClockEvent:
+        """A `threading.Event` whose `wait(timeout)` counts the timeout on this clock."""
+        return ClockEvent(self)
+
+
+PLAIN_INTERRUPT_CHECK_SECONDS = 0.05  # how late LocalClock.wait_until may notice a plain Event set
+
+
+class ClockEvent(threading.Event):
+    """A `threading.Event` on the local clock: `wait(timeout)` ends when the clock passes the
+    timeout (an `advance` past it ends it at once), and `set()` wakes the clock's waiters, so a
+    `LocalClock.wait_until` it interrupts returns at once."""
+
+    def __init__(self, clock: LocalClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def set(self) -> None:
+        super().set()
+        self.clock.wake()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is None:
+            return super().wait()
+        self.clock.wait_until(self.clock.now() + timeout, interrupt=self)
+        return self.is_set()
 
 _RATE = re.compile(r"^rate\((\d+) ([a-z]+)\)$")
 _RATE_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}

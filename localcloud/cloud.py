@@ -5,6 +5,7 @@
         cloud.client("s3").put_object(…) # S3 → EventBridge → Step Functions / Lambda, asynchronously
         cloud.wait_idle()                # until event deliveries are done
         cloud.tick(now=time.time() + 3600)   # fire schedules that are due by then
+        cloud.advance(1800)              # the local clock 30 minutes on: Wait states, task timeouts, schedules
         cloud.evaluate_alarms()          # alarms against published metrics → SNS → console
 
 See docs/local.md for what is emulated and how it differs from AWS.
@@ -23,6 +24,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from . import sagemaker as sagemaker_mod
 from . import stepfunctions as stepfunctions_mod
 from .apigw import LocalApiServer
 from .authorization import AccessDenied, Authorizer
-from .clock import next_fire
+from .clock import LocalClock, next_fire
 from .cloudwatch import CloudWatch
 from .events import EventBus, target_input
 from .lambda_runtime import FunctionSpec, Invocation, LambdaRuntime
@@ -162,6 +164,8 @@ class LocalCloud:
         self._clients_lock = threading.Lock()
         self._saved_process_state: dict[str, Any] | None = None
         self._tick_lock = threading.Lock()
+        # the local cloud's time: Step Functions waits and task timeouts, schedules (`advance` moves it)
+        self.clock = LocalClock()
         # directories this cloud made (a synthesized cdk.out) or was handed to own: removed by stop()
         self.temporary_dirs: list[Path] = []
         self.iam = Authorizer(ACCOUNT_ID, self.region, enforce=iam)
@@ -388,7 +392,7 @@ class LocalCloud:
         self.bus = EventBus(self.aws_url, self.region, log=self.say, session=self.session)
         self.bus.authorizer = self.iam
         events_mod.SEAM.install(self.bus)
-        stepfunctions_mod.SEAM.install()
+        stepfunctions_mod.SEAM.install(self.clock)
         # Distributed Map children run at most as many at once as a function has workers
         distributedmap.SEAM.install(self.map_concurrency or self.runtime.concurrency)
         sns.SEAM.install(self)
@@ -588,9 +592,16 @@ class LocalCloud:
                 self.say(f"[clock] {err!r}")
 
     def tick(self, now: float | None = None) -> list[str]:
-        """Fire every enabled schedule that is due at `now` (default: the current time); returns their names."""
+        """Fire every enabled schedule that is due at `now` (default: the local clock's time); returns their names."""
         with self._tick_lock:  # the clock thread and callers: a due schedule fires once
-            return self._tick(time.time() if now is None else now)
+            return self._tick(self.clock.now() if now is None else now)
+
+    def advance(self, seconds: float) -> list[str]:
+        """Move the local clock `seconds` ahead (never back: negative is a ValueError): Wait states and
+        task timeouts that end by then end, and the schedules due by then fire; returns their names (`tick`).
+        Alarms are still evaluated on real time (metrics carry real timestamps)."""
+        self.clock.advance(seconds)
+        return self.tick()
 
     def _tick(self, now: float) -> list[str]:
         fired = []
@@ -612,7 +623,7 @@ class LocalCloud:
             raise KeyError(f"no schedule named {name!r} (have: {', '.join(x.name for x in self.schedules)})")
         self.debug(f"[clock] schedule {name} fires")
         event = {"version": "0", "id": os.urandom(16).hex(), "detail-type": "Scheduled Event",
-                 "source": "aws.events", "account": ACCOUNT_ID, "time": events_mod.iso_now(),
+                 "source": "aws.events", "account": ACCOUNT_ID, "time": _iso(self.clock.now()),
                  "region": self.region, "resources": [s.arn], "detail": {}}
         scheduler = s.kind == "scheduler"  # Scheduler's dead letters hold the target's input, name the schedule
         for t in s.targets:
@@ -623,6 +634,11 @@ class LocalCloud:
     def evaluate_alarms(self, now: float | None = None) -> list[dict]:
         """Evaluate every metric alarm against the metrics published so far; notify on state changes."""
         return self.cloudwatch.evaluate_alarms(now)
+
+
+def _iso(epoch_seconds: float) -> str:
+    """An event's `time` (EventBridge's format, as `events.iso_now`) for a moment of the local clock."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _is_error_line(line: str) -> bool:

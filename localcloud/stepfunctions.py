@@ -19,13 +19,25 @@ The quota is measured as AWS states it, "256 KiB of data as a UTF-8 encoded stri
 the space its ``json.dumps`` puts after every ``:`` and ``,`` and six bytes for an ``é``
 (``\u00e9``). A ``lambda:invoke`` service integration task is checked too: its input after
 ``Parameters`` is its parameters (``FunctionName``, ``Payload``…).
+
+Waits and timeouts are on the local clock (`LocalClock`, the seam's ``current``): a Wait state
+(``Seconds``, ``SecondsPath``, ``Timestamp``, ``TimestampPath``) ends when the clock reaches its
+end, and a task's ``TimeoutSeconds`` (``.waitForTaskToken`` tasks' too) expires when the clock
+passes it, so ``cloud.advance(86400)`` ends a day-long approval in milliseconds. moto waits on
+``threading.Event``s with real-time timeouts; the interpreter's modules that make them
+(``environment``, ``execute_state``, ``callback``) make `ClockEvent`s instead while the seam is
+installed, and a Wait state waits on the clock until its end or until its execution stops
+(`_ExecutionStopped`). A ``Timestamp`` is measured against the clock in UTC (moto compared it
+with the naive local ``datetime.now()``).
 """
 from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC
 from typing import Any
 
+from .clock import ClockEvent, LocalClock
 from .patches import Seam
 
 # Errors a States.ALL catcher or retrier does not match (AWS: terminal unless named).
@@ -87,8 +99,36 @@ def _text(value: Any) -> str | None:
     return entry[1] if entry is not None and entry[0] is value else None
 
 
+class _ExecutionStopped(ClockEvent):
+    """Set once ``env`` (an execution, or a branch's or task's frame) no longer runs: moto sets its
+    ``program_state_event`` then, a `ClockEvent` while the seam is installed, which wakes the clock."""
+
+    def __init__(self, clock: LocalClock, env: Any) -> None:
+        super().__init__(clock)
+        self._env = env
+
+    def is_set(self) -> bool:
+        return not self._env.is_running()
+
+
+class _ClockThreading:
+    """The ``threading`` module as an interpreter module sees it while the seam is installed: its
+    Events count their timeouts on the local clock."""
+
+    def __init__(self, seam: Seam) -> None:
+        self._seam = seam
+
+    def Event(self) -> threading.Event:  # noqa: N802 - threading.Event's name
+        clock = self._seam.current
+        return ClockEvent(clock) if isinstance(clock, LocalClock) else threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(threading, name)
+
+
 def _patch(seam: Seam) -> None:
-    """Apply AWS's quota and States.ALL rules to moto's Step Functions interpreter."""
+    """Apply AWS's quota and States.ALL rules to moto's Step Functions interpreter; its waits and
+    timeouts on the local clock."""
     from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
     from moto.stepfunctions.parser.asl.component.state import state as state_module
     from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
@@ -161,9 +201,49 @@ def _patch(seam: Seam) -> None:
     seam.replace(state_task_lambda, "to_json_str", task_json_str)
     seam.replace(lambda_eval_utils, "to_payload_type", to_payload_type)
     seam.replace(ExecutionState, "_evaluate_with_timeout", _evaluate_with_timeout)
+    _patch_clock(seam)
     # moto's own checks (a Lambda task's or service task's result, a state's output) by the same measure
     for module in (state_task_lambda, state_task_service, state_module):
         seam.replace(module, "is_within_size_quota", within_quota, key=f"{module.__name__}.is_within_size_quota")
+
+
+def _patch_clock(seam: Seam) -> None:
+    """Wait states and task timeouts on the local clock (``seam.current``)."""
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEventException
+    from moto.stepfunctions.parser.asl.component.state.exec import execute_state
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp import Timestamp
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+    from moto.stepfunctions.parser.asl.eval import environment
+    from moto.stepfunctions.parser.asl.eval.callback import callback
+
+    clock_threading = _ClockThreading(seam)
+    # an execution's program_state_event (set when it stops or ends): wakes what waits on the clock
+    seam.replace(environment, "threading", clock_threading, key="environment.threading")
+    # the event a task's TimeoutSeconds is waited on
+    seam.replace(execute_state, "threading", clock_threading, key="execute_state.threading")
+    # a .waitForTaskToken task's callback (and heartbeat, activity start) events
+    seam.replace(callback, "Event", clock_threading.Event, key="callback.Event")
+
+    def _wait_interval(self, env, wait_seconds):
+        clock = seam.current
+        if not isinstance(clock, LocalClock) or not isinstance(env.program_state_event, ClockEvent):
+            return seam["_wait_interval"](self, env, wait_seconds)  # an execution from before the seam
+        if wait_seconds > 0:
+            clock.wait_until(clock.now() + wait_seconds, interrupt=_ExecutionStopped(clock, env))
+
+    def _get_wait_seconds(self, env):  # Timestamp's and TimestampPath's
+        clock = seam.current
+        if not isinstance(clock, LocalClock):
+            return seam["_get_wait_seconds"](self, env)
+        self.string.eval(env=env)
+        text = env.stack.pop()
+        moment = self._from_timestamp_string(timestamp=text)
+        if moment is None:
+            raise FailureEventException(self._create_failure_event(env, text))
+        return moment.replace(tzinfo=UTC).timestamp() - clock.now()  # seconds, not cut to whole ones
+
+    seam.replace(WaitFunction, "_wait_interval", _wait_interval)
+    seam.replace(Timestamp, "_get_wait_seconds", _get_wait_seconds)
 
 
 SEAM = Seam(_patch)
