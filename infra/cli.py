@@ -35,6 +35,7 @@ from infra.commandline import (  # noqa: F401 - CliError, EXIT_* and stack_outpu
 from infra.config import ARCHITECTURES, AUTH_MODES
 from infra.localstart import LocalStartError, start_local_cloud
 from infra.logs import cmd_logs
+from infra.release_cli import add_parser as add_release_parser
 from infra.runs import cmd_runs, cmd_wait
 
 
@@ -492,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parser(sub)  # shipyard batch MODEL FILE (infra/batch_cli.py)
     add_approval_parsers(sub)  # shipyard approve|reject MODEL VERSION (infra/approval_cli.py)
+    add_release_parser(sub)  # shipyard release status MODEL (infra/release_cli.py)
 
     p = sub.add_parser("logs", help="a function's CloudWatch Logs (train, validate, inference, … or a name)")
     p.add_argument("function", help="train, validate, allocate, record, inference, drift, retrain, … or a "
