@@ -18,15 +18,16 @@ has a timeout, the execution too.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -45,6 +46,7 @@ from infra.config import ModelSpec
 from infra.deadletters import EventDeadLetters
 from infra.lambdas import functions_code, shipyard_function
 from infra.registry import CANDIDATE_ATTRIBUTES, ModelRegistry
+from infra.release import ProgressiveRelease
 from infra.trainjob import SageMakerTraining
 from infra.workflow import WorkflowRuns, upload_rule
 
@@ -113,6 +115,22 @@ def sagemaker_models(models: Mapping[str, ModelSpec]) -> dict[str, ModelSpec]:
     return {name: m for name, m in models.items() if m.compute.is_sagemaker}
 
 
+def run_wait_seconds(spec: ModelSpec) -> int:
+    """The longest a run of *spec* waits on something outside the state machine: its SageMaker job
+    (``compute.max_runtime``), a person's approval (``release.approval_timeout``: before the release,
+    or after a shadow's bake without an agreement rule) and the bake (``release.bake``, with ~10 s of
+    checking per minute baked). 0: nothing beyond the pipeline's own steps."""
+    seconds = spec.compute.max_runtime if spec.compute.is_sagemaker else 0
+    release = spec.release
+    if release.approval == "manual" and release.mode != "shadow":
+        seconds += release.approval_timeout
+    if release.mode in ("canary", "shadow"):
+        seconds += release.bake + (release.bake // 60 + 1) * 10
+        if release.mode == "shadow" and release.agreement is None:
+            seconds += release.approval_timeout
+    return int(seconds)
+
+
 def train_function_id(memory: int, largest: int) -> str:
     """``Train`` for the largest size (what a stack of one size has), ``Train<MB>`` for the others."""
     return "Train" if memory == largest else f"Train{memory}"
@@ -148,6 +166,7 @@ class TrainingPipeline(WorkflowRuns, Construct):
         dead_letter_queue: sqs.IQueue | None = None,
         train_reserved_concurrency: int | None = None,
         wheelhouse: bool = True,
+        alarm_topic: sns.ITopic | None = None,
     ) -> None:
         """
         :param registry: buckets and table the steps read and write.
@@ -180,6 +199,8 @@ class TrainingPipeline(WorkflowRuns, Construct):
         :param dead_letter_queue: where upload events the state machine could not be started for
             go after the rule's retries (default: ``EventDeadLetters`` of this construct). A queue given
             here gets no policy statements from this construct: ``EventDeadLetters.allow_rules_in``.
+        :param alarm_topic: where a manual approval's message and the release alarms go (default: none;
+            ``use_alarm_topic`` sets it once the topic exists).
         """
         super().__init__(scope, id)
         self.registry = registry
@@ -191,9 +212,10 @@ class TrainingPipeline(WorkflowRuns, Construct):
         code = code or functions_code()
         self.code_version = code_version()
         on_sagemaker = sagemaker_models(self.models)
-        if on_sagemaker:
-            # The execution must outlast the longest job it waits for (an hour left for the other states).
-            longest = max(m.compute.max_runtime for m in on_sagemaker.values())
+        longest = max((run_wait_seconds(m) for m in self.models.values()), default=0)
+        if longest:
+            # The execution must outlast the longest job, approval and bake it waits for (an hour left
+            # for the other states).
             execution_timeout = Duration.seconds(max(int(execution_timeout.to_seconds()), longest + 3600))
         env = {
             **registry.environment(self.models),
@@ -264,6 +286,17 @@ class TrainingPipeline(WorkflowRuns, Construct):
         registry.grant_read_evaluation(self.validate_function)  # the trusted evaluation sets
         registry.grant_update_versions(self.validate_function)  # records both scores on the candidate
         registry.grant_move_aliases(self.record_function)  # promote, reject, mark failed
+        # A manual approval's item (T#<version> in the model's partition, holding the task token):
+        # PutItem in MODEL#* partitions only.
+        registry.grant_write_drift_items(self.record_function)
+        # The release loop: one Release function (infra/release.py).
+        self.release = ProgressiveRelease(
+            self, "Release", registry=registry, environment=registry.environment(self.models),
+            metrics_reader=any(m.release.mode == "shadow" and m.release.agreement is not None
+                               for m in self.models.values()),
+            architecture=architecture, layers=inference_layers, code=code, timeout=step_timeout,
+            log_retention=log_retention, log_removal_policy=log_removal_policy)
+        self.roles["Release"], self.log_groups["Release"] = self.release.role, self.release.log_group
         if train_reserved_concurrency is not None:
             # A cap per Train function (reserved concurrency also reserves it from the account's pool).
             for fn in self.train_functions.values():
@@ -316,9 +349,33 @@ class TrainingPipeline(WorkflowRuns, Construct):
         # A failed or stopped job fails its `.sync` state (States.TaskFailed, the DescribeTrainingJob
         # document as the Cause): MarkFailed records its FailureReason (steps.training_job_failure).
         on_job = self.sagemaker.state(self) if self.sagemaker else None
-        for t in (allocate, *trains.values(), *([on_job] if on_job else []), validate, promote, reject):
+        def catch(t: sfn.TaskStateBase) -> None:
             t.add_catch(mark_failed, errors=[DATA_LIMIT_EXCEEDED], result_path="$.error")
             t.add_catch(mark_failed, errors=["States.ALL"], result_path="$.error")
+
+        for t in (allocate, *trains.values(), *([on_job] if on_job else []), validate, promote, reject):
+            catch(t)
+
+        def await_decision(name: str) -> tasks.LambdaInvoke:
+            """A callback task: Record asks for a decision and returns; the task ends when someone sends
+            the decision with the token (SendTaskSuccess), or times out after spec.release.approval_timeout."""
+            t = tasks.LambdaInvoke(
+                self, f"{name}State", state_name=name, lambda_function=self.record_function,
+                integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+                payload=sfn.TaskInput.from_object({
+                    "input": sfn.JsonPath.entire_payload, "execution_arn": sfn.JsonPath.string_at("$$.Execution.Id"),
+                    "task_token": sfn.JsonPath.task_token, "action": "await_approval", "version": version}),
+                retry_on_service_exceptions=False, result_path="$.decision",
+                task_timeout=sfn.Timeout.at("$.spec.release.approval_timeout"))
+            t.add_retry(**retry)
+            return t
+
+        after_gate = self._after_gate(
+            promote=promote.next(sfn.Succeed(self, "Promoted")), reject=reject.next(sfn.Succeed(self, "Rejected")),
+            mark_failed=mark_failed, catch=catch, await_decision=await_decision,
+            approved=task("Approved", self.record_function, step_timeout, "$.approval", action="approved",
+                          version=version),
+            retry=retry, version=version)
 
         definition = allocate.next(
             sfn.Choice(self, "Duplicate?")
@@ -326,9 +383,8 @@ class TrainingPipeline(WorkflowRuns, Construct):
                   sfn.Succeed(self, "AlreadyHandled", comment="this dataset object version already started a run"))
             .otherwise(self._train_on(trains, largest, on_job, validate.next(
                 sfn.Choice(self, "Gate")
-                .when(sfn.Condition.boolean_equals("$.validation.promote", True),
-                      promote.next(sfn.Succeed(self, "Promoted")))
-                .otherwise(reject.next(sfn.Succeed(self, "Rejected")))
+                .when(sfn.Condition.boolean_equals("$.validation.promote", True), after_gate)
+                .otherwise(reject)
             )))
         )
         # A name under /aws/vendedlogs/: Step Functions delivers its logs as vended logs, and for a
@@ -351,6 +407,13 @@ class TrainingPipeline(WorkflowRuns, Construct):
         )
         if self.sagemaker is not None:
             self.sagemaker.grant_run(self.state_machine)
+        Validations.of(self.state_machine.role).acknowledge(Acknowledgment(
+            id=f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(self.release.function.node.default_child)}"
+               ".Arn>:*]",
+            reason="CDK's LambdaInvoke grant covers the function and its qualified ARNs (<arn>:*, versions and "
+                   "aliases) so lambda:InvokeFunction is limited to the Release function."))
+        if alarm_topic is not None:
+            self.use_alarm_topic(alarm_topic)
 
         # ------------------------------------------------------------ one rule per model
         self.rules: dict[str, events.Rule] = {}
@@ -378,6 +441,52 @@ class TrainingPipeline(WorkflowRuns, Construct):
             self.rules[name] = rule
         if self.dead_letters is not None:
             self.dead_letters.allow_rules_in(self)
+
+    def use_alarm_topic(self, topic: sns.ITopic) -> None:
+        """A manual approval's message goes to ``topic`` (Record may publish there, nowhere else), and
+        the release alarms notify it."""
+        self.alarm_topic = topic
+        self.record_function.add_environment("ALARM_TOPIC_ARN", topic.topic_arn)
+        # sns:Publish on this topic, and the two key actions publishing to an encrypted topic needs
+        # (named: Topic.grant_publish would grant kms:GenerateDataKey*).
+        iam.Grant.add_to_principal(grantee=self.record_function, actions=["sns:Publish"],
+                                   resource_arns=[topic.topic_arn])
+        key = getattr(topic, "master_key", None)
+        if key is not None:
+            key.grant(self.record_function, "kms:GenerateDataKey", "kms:Decrypt")
+        self.release.use_alarm_topic(topic)
+
+    def _after_gate(self, *, promote: sfn.IChainable, reject: sfn.IChainable, mark_failed: sfn.IChainable,
+                    catch: Callable[[sfn.TaskStateBase], None], await_decision: Callable[[str], sfn.TaskStateBase],
+                    approved: sfn.TaskStateBase, retry: Mapping, version: str) -> sfn.IChainable:
+        """The states after the gate passed (docs/pipeline.md): a person's approval when
+        ``spec.release.approval`` is ``manual`` (not for a shadow, decided after its bake), then
+        ``all_at_once`` → *promote*, ``canary``/``shadow`` → the release loop (infra/release.py). A run
+        without ``spec.release`` (an older CLI) promotes at once, as before."""
+        release = "$.spec.release"
+        mode = f"{release}.mode"
+        loop = self.release.loop(self, await_decision=await_decision("AwaitShadowDecision"), on_error=mark_failed,
+                                 retry=retry, version=version, catch=catch)
+        release_mode = (sfn.Choice(self, "ReleaseMode?", comment="spec.release.mode: all_at_once, canary or shadow")
+                        .when(sfn.Condition.and_(sfn.Condition.is_present(mode),
+                                                 sfn.Condition.or_(sfn.Condition.string_equals(mode, "canary"),
+                                                                   sfn.Condition.string_equals(mode, "shadow"))),
+                              loop)
+                        .otherwise(promote))
+        ask = await_decision("AwaitApproval")
+        ask.add_catch(reject, errors=["States.Timeout"], result_path="$.approval_error")
+        catch(ask)
+        catch(approved)
+        ask.next(sfn.Choice(self, "Decision?")
+                 .when(sfn.Condition.string_equals("$.decision.decision", "approve"), approved.next(release_mode))
+                 .otherwise(reject))
+        approval = f"{release}.approval"
+        return (sfn.Choice(self, "NeedsApproval?", comment="spec.release.approval manual (a shadow is decided "
+                                                           "after its bake)")
+                .when(sfn.Condition.and_(sfn.Condition.is_present(approval),
+                                         sfn.Condition.string_equals(approval, "manual"),
+                                         sfn.Condition.not_(sfn.Condition.string_equals(mode, "shadow"))), ask)
+                .otherwise(release_mode))
 
     def _train_on(self, trains: Mapping[int, tasks.LambdaInvoke], largest: int, on_job: sfn.CustomState | None,
                   then: sfn.IChainable) -> sfn.IChainable:

@@ -199,6 +199,8 @@ class ShipyardStack(Stack):
                 conditions=alarm_publisher_conditions,
             )
         )
+        # A manual approval's message and the release alarms (the topic is made after the pipeline).
+        self.pipeline.use_alarm_topic(self.alarm_topic)
         if config.alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
         else:

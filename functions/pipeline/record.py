@@ -1,13 +1,24 @@
-"""Outcome states Promote, Reject and MarkFailed: a registry change and a `shipyard` event each.
+"""Outcome states Promote, Reject and MarkFailed, and the manual approval's AwaitApproval,
+AwaitShadowDecision and Approved: a registry change and a `shipyard` event each.
 
-One function for the three (they need the same permissions: write the registry, put events on the
-default bus); the state machine names the outcome in the input's ``action``.
+One function for them all (they need the same permissions: write the registry, put events on the
+default bus); the state machine names the step in the input's ``action``. ``await_approval``
+also publishes to the alarm topic (``ALARM_TOPIC_ARN``, when the stack gives one).
 """
+import os
+
 from functions.pipeline import steps
 from functions.pipeline.errors import PipelineInputError
 from functions.pipeline.runtime import client, execution_arn, registry, step
 
-ACTIONS = {"promote": steps.promote, "reject": steps.reject, "mark_failed": steps.mark_failed}
+
+def _await_approval(event, reg, events, *, execution_arn):
+    return steps.await_approval(event, reg, events, client("sns"), execution_arn=execution_arn,
+                                topic_arn=os.environ.get("ALARM_TOPIC_ARN") or None)
+
+
+ACTIONS = {"promote": steps.promote, "reject": steps.reject, "mark_failed": steps.mark_failed,
+           "await_approval": _await_approval, "approved": steps.approved}
 
 
 @step

@@ -47,12 +47,22 @@ from functions.core.eventbus import put_event as send_event
 from functions.core.layout import (
     DEFAULT_MAX_DATASET_BYTES,
     DEFAULT_MIN_DATASET_ROWS,
+    MODEL_AWAITING_APPROVAL,
     MODEL_PROMOTED,
     MODEL_REJECTED,
     PIPELINE_FAILED,
     models_prefix,
 )
-from functions.core.registry import AliasConflict, InvalidTransition, Registry, VersionNotFound, dataset_ref
+from functions.core.registry import (
+    AWAITING_APPROVAL,
+    AliasConflict,
+    ApprovalError,
+    InvalidTransition,
+    Registry,
+    ReleaseConflict,
+    VersionNotFound,
+    dataset_ref,
+)
 
 from .errors import PipelineInputError, TransientError, bounded, reraise_transient
 
@@ -470,7 +480,7 @@ def promote(event: Mapping[str, Any], registry: Registry, events, *, execution_a
     version = int(event["version"])
     validation = event.get("validation") or {}
     expected = validation.get("production_version")
-    reason = f"pipeline: {validation.get('reason') or 'passed validation'}"
+    reason = f"pipeline: {validation.get('reason') or 'passed validation'}" + approved_by(event)
     try:
         moved = registry.promote(model, version, reason=reason, actor=execution_arn, expected=expected)
     except AliasConflict:
@@ -517,8 +527,9 @@ def reject(event: Mapping[str, Any], registry: Registry, events, *, execution_ar
     model, _, dataset = check_input(event)
     version = int(event["version"])
     validation = event.get("validation") or {}
-    reason = validation.get("reason") or "rejected by validation"
+    reason = decision_reason(event) or validation.get("reason") or "rejected by validation"
     registry.record_rejection(model, version, reason)
+    log_decision(registry, model, version, event, execution_arn)
     detail = {"model": model, "version": version, "execution_arn": execution_arn, "reason": reason,
               "metric": validation.get("metric"), "score": validation.get("candidate_score"),
               "production_version": validation.get("production_version"),
@@ -585,6 +596,7 @@ def mark_failed(event: Mapping[str, Any], registry: Registry, events, *, executi
     if model and version:
         try:
             status = registry.record_failure(model, int(version), reason)["status"]
+            end_own_release(registry, model, int(version), reason, execution_arn)
         except (InvalidTransition, VersionNotFound) as err:
             status = f"not marked: {err}"  # e.g. it was promoted before the failure
             promoted = _promoted_by(registry, model, int(version), execution_arn)
@@ -624,6 +636,181 @@ def _promoted_after_failure(events, model: str, version: int, moved: Mapping[str
     if error is not None:
         out["event_error"] = error
     return out
+
+
+# ---------------------------------------------------------------------------- manual approval
+
+
+def await_approval(event: Mapping[str, Any], registry: Registry, events, sns, *, execution_arn: str,
+                   topic_arn: str | None = None, now: float | None = None) -> dict:
+    """Ask people to decide on the version (``AwaitApproval``, ``AwaitShadowDecision``: a
+    ``.waitForTaskToken`` task; the task ends when someone sends the decision with the token).
+
+    The token goes into the version's approval item (``Registry.request_approval``), never onto the
+    version record. Sends `Model Awaiting Approval` and, with ``topic_arn``, a message to the alarm
+    topic saying what to decide: the gate's scores, a shadow's numbers, the deadline and the commands.
+    """
+    model, spec, _ = check_input(event)
+    version = int(event["version"])
+    token = event.get("task_token")
+    if not isinstance(token, str) or not token:
+        raise PipelineInputError(f"await_approval for {model!r} v{version} got no task_token")
+    timeout = int((spec.get("release") or {}).get("approval_timeout") or 86400)
+    now = time.time() if now is None else now
+    deadline = _iso(now + timeout)
+    validation = event.get("validation") or {}
+    release = event.get("release") or {}
+    summary = {"metric": validation.get("metric"), "candidate_score": validation.get("candidate_score"),
+               "production_version": validation.get("production_version"),
+               "production_score": validation.get("production_score"), "gate": validation.get("reason"),
+               "stage": "shadow" if release.get("mode") == "shadow" else "approval"}
+    if release.get("mode") == "shadow":
+        summary["shadow"] = release.get("numbers")
+        summary["release_id"] = release.get("id")
+    registry.request_approval(model, version, task_token=token, execution_arn=execution_arn, timeout_at=deadline,
+                              summary=summary)
+    registry.log_release_event(model, "approval_requested", version=version, actor=execution_arn,
+                               reason=f"decide by {deadline}", timeout_at=deadline, summary=summary)
+    detail = {"model": model, "version": version, "execution_arn": execution_arn, "timeout_at": deadline,
+              **summary, "approve": f"shipyard approve {model} {version}",
+              "reject": f"shipyard reject {model} {version} --reason \"…\""}
+    put_event(events, MODEL_AWAITING_APPROVAL, detail, execution_arn)
+    notified = False
+    if topic_arn:
+        sns.publish(TopicArn=topic_arn, Subject=f"Shipyard: {model} v{version} awaits approval"[:100],
+                    Message=approval_message(model, version, summary, deadline, execution_arn))
+        notified = True
+    return {"requested": True, "version": version, "timeout_at": deadline, "notified": notified}
+
+
+def approval_message(model: str, version: int, summary: Mapping[str, Any], deadline: str,
+                     execution_arn: str) -> str:
+    """The alarm topic's message: what to decide, on what numbers, until when, and how."""
+    metric = summary.get("metric") or "score"
+    lines = [f"Model {model} version {version} passed the gate and waits for a decision "
+             f"(pipeline execution {execution_arn}).", ""]
+    prod = summary.get("production_version")
+    gate = f"Gate: {metric} {_num(summary.get('candidate_score'))} (candidate v{version})"
+    gate += (f" vs {_num(summary.get('production_score'))} (production v{prod})" if prod is not None
+             else ", no production version yet")
+    lines.append(gate)
+    if summary.get("gate"):
+        lines.append(f"  {summary['gate']}")
+    shadow = summary.get("shadow")
+    if summary.get("stage") == "shadow":
+        shadow = shadow or {}
+        lines.append(f"Shadow: {int(shadow.get('samples') or 0)} predictions shadowed, agreement with "
+                     f"production {_num(shadow.get('agreement'))}, {int(shadow.get('errors') or 0)} errors")
+    lines += ["", f"Decide by {deadline}; without a decision by then the version is rejected.",
+              f"  shipyard approve {model} {version}",
+              f"  shipyard reject {model} {version} --reason \"…\""]
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+
+def _iso(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def span(seconds: Any) -> str:
+    """A configured duration as people write it: ``1 day``, ``6 h``, ``30 min``, ``45 s``."""
+    seconds = int(seconds)
+    for unit, name in ((86400, "day"), (3600, "h"), (60, "min")):
+        if seconds >= unit and seconds % unit == 0:
+            n = seconds // unit
+            return f"{n} {name}{'s' if name == 'day' and n != 1 else ''}"
+    return f"{seconds} s"
+
+
+def approved(event: Mapping[str, Any], registry: Registry, events=None, *, execution_arn: str) -> dict:
+    """``Approved``: the decision was approve; the version is a candidate again (awaiting_approval ->
+    candidate; a retry finds it so) and the release log says who approved."""
+    model, _, _ = check_input(event)
+    version = int(event["version"])
+    decision = event.get("decision") or {}
+    if decision.get("decision") != "approve":
+        raise PipelineInputError(f"Approved for {model!r} v{version} without an approve decision: {decision!r}")
+    # No public registry method takes a version out of awaiting_approval without rejecting it.
+    registry._transition(model, version, "candidate", (AWAITING_APPROVAL, "candidate"), {})
+    if not _decision_logged(registry, model, version, "approved"):
+        registry.log_release_event(model, "approved", version=version, actor=str(decision.get("actor") or "unknown"),
+                                   reason=decision.get("reason"), decided_at=decision.get("at"),
+                                   execution_arn=execution_arn)
+    return {"approved": True, "version": version, "actor": decision.get("actor")}
+
+
+def approved_by(event: Mapping[str, Any]) -> str:
+    """``; approved by <actor>[: <reason>]`` after a person's approve decision, else empty."""
+    decision = event.get("decision") if isinstance(event, Mapping) else None
+    if not isinstance(decision, Mapping) or decision.get("decision") != "approve":
+        return ""
+    reason = decision.get("reason")
+    return f"; approved by {decision.get('actor') or 'unknown'}" + (f": {reason}" if reason else "")
+
+
+def decision_reason(event: Mapping[str, Any]) -> str | None:
+    """Why a person's decision ended the run: ``ApprovalTimedOut: no decision within <duration>``
+    (the callback task timed out: ``approval_error``) or ``rejected by <actor>: <reason>``; None
+    when no decision rejected it."""
+    error = event.get("approval_error") if isinstance(event, Mapping) else None
+    if isinstance(error, Mapping) and error.get("Error") == "States.Timeout":
+        timeout = ((event.get("spec") or {}).get("release") or {}).get("approval_timeout") or 86400
+        return f"ApprovalTimedOut: no decision within {span(timeout)}"
+    decision = event.get("decision") if isinstance(event, Mapping) else None
+    if isinstance(decision, Mapping) and decision.get("decision") == "reject":
+        reason = decision.get("reason")
+        return f"rejected by {decision.get('actor') or 'unknown'}" + (f": {reason}" if reason else "")
+    return None
+
+
+def log_decision(registry: Registry, model: str, version: int, event: Mapping[str, Any], execution_arn: str) -> None:
+    """The release log's record of a rejecting decision: ``rejected`` (by the person) or
+    ``approval_timed_out``; a timeout also closes the approval item (a late approve is refused, naming
+    the timeout). Nothing for a rejection by the gate."""
+    reason = decision_reason(event)
+    if reason is None:
+        return
+    if reason.startswith("ApprovalTimedOut"):
+        try:
+            registry.decide(model, version, "reject", actor=execution_arn, reason=reason)
+        except ApprovalError:
+            pass  # decided just as it timed out, or a retry of this state
+        registry.log_release_event(model, "approval_timed_out", version=version, actor=execution_arn, reason=reason)
+    elif not _decision_logged(registry, model, version, "rejected"):
+        decision = event.get("decision") or {}
+        registry.log_release_event(model, "rejected", version=version, actor=str(decision.get("actor") or "unknown"),
+                                   reason=decision.get("reason"), decided_at=decision.get("at"),
+                                   execution_arn=execution_arn)
+
+
+def _decision_logged(registry: Registry, model: str, version: int, kind: str) -> bool:
+    """Whether the release log already says `kind` for the version since its approval was asked for
+    (the approve/reject API logs the decision with the verified caller: functions/approval)."""
+    for entry in reversed(registry.release_log(model)):
+        if entry.get("version") != version:
+            continue
+        if entry.get("kind") == kind:
+            return True
+        if entry.get("kind") == "approval_requested":
+            return False
+    return False
+
+
+def end_own_release(registry: Registry, model: str, version: int, reason: str, execution_arn: str) -> None:
+    """End the model's running release when it is this version's (MarkFailed): the release log says
+    ``release_failed``; a release of another version is left alone."""
+    release = registry.get_release(model)
+    if not release or int(release.get("version") or 0) != int(version):
+        return
+    try:
+        registry.end_release(model, release["id"], reason=reason, actor=execution_arn, kind="release_failed")
+    except ReleaseConflict:
+        pass  # ended meanwhile
 
 
 # EventBridge error codes of a refused entry that a retry of the state may get past.
