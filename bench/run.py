@@ -22,7 +22,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
 from bench.common import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-SECTIONS = ("inference", "cold", "pipeline", "drift", "memory", "localapi", "trainjob", "batch")
+SECTIONS = ("inference", "cold", "pipeline", "drift", "memory", "localapi", "trainjob", "batch", "release")
 GOALS = {
     "handler_vs_ort_b1000": "<= 1.5",
     "handler_vs_floor_b1000": "<= 1.25",
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = value
         return value
 
-    from bench import batch, drift, inference, localapi, memory, pipeline, trainjob
+    from bench import batch, drift, inference, localapi, memory, pipeline, release, trainjob
 
     warm = section("inference", lambda: inference.warm(rounds=4 if args.quick else 10,
                                                        budget_seconds=10 if args.quick else 75, log=_log))
@@ -138,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         notes["trainjob_vs_lambda_train"] = (f"same model, {job['rows']:,} rows: job {job['job_train_s']:.1f} s vs "
                                              f"Lambda {job['lambda_train_s']:.1f} s (local cloud; on AWS add "
                                              "instance start and image pull, docs/scale.md)")
+    released = section("release", lambda: release.run(rounds=4 if args.quick else 10,
+                                                      per_round=10 if args.quick else 40, log=_log))
+    if released is not None:
+        for batch in ("1", "100"):
+            for mode in ("canary", "shadow"):
+                ratios[f"{mode}_vs_no_release_b{batch}_median"] = released["batches"][batch][f"{mode}_vs_none_median"]
+                ratios[f"{mode}_vs_no_release_b{batch}_p99"] = released["batches"][batch][f"{mode}_vs_none_p99"]
     for key in GOALS:
         ratios.setdefault(key, None)
         if ratios[key] is None and key not in notes:
@@ -280,5 +287,14 @@ def table(results: dict) -> str:
                      f"({scored['batches']} batches), vs the floor (one process: parse the CSV, one session run), "
                      f"rows/s | {scored['rows_per_s']:,} ({scored['seconds']:.1f} s) | {floor['rows_per_s']:,} "
                      f"({floor['seconds']:.1f} s) | {_fmt(scored['batch_vs_floor'])} | {_goal('batch_vs_floor_1m')} |")
+    released = results.get("release")
+    if released is not None:
+        for batch, entry in released["batches"].items():
+            for mode in ("canary", "shadow"):
+                for stat in ("median", "p99"):
+                    lines.append(f"| warm predict during a {mode} release vs no release, penguins forest, batch "
+                                 f"{batch}, {stat} (+{entry[f'{mode}_added_{stat}_ms']:.3f} ms) | "
+                                 f"{entry[mode][stat + '_ms']:.3f} ms | {entry['none'][stat + '_ms']:.3f} ms | "
+                                 f"{_fmt(entry[f'{mode}_vs_none_{stat}'])}× | |")
     lines += ["", "ratios: " + json.dumps(results["ratios"])]
     return "\n".join(lines)
