@@ -38,10 +38,12 @@ from infra.registry import ModelRegistry
 HANDLER = "functions.approval.handler.handler"
 SERVICE_NAME = "shipyard-approval"
 DECISION_ROUTES = ("approve", "reject")
-# What Registry.decide's UpdateItem names (decision, decided_by, decision_reason, decided_at), plus
-# the table's and its index's key attributes, which IAM requires in every dynamodb:Attributes list.
+# What Registry.decide's UpdateItem names: the attributes it sets (decision, decided_by, decision_reason,
+# decided_at) and the one its condition reads (task_token: dynamodb:Attributes counts condition
+# expressions too), plus the table's and its index's key attributes, which IAM requires in every
+# dynamodb:Attributes list. No other attribute of any item can be changed.
 APPROVAL_ATTRIBUTES = ("pk", "sk", "dataset_ref", "version_ref", "decision", "decided_by", "decision_reason",
-                       "decided_at")
+                       "decided_at", "task_token")
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess",)
 
 
