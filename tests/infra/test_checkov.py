@@ -53,9 +53,10 @@ SKIPS: dict[str, tuple[str, tuple[str, ...] | None]] = {
         "(concurrency.* in cdk.json). The short steps (Allocate, Validate, Record) and drift functions "
         "run once per execution or schedule, and the uploads function once per upload for milliseconds (a cap "
         "would throttle a bulk upload's reports). Batch scoring: Prepare and Summarize run once per run, and "
-        "ScoreBatch's concurrency is capped by the Distributed Map's MaxConcurrency (infra/batch.py).",
+        "ScoreBatch's concurrency is capped by the Distributed Map's MaxConcurrency (infra/batch.py). The "
+        "approval function answers a person's approve/reject, a handful of calls per release.",
         ("PipelineAllocate", "PipelineValidate", "PipelineRecord", "DriftFunction", "DriftRetrain",
-         "UploadsFunction", "BatchPrepare", "BatchScoreBatch", "BatchSummarize")),
+         "UploadsFunction", "BatchPrepare", "BatchScoreBatch", "BatchSummarize", "ApprovalFunction")),
 }
 
 

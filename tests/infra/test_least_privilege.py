@@ -60,8 +60,11 @@ def test_only_record_appends_audit_events_and_nobody_edits_them(synth):
     audit = _logical_id(synth, "AWS::DynamoDB::Table", "RegistryAuditTable")
     grants = _grants(synth, audit)
     writers = {role for role, actions in grants.items() if actions - {"dynamodb:GetItem", "dynamodb:Query"}}
-    assert writers == {_role_of(synth, "PipelineRecord")}, grants
+    # Record (alias moves) and Approval (release log events, PutItem in MODEL#* partitions only:
+    # tests/infra/test_approval_infra.py)
+    assert writers == {_role_of(synth, "PipelineRecord"), _role_of(synth, "ApprovalFunction")}, grants
     assert grants[_role_of(synth, "PipelineRecord")] == {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"}
+    assert grants[_role_of(synth, "ApprovalFunction")] == {"dynamodb:PutItem"}
     for role, actions in grants.items():
         assert not actions & {"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
                               "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete", "dynamodb:*", "*"}, role

@@ -218,8 +218,10 @@ def test_no_wildcard_actions_or_resources(which, request):
         assert "*" not in actions and not any(a.endswith(":*") for a in actions), (logical_id, actions)
         if "*" in _as_list(statement.get("Resource")):
             # documented in infra/nag.py: X-Ray and CloudWatch Logs delivery (the state machine's
-            # logging) have no resource-level permissions
-            assert all(a.startswith("xray:") or a in LOG_DELIVERY_ACTIONS for a in actions), (logical_id, statement)
+            # logging) have no resource-level permissions; nor has states:SendTaskSuccess (infra/approval.py)
+            assert all(a.startswith("xray:") or a in LOG_DELIVERY_ACTIONS
+                       or (a == "states:SendTaskSuccess" and "Approval" in logical_id)
+                       for a in actions), (logical_id, statement)
 
 
 def test_function_grants_are_least_privilege(synth):
@@ -245,6 +247,11 @@ def test_function_grants_are_least_privilege(synth):
 # --------------------------------------------------------------------------- API
 
 
+def _is_decision(method: dict) -> bool:
+    """POST …/versions/{version}/approve or /reject (infra/approval.py): always AWS_IAM."""
+    return "ApprovalFunction" in json.dumps(method["Properties"]["Integration"]["Uri"])
+
+
 def test_methods_use_iam_auth_by_default(synth):
     methods = synth.resources("AWS::ApiGateway::Method")
     routes = set()
@@ -254,13 +261,16 @@ def test_methods_use_iam_auth_by_default(synth):
         assert not props.get("ApiKeyRequired", False)
         assert props["Integration"]["Type"] == "AWS_PROXY"
         routes.add(props["HttpMethod"])
-    assert len(methods) == 4  # GET /models, GET /models/{name}, POST …/predict, GET …/versions/{version}
+    # GET /models, GET /models/{name}, POST …/predict, GET …/versions/{version}, POST …/approve and …/reject
+    assert len(methods) == 6
     paths = {r["Properties"]["PathPart"] for r in synth.resources("AWS::ApiGateway::Resource").values()}
-    assert paths == {"models", "{name}", "predict", "versions", "{version}"}
+    assert paths == {"models", "{name}", "predict", "versions", "{version}", "approve", "reject"}
 
 
 def test_api_key_mode_requires_keys_and_throttles_usage_plan(synth_api_key):
     for method in synth_api_key.resources("AWS::ApiGateway::Method").values():
+        if _is_decision(method):
+            continue  # tests/infra/test_approval_infra.py: AWS_IAM in every mode
         assert method["Properties"]["ApiKeyRequired"] is True
         assert method["Properties"]["AuthorizationType"] == "NONE"
     synth_api_key.template.has_resource_properties(
@@ -279,7 +289,9 @@ def test_auth_none_only_opens_the_api_when_set_and_stays_nag_clean():
     app, stack = build_app({"api": {"auth": "none"}, "models": {"iris": {"target": "species"}}},
                            build_layers=False)
     methods = [c for c in stack.node.find_all() if isinstance(c, apigw.CfnMethod)]
-    assert [m.authorization_type for m in methods] == ["NONE"] * 4
+    decisions = [m for m in methods if ("/approve/" in m.node.path or "/reject/" in m.node.path)]
+    assert [m.authorization_type for m in methods if m not in decisions] == ["NONE"] * 4
+    assert [m.authorization_type for m in decisions] == ["AWS_IAM"] * 2  # whatever api.auth is
     assert not any(m.api_key_required for m in methods)
     assert nag_findings(app) == []
 
@@ -305,7 +317,7 @@ def test_predict_body_is_validated(synth):
     assert schema["required"] == ["instances"]
     assert schema["properties"]["instances"] == {"type": "array", "minItems": 1}
     (predict,) = [m for m in synth.resources("AWS::ApiGateway::Method").values()
-                  if m["Properties"]["HttpMethod"] == "POST"]
+                  if m["Properties"]["HttpMethod"] == "POST" and not _is_decision(m)]
     assert "RequestValidatorId" in predict["Properties"]
     assert "application/json" in predict["Properties"]["RequestModels"]
 
