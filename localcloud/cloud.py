@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import assets, distributedmap, functionlogs, lambda_runtime, sns, sts
+from . import cloudwatch as cloudwatch_mod
 from . import events as events_mod
 from . import sagemaker as sagemaker_mod
 from . import stepfunctions as stepfunctions_mod
@@ -47,7 +48,7 @@ _active: LocalCloud | None = None
 
 # Where a running local cloud hooks into moto, in the order they are installed (and uninstalled).
 _SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, distributedmap.SEAM, sns.SEAM, sts.SEAM,
-          sagemaker_mod.SEAM)
+          sagemaker_mod.SEAM, cloudwatch_mod.SEAM)
 
 
 _WAIT_CONDITION_WARNING = ".*WaitConditionHandle.*"
@@ -400,6 +401,7 @@ class LocalCloud:
         self.training_jobs = sagemaker_mod.TrainingJobs(self.aws_url, self.region, authorizer=self.iam,
                                                         say=self.say, verbose=self.verbose)
         sagemaker_mod.SEAM.install(self.training_jobs)
+        cloudwatch_mod.SEAM.install()
 
     # ------------------------------------------------------------------ deployment
     def _deploy(self) -> None:

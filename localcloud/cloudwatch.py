@@ -14,6 +14,7 @@ finished since the last look, ``AWS/SQS`` ``ApproximateNumberOfMessagesVisible``
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .actions import kms_key_arn
+from .patches import Seam
 from .template import ACCOUNT_ID
 
 _EXECUTION_METRICS = {"SUCCEEDED": "ExecutionsSucceeded", "FAILED": "ExecutionsFailed",
@@ -89,7 +91,8 @@ def statistic(window: list, stat: str | None, extended: str | None, aggregated_c
             return hi
         values.sort()
         q = float(extended[1:]) / 100
-        return values[min(len(values) - 1, max(0, int(round(q * len(values) + 0.5)) - 1))]
+        # nearest rank: the smallest value with at least q of the values at or below it
+        return values[min(len(values) - 1, max(0, math.ceil(q * len(values) - 1e-9) - 1))]
     return {"Sum": total, "SampleCount": count, "Average": total / count if count else None,
             "Minimum": lo, "Maximum": hi}.get(stat or "Average")
 
@@ -267,3 +270,26 @@ class CloudWatch:
                     "Dimensions": [{"Name": "QueueName", "Value": url.rsplit("/", 1)[-1]}]}])
         except Exception as err:  # noqa: BLE001
             self._debug(f"[clock] queue metrics: {err!r}")
+
+
+# --------------------------------------------------------------------------- GetMetricStatistics percentiles
+
+def _patch(seam: Seam) -> None:
+    """moto's GetMetricStatistics ignores ``ExtendedStatistics`` (its datapoints carry none): add them,
+    with the percentile the alarms use (`statistic`), over each period's values."""
+    from moto.cloudwatch.models import MetricAggregatedDatum
+    from moto.cloudwatch.responses import CloudWatchResponse
+
+    def get_metric_statistics(self: Any) -> Any:
+        result = seam["get_metric_statistics"](self)
+        wanted = [p for p in self._get_param("ExtendedStatistics") or [] if isinstance(p, str) and p.startswith("p")]
+        if wanted:
+            for point in result.result["Datapoints"]:
+                point.extended_statistics = {
+                    p: statistic(point.metric_data, None, p, MetricAggregatedDatum) for p in wanted}
+        return result
+
+    seam.replace(CloudWatchResponse, "get_metric_statistics", get_metric_statistics)
+
+
+SEAM = Seam(_patch)

@@ -358,3 +358,23 @@ def test_the_step_functions_seam_leaves_motos_classes_and_modules_as_they_were()
     for owner, name, own in saved:
         assert owner.__dict__.get(name, _ABSENT) is own, (owner, name)
     assert StateTaskServiceLambda.__dict__.get("_eval_parameters", _ABSENT) is before
+
+
+def test_get_metric_statistics_answers_percentiles(cloud):
+    """moto ignores ExtendedStatistics; the local cloud computes them as its alarms do (release status
+    shows a version's p50/p99 latency from them)."""
+    from datetime import UTC, datetime, timedelta
+
+    cw = cloud.client("cloudwatch")
+    dims = [{"Name": "Model", "Value": "pct"}, {"Name": "Version", "Value": "1"}]
+    now = datetime.now(UTC)
+    cw.put_metric_data(Namespace="SeamTest", MetricData=[
+        {"MetricName": "Latency", "Dimensions": dims, "Values": [float(v) for v in range(1, 101)],
+         "Unit": "Milliseconds", "Timestamp": now}])
+    points = cw.get_metric_statistics(
+        Namespace="SeamTest", MetricName="Latency", Dimensions=dims, StartTime=now - timedelta(minutes=5),
+        EndTime=now + timedelta(minutes=5), Period=600, Statistics=["SampleCount", "Maximum"],
+        ExtendedStatistics=["p50", "p99"])["Datapoints"]
+    assert len(points) == 1
+    assert points[0]["SampleCount"] == 100 and points[0]["Maximum"] == 100
+    assert points[0]["ExtendedStatistics"] == {"p50": 50.0, "p99": 99.0}
