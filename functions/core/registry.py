@@ -743,7 +743,7 @@ class Registry:
 
     def start_release(self, model: str, version: int, *, mode: str, release_id: str, expected_production: Any,
                       execution_arn: str, percent: float | None = None, bake: int | None = None,
-                      actor: str, reason: str) -> dict:
+                      tolerance: float | None = None, actor: str, reason: str) -> dict:
         """Start a canary or shadow release of `version`: the version becomes `canary`/`shadow` and the
         model item's ``release`` names it, in one transaction, only while production is still
         `expected_production` (what the gate compared against) and the version a candidate. A release
@@ -758,6 +758,8 @@ class Registry:
         release = {"id": release_id, "mode": mode, "version": version, "production": expected_production,
                    "percent": percent if mode == "canary" else None, "bake": bake, "started_at": utc_iso(),
                    "execution_arn": execution_arn}
+        if mode == "shadow" and tolerance is not None:
+            release["tolerance"] = tolerance  # a regression shadow agrees within it (the inference function reads it)
         names = {"#release": "release", "#aliases": "aliases", "#p": "production"}
         values = {":r": _av(release, "release"), ":now": {"S": release["started_at"]}}
         if expected_production is None:
