@@ -462,15 +462,20 @@ class TrainingPipeline(WorkflowRuns, Construct):
         """The states after the gate passed (docs/pipeline.md): a person's approval when
         ``spec.release.approval`` is ``manual`` (not for a shadow, decided after its bake), then
         ``all_at_once`` → *promote*, ``canary``/``shadow`` → the release loop (infra/release.py). A run
-        without ``spec.release`` (an older CLI) promotes at once, as before."""
+        without ``spec.release`` (an older CLI) promotes at once, as before, and so does a model's first
+        version (no production version: no traffic to share or copy)."""
         release = "$.spec.release"
         mode = f"{release}.mode"
+        production = "$.validation.production_version"
         loop = self.release.loop(self, await_decision=await_decision("AwaitShadowDecision"), on_error=mark_failed,
                                  retry=retry, version=version, catch=catch)
         release_mode = (sfn.Choice(self, "ReleaseMode?", comment="spec.release.mode: all_at_once, canary or shadow")
                         .when(sfn.Condition.and_(sfn.Condition.is_present(mode),
                                                  sfn.Condition.or_(sfn.Condition.string_equals(mode, "canary"),
-                                                                   sfn.Condition.string_equals(mode, "shadow"))),
+                                                                   sfn.Condition.string_equals(mode, "shadow")),
+                                                 # a first version has no production to share traffic with
+                                                 sfn.Condition.is_present(production),
+                                                 sfn.Condition.is_not_null(production)),
                               loop)
                         .otherwise(promote))
         ask = await_decision("AwaitApproval")

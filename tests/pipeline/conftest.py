@@ -65,6 +65,13 @@ for _name in ("flip", "trusted"):
 # A model with its own training memory: a second Train function (Train2048), chosen by the
 # state machine on the run's spec.compute.memory (tests/pipeline/test_real_data.py).
 MODELS["cancer-nb"]["compute"] = {"memory": 2048}
+# Progressive release (tests/pipeline/test_release.py): a manual approval, a canary, a shadow with an
+# agreement rule; each used by that file only.
+_ANIMALS = {"target": "species", "task": "classification", "estimator": "sklearn.linear_model.LogisticRegression",
+            "params": {"max_iter": 500}, "metric": "accuracy", "min_score": 0.6, "max_regression": 1.0}
+MODELS["approval"] = {**_ANIMALS, "release": {"approval": "manual", "approval_timeout": "1d"}}
+MODELS["canary"] = {**_ANIMALS, "release": {"mode": "canary", "percent": 50, "bake": "30m"}}
+MODELS["shadowed"] = {**_ANIMALS, "release": {"mode": "shadow", "bake": "5m", "agreement": 0.8, "min_samples": 5}}
 MAX_DATASET_BYTES = 192 * 1024  # breast-cancer, the largest real set here, is 122 KB
 CONFIG = {"stack_name": "Shipyard", "api": {"auth": "iam"}, "models": MODELS}
 

@@ -1,0 +1,362 @@
+"""Progressive release end to end on the local cloud and its clock (docs/release.md, docs/pipeline.md).
+
+A manual approval waits on a task token: approved, rejected, timed out (``cloud.advance`` past the
+day). A canary bakes minute by minute (``cloud.advance(60)`` at each Bake wait): promoted after a clean
+bake, rolled back when its error alarm fires (its model artifact deleted: serving it fails), ended
+"Superseded" by a promotion by hand. A shadow with an agreement rule is promoted on its numbers. A
+failure during a release ends the release. Test models: tests/pipeline/conftest.py (approval, canary,
+shadowed).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.pipeline import data
+from tests.pipeline.conftest import events_of
+
+pytestmark = pytest.mark.slow
+
+ALICE = "arn:aws:iam::123456789012:user/alice"
+ALARM_OPERATIONS = {"PutMetricAlarm": "AlarmName", "DescribeAlarms": "AlarmNames", "DeleteAlarms": "AlarmNames"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def alarm_resources():
+    """The local IAM authorizes every CloudWatch call on Resource "*"; AWS authorizes PutMetricAlarm,
+    DescribeAlarms (by name) and DeleteAlarms on each alarm's ARN, which is all the Release function's
+    policy allows (``alarm:<stack>-*``). Until localcloud/actions.py maps them, this module does."""
+    from localcloud import actions
+
+    generic = actions._JSON["monitoring"]
+
+    def monitoring(op, params, region, account, ks):
+        names = params.get(ALARM_OPERATIONS.get(op, "")) if isinstance(params, dict) else None
+        if not names:
+            return generic(op, params, region, account, ks)
+        names = [names] if isinstance(names, str) else list(names)
+        return [actions.Call(f"cloudwatch:{op}", f"arn:aws:cloudwatch:{region}:{account}:alarm:{n}") for n in names]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(actions._JSON, "monitoring", monitoring)
+        yield
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def execution_arn_of(cloud, r, timeout: float = 60) -> str:
+    """The execution the upload started (without waiting for it to end)."""
+    sfn = cloud.client("stepfunctions")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for e in sfn.list_executions(stateMachineArn=cloud.outputs["PipelineArn"])["executions"]:
+            d = sfn.describe_execution(executionArn=e["executionArn"])
+            if json.loads(d["input"]).get("dataset", {}).get("version_id") == r.version_id:
+                return e["executionArn"]
+        time.sleep(0.2)
+    raise AssertionError(f"no execution for {r.key}")
+
+
+def version_of(registry, r, timeout: float = 60) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = registry.versions_from_dataset(r.bucket, r.key, r.version_id)
+        if found:
+            return int(found[0]["version"])
+        time.sleep(0.2)
+    raise AssertionError(f"no version for {r.key}")
+
+
+def ended(cloud, arn: str, timeout: float = 60) -> dict:
+    sfn = cloud.client("stepfunctions")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sfn.describe_execution(executionArn=arn)
+        if d["status"] != "RUNNING":
+            cloud.wait_idle()
+            return d
+        time.sleep(0.1)
+    raise AssertionError(f"{arn} still running after {timeout} s")
+
+
+def until(what, timeout: float = 60, every: float = 0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = what()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def awaiting(registry, model: str, version: int, timeout: float = 60) -> dict:
+    """The version's approval item once the run asked for a decision (it holds the task token)."""
+    return until(lambda: (a := registry.get_approval(model, version)) and a.get("task_token") and a, timeout)
+
+
+def decide(cloud, registry, model: str, version: int, decision: str, *, actor: str = ALICE,
+           reason: str | None = None) -> None:
+    """What ``shipyard approve|reject`` makes the API do (functions/approval): the first decision is
+    recorded, then the waiting run gets it with its task token."""
+    item = registry.decide(model, version, decision, actor=actor, reason=reason)
+    cloud.client("stepfunctions").send_task_success(taskToken=item["task_token"], output=json.dumps(
+        {"decision": decision, "actor": actor, "reason": reason, "at": item.get("decided_at")}))
+
+
+def in_state(cloud, arn: str) -> str | None:
+    """The state the execution is in now (its last StateEntered without an exit), or None."""
+    history = cloud.client("stepfunctions").get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    open_state = None
+    for e in history:
+        if e["type"].endswith("StateEntered"):
+            open_state = e["stateEnteredEventDetails"]["name"]
+        elif e["type"].endswith("StateExited"):
+            open_state = None
+    return open_state
+
+
+def bake(cloud, arn: str, *, before_each=None, timeout: float = 60) -> dict:
+    """Let the release loop run: at every Bake wait, the local clock a minute on; returns the end."""
+    sfn = cloud.client("stepfunctions")
+    deadline = time.time() + timeout
+    waits = 0
+    while time.time() < deadline:
+        if sfn.describe_execution(executionArn=arn)["status"] != "RUNNING":
+            return {**ended(cloud, arn), "waits": waits}
+        if in_state(cloud, arn) == "Bake":
+            if before_each is not None:
+                before_each(waits)
+            cloud.advance(60)
+            waits += 1
+            until(lambda: in_state(cloud, arn) != "Bake" or
+                  sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", 10, 0.02)
+        else:
+            time.sleep(0.02)
+    raise AssertionError(f"{arn} still baking after {timeout} s ({waits} waits)")
+
+
+def states_of(cloud, arn: str) -> list[str]:
+    history = cloud.client("stepfunctions").get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
+
+
+def kinds(registry, model: str, version: int) -> list[str]:
+    return [e["kind"] for e in registry.release_log(model) if e.get("version") == version]
+
+
+# ---------------------------------------------------------------------------- manual approval
+
+
+def test_an_approved_run_is_promoted_and_the_log_names_who_approved(cloud, run, registry):
+    r = run("approval", data.animals(seed=21))
+    arn = execution_arn_of(cloud, r)
+    version = version_of(registry, r)
+    awaiting(registry, "approval", version)
+    assert registry.get_version("approval", version)["status"] == "awaiting_approval"
+    (asked,) = until(lambda: [e for e in events_of(cloud, "Model Awaiting Approval")
+                              if e["detail"]["version"] == version], 20, 0.2)
+    assert asked["detail"]["model"] == "approval" and asked["detail"]["candidate_score"] > 0.6
+    assert asked["detail"]["approve"] == f"shipyard approve approval {version}"
+
+    decide(cloud, registry, "approval", version, "approve", reason="looks good")
+    assert ended(cloud, arn)["status"] == "SUCCEEDED"
+    assert registry.get_version("approval", version)["status"] == "production"
+    assert registry.get_alias("approval") == version
+    audit = registry.last_event("approval")
+    assert audit["to_version"] == version and f"approved by {ALICE}: looks good" in audit["reason"]
+    log = [e for e in registry.release_log("approval") if e.get("version") == version]
+    assert [e["kind"] for e in log] == ["approval_requested", "approved"]
+    assert log[1]["actor"] == ALICE
+    assert "Approved" in states_of(cloud, arn) and "Promoted" in states_of(cloud, arn)
+
+
+def test_a_rejected_run_is_rejected_with_the_reason_and_production_untouched(cloud, run, registry):
+    production = registry.get_alias("approval")
+    r = run("approval", data.animals(seed=22))
+    arn = execution_arn_of(cloud, r)
+    version = version_of(registry, r)
+    awaiting(registry, "approval", version)
+    decide(cloud, registry, "approval", version, "reject", reason="wait for the new labels")
+    assert ended(cloud, arn)["status"] == "SUCCEEDED"
+    rec = registry.get_version("approval", version)
+    assert rec["status"] == "rejected"
+    assert rec["reason"] == f"rejected by {ALICE}: wait for the new labels"
+    assert registry.get_alias("approval") == production
+    assert kinds(registry, "approval", version) == ["approval_requested", "rejected"]
+    (rejected,) = [e for e in events_of(cloud, "Model Rejected") if e["detail"]["version"] == version]
+    assert rejected["detail"]["reason"] == rec["reason"]
+
+
+def test_no_decision_within_the_timeout_rejects_the_run(cloud, run, registry):
+    production = registry.get_alias("approval")
+    r = run("approval", data.animals(seed=23))
+    arn = execution_arn_of(cloud, r)
+    version = version_of(registry, r)
+    awaiting(registry, "approval", version)
+    until(lambda: in_state(cloud, arn) == "AwaitApproval")
+    cloud.advance(86400 + 1)
+    assert ended(cloud, arn)["status"] == "SUCCEEDED"
+    rec = registry.get_version("approval", version)
+    assert rec["status"] == "rejected" and rec["reason"] == "ApprovalTimedOut: no decision within 1 day"
+    assert registry.get_alias("approval") == production
+    assert kinds(registry, "approval", version)[-1] == "approval_timed_out"
+    # a late decision is refused, naming the timeout
+    from functions.core.registry import ApprovalError
+
+    with pytest.raises(ApprovalError, match="already decided: reject"):
+        registry.decide("approval", version, "approve", actor=ALICE)
+
+
+# ---------------------------------------------------------------------------- canary
+
+
+def ensure_production(cloud, run, registry, model: str, seed: int) -> int:
+    """A first version: no production to share traffic with, so it is promoted at once."""
+    if registry.get_alias(model) is None:
+        r = run(model, data.animals(seed=seed))
+        end = ended(cloud, execution_arn_of(cloud, r))
+        assert end["status"] == "SUCCEEDED", end
+        assert "StartRelease" not in states_of(cloud, end["executionArn"])
+    return registry.get_alias(model)
+
+
+def _release_run(cloud, run, registry, model: str, seed: int):
+    ensure_production(cloud, run, registry, model, seed + 1000)
+    r = run(model, data.animals(seed=seed))
+    arn = execution_arn_of(cloud, r)
+    version = version_of(registry, r)
+    until(lambda: registry.get_version(model, version)["status"] in ("canary", "shadow", "rejected", "failed"))
+    return r, arn, version
+
+
+def _canary_run(cloud, run, registry, seed: int):
+    return _release_run(cloud, run, registry, "canary", seed)
+
+
+def test_a_canary_is_promoted_after_a_clean_bake(cloud, run, registry):
+    r, arn, version = _canary_run(cloud, run, registry, seed=31)
+    release = registry.get_release("canary")
+    assert release["version"] == version and release["mode"] == "canary" and release["percent"] == 50
+    started = time.time()
+    end = bake(cloud, arn)
+    assert end["status"] == "SUCCEEDED", end
+    assert end["waits"] == 30  # 30 minutes of bake, one check a minute
+    assert time.time() - started < 30
+    assert registry.get_version("canary", version)["status"] == "production"
+    assert registry.get_release("canary") is None
+    assert [e for e in events_of(cloud, "Release Started") if e["detail"]["version"] == version]
+    (promoted,) = [e for e in events_of(cloud, "Model Promoted") if e["detail"]["version"] == version]
+    assert promoted["detail"]["mode"] == "canary"
+    assert kinds(registry, "canary", version) == ["release_started", "release_promoted"]
+    assert states_of(cloud, arn)[-2:] == ["ReleaseOutcome?", "Released"]
+    # its alarms are gone
+    cw = cloud.client("cloudwatch")
+    assert not cw.describe_alarms(AlarmNamePrefix=f"Shipyard-canary-v{version}-")["MetricAlarms"]
+
+
+def _predict(cloud, _model: str, key: str, model: str | None = None):
+    import requests
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = cloud.outputs["ApiUrl"] + f"models/{model or _model}/predict"
+    body = json.dumps({"instances": [{"x1": 0.5, "x2": 1.0, "colour": "red"}]})
+    headers = {"Content-Type": "application/json", "X-Routing-Key": key}
+    req = AWSRequest(method="POST", url=url, data=body, headers=headers)
+    SigV4Auth(Credentials("testing", "testing"), "execute-api", "us-east-1").add_auth(req)
+    return requests.post(url, data=body, headers=dict(req.headers), timeout=120)
+
+
+def test_a_canary_is_rolled_back_when_its_error_alarm_fires(cloud, run, registry):
+    production = registry.get_alias("canary")
+    r, arn, version = _canary_run(cloud, run, registry, seed=33)
+    # The failing candidate: its model.onnx object version is gone, so serving it fails (503).
+    rec = registry.get_version("canary", version)
+    cloud.client("s3").delete_object(Bucket=cloud.outputs["ArtifactBucketName"], Key=rec["artifact_key"],
+                                     VersionId=rec["artifact_version_id"])
+    answers = [_predict(cloud, "canary", f"caller-{i}") for i in range(12)]
+    assert any(a.status_code == 503 for a in answers), [a.status_code for a in answers]
+    assert any(a.status_code == 200 for a in answers)  # production still answers its share
+    cloud.wait_idle()
+    until(lambda: any(a["StateValue"] == "ALARM" for a in cloud.evaluate_alarms() or ())
+          or cloud.client("cloudwatch").describe_alarms(AlarmNames=[f"Shipyard-canary-v{version}-errors"])
+          ["MetricAlarms"][0]["StateValue"] == "ALARM", 20, 0.5)
+    end = bake(cloud, arn)
+    assert end["status"] == "SUCCEEDED" and end["waits"] == 1, end
+    rec = registry.get_version("canary", version)
+    assert rec["status"] == "rejected"
+    assert rec["reason"].startswith(f"alarm Shipyard-canary-v{version}-errors fired: ")
+    assert registry.get_alias("canary") == production and registry.get_release("canary") is None
+    (rolled,) = [e for e in events_of(cloud, "Release Rolled Back") if e["detail"]["version"] == version]
+    assert rolled["detail"]["alarm"] == f"Shipyard-canary-v{version}-errors"
+    assert rolled["detail"]["production_version"] == production and rolled["detail"]["reason"] == rec["reason"]
+    assert states_of(cloud, arn)[-3:] == ["RollBack", "ReleaseOutcome?", "RolledBack"]
+    assert kinds(registry, "canary", version) == ["release_started", "release_rolled_back"]
+
+
+def test_a_canary_superseded_by_a_promotion_by_hand_ends_and_never_promotes(cloud, run, registry):
+    r, arn, version = _canary_run(cloud, run, registry, seed=35)
+    production = registry.get_alias("canary")
+    path = registry.rollback_path("canary")
+
+    def by_hand(waits):
+        if waits == 3:  # three minutes into the bake, someone moves production by hand
+            if path:
+                registry.rollback("canary", reason="by hand", actor=ALICE)
+            else:
+                registry.promote("canary", version, reason="by hand", actor=ALICE)
+
+    end = bake(cloud, arn, before_each=by_hand)
+    assert end["status"] == "SUCCEEDED" and end["waits"] == 4, end
+    assert states_of(cloud, arn)[-1] == "Superseded"
+    target = path[0] if path else version
+    rec = registry.get_version("canary", version)
+    if path:
+        assert rec["status"] == "rejected" and "superseded: production moved to" in rec["reason"]
+        assert f"v{target} by {ALICE} (rollback: by hand)" in rec["reason"]
+    assert registry.last_event("canary")["actor"] == ALICE  # the loop never promoted
+    assert production != target
+    assert registry.get_alias("canary") == target
+    assert kinds(registry, "canary", version)[-1] == "release_superseded"
+
+
+# ---------------------------------------------------------------------------- shadow
+
+
+def test_a_shadow_with_an_agreement_rule_is_promoted_on_its_numbers(cloud, run, registry):
+    production = ensure_production(cloud, run, registry, "shadowed", seed=41)
+    r, arn, version = _release_run(cloud, run, registry, "shadowed", seed=42)
+    assert registry.get_release("shadowed")["mode"] == "shadow"
+    # production's traffic, scored by the shadow too (callers see production's answers only)
+    answers = [_predict(cloud, "shadowed", f"caller-{i}", model="shadowed") for i in range(8)]
+    assert all(a.status_code == 200 and a.json().get("version") in (production, None) for a in answers), \
+        [(a.status_code, a.text[:200]) for a in answers]
+    cloud.wait_idle()
+    end = bake(cloud, arn)
+    assert end["status"] == "SUCCEEDED" and end["waits"] == 5, end
+    rec = registry.get_version("shadowed", version)
+    assert rec["status"] == "production", rec.get("reason")
+    audit = registry.last_event("shadowed")
+    assert audit["to_version"] == version and "shadow agreement" in audit["reason"] and ">= 0.8 over 8" in \
+        audit["reason"], audit["reason"]
+    assert kinds(registry, "shadowed", version) == ["release_started", "release_promoted"]
+
+
+def test_mark_failed_during_a_release_ends_the_release(cloud, run, registry):
+    from functions.pipeline import steps
+
+    r, arn, version = _canary_run(cloud, run, registry, seed=51)
+    assert registry.get_release("canary")["version"] == version
+    cloud.client("stepfunctions").stop_execution(executionArn=arn, error="Test", cause="stopped by the test")
+    # What MarkFailed does when a release state fails (the Catch's input): the release ends too.
+    out = steps.mark_failed({"model": "canary", "run": {"version": version},
+                             "error": {"Error": "States.TaskFailed", "Cause": "boom"}},
+                            registry, cloud.client("events"), execution_arn=arn)
+    assert out["failed"] is True
+    assert registry.get_version("canary", version)["status"] == "failed"
+    assert registry.get_release("canary") is None
+    assert kinds(registry, "canary", version)[-1] == "release_failed"
