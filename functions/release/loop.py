@@ -13,7 +13,8 @@ states is ``{"id", "mode", "version", "production_version", "bake", "waited", "w
 
 The bake is counted by the waits done (``waited``, the seconds of every Wait state passed), not by a
 clock: a check after each wait of at most ``CHECK_INTERVAL`` seconds, so a release is checked every
-minute and a test on the local clock is deterministic. Every write is safe to repeat (a retried
+minute and a test on the local clock is deterministic (a bake over ``MAX_CHECKS`` minutes is checked
+less often: ``check_interval``, for the execution history's 25,000 events). Every write is safe to repeat (a retried
 state): the release id is a hash of the execution and the version, ``start_release`` with it
 returns the running release, PutMetricAlarm overwrites, a promotion already made by this execution
 is found in the audit history.
@@ -56,6 +57,14 @@ PERIOD = 60
 LATENCY_PERIODS = 3
 DEFAULT_BAKE = 1800
 NEXT = ("bake", "promote", "rollback", "decide", "superseded")
+# Step Functions keeps at most 25,000 events in an execution's history, ~10 per check: a bake longer
+# than MAX_CHECKS minutes (16.7 h) is checked less often, every whole number of minutes.
+MAX_CHECKS = 1000
+
+
+def check_interval(bake: int) -> int:
+    """Seconds between checks: a minute (the alarms' period), longer for a bake over MAX_CHECKS minutes."""
+    return max(CHECK_INTERVAL, -(-int(bake) // (MAX_CHECKS * 60)) * 60)
 
 
 @dataclass
@@ -103,7 +112,7 @@ def start(event: Mapping[str, Any], clients: Clients, *, execution_arn: str) -> 
     expected = validation.get("production_version")
     names = alarm_names(clients.alarm_prefix, model, version)
     state = {"id": rid, "mode": mode, "version": version, "production_version": expected, "bake": bake,
-             "waited": 0, "wait": min(CHECK_INTERVAL, bake), "next": "bake", "alarms": names}
+             "waited": 0, "wait": min(check_interval(bake), bake), "next": "bake", "alarms": names}
     reason = f"pipeline: {validation.get('reason') or 'passed validation'}{approved_by(event)}"
     try:
         release = clients.registry.start_release(
@@ -182,7 +191,7 @@ def check(event: Mapping[str, Any], clients: Clients, *, execution_arn: str) -> 
     bake = int(state.get("bake") or cfg["bake"])
     state["waited"] = waited
     if waited < bake:
-        return {**state, "wait": min(CHECK_INTERVAL, bake - waited), "next": "bake"}
+        return {**state, "wait": min(check_interval(bake), bake - waited), "next": "bake"}
     if state["mode"] == "canary":
         return {**state, "next": "promote", "reason": f"canary baked {waited} s at {current.get('percent')}% "
                                                        "of the traffic with no alarm"}
