@@ -54,9 +54,11 @@ SKIPS: dict[str, tuple[str, tuple[str, ...] | None]] = {
         "run once per execution or schedule, and the uploads function once per upload for milliseconds (a cap "
         "would throttle a bulk upload's reports). Batch scoring: Prepare and Summarize run once per run, and "
         "ScoreBatch's concurrency is capped by the Distributed Map's MaxConcurrency (infra/batch.py). The "
-        "approval function answers a person's approve/reject, a handful of calls per release.",
+        "approval function answers a person's approve/reject, a handful of calls per release; the release "
+        "function runs once a minute per running release.",
         ("PipelineAllocate", "PipelineValidate", "PipelineRecord", "DriftFunction", "DriftRetrain",
-         "UploadsFunction", "BatchPrepare", "BatchScoreBatch", "BatchSummarize", "ApprovalFunction")),
+         "UploadsFunction", "BatchPrepare", "BatchScoreBatch", "BatchSummarize", "ApprovalFunction",
+         "PipelineRelease")),
 }
 
 

@@ -60,10 +60,12 @@ def test_only_record_appends_audit_events_and_nobody_edits_them(synth):
     audit = _logical_id(synth, "AWS::DynamoDB::Table", "RegistryAuditTable")
     grants = _grants(synth, audit)
     writers = {role for role, actions in grants.items() if actions - {"dynamodb:GetItem", "dynamodb:Query"}}
-    # Record (alias moves) and Approval (release log events, PutItem in MODEL#* partitions only:
-    # tests/infra/test_approval_infra.py)
-    assert writers == {_role_of(synth, "PipelineRecord"), _role_of(synth, "ApprovalFunction")}, grants
-    assert grants[_role_of(synth, "PipelineRecord")] == {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"}
+    # Record and Release (alias moves, the release log: infra/release.py) and Approval (release log
+    # events, PutItem in MODEL#* partitions only: tests/infra/test_approval_infra.py)
+    assert writers == {_role_of(synth, "PipelineRecord"), _role_of(synth, "PipelineRelease"),
+                       _role_of(synth, "ApprovalFunction")}, grants
+    for mover in ("PipelineRecord", "PipelineRelease"):
+        assert grants[_role_of(synth, mover)] == {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"}
     assert grants[_role_of(synth, "ApprovalFunction")] == {"dynamodb:PutItem"}
     for role, actions in grants.items():
         assert not actions & {"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
