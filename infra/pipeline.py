@@ -1,14 +1,22 @@
-"""``TrainingPipeline``: the train → validate → promote state machine and what starts it.
+"""``TrainingPipeline``: the train → validate → (approve →) release → promote state machine and what starts it.
 
     S3 "Object Created" datasets/<model>/…(.csv|.csv.gz) ──rule per model──► state machine (standard)
-      Allocate ─► Duplicate? ─► [TrainOn ─►] Train | Train<MB> | TrainOnSageMaker ─► Validate ─► Gate ─► Promote|Reject
-         │  └─► AlreadyHandled (same object version seen before)
+      Allocate ─► Duplicate? ─► [TrainOn ─►] Train | Train<MB> | TrainOnSageMaker ─► Validate ─► Gate ─pass─► NeedsApproval?
+         │  └─► AlreadyHandled (same object version seen before)                                  └─fail─► Reject
          └─ any state: Catch States.DataLimitExceeded, States.ALL ─► MarkFailed ─► Failed
                                                          └─► PromotedDespiteError (the alias had moved)
+      NeedsApproval? ─manual─► AwaitApproval (task token; States.Timeout ─► Reject) ─► Decision? ─► Approved | Reject
+                     └─no────► ReleaseMode? ◄─────────────────────────────────────────────────────── Approved
+      ReleaseMode? ─all_at_once / no production yet─► Promote
+                   └─canary|shadow─► StartRelease ─► Next? ─bake─► Bake ─► CheckRelease ─► Next?
+                        Next? ─promote─► FinishRelease, ─rollback─► RollBack, ─superseded─► Superseded,
+                              ─decide─► AwaitShadowDecision ─approve─► FinishRelease | reject/timeout ─► RollBack
+                        (the release loop: infra/release.py ``ProgressiveRelease``)
 
-Four kinds of function over ``functions/pipeline`` (docs/pipeline.md): Allocate, Train (training
-layer, 15 min; one per ``compute.memory`` size, 3008 MB by default), Validate (inference layer:
-onnxruntime + numpy) and Record (promote, reject, mark failed + events). Models with
+Five kinds of function over ``functions/pipeline`` and ``functions/release`` (docs/pipeline.md): Allocate,
+Train (training layer, 15 min; one per ``compute.memory`` size, 3008 MB by default), Validate (inference
+layer: onnxruntime + numpy), Record (promote, reject, mark failed, ask for and apply a person's
+decision + events; publishes the approval message to the alarm topic) and Release (the release loop). Models with
 ``compute.type: sagemaker`` train in a SageMaker training job instead (``TrainOnSageMaker``,
 infra/trainjob.py), the same train step in the scikit-learn image. Each has its own role
 with only what it uses (``ModelRegistry.grant_*``), its own log group, X-Ray tracing. The state
