@@ -1,8 +1,8 @@
 """``TrainingPipeline``: the train → validate → (approve →) release → promote state machine and what starts it.
 
     S3 "Object Created" datasets/<model>/…(.csv|.csv.gz) ──rule per model──► state machine (standard)
-      Allocate ─► Duplicate? ─► [TrainOn ─►] Train | Train<MB> | TrainOnSageMaker ─► Validate ─► Gate ─pass─► NeedsApproval?
-         │  └─► AlreadyHandled (same object version seen before)                                  └─fail─► Reject
+      Allocate ─► Duplicate? ─► [TrainOn ─►] Train | Train<MB> | TrainOnSageMaker ─► Validate ─► Gate ─► NeedsApproval?
+         │  └─► AlreadyHandled (same object version seen before)                            └─fail─► Reject
          └─ any state: Catch States.DataLimitExceeded, States.ALL ─► MarkFailed ─► Failed
                                                          └─► PromotedDespiteError (the alias had moved)
       NeedsApproval? ─manual─► AwaitApproval (task token; States.Timeout ─► Reject) ─► Decision? ─► Approved | Reject
