@@ -106,11 +106,14 @@ def decide(cloud, registry, model: str, version: int, decision: str, *, actor: s
         {"decision": decision, "actor": actor, "reason": reason, "at": item.get("decided_at")}))
 
 
+def _history(cloud, arn: str) -> list[dict]:
+    return cloud.client("stepfunctions").get_execution_history(executionArn=arn, maxResults=1000)["events"]
+
+
 def in_state(cloud, arn: str) -> str | None:
     """The state the execution is in now (its last StateEntered without an exit), or None."""
-    history = cloud.client("stepfunctions").get_execution_history(executionArn=arn, maxResults=1000)["events"]
     open_state = None
-    for e in history:
+    for e in _history(cloud, arn):
         if e["type"].endswith("StateEntered"):
             open_state = e["stateEnteredEventDetails"]["name"]
         elif e["type"].endswith("StateExited"):
@@ -118,24 +121,33 @@ def in_state(cloud, arn: str) -> str | None:
     return open_state
 
 
+def _bakes(cloud, arn: str) -> tuple[int, int]:
+    """(Bake waits entered, Bake waits ended) so far."""
+    events = _history(cloud, arn)
+    entered = sum(1 for e in events if e["type"] == "WaitStateEntered")
+    exited = sum(1 for e in events if e["type"] == "WaitStateExited")
+    return entered, exited
+
+
 def bake(cloud, arn: str, *, before_each=None, timeout: float = 60) -> dict:
-    """Let the release loop run: at every Bake wait, the local clock a minute on; returns the end."""
+    """Let the release loop run: at every Bake wait, the local clock a minute on; returns the end with
+    the number of waits. (A minute moved on just before the wait began to wait is lost: moved again.)"""
     sfn = cloud.client("stepfunctions")
     deadline = time.time() + timeout
-    waits = 0
     while time.time() < deadline:
+        entered, exited = _bakes(cloud, arn)
         if sfn.describe_execution(executionArn=arn)["status"] != "RUNNING":
-            return {**ended(cloud, arn), "waits": waits}
-        if in_state(cloud, arn) == "Bake":
+            return {**ended(cloud, arn), "waits": exited}
+        if entered > exited:
             if before_each is not None:
-                before_each(waits)
+                before_each(exited)
             cloud.advance(60)
-            waits += 1
-            until(lambda: in_state(cloud, arn) != "Bake" or
-                  sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", 10, 0.02)
+            ends = time.time() + 2
+            while time.time() < ends and _bakes(cloud, arn)[1] == exited:
+                time.sleep(0.02)
         else:
             time.sleep(0.02)
-    raise AssertionError(f"{arn} still baking after {timeout} s ({waits} waits)")
+    raise AssertionError(f"{arn} still baking after {timeout} s")
 
 
 def states_of(cloud, arn: str) -> list[str]:
@@ -155,7 +167,7 @@ def test_an_approved_run_is_promoted_and_the_log_names_who_approved(cloud, run, 
     arn = execution_arn_of(cloud, r)
     version = version_of(registry, r)
     awaiting(registry, "approval", version)
-    assert registry.get_version("approval", version)["status"] == "awaiting_approval"
+    until(lambda: registry.get_version("approval", version)["status"] == "awaiting_approval", 20)
     (asked,) = until(lambda: [e for e in events_of(cloud, "Model Awaiting Approval")
                               if e["detail"]["version"] == version], 20, 0.2)
     assert asked["detail"]["model"] == "approval" and asked["detail"]["candidate_score"] > 0.6
@@ -197,10 +209,10 @@ def test_no_decision_within_the_timeout_rejects_the_run(cloud, run, registry):
     version = version_of(registry, r)
     awaiting(registry, "approval", version)
     until(lambda: in_state(cloud, arn) == "AwaitApproval")
-    cloud.advance(86400 + 1)
+    cloud.advance(3600 + 1)  # the approval_timeout of the test model: 1 h
     assert ended(cloud, arn)["status"] == "SUCCEEDED"
     rec = registry.get_version("approval", version)
-    assert rec["status"] == "rejected" and rec["reason"] == "ApprovalTimedOut: no decision within 1 day"
+    assert rec["status"] == "rejected" and rec["reason"] == "ApprovalTimedOut: no decision within 1 h"
     assert registry.get_alias("approval") == production
     assert kinds(registry, "approval", version)[-1] == "approval_timed_out"
     # a late decision is refused, naming the timeout
@@ -272,8 +284,8 @@ def _predict(cloud, _model: str, key: str, model: str | None = None):
 
 
 def test_a_canary_is_rolled_back_when_its_error_alarm_fires(cloud, run, registry):
-    production = registry.get_alias("canary")
     r, arn, version = _canary_run(cloud, run, registry, seed=33)
+    production = registry.get_alias("canary")
     # The failing candidate: its model.onnx object version is gone, so serving it fails (503).
     rec = registry.get_version("canary", version)
     cloud.client("s3").delete_object(Bucket=cloud.outputs["ArtifactBucketName"], Key=rec["artifact_key"],
@@ -308,8 +320,11 @@ def test_a_canary_superseded_by_a_promotion_by_hand_ends_and_never_promotes(clou
     production = registry.get_alias("canary")
     path = registry.rollback_path("canary")
 
+    moved = []
+
     def by_hand(waits):
-        if waits == 3:  # three minutes into the bake, someone moves production by hand
+        if waits == 3 and not moved:  # three minutes into the bake, someone moves production by hand
+            moved.append(True)
             if path:
                 registry.rollback("canary", reason="by hand", actor=ALICE)
             else:
