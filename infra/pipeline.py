@@ -305,6 +305,7 @@ class TrainingPipeline(WorkflowRuns, Construct):
             architecture=architecture, layers=inference_layers, code=code, timeout=step_timeout,
             log_retention=log_retention, log_removal_policy=log_removal_policy)
         self.roles["Release"], self.log_groups["Release"] = self.release.role, self.release.log_group
+        self.release.grant_delete_alarms(self.record_function)  # MarkFailed removes a failed release's alarms
         if train_reserved_concurrency is not None:
             # A cap per Train function (reserved concurrency also reserves it from the account's pool).
             for fn in self.train_functions.values():

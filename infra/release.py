@@ -109,6 +109,20 @@ class ProgressiveRelease(Construct):
         return iam.Grant.add_to_principal(grantee=grantee, actions=list(ALARM_ACTIONS),
                                           resource_arns=[self.alarm_arn_pattern])
 
+    def grant_delete_alarms(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Delete the stack's alarms (``<stack>-*``) only: MarkFailed removes a failed release's two alarms.
+        A grantee that is a Lambda function also gets ``ALARM_PREFIX``."""
+        if isinstance(grantee, lambda_.Function):
+            grantee.add_environment("ALARM_PREFIX", self.alarm_prefix)
+            if grantee.role is not None:
+                Validations.of(grantee.role).acknowledge(Acknowledgment(
+                    id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:"
+                       f"<AWS::AccountId>:alarm:{self.alarm_prefix}*]",
+                    reason="MarkFailed deletes a failed release's per-version alarms (<stack>-<model>-v<N>-errors|"
+                           "latency, N known at run time): cloudwatch:DeleteAlarms on the stack's own alarms only."))
+        return iam.Grant.add_to_principal(grantee=grantee, actions=["cloudwatch:DeleteAlarms"],
+                                          resource_arns=[self.alarm_arn_pattern])
+
     def grant_read_metrics(self, grantee: iam.IGrantable) -> iam.Grant:
         """``cloudwatch:GetMetricStatistics``: no resource-level permission exists, so Resource ``*``."""
         grant = iam.Grant.add_to_principal(grantee=grantee, actions=["cloudwatch:GetMetricStatistics"],

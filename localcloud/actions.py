@@ -327,7 +327,18 @@ def _json_generic(service: str):
     return lambda op, params, region, account, _ks: [_generic(service, op)]
 
 
+# CloudWatch operations authorized on each alarm's ARN (AWS's service authorization reference: resource
+# type `alarm`), and the parameter naming them; every other operation is authorized on "*".
+_ALARM_OPERATIONS = {"PutMetricAlarm": "AlarmName", "DeleteAlarms": "AlarmNames", "DescribeAlarms": "AlarmNames",
+                     "SetAlarmState": "AlarmName", "EnableAlarmActions": "AlarmNames",
+                     "DisableAlarmActions": "AlarmNames", "DescribeAlarmHistory": "AlarmName"}
+
+
 def _cloudwatch(op: str, params: dict, region: str, account: str, _ks) -> list[Call]:
+    names = params.get(_ALARM_OPERATIONS.get(op, "")) if isinstance(params, dict) else None
+    if names:
+        names = [names] if isinstance(names, str) else [n for n in names if isinstance(n, str)]
+        return [Call(f"cloudwatch:{op}", f"arn:aws:cloudwatch:{region}:{account}:alarm:{n}") for n in names]
     # the JSON protocol (what boto3 sends CloudWatch now) names the namespace as the query form does
     namespace = params.get("Namespace")
     return [_cloudwatch_call(op, namespace if isinstance(namespace, str) else None)]
@@ -351,6 +362,10 @@ def _query(service: str, form: dict, region: str, account: str) -> list[Call]:
     if service == "sts":
         return [Call(f"sts:{op}", form.get("RoleArn") or "*")]
     if service == "monitoring":
+        names = [v for k, v in sorted(form.items()) if k == _ALARM_OPERATIONS.get(op)
+                 or k.startswith(f"{_ALARM_OPERATIONS.get(op)}.member.")] if op in _ALARM_OPERATIONS else []
+        if names:
+            return [Call(f"cloudwatch:{op}", f"arn:aws:cloudwatch:{region}:{account}:alarm:{n}") for n in names]
         return [_cloudwatch_call(op, form.get("Namespace"))]
     if service == "iam":
         name = form.get("RoleName") or form.get("UserName")

@@ -84,6 +84,14 @@ VERSION_DIMENSION = "Version"
 METRIC_VERSION_PREDICTIONS = "VersionPredictions"  # instances answered by that version
 METRIC_VERSION_ERRORS = "VersionErrors"            # requests that version failed on the server side (5xx)
 METRIC_VERSION_LATENCY = "VersionLatency"          # ms per request spent in that version (load + score)
+
+
+def release_alarm_names(prefix: str, model: str, version: int) -> list[str]:
+    """A release's two per-version alarms: ``<stack>-<model>-v<N>-errors`` and ``…-latency`` (made by the
+    release loop, deleted when the release ends: functions/release/loop.py, and by MarkFailed)."""
+    return [f"{prefix}{model}-v{int(version)}-errors", f"{prefix}{model}-v{int(version)}-latency"]
+
+
 # A shadow candidate, dimensions [Model, Version] with the candidate's version:
 METRIC_SHADOW_PREDICTIONS = "ShadowPredictions"    # instances the shadow scored
 METRIC_SHADOW_AGREEMENT = "ShadowAgreement"        # per instance 1 if it agreed with production, else 0

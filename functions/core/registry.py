@@ -879,6 +879,11 @@ class Registry:
                                     "can await approval")
         return {k: v for k, v in item.items() if k != "task_token"}
 
+    def record_approval(self, model: str, version: int) -> dict:
+        """awaiting_approval -> candidate once approved (a retry finds it a candidate already): the run
+        goes on to promote it or start its release."""
+        return self._transition(model, version, "candidate", (AWAITING_APPROVAL, "candidate"), {})
+
     def get_approval(self, model: str, version: int) -> dict | None:
         """The version's approval item (with its task token), or None."""
         return self._get(f"MODEL#{_check_model(model)}", f"{APPROVAL_SK_PREFIX}{int(version):010d}")

@@ -17,7 +17,15 @@ def _await_approval(event, reg, events, *, execution_arn):
                                 topic_arn=os.environ.get("ALARM_TOPIC_ARN") or None)
 
 
-ACTIONS = {"promote": steps.promote, "reject": steps.reject, "mark_failed": steps.mark_failed,
+def _mark_failed(event, reg, events, *, execution_arn):
+    # A failed release's two alarms are deleted too (ALARM_PREFIX: the stack's, all Record may delete).
+    prefix = os.environ.get("ALARM_PREFIX")
+    return steps.mark_failed(
+        event, reg, events, execution_arn=execution_arn, alarm_prefix=prefix or "",
+        delete_alarms=(lambda names: client("cloudwatch").delete_alarms(AlarmNames=names)) if prefix else None)
+
+
+ACTIONS = {"promote": steps.promote, "reject": steps.reject, "mark_failed": _mark_failed,
            "await_approval": _await_approval, "approved": steps.approved}
 
 

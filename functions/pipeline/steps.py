@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -52,9 +52,9 @@ from functions.core.layout import (
     MODEL_REJECTED,
     PIPELINE_FAILED,
     models_prefix,
+    release_alarm_names,
 )
 from functions.core.registry import (
-    AWAITING_APPROVAL,
     AliasConflict,
     ApprovalError,
     InvalidTransition,
@@ -586,8 +586,10 @@ def training_job_failure(describe: Mapping[str, Any]) -> str | None:
         " without a failure reason; see its log in /aws/sagemaker/TrainingJobs"
 
 
-def mark_failed(event: Mapping[str, Any], registry: Registry, events, *, execution_arn: str) -> dict:
-    """Version -> failed with the error (when one was allocated) + `Pipeline Failed`."""
+def mark_failed(event: Mapping[str, Any], registry: Registry, events, *, execution_arn: str,
+                delete_alarms: Callable[[list[str]], Any] | None = None, alarm_prefix: str = "") -> dict:
+    """Version -> failed with the error (when one was allocated) + `Pipeline Failed`. A release of the
+    version is ended, and its two alarms deleted with `delete_alarms` (best effort) when given."""
     model = event.get("model") if isinstance(event, Mapping) else None
     run = (event.get("run") or {}) if isinstance(event, Mapping) else {}
     version = run.get("version")
@@ -596,7 +598,12 @@ def mark_failed(event: Mapping[str, Any], registry: Registry, events, *, executi
     if model and version:
         try:
             status = registry.record_failure(model, int(version), reason)["status"]
-            end_own_release(registry, model, int(version), reason, execution_arn)
+            if end_own_release(registry, model, int(version), reason, execution_arn) and delete_alarms:
+                names = release_alarm_names(alarm_prefix, model, int(version))
+                try:
+                    delete_alarms(names)
+                except Exception as err:  # noqa: BLE001 - the failure is recorded; the alarms are clutter
+                    logger.warning("release alarms %s not deleted: %s", names, err)
         except (InvalidTransition, VersionNotFound) as err:
             status = f"not marked: {err}"  # e.g. it was promoted before the failure
             promoted = _promoted_by(registry, model, int(version), execution_arn)
@@ -735,8 +742,7 @@ def approved(event: Mapping[str, Any], registry: Registry, events=None, *, execu
     decision = event.get("decision") or {}
     if decision.get("decision") != "approve":
         raise PipelineInputError(f"Approved for {model!r} v{version} without an approve decision: {decision!r}")
-    # No public registry method takes a version out of awaiting_approval without rejecting it.
-    registry._transition(model, version, "candidate", (AWAITING_APPROVAL, "candidate"), {})
+    registry.record_approval(model, version)
     if not _decision_logged(registry, model, version, "approved"):
         registry.log_release_event(model, "approved", version=version, actor=str(decision.get("actor") or "unknown"),
                                    reason=decision.get("reason"), decided_at=decision.get("at"),
@@ -801,16 +807,17 @@ def _decision_logged(registry: Registry, model: str, version: int, kind: str) ->
     return False
 
 
-def end_own_release(registry: Registry, model: str, version: int, reason: str, execution_arn: str) -> None:
+def end_own_release(registry: Registry, model: str, version: int, reason: str, execution_arn: str) -> bool:
     """End the model's running release when it is this version's (MarkFailed): the release log says
-    ``release_failed``; a release of another version is left alone."""
+    ``release_failed``; a release of another version is left alone. True when the version had one."""
     release = registry.get_release(model)
     if not release or int(release.get("version") or 0) != int(version):
-        return
+        return False
     try:
         registry.end_release(model, release["id"], reason=reason, actor=execution_arn, kind="release_failed")
     except ReleaseConflict:
         pass  # ended meanwhile
+    return True
 
 
 # EventBridge error codes of a refused entry that a retry of the state may get past.

@@ -37,6 +37,7 @@ from functions.core.layout import (
     RELEASE_ROLLED_BACK,
     RELEASE_STARTED,
     VERSION_DIMENSION,
+    release_alarm_names,
 )
 from functions.core.registry import AliasConflict, InvalidTransition, Registry, ReleaseConflict
 from functions.core.releasestats import release_numbers
@@ -83,10 +84,7 @@ def release_id(execution_arn: str, version: int) -> str:
     return hashlib.sha256(f"{execution_arn}#{int(version)}".encode()).hexdigest()[:16]
 
 
-def alarm_names(prefix: str, model: str, version: int) -> list[str]:
-    """``<stack>-<model>-v<N>-errors`` and ``…-latency``."""
-    return [f"{prefix}{model}-v{int(version)}-errors", f"{prefix}{model}-v{int(version)}-latency"]
-
+alarm_names = release_alarm_names
 
 def _settings(spec: Mapping[str, Any]) -> dict:
     release = dict(spec.get("release") or {})

@@ -154,6 +154,23 @@ def test_put_metric_data_names_its_namespace_as_boto3_sends_it():
                                                           {"cloudwatch:namespace": "Shipyard"})
 
 
+def test_alarm_operations_are_authorized_on_each_alarms_arn():
+    """AWS authorizes PutMetricAlarm, DescribeAlarms by name and DeleteAlarms on the alarm's ARN, which is
+    all a release loop's policy allows (``alarm:<stack>-*``); listing every alarm is on "*"."""
+    alarm = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT_ID}:alarm:"
+    (put,) = _calls("cloudwatch", "monitoring", "put_metric_alarm", AlarmName="S-iris-v2-errors", MetricName="E",
+                    Namespace="Shipyard", Statistic="Sum", Period=60, EvaluationPeriods=1, Threshold=0.0,
+                    ComparisonOperator="GreaterThanThreshold")
+    assert (put.action, put.resource) == ("cloudwatch:PutMetricAlarm", alarm + "S-iris-v2-errors")
+    deleted = _calls("cloudwatch", "monitoring", "delete_alarms", AlarmNames=["S-a", "S-b"])
+    assert [(c.action, c.resource) for c in deleted] == [("cloudwatch:DeleteAlarms", alarm + "S-a"),
+                                                         ("cloudwatch:DeleteAlarms", alarm + "S-b")]
+    (described,) = _calls("cloudwatch", "monitoring", "describe_alarms", AlarmNames=["S-a"])
+    assert described.resource == alarm + "S-a"
+    (every,) = _calls("cloudwatch", "monitoring", "describe_alarms")
+    assert (every.action, every.resource) == ("cloudwatch:DescribeAlarms", "*")
+
+
 FN = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:fn"
 
 

@@ -20,28 +20,6 @@ from tests.pipeline.conftest import events_of
 pytestmark = pytest.mark.slow
 
 ALICE = "arn:aws:iam::123456789012:user/alice"
-ALARM_OPERATIONS = {"PutMetricAlarm": "AlarmName", "DescribeAlarms": "AlarmNames", "DeleteAlarms": "AlarmNames"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def alarm_resources():
-    """The local IAM authorizes every CloudWatch call on Resource "*"; AWS authorizes PutMetricAlarm,
-    DescribeAlarms (by name) and DeleteAlarms on each alarm's ARN, which is all the Release function's
-    policy allows (``alarm:<stack>-*``). Until localcloud/actions.py maps them, this module does."""
-    from localcloud import actions
-
-    generic = actions._JSON["monitoring"]
-
-    def monitoring(op, params, region, account, ks):
-        names = params.get(ALARM_OPERATIONS.get(op, "")) if isinstance(params, dict) else None
-        if not names:
-            return generic(op, params, region, account, ks)
-        names = [names] if isinstance(names, str) else list(names)
-        return [actions.Call(f"cloudwatch:{op}", f"arn:aws:cloudwatch:{region}:{account}:alarm:{n}") for n in names]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(actions._JSON, "monitoring", monitoring)
-        yield
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -367,17 +345,20 @@ def test_a_shadow_with_an_agreement_rule_is_promoted_on_its_numbers(cloud, run, 
     assert kinds(registry, "shadowed", version) == ["release_started", "release_promoted"]
 
 
-def test_mark_failed_during_a_release_ends_the_release(cloud, run, registry):
-    from functions.pipeline import steps
-
+def test_a_failure_during_a_release_ends_it_and_removes_its_alarms(cloud, run, registry):
+    """CheckRelease refused by CloudWatch (not a transient error): the Catch's MarkFailed (the Record
+    function) marks the version failed, ends its release and deletes its two alarms."""
     r, arn, version = _canary_run(cloud, run, registry, seed=51)
     assert registry.get_release("canary")["version"] == version
-    cloud.client("stepfunctions").stop_execution(executionArn=arn, error="Test", cause="stopped by the test")
-    # What MarkFailed does when a release state fails (the Catch's input): the release ends too.
-    out = steps.mark_failed({"model": "canary", "run": {"version": version},
-                             "error": {"Error": "States.TaskFailed", "Cause": "boom"}},
-                            registry, cloud.client("events"), execution_arn=arn)
-    assert out["failed"] is True
-    assert registry.get_version("canary", version)["status"] == "failed"
+    cw = cloud.client("cloudwatch")
+    prefix = f"Shipyard-canary-v{version}-"
+    assert len(cw.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]) == 2
+    cloud.faults.refuse("GraniteServiceVersion20100801.DescribeAlarms", 1)
+    end = bake(cloud, arn)
+    assert end["status"] == "FAILED", end
+    assert "MarkFailed" in states_of(cloud, arn)
+    record = registry.get_version("canary", version)
+    assert record["status"] == "failed" and "DescribeAlarms" in record["reason"]
     assert registry.get_release("canary") is None
     assert kinds(registry, "canary", version)[-1] == "release_failed"
+    assert not cw.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]
