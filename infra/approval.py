@@ -39,11 +39,11 @@ HANDLER = "functions.approval.handler.handler"
 SERVICE_NAME = "shipyard-approval"
 DECISION_ROUTES = ("approve", "reject")
 # What Registry.decide's UpdateItem names: the attributes it sets (decision, decided_by, decision_reason,
-# decided_at) and the one its condition reads (task_token: dynamodb:Attributes counts condition
-# expressions too), plus the table's and its index's key attributes, which IAM requires in every
-# dynamodb:Attributes list. No other attribute of any item can be changed.
+# decided_at; delivered_at by Registry.mark_delivered) and the one its condition reads (task_token:
+# dynamodb:Attributes counts condition expressions too), plus the table's and its index's key
+# attributes, which IAM requires in every dynamodb:Attributes list. No other attribute can be changed.
 APPROVAL_ATTRIBUTES = ("pk", "sk", "dataset_ref", "version_ref", "decision", "decided_by", "decision_reason",
-                       "decided_at", "task_token")
+                       "decided_at", "task_token", "delivered_at")
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess",)
 
 

@@ -103,6 +103,7 @@ def decide_release(registry: Registry, sfn: Any, model: str, version: int, decis
             f"the approval of model {model!r} version {version} expired at {expired}; the run was rejected "
             f"({code}). Your decision ({decision} by {actor}) is recorded on the approval item but changes "
             "nothing: start a new run to release this model")) from None
+    registry.mark_delivered(model, version)
     registry.log_release_event(model, RELEASE_EVENTS[decision], version=version, actor=actor, reason=reason,
                                execution_arn=item.get("execution_arn"))
     return {"model": model, "version": version, "decision": decision, "actor": actor, "reason": reason}

@@ -879,6 +879,14 @@ class Registry:
                                     "can await approval")
         return {k: v for k, v in item.items() if k != "task_token"}
 
+    def mark_delivered(self, model: str, version: int) -> None:
+        """The decision reached the waiting run (``SendTaskSuccess`` answered): it can no longer be re-sent."""
+        self.client.update_item(
+            TableName=self.table_name,
+            Key={"pk": {"S": f"MODEL#{_check_model(model)}"}, "sk": {"S": f"{APPROVAL_SK_PREFIX}{int(version):010d}"}},
+            UpdateExpression="SET delivered_at = :now", ConditionExpression="attribute_exists(decision)",
+            ExpressionAttributeValues={":now": {"S": utc_iso()}})
+
     def record_approval(self, model: str, version: int) -> dict:
         """awaiting_approval -> candidate once approved (a retry finds it a candidate already): the run
         goes on to promote it or start its release."""
@@ -891,7 +899,9 @@ class Registry:
     def decide(self, model: str, version: int, decision: str, *, actor: str, reason: str | None = None) -> dict:
         """Record a person's decision (``approve`` or ``reject``) on a version awaiting one, once: the
         first decision wins (conditional write), a second is ``ApprovalError`` naming the first. Returns
-        the approval item with its task token, for the caller to hand to Step Functions."""
+        the approval item with its task token, for the caller to hand to Step Functions. The same caller
+        repeating the same decision before it was delivered (``mark_delivered``) gets the item again, so a
+        send that failed can be retried instead of leaving the run waiting."""
         if decision not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
         version = int(version)
@@ -911,6 +921,9 @@ class Registry:
             if existing is None:
                 self.get_version(model, version)  # VersionNotFound for a version that does not exist
                 raise ApprovalError(f"model {model!r} version {version} is not awaiting approval") from None
+            if (existing.get("decision") == decision and existing.get("decided_by") == actor
+                    and not existing.get("delivered_at")):
+                return _public(existing)  # the same caller retrying a decision the run never received
             raise ApprovalError(f"model {model!r} version {version} was already decided: {existing.get('decision')} "
                                 f"by {existing.get('decided_by')} at {existing.get('decided_at')}") from None
         return _public(_plain(resp["Attributes"]))

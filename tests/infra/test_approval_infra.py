@@ -82,7 +82,7 @@ def test_the_approval_role_is_least_privilege(synth):
     assert send["Resource"] == "*"  # no resource-level permission (infra/approval.py); acknowledged for cdk-nag
     assert set(_actions(send)) <= {"states:SendTaskSuccess", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
     assert set(APPROVAL_ATTRIBUTES) == {"pk", "sk", "dataset_ref", "version_ref", "decision", "decided_by",
-                                        "decision_reason", "decided_at", "task_token"}
+                                        "decision_reason", "decided_at", "task_token", "delivered_at"}
 
 
 def test_grant_approve_is_exactly_the_two_method_arns():

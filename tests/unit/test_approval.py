@@ -88,6 +88,26 @@ def test_first_decision_wins_then_409_naming_it(reg):
     assert [e["kind"] for e in reg.release_log("iris")].count("rejected") == 0
 
 
+def test_a_decision_the_run_never_received_can_be_sent_again_by_its_caller(reg):
+    """SendTaskSuccess failed (throttled, a network error): the decision is recorded but undelivered.
+    The same caller repeating it re-sends it (the run would otherwise wait until its timeout); anyone
+    else, or the same caller once delivered, is told it was decided."""
+    v = awaiting(reg)
+    with pytest.raises(ClientError):
+        decide_release(reg, Sfn(error="ThrottlingException"), "iris", v, "approve", actor=ALICE, reason=None)
+    assert not reg.get_approval("iris", v).get("delivered_at")
+    with pytest.raises(ApprovalApiError) as err:
+        decide_release(reg, Sfn(), "iris", v, "approve", actor="arn:aws:iam::123456789012:user/bob", reason=None)
+    assert err.value.status == 409
+    sfn = Sfn()
+    decide_release(reg, sfn, "iris", v, "approve", actor=ALICE, reason=None)
+    assert len(sfn.sent) == 1 and reg.get_approval("iris", v)["delivered_at"]
+    with pytest.raises(ApprovalApiError) as err:
+        decide_release(reg, Sfn(), "iris", v, "approve", actor=ALICE, reason=None)
+    assert err.value.status == 409 and "already decided" in err.value.message
+    assert [e["kind"] for e in reg.release_log("iris")].count("approved") == 1
+
+
 def test_not_awaiting_unknown_model_and_version(reg):
     v = awaiting(reg)
     other = reg.allocate_version("iris", dataset=DATASET)["version"]  # training, never asked for approval
