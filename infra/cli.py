@@ -254,6 +254,39 @@ a Shipyard project in {root}: its models are in cdk.json. Next:
 # --------------------------------------------------------------------------- local cloud
 
 
+def cmd_local_clock(args) -> int:
+    """GET or POST the local cloud's clock (localcloud.cloud.CLOCK_PATH on its aws: endpoint)."""
+    import requests
+
+    from infra.config import duration_seconds
+    from localcloud.cloud import CLOCK_PATH
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        raise CliError("the local clock belongs to `shipyard local up`: set AWS_ENDPOINT_URL to the aws: address it "
+                       "printed (e.g. http://127.0.0.1:5000); a deployed stack runs on AWS's time")
+    url = endpoint.rstrip("/") + CLOCK_PATH
+    try:
+        if args.advance is None:
+            resp = requests.get(url, timeout=30)
+        else:
+            seconds = duration_seconds(args.advance)
+            if seconds is None:
+                raise CliError(f"--advance {args.advance!r}: expected seconds or a duration such as 90s, 30m, 2h, 1d")
+            resp = requests.post(url, json={"advance": seconds}, timeout=60)
+    except requests.RequestException as err:
+        raise CliError(f"no local cloud answers at {endpoint} ({err.__class__.__name__}); is `shipyard local up` "
+                       "running?") from None
+    if resp.status_code != 200 or "json" not in resp.headers.get("Content-Type", ""):
+        raise CliError(f"{endpoint} is not a Shipyard local cloud (HTTP {resp.status_code} for {CLOCK_PATH})")
+    body = resp.json()
+    ahead = body["offset_seconds"]
+    print(f"local clock: {body['now']} ({ahead:g} s ahead of real time)")
+    if body.get("fired"):
+        print("schedules fired: " + ", ".join(body["fired"]))
+    return 0
+
+
 def cmd_local_up(args) -> int:
     import signal
     import threading
@@ -521,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the cloud's names and data (objects and their versions, table items, executions, "
                         "queued messages, logs) in DIR across restarts; without it every start is empty")
     p.set_defaults(run=cmd_local_up)
+    p = local.add_parser("clock", help="the local cloud's clock: show it, or move it on (Wait states, approval "
+                                       "timeouts, canary bakes and schedules come due)")
+    p.add_argument("--advance", metavar="DURATION", help="move the clock on by DURATION: seconds or 90s, 30m, 2h, 1d")
+    p.set_defaults(run=cmd_local_clock)
 
     p = sub.add_parser("init", help="create a Shipyard project of your own (cdk.json, app.py, CI, sample data)")
     p.add_argument("directory", help="the project folder (created if missing)")

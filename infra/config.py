@@ -833,15 +833,24 @@ def _mib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n // 2**20} MiB"
 
 
+def duration_seconds(value) -> int | None:
+    """Seconds of an integer >= 1 or of a duration ``<N>s|m|h|d`` (``"90m"``, ``"2h"``; digits alone are
+    seconds); None when it is neither (configuration and the CLI say what they expected)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 1 else None
+    if isinstance(value, str) and value.isdigit() and int(value) >= 1:
+        return int(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)] if match else None
+
+
 def _duration_seconds(value, key: str, model: str) -> int:
     """Seconds (an integer >= 1) or a duration string ``<N>s|m|h|d`` (``"90m"``, ``"2h"``)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if not match:
+    seconds = duration_seconds(value) if not isinstance(value, str) or not value.isdigit() else None
+    if seconds is None:
         raise ConfigError(key, f"expected a whole number of seconds >= 1 or a duration such as '90m', '2h' or "
                           f"'1d' (units s, m, h, d), got {value!r}", model=model)
-    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+    return seconds
 
 
 def _load_api(raw) -> ApiConfig:

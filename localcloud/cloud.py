@@ -43,6 +43,8 @@ from .resources import PROVISIONERS, DeployContext, Schedule, unsupported_types
 from .state import Saved, StateDir
 from .template import ACCOUNT_ID, Resolver, Template, TemplateError, creation_order
 
+# The local clock's control path on the AWS endpoint (`LocalCloud._clock_control`): not an AWS API.
+CLOCK_PATH = "/_localcloud/clock"
 _active_lock = threading.Lock()
 _active: LocalCloud | None = None
 
@@ -338,7 +340,31 @@ class LocalCloud:
         self._aws_port = self._server.port
         # moto's Step Functions interpreter calls Lambda & co. through this port
         os.environ["MOTO_PORT"] = str(self._aws_port)
+        self._server.intercept(self._clock_control)
         self._server.start()
+
+    def _clock_control(self, req: Any) -> Any:
+        """``CLOCK_PATH`` on the AWS endpoint: GET the local clock, POST ``{"advance": seconds}`` to move
+        it (``shipyard local clock``: a 30-minute bake without waiting 30 minutes). Not an AWS API."""
+        if req.path != CLOCK_PATH:
+            return None
+        from werkzeug.wrappers import Response
+
+        def answer(status: int, body: dict) -> Response:
+            return Response(json.dumps(body), status=status, content_type="application/json")
+
+        fired: list[str] = []
+        if req.method == "POST":
+            try:
+                seconds = float((json.loads(req.get_data() or b"{}") or {}).get("advance"))
+                fired = self.advance(seconds)
+            except (TypeError, ValueError, AttributeError) as err:
+                return answer(400, {"message": f'expected {{"advance": <seconds, >= 0>}}: {err}'})
+            self.say(f"[clock] advanced {seconds:g} s" + (f"; fired {', '.join(fired)}" if fired else ""))
+        elif req.method != "GET":
+            return answer(405, {"message": f"GET or POST {CLOCK_PATH}"})
+        return answer(200, {"now": datetime.fromtimestamp(self.clock.now(), UTC).isoformat(timespec="seconds"),
+                            "offset_seconds": round(self.clock.offset, 3), "fired": fired})
 
     def _restore_state(self, saved: Saved | None) -> None:
         """Put the state directory's data back (or, on a first start, save its names), then keep saving."""

@@ -304,3 +304,29 @@ def test_advance_fires_the_schedules_due_by_the_new_time(cloud):
     assert abs(stamped - cloud.clock.now()) < 5  # the local clock's time, not real time
     assert stamped - time.time() > HOUR
     assert cloud.tick() == []  # the clock thread's ticks read the local clock too: not due again
+
+
+def test_shipyard_local_clock_reads_and_moves_the_clock_over_the_endpoint(cloud, monkeypatch, capsys):
+    """`shipyard local clock [--advance 30m]` (a bake or an approval timeout without waiting for it) goes
+    through the AWS endpoint's clock path; a bad duration or no local cloud says what was expected."""
+    import requests
+
+    from infra.cli import main
+    from localcloud.cloud import CLOCK_PATH
+
+    url = cloud.environment()["AWS_ENDPOINT_URL"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    before = cloud.clock.offset
+    assert main(["local", "clock"]) == 0
+    assert f"({before:g} s ahead of real time)" in capsys.readouterr().out
+    assert main(["local", "clock", "--advance", "2h"]) == 0
+    out = capsys.readouterr().out
+    assert cloud.clock.offset == pytest.approx(before + 7200)
+    assert "schedules fired: " + cloud.physical_ids["Hourly"] in out
+    assert main(["local", "clock", "--advance", "soon"]) == 1
+    assert "expected seconds or a duration such as 90s, 30m" in capsys.readouterr().err
+    assert requests.post(url + CLOCK_PATH, json={"advance": -5}, timeout=10).status_code == 400
+    assert cloud.clock.offset == pytest.approx(before + 7200)  # never back
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert main(["local", "clock"]) == 1
+    assert "set AWS_ENDPOINT_URL" in capsys.readouterr().err
