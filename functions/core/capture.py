@@ -64,9 +64,14 @@ class Capture:
         return model in self.streams and self.sample_rate > 0
 
     def record(self, model: str, version: int, instances: list, response: dict, *,
-               shadow: dict | None = None) -> bool:
+               shadow: dict | None = None, inference_ids: list[str] | None = None) -> bool:
         """Put one JSON line for this request; True when a record was sent. Never raises.
 
+        The line: ``{"model", "version", "captured_at", "inference_ids", "instances", "predictions"
+        [, "probabilities", "classes"][, "shadow"]}``: ``inference_ids`` (one string per instance,
+        aligned with ``instances`` and ``predictions``; what the caller was answered, taken from
+        ``response["inference_ids"]`` when not given) is the key ground-truth labels are joined on;
+        ``classes`` (classifiers) names the columns of ``probabilities``.
         ``version``, ``predictions`` and ``probabilities`` are always what answered the caller;
         ``shadow`` (a shadow release's candidate: ``{"version", "predictions"[, "probabilities"]}``),
         when given, is kept beside them under ``"shadow"`` (readers of the other keys are unaffected)."""
@@ -77,11 +82,14 @@ class Capture:
                 "model": model,
                 "version": version,
                 "captured_at": self._clock().isoformat(),
+                "inference_ids": inference_ids if inference_ids is not None else response.get("inference_ids"),
                 "instances": instances,
                 "predictions": response.get("predictions"),
             }
             if "probabilities" in response:
                 line["probabilities"] = response["probabilities"]
+            if "classes" in response:
+                line["classes"] = response["classes"]
             if shadow is not None:
                 line["shadow"] = shadow
             # orjson (~0.4 ms for 1000 instances, json ~5 ms): this runs on the request path.

@@ -8,7 +8,7 @@ Two resolvers, one behaviour (see docs/api.md, "Request validation"). ``lambda_h
 one per request, before resolving it (``functions/inference/plain.py``):
 
 - ``app`` (this module) answers every plainly valid request — a JSON object body
-  ``{"instances": [...]}``, parsed once by the choice and handed to the route in the routing
+  ``{"instances": [...]}`` (and optionally ``"ids"``), parsed once by the choice and handed to the route in the routing
   context, ``version`` absent or plain decimal digits — and ``FeatureSchema.to_feeds`` does the
   real validation of the instances. It has no pydantic/OpenAPI validation.
 - Anything else (a body that is not such an object, a bad ``version``, an odd content type or
@@ -53,8 +53,8 @@ def get_version_route(name: str, version: str):
 
 @app.post("/models/<name>/predict")
 def predict_route(name: str):
-    instances, version = app.context[PREDICTION]  # parsed once, by plain_request
-    return service.predict(name, instances, version, app.current_event.raw_event)
+    instances, version, ids = app.context[PREDICTION]  # parsed once, by plain_request
+    return service.predict(name, instances, version, app.current_event.raw_event, ids)
 
 
 service.install_error_handlers(app)

@@ -42,6 +42,17 @@ class PredictRequest(BaseModel):
         description="Records {\"feature\": value} or arrays of values in schema order.",
         json_schema_extra={"items": {"anyOf": [{"type": "object"}, {"type": "array"}]}},
     )
+    # Any: checked by service.inference_ids on both resolvers alike (the same messages: a number
+    # id is told to be sent as a string); documented as what it must be.
+    ids: Any = Field(
+        default=None,
+        description="Optional: the caller's inference ids, one per instance, in order, unique within the "
+                    "request; answered and captured as inference_ids. Absent (or null): generated as "
+                    "<request id>-<index>.",
+        json_schema_extra={"type": "array", "items": {"type": "string", "minLength": 1,
+                                                      "maxLength": service.MAX_ID_LENGTH},
+                           "uniqueItems": True},
+    )
 
 
 _ERROR = {"type": "object", "required": ["message"],
@@ -78,15 +89,19 @@ _VERSION = {"type": "object", "description": "the version record, lineage includ
             "properties": {"model": {"type": "string"}, "version": {"type": "integer"},
                            "status": {"type": "string"}, "lineage": {"type": "object"},
                            "schema": {"type": "object"}, "metrics": {"type": "object"}}}
-_PREDICTION = {"type": "object", "required": ["model", "version", "predictions"], "properties": {
+_PREDICTION = {"type": "object", "required": ["model", "version", "predictions", "inference_ids"], "properties": {
     "model": {"type": "string"}, "version": {"type": "integer"},
     "predictions": {"type": "array"},
+    "inference_ids": {"type": "array", "items": {"type": "string"},
+                      "description": "one per instance, in order: the caller's ids when it sent them, else "
+                                     "<request id>-<index>; captured with the prediction"},
     "probabilities": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
                       "description": "classifiers only, one row per instance, columns as in classes"},
     "classes": {"type": "array", "description": "classifiers only"}}}
 
 _EXPECTED = {
-    "body": 'a JSON object {"instances": [...]} with records {"feature": value} or arrays in schema order',
+    "body": ('a JSON object {"instances": [...]} with records {"feature": value} or arrays in schema order '
+             '(and optionally "ids": [...], one string per instance)'),
     "query": "version: a positive integer",
     "path": "version: a positive integer",
 }
@@ -118,10 +133,10 @@ def validating_app() -> APIGatewayRestResolver:
                              400, 404, 409, 413, 503))
     def predict(
         name: Annotated[str, Path(description="model name")],
-        request: Annotated[PredictRequest, Body(description='{"instances": [...]}')],
+        request: Annotated[PredictRequest, Body(description='{"instances": [...], "ids": [...] (optional)}')],
         version: Annotated[int | None, Query(ge=1, description="pin this version instead of production")] = None,
     ):
-        return service.predict(name, request.instances, version, app.current_event.raw_event)
+        return service.predict(name, request.instances, version, app.current_event.raw_event, request.ids)
 
     service.install_error_handlers(app)
 

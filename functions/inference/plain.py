@@ -9,8 +9,10 @@ prediction, the body's instances (parsed here, once) and the pinned version.
 Plainly valid, for the two routes that take input:
 
 - ``POST /models/{name}/predict``: content type absent or ``application/json…``; the body
-  (base64-decoded when ``isBase64Encoded``, as Powertools decodes it) a JSON object with exactly
-  one key, ``instances``, holding a list; ``version`` absent or one value of plain decimal digits.
+  (base64-decoded when ``isBase64Encoded``, as Powertools decodes it) a JSON object with the key
+  ``instances``, holding a list, and at most one other key, ``ids`` (any value: the caller's
+  inference ids are checked by ``service.inference_ids`` on both resolvers alike, with the same
+  messages); ``version`` absent or one value of plain decimal digits.
 - ``GET /models/{name}/versions/{version}``: ``version`` plain decimal digits.
 
 The routes' paths are recognised generously (any path of that shape, even one no route takes, is
@@ -32,10 +34,12 @@ PREDICTION = "prediction"  # the routing context key of a plain prediction
 
 
 class Prediction(NamedTuple):
-    """A plain ``POST /models/{name}/predict``: the body's instances (never copied), the pinned version."""
+    """A plain ``POST /models/{name}/predict``: the body's instances (never copied), the pinned version,
+    the caller's ids (None when not sent)."""
 
     instances: list
     version: int | None
+    ids: Any = None
 
 
 def plain_int(raw: Any) -> int | None:
@@ -90,11 +94,13 @@ def _plain_prediction(event: dict) -> Prediction | None:
                   if event.get("queryStringParameters") or event.get("multiValueQueryStringParameters") else None)
     except Exception:  # noqa: BLE001 - undecodable, not JSON, odd parameters: the validating resolver says why
         return None
-    if type(body) is not dict or len(body) != 1 or type(body.get("instances")) is not list:
+    if type(body) is not dict or type(body.get("instances")) is not list:
+        return None
+    if len(body) != 1 and (len(body) != 2 or "ids" not in body):
         return None
     if values is None:
-        return Prediction(body["instances"], None)
+        return Prediction(body["instances"], None, body.get("ids"))
     if type(values) is not list or len(values) != 1:
         return None
     version = plain_int(values[0])
-    return None if version is None else Prediction(body["instances"], version)
+    return None if version is None else Prediction(body["instances"], version, body.get("ids"))

@@ -118,6 +118,7 @@ def test_classifier_predicts_string_classes_with_probabilities(clock, clf):
 def test_records_and_arrays_give_identical_predictions(clock, clf):
     _, _, a = predict("iris", {"instances": clf.records(20)})
     _, _, b = predict("iris", {"instances": clf.arrays(20)})
+    assert a.pop("inference_ids") != b.pop("inference_ids")  # generated per request
     assert a == b
 
 
@@ -125,7 +126,7 @@ def test_regressor_matches_sklearn(clock, reg):
     records = reg.records(25)
     status, headers, body = predict("prices", {"instances": records})
     assert status == 200, body
-    assert set(body) == {"model", "version", "predictions"}
+    assert set(body) == {"model", "version", "predictions", "inference_ids"}
     np.testing.assert_allclose(body["predictions"], reg.pipeline.predict(reg.sklearn_matrix(records)),
                                rtol=1e-4, atol=1e-4)
 
@@ -298,6 +299,7 @@ def test_capture_writes_a_json_line(clock, aws, clf):
     line = json.loads(s3.get_object(Bucket="artifacts", Key=new[0])["Body"].read().decode().strip())
     assert line["model"] == "iris" and line["version"] == body["version"]
     assert line["instances"] == records and line["predictions"] == body["predictions"]
+    assert line["inference_ids"] == body["inference_ids"] and line["classes"] == body["classes"]
 
 
 def test_broken_capture_never_fails_a_prediction(clock, reg):
@@ -337,13 +339,15 @@ def test_capture_record_is_one_json_document_per_line():
     capture = Capture({"iris": "s"}, 1.0, client=fh, rng=lambda: 0.0,
                       clock=lambda: datetime(2025, 3, 4, 12, 0, tzinfo=UTC))
     instances = [{"a": 1.5, "s": "ü\u2028"}, [2**70, None]]  # the second goes to json's fallback
-    for response in ({"predictions": ["x", "y"], "probabilities": [[0.25, 0.75], [1.0, 0.0]]},
+    for response in ({"predictions": ["x", "y"], "probabilities": [[0.25, 0.75], [1.0, 0.0]], "classes": ["n", "y"]},
                      {"predictions": [0.5, 1e-07]}):
-        assert capture.record("iris", 3, instances, response) is True
+        assert capture.record("iris", 3, instances, response, inference_ids=["r-0", "r-1"]) is True
     first, second = (json.loads(data.decode("utf-8")) for data in fh.data)
     assert all(data.endswith(b"\n") and data.count(b"\n") == 1 for data in fh.data)
-    head = {"model": "iris", "version": 3, "captured_at": "2025-03-04T12:00:00+00:00", "instances": instances}
-    assert first == {**head, "predictions": ["x", "y"], "probabilities": [[0.25, 0.75], [1.0, 0.0]]}
+    head = {"model": "iris", "version": 3, "captured_at": "2025-03-04T12:00:00+00:00", "instances": instances,
+            "inference_ids": ["r-0", "r-1"]}
+    assert first == {**head, "predictions": ["x", "y"], "probabilities": [[0.25, 0.75], [1.0, 0.0]],
+                     "classes": ["n", "y"]}
     assert second == {**head, "predictions": [0.5, 1e-07]}
 
 
@@ -667,7 +671,7 @@ def test_plain_requests_never_build_the_validating_resolver(clock, clf):
         event = rest_event("POST", "/models/iris/predict", body=json.dumps(request), query={"version": "1"})
         resolver, routing_context = handler.resolver_for(event)
         assert resolver is handler.app
-        assert routing_context["prediction"] == (request["instances"], 1)
+        assert routing_context["prediction"] == (request["instances"], 1, None)
         assert predict("iris", request, query={"version": "1"})[0] == 200
 
 

@@ -134,7 +134,9 @@ def _invoke_with_request_id(name, instances, request_id, query=None):
     event = rest_event("POST", f"/models/{name}/predict", body=json.dumps({"instances": instances}), query=query)
     event["requestContext"]["requestId"] = request_id
     response = lambda_handler(event, LambdaContext())
-    return response["statusCode"], response.get("headers") or {}, json.loads(response["body"])
+    headers = dict(response.get("headers") or {})
+    headers.update({k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items() if v})
+    return response["statusCode"], headers, json.loads(response["body"])
 
 
 def emf_docs(out: str) -> list[dict]:
@@ -261,18 +263,20 @@ def test_the_release_rides_on_the_cached_model_read(clock, aws, clf, clf2):
 def test_shadow_never_changes_the_answer_and_captures_both_outputs(clock, aws, clf, clf2, firehose, capsys):
     publish(aws, "iris", clf)
     records = clf.records(40)
-    before = predict("iris", records)
+    rid = "req-shadow"  # one request id: the same generated inference ids, so whole answers compare
+    before = predict("iris", records, request_id=rid)
     v2 = publish(aws, "iris", clf2, promote=False)
     start(aws, "iris", v2, mode="shadow", percent=None)
     clock.now += 61
-    first = predict("iris", records)  # starts the candidate's load off the request path: not shadowed
+    first = predict("iris", records, request_id=rid)  # starts the candidate's load off the request path: not shadowed
     service.server().join_loads()
     capsys.readouterr()
-    status, headers, body = predict("iris", records)
+    status, headers, body = predict("iris", records, request_id=rid)
     assert (status, headers["X-Model-Version"], body) == (before[0], "1", before[2]) == (first[0], "1", first[2])
     assert "shadow" not in firehose.lines[-2]
     line = firehose.lines[-1]
     assert line["version"] == 1 and line["predictions"] == body["predictions"]
+    assert line["inference_ids"] == body["inference_ids"] == [f"{rid}-{i}" for i in range(40)]
     assert line["probabilities"] == body["probabilities"]
     expected = clf2.pipeline.predict(clf2.sklearn_matrix(records)).tolist()
     assert line["shadow"]["version"] == v2 and line["shadow"]["predictions"] == expected
@@ -294,12 +298,12 @@ def test_shadow_never_changes_the_answer_and_captures_both_outputs(clock, aws, c
 def test_a_broken_shadow_never_changes_the_answer_and_counts_shadow_errors(clock, aws, clf, firehose, capsys):
     publish(aws, "iris", clf)
     records = clf.records(10)
-    before = predict("iris", records)
+    before = predict("iris", records, request_id="req-broken")
     v2 = publish(aws, "iris", clf, promote=False, tamper=True)
     start(aws, "iris", v2, mode="shadow", percent=None)
     clock.now += 61
     for _ in range(3):
-        status, headers, body = predict("iris", records)
+        status, headers, body = predict("iris", records, request_id="req-broken")
         service.server().join_loads()
         assert (status, headers["X-Model-Version"], body) == (before[0], "1", before[2])
     docs = emf_docs(capsys.readouterr().out)
