@@ -55,6 +55,7 @@ __all__ = [
     "ConfigError",
     "DriftConfig",
     "ModelSpec",
+    "QualityConfig",
     "ReleaseConfig",
     "ShipyardConfig",
     "UploadsConfig",
@@ -190,6 +191,27 @@ class DriftConfig:
     """Most recent captured records compared with the baseline."""
 
 
+QUALITY_RETRAIN_MODES = ("dataset", "dataset+labels")
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Scheduled model quality check: captured predictions joined with ground-truth labels
+    (``labels/<model>/*.csv`` of the data bucket) by inference id (docs/quality.md)."""
+
+    schedule: str = "rate(1 day)"
+    """EventBridge schedule expression: ``rate(N unit)`` or ``cron(6 fields)``."""
+    min_labels: int = 200
+    """Labelled predictions a version needs before its metric is published (and can alarm)."""
+    window: int = 7 * 86400
+    """Seconds back from the check that captures (and labels of them) are joined (``"7d"``)."""
+    min_score: float | None = None
+    """The live metric's floor (a ceiling for rmse/mae); ``None``: the model's own ``min_score``."""
+    retrain: str | None = None
+    """``None`` (false), ``"dataset"`` (the latest dataset) or ``"dataset+labels"`` (it plus the
+    labelled traffic) when quality degrades."""
+
+
 @dataclass(frozen=True)
 class ComputeConfig:
     """Where a model trains. ``lambda`` (default): a Train function of ``memory`` MB (one per size,
@@ -275,10 +297,19 @@ class ModelSpec:
     drift: DriftConfig = field(default_factory=DriftConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    quality: QualityConfig | None = None
+    """``None``: no quality check for this model (only models with a ``quality`` block get one)."""
 
     @property
     def is_classifier(self) -> bool:
         return self.task == "classification"
+
+    @property
+    def quality_min_score(self) -> float | None:
+        """The quality floor (ceiling for rmse/mae): ``quality.min_score``, else the model's ``min_score``."""
+        if self.quality is None:
+            return None
+        return self.quality.min_score if self.quality.min_score is not None else self.min_score
 
 
 @dataclass(frozen=True)
@@ -338,7 +369,7 @@ CONCURRENCY_KEYS = ("inference", "training")
 API_KEYS = ("auth", "rate_limit", "burst_limit", "cloudwatch_role")
 MODEL_KEYS = (
     "target", "task", "estimator", "params", "metric", "min_score", "max_regression",
-    "holdout", "drift", "compute", "release",
+    "holdout", "drift", "compute", "release", "quality",
 )
 RELEASE_KEYS = ("approval", "approval_timeout", "mode", "percent", "bake", "agreement", "tolerance",
                 "min_samples", "max_errors", "max_latency_ms")
@@ -348,6 +379,7 @@ MAX_APPROVAL_TIMEOUT_SECONDS = 30 * 86400  # a month; a Standard execution may r
 MIN_BAKE_SECONDS = 60  # the per-version alarms' period: a shorter bake could not see one datapoint
 MAX_BAKE_SECONDS = 7 * 86400
 DRIFT_KEYS = ("schedule", "threshold", "share", "retrain", "window")
+QUALITY_KEYS = ("schedule", "min_labels", "window", "min_score", "retrain")
 COMPUTE_KEYS = ("type", "memory", "instance_type", "volume_gb", "max_runtime")
 COMPUTE_TYPES = ("lambda", "sagemaker")
 SAGEMAKER_KEYS = ("instance_type", "volume_gb", "max_runtime")
@@ -658,6 +690,37 @@ def _load_drift(raw, model: str) -> DriftConfig:
     )
 
 
+def _load_quality(raw, model: str) -> QualityConfig | None:
+    """``quality`` of a model (docs/quality.md); absent: None (no quality check)."""
+    if raw is None:
+        return None
+    raw = _mapping(raw, "quality", model)
+    _check_keys(raw, QUALITY_KEYS, "quality.", model)
+    d = QualityConfig()
+    schedule = raw.get("schedule", d.schedule)
+    problem = validate_schedule(schedule)
+    if problem:
+        raise ConfigError("quality.schedule", problem, model=model)
+    min_score = raw.get("min_score")
+    if min_score is not None:
+        min_score = _number(min_score, "quality.min_score", model)
+    retrain = raw.get("retrain", False)
+    if retrain is False or retrain is None:
+        retrain = None
+    elif retrain is True:
+        raise ConfigError("quality.retrain", "expected false, 'dataset' (retrain on the latest dataset) or "
+                          "'dataset+labels' (the latest dataset plus the labelled traffic), got true", model=model)
+    else:
+        retrain = _choice(retrain, QUALITY_RETRAIN_MODES, "quality.retrain", model, what="retrain mode")
+    return QualityConfig(
+        schedule=schedule,
+        min_labels=_integer(raw.get("min_labels", d.min_labels), "quality.min_labels", model, low=1),
+        window=_duration_seconds(raw.get("window", "7d"), "quality.window", model),
+        min_score=min_score,
+        retrain=retrain,
+    )
+
+
 def _load_model(name, raw) -> ModelSpec:
     if not isinstance(name, str) or not MODEL_NAME.match(name):
         raise ConfigError(
@@ -723,6 +786,7 @@ def _load_model(name, raw) -> ModelSpec:
         drift=_load_drift(raw.get("drift", {}), name),
         compute=_load_compute(raw.get("compute", {}), name),
         release=_load_release(raw.get("release", {}), name, task),
+        quality=_load_quality(raw.get("quality"), name),
     )
     if spec.compute.is_sagemaker and (chars := spec_hyperparameter_chars(spec)) > MAX_HYPERPARAMETER_CHARS:
         raise ConfigError("params", f"the model's spec is {chars:,} characters as JSON, more than the "

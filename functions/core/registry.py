@@ -8,6 +8,7 @@ Table layout (docs/architecture.md):
                                                          actor, at, seq  (in the audit table)
   claim    pk=MODEL#<model>   sk=R#<claim id>             kind=run-claim, model, dataset, execution_arn, version, at
   drift    pk=MODEL#<model>   sk=D#<checked_at>#<8 hex>   kind=drift_check, the check's summary
+  quality  pk=MODEL#<model>   sk=Q#<checked_at>#<8 hex>   kind=quality_check, the check's summary
   approval pk=MODEL#<model>   sk=T#<10-digit version>     kind=approval, task_token, execution_arn, requested_at,
                                                          timeout_at, decision, actor, reason, decided_at
   release  pk=MODEL#<model>   sk=L#<at>#<8 hex>           kind, version, actor, reason, ... (in the audit table:
@@ -55,6 +56,7 @@ _MAX_MOVE_ATTEMPTS = 5
 MOVE_KINDS = ("promote", "rollback")  # an audit event's `kind`
 CLAIM_SK_PREFIX = "R#"
 DRIFT_SK_PREFIX = "D#"
+QUALITY_SK_PREFIX = "Q#"  # model quality checks (docs/quality.md)
 BATCH_SK_PREFIX = "B#"  # batch scoring runs: B#<run id> (docs/batch.md)
 APPROVAL_SK_PREFIX = "T#"  # manual approvals: T#<10-digit version> (the task token lives here, not on the version)
 RELEASE_LOG_SK_PREFIX = "L#"  # the release log in the audit table: L#<at>#<8 hex>
@@ -474,6 +476,37 @@ class Registry:
                               "KeyConditionExpression": "pk = :pk AND begins_with(sk, :d)",
                               "ExpressionAttributeValues": {":pk": {"S": f"MODEL#{_check_model(model)}"},
                                                             ":d": {"S": DRIFT_SK_PREFIX}},
+                              "ScanIndexForward": False}
+        items: list[dict] = []
+        while True:
+            if limit:
+                kw["Limit"] = int(limit) - len(items)
+            resp = self.client.query(**kw)
+            items.extend(_public(_plain(i)) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp or (limit and len(items) >= int(limit)):
+                return items[:limit] if limit else items
+            kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # ------------------------------------------------------------ quality checks
+
+    def put_quality_check(self, model: str, check: dict) -> dict:
+        """Append a model quality check (needs ``checked_at``; sk ``Q#<checked_at>#<8 hex>``, so two
+        checks in one millisecond both land). Returns the stored attributes."""
+        if not check.get("checked_at"):
+            raise ValueError(f"quality check of model {model!r} needs 'checked_at'")
+        item = {"kind": "quality_check", **check, "model": _check_model(model)}
+        sk = f"{QUALITY_SK_PREFIX}{item['checked_at']}#{uuid.uuid4().hex[:8]}"
+        self.client.put_item(TableName=self.table_name,
+                             Item=_item({"pk": f"MODEL#{model}", "sk": sk, **item}),
+                             ConditionExpression="attribute_not_exists(sk)")
+        return item
+
+    def quality_history(self, model: str, limit: int | None = None) -> list[dict]:
+        """Quality checks of `model`, newest first; at most `limit` (follows pagination)."""
+        kw: dict[str, Any] = {"TableName": self.table_name,
+                              "KeyConditionExpression": "pk = :pk AND begins_with(sk, :q)",
+                              "ExpressionAttributeValues": {":pk": {"S": f"MODEL#{_check_model(model)}"},
+                                                            ":q": {"S": QUALITY_SK_PREFIX}},
                               "ScanIndexForward": False}
         items: list[dict] = []
         while True:
