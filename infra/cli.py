@@ -349,8 +349,10 @@ def format_drift_report(report: dict) -> str:
     model, version = report.get("model"), report.get("version")
     where = report.get("report_uri") or report.get("report_key") or "-"
     head = f"model {model}" + (f" v{version}" if version is not None else "")
+    html = report.get("html_report_uri") or report.get("html_report_key")
+    html_line = f"\nhtml report: {html}" if html else ""
     if report.get("skipped"):
-        return f"{head}: check skipped: {report.get('reason')}\nreport: {where}"
+        return f"{head}: check skipped: {report.get('reason')}\nreport: {where}{html_line}"
     features = report.get("features") or {}
     drifted = [n for n, f in features.items() if f.get("drifted")]
     verdict = "DRIFT DETECTED" if report.get("drift_detected") else "no drift"
@@ -372,7 +374,7 @@ def format_drift_report(report: dict) -> str:
         rows.append([name, f.get("type"), f.get("statistic"), _fmt(f.get("value")), _fmt(f.get("threshold")),
                      "DRIFTED" if f.get("drifted") else "ok", detail])
     lines.append(_table(rows, ["feature", "type", "statistic", "value", "threshold", "drift", "details"]))
-    lines.append(f"report: {where}")
+    lines.append(f"report: {where}{html_line}")
     return "\n".join(lines)
 
 
@@ -488,8 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
     p.add_argument("--id-column", metavar="NAME",
                    help="a column that names each row: not sent to the model, kept beside each prediction")
+    p.add_argument("--ids-from", metavar="NAME",
+                   help="as --id-column, and send its values as the inference ids (1 to 128 printable "
+                        "characters, unique): answered, captured, joined with labels")
     p.add_argument("--output", "-o", metavar="FILE.csv",
-                   help="write id, line, prediction, probability per class and version to this CSV")
+                   help="write id, line, prediction, probability per class, version and inference_id to this CSV")
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a labelled CSV with a served version: metric, confusion matrix "

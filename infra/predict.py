@@ -29,6 +29,17 @@ Refused rows
     written beside each prediction, as the text written in the file (``007`` stays ``007``). It
     is an error if the file has no such column, or if the model itself has a feature of that
     name (its values are the model's input, not a label for the row: use another column).
+
+``--ids-from NAME``
+    The same, and the column's values are also sent as the caller's inference ids (``"ids"``
+    beside ``"instances"``): the API answers and captures them, so ground-truth labels written
+    later with the same ids join the captured predictions. Checked before anything is sent: each
+    1 to 128 printable characters, unique in the file. ``--id-column`` alone sends no ids (a
+    column of any values keeps working as it did); the API's generated ids are written either way.
+
+Output
+    Every predicted row carries its ``inference_id`` (the CSV's last column, ``inference_ids`` in
+    JSON): the caller's id with ``--ids-from``, else the one the API generated.
 """
 from __future__ import annotations
 
@@ -239,6 +250,7 @@ class PredictResult:
     classes: list | None = None
     predictions: list = field(default_factory=list)
     probabilities: list | None = None
+    inference_ids: list = field(default_factory=list)  # the API's inference_id of each row (None: not predicted)
     requests: int = 0
     refused: list[Refusal] = field(default_factory=list)
     stopped: Stop | None = None     # why the run stopped early
@@ -255,11 +267,13 @@ class PredictResult:
 
 def predict_rows(api: Api, model: str, table: Table, *, version: int | None = None,
                  batch_size: int = API_MAX_INSTANCES,
-                 progress: Callable[[str], None] | None = None) -> PredictResult:
-    """Predict every row of ``table`` (see the module's docstring for the request rules)."""
+                 progress: Callable[[str], None] | None = None,
+                 ids: Sequence[str] | None = None) -> PredictResult:
+    """Predict every row of ``table`` (see the module's docstring for the request rules); ``ids``
+    (one per row), when given, are sent as the caller's inference ids."""
     instances = table.instances
     n = len(instances)
-    result = PredictResult(model, n, version=version, predictions=[None] * n)
+    result = PredictResult(model, n, version=version, predictions=[None] * n, inference_ids=[None] * n)
     size = max(1, batch_size)
     pos = request = 0
     while pos < n:
@@ -271,7 +285,10 @@ def predict_rows(api: Api, model: str, table: Table, *, version: int | None = No
             path = f"{Api.model_path(model)}/predict"
             if result.version is not None:
                 path += f"?version={result.version}"
-            status, answer = api.call("POST", path, {"instances": [instances[r] for r in rows]})
+            body: dict[str, Any] = {"instances": [instances[r] for r in rows]}
+            if ids is not None:
+                body["ids"] = [ids[r] for r in rows]
+            status, answer = api.call("POST", path, body)
             result.requests += 1
             if status == 200:
                 _store(result, rows, answer)
@@ -320,8 +337,13 @@ def _store(result: PredictResult, rows: list[int], answer: dict) -> None:
     probabilities = answer.get("probabilities")
     if probabilities is not None and result.probabilities is None:
         result.probabilities = [None] * result.rows
+    inference_ids = answer.get("inference_ids")
+    if not isinstance(inference_ids, list) or len(inference_ids) != len(rows):
+        inference_ids = None  # an API deployed before inference ids
     for k, r in enumerate(rows):
         result.predictions[r] = predictions[k]
+        if inference_ids is not None:
+            result.inference_ids[r] = inference_ids[k]
         if probabilities is not None:
             result.probabilities[r] = probabilities[k]
 
@@ -354,24 +376,44 @@ def report_problems(table: Table, result: PredictResult, err=None) -> None:
 # --------------------------------------------------------------------------- id column and target
 
 
-def split_id_column(table: Table, id_column: str, features: Sequence[str] | None, model: str) -> list[str]:
+def split_id_column(table: Table, id_column: str, features: Sequence[str] | None, model: str,
+                    flag: str = "--id-column") -> list[str]:
     """The id of every row (the column's text), left out of what is sent.
 
     PredictError when the file has no such column, or the model has a feature of that name."""
     if table.columns is None:
-        raise PredictError(f"{table.path}: --id-column needs named columns (a CSV, or JSON records), "
+        raise PredictError(f"{table.path}: {flag} needs named columns (a CSV, or JSON records), "
                            "not arrays")
     if id_column not in table.columns:
         hint = [c for c in table.columns if c.strip().lower() == id_column.strip().lower()]
         did_you_mean = f" (did you mean {hint[0]!r}? names are case-sensitive)" if hint else ""
-        raise PredictError(f"{table.path}: no column {id_column!r} for --id-column{did_you_mean}; "
+        raise PredictError(f"{table.path}: no column {id_column!r} for {flag}{did_you_mean}; "
                            f"the columns are {table.columns}")
     if features is not None and id_column in features:
-        raise PredictError(f"--id-column {id_column!r} is a feature of model {model!r}: its values are the "
+        raise PredictError(f"{flag} {id_column!r} is a feature of model {model!r}: its values are the "
                            "model's input, not a label for the row; name a column the model does not take")
     ids = table.column_text(id_column)
     table.without(id_column)
     return ids
+
+
+MAX_ID_LENGTH = 128  # the API's limit on an inference id (docs/api.md, "Predict")
+
+
+def check_ids(table: Table, ids: Sequence[str], column: str) -> None:
+    """``--ids-from``: every id is what the API accepts (1 to 128 printable characters) and unique in the
+    file (the API refuses a repeat within a request; labels join on them across requests), else
+    PredictError naming the row, before anything is sent."""
+    first: dict[str, int] = {}
+    for r, one in enumerate(ids):
+        if not (0 < len(one) <= MAX_ID_LENGTH and one.isprintable()):
+            raise PredictError(f"{table.path}: {table.where(r)}: --ids-from {column!r} value {one[:40]!r} is not an "
+                               f"inference id; expected 1 to {MAX_ID_LENGTH} printable characters")
+        if one in first:
+            raise PredictError(f"{table.path}: {table.where(r)}: --ids-from {column!r} value {one[:40]!r} repeats "
+                               f"{table.where(first[one])}; inference ids must be unique (use --id-column to "
+                               "keep a column that is not)")
+        first[one] = r
 
 
 def drop_target(table: Table, target: str | None, model: str, err=None) -> None:
@@ -392,6 +434,7 @@ def output_header(result: PredictResult, table: Table, id_column: str | None) ->
     head.append("prediction")
     head += [f"probability_{c}" for c in (result.classes or [])] if result.probabilities else []
     head.append("version")
+    head.append("inference_id")
     return head
 
 
@@ -405,6 +448,7 @@ def output_rows(result: PredictResult, table: Table, ids: list[str] | None) -> l
         if result.probabilities:
             row += list(result.probabilities[r] or [])
         row.append(result.version)
+        row.append(result.inference_ids[r] if result.inference_ids else None)
         rows.append(row)
     return rows
 
@@ -446,22 +490,30 @@ def run_predict(args, api: Api, target: str | None) -> int:
     table = read_table(Path(args.file))
     version = args.version
     ids = None
-    if args.id_column:
+    ids_from = getattr(args, "ids_from", None)
+    if ids_from and args.id_column and ids_from != args.id_column:
+        raise PredictError(f"--id-column {args.id_column!r} and --ids-from {ids_from!r} name two columns; "
+                           "--ids-from keeps its column beside each prediction too: give it alone")
+    id_column = ids_from or args.id_column
+    if id_column:
         record = api.version_record(args.model, version)
         version = int(record["version"]) if record.get("version") is not None else version
         schema = record.get("schema") or {}
         features = [f.get("name") for f in schema.get("features") or []]
         target = schema.get("target") or target
-        ids = split_id_column(table, args.id_column, features, args.model)
+        ids = split_id_column(table, id_column, features, args.model, "--ids-from" if ids_from else "--id-column")
+        if ids_from:
+            check_ids(table, ids, ids_from)
     drop_target(table, target, args.model)
     progress = progress_printer()
-    result = predict_rows(api, args.model, table, version=version, batch_size=args.batch_size, progress=progress)
+    result = predict_rows(api, args.model, table, version=version, batch_size=args.batch_size, progress=progress,
+                          ids=ids if ids_from else None)
     if getattr(progress, "tty", False) and result.requests > 1:
         print(file=sys.stderr)
     if not result.predicted and result.stopped and not result.refused:  # nothing to show: one line
         stop = result.stopped
         raise PredictError(f"the API answered {stop.status}: {stop.message}" if stop.request == 1 else str(stop))
-    header = output_header(result, table, args.id_column)
+    header = output_header(result, table, id_column)
     rows = output_rows(result, table, ids)
     if args.output:
         write_csv(Path(args.output), header, rows)
@@ -475,6 +527,7 @@ def run_predict(args, api: Api, target: str | None) -> int:
             answer["classes"] = result.classes
         if ids is not None:
             answer["ids"] = [ids[r] for r in result.predicted]
+        answer["inference_ids"] = [result.inference_ids[r] for r in result.predicted]
         if table.lines is not None:
             answer["lines"] = [table.lines[r] for r in result.predicted]
         if not result.complete:

@@ -24,6 +24,7 @@ class FakeApi:
     def __init__(self, limit: int = 1000, production: int = 3):
         self.limit, self.production = limit, production
         self.calls: list[tuple[str, str, dict | None]] = []
+        self.requests = 0  # the answered predictions: generated inference ids are "req<n>-<index>"
 
     def __call__(self, method, url, data, auth, api_key=None):
         parsed = urllib.parse.urlsplit(url)
@@ -53,9 +54,11 @@ class FakeApi:
         query = urllib.parse.parse_qs(parsed.query)
         version = int(query["version"][0]) if "version" in query else self.production
         predictions = ["dog" if (inst["x1"] or 0) > 0 else "cat" for inst in instances]
+        self.requests += 1
+        ids = body.get("ids") or [f"req{self.requests}-{i}" for i in range(len(instances))]
         return self.answer(200, {"model": "animals", "version": version, "predictions": predictions,
                                  "probabilities": [[0.2, 0.8] if p == "dog" else [0.7, 0.3] for p in predictions],
-                                 "classes": ["cat", "dog"]})
+                                 "classes": ["cat", "dog"], "inference_ids": ids})
 
     @staticmethod
     def answer(status, body):
@@ -178,8 +181,8 @@ def test_excel_csvs_with_a_bom_and_other_dialects_are_read(tmp_path):
 def _args(tmp_path, file, **kw):
     import argparse
 
-    base = {"model": "animals", "file": str(file), "version": None, "id_column": None, "output": None,
-            "json": False, "batch_size": 1000}
+    base = {"model": "animals", "file": str(file), "version": None, "id_column": None, "ids_from": None,
+            "output": None, "json": False, "batch_size": 1000}
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -195,8 +198,10 @@ def test_run_predict_writes_what_succeeded_and_exits_1_when_rows_were_refused(tm
     assert [c[1] for c in fake.calls[:2]] == ["/models/animals", "/models/animals/versions/3"]
     assert all(p.endswith("?version=3") for _, p, _ in fake.posts())
     written = list(csv.reader(out.open()))
-    assert written[0] == ["customer", "line", "prediction", "probability_cat", "probability_dog", "version"]
-    assert written[1] == ["c0", "2", "cat", "0.7", "0.3", "3"]
+    assert written[0] == ["customer", "line", "prediction", "probability_cat", "probability_dog", "version",
+                          "inference_id"]
+    assert written[1] == ["c0", "2", "cat", "0.7", "0.3", "3", "req1-0"]
+    assert all("ids" not in body for _, _, body in fake.posts())  # --id-column alone sends no ids
     assert len(written) == 1 + 1199 and "c3" not in {r[0] for r in written}
     captured = capsys.readouterr()
     assert "1,199 of 1,200 rows predicted in 3 requests, written to" in captured.out
@@ -219,6 +224,53 @@ def test_run_predict_json_keeps_ids_in_order(tmp_path, capsys):
     answer = json.loads(capsys.readouterr().out)
     assert answer["ids"] == ["b", "a"] and answer["predictions"] == ["dog", "cat"] and answer["version"] == 2
     assert answer["lines"] == [2, 3] and "refused" not in answer
+    assert answer["inference_ids"] == ["req1-0", "req1-1"]
+
+
+def test_ids_from_sends_the_column_as_inference_ids_and_writes_them(tmp_path, capsys):
+    rows = [[f"o-{i}", 1 if i % 2 else -1, "red"] for i in range(30)]
+    rows[4][1] = "oops"  # refused: the rest of its request is sent again, with its ids
+    path = _csv(tmp_path / "f.csv", ["order", "x1", "colour"], rows)
+    out = tmp_path / "out.csv"
+    fake = FakeApi()
+    assert pr.run_predict(_args(tmp_path, path, ids_from="order", output=str(out), batch_size=10),
+                          _api(fake), None) == 1
+    for _, _, body in fake.posts():
+        assert len(body["ids"]) == len(body["instances"]) and all("order" not in i for i in body["instances"])
+    assert fake.posts()[0][2]["ids"] == [f"o-{i}" for i in range(10)]
+    assert fake.posts()[1][2]["ids"] == [f"o-{i}" for i in range(10) if i != 4]
+    written = list(csv.reader(out.open()))
+    assert written[0][0] == "order" and written[0][-1] == "inference_id"
+    assert all(r[0] == r[-1] for r in written[1:]) and len(written) == 30  # 29 rows and the header
+    capsys.readouterr()
+    assert pr.run_predict(_args(tmp_path, path, ids_from="order", id_column="order", json=True, batch_size=10),
+                          _api(FakeApi()), None) == 1
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["inference_ids"] == answer["ids"] == [f"o-{i}" for i in range(30) if i != 4]
+
+
+@pytest.mark.parametrize("values, words", [
+    (["a", "b", "a"], "line 4: --ids-from 'order' value 'a' repeats line 2; inference ids must be unique"),
+    (["a", "", "c"], "line 3: --ids-from 'order' value '' is not an inference id; expected 1 to 128 printable"),
+    (["a", "x" * 129, "c"], "line 3: --ids-from 'order' value"),
+])
+def test_ids_from_refuses_ids_the_api_would_refuse_before_sending_anything(tmp_path, values, words):
+    path = _csv(tmp_path / "f.csv", ["order", "x1", "colour"], [[v, 1, "red"] for v in values])
+    fake = FakeApi()
+    with pytest.raises(pr.PredictError) as err:
+        pr.run_predict(_args(tmp_path, path, ids_from="order"), _api(fake), None)
+    assert words in str(err.value)
+    assert fake.posts() == []
+
+
+def test_id_column_and_ids_from_must_name_one_column(tmp_path):
+    path = _csv(tmp_path / "f.csv", ["order", "customer", "x1", "colour"], [["a", "c", 1, "red"]])
+    fake = FakeApi()
+    with pytest.raises(pr.PredictError, match="name two columns"):
+        pr.run_predict(_args(tmp_path, path, ids_from="order", id_column="customer"), _api(fake), None)
+    assert fake.calls == []
+    with pytest.raises(pr.PredictError, match="no column 'Order' for --ids-from"):
+        pr.run_predict(_args(tmp_path, path, ids_from="Order"), _api(fake), None)
 
 
 def test_confusion_matrix_cells_sum_to_the_rows_and_unknown_labels_get_a_row():
