@@ -218,8 +218,8 @@ def _config(**kw):
                   legend_font_size=12, title_font_size=14, value_font_size=10, tooltip_font_size=11)
     config = pygal.Config(js=[], css=["file://style.css", "file://graph.css"], style=style,
                           disable_xml_declaration=True, no_prefix=False, explicit_size=True,
-                          legend_at_bottom=True, legend_at_bottom_columns=3, print_values=False,
-                          show_x_guides=False, truncate_legend=40, truncate_label=24, **kw)
+                          **{"legend_at_bottom": True, "legend_at_bottom_columns": 3, "print_values": False,
+                             "show_x_guides": False, "truncate_legend": 40, "truncate_label": 24, **kw})
     return pygal, config
 
 

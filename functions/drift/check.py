@@ -63,6 +63,8 @@ from functions.core.layout import (
     models_prefix,
 )
 from functions.core.registry import utc_iso
+from functions.core.report import current_distributions, write_report
+from functions.core.report import report_key as html_report_key
 from functions.pipeline.execution import execution_input
 
 logger = logging.getLogger(__name__)
@@ -382,6 +384,19 @@ def send_drift_event(events, report: Mapping[str, Any], bucket: str, event_bus: 
                               f"{err.code}: {err.error_message}") from None
 
 
+# --------------------------------------------------------------------------- the HTML report
+
+
+def html_report(s3, bucket: str, registry, model: str, *, now: datetime | None = None) -> str | None:
+    """Write ``reports/<model>/<ts>.html`` (:func:`functions.core.report.write_report`); its key, or
+    None when it failed: a report failure is logged and never fails the check."""
+    try:
+        return write_report(s3, bucket, registry, model, now=now)
+    except Exception:  # noqa: BLE001 - the check's JSON report, item, metrics and event stand
+        logger.exception("model %r: the HTML report could not be written", model)
+        return None
+
+
 # --------------------------------------------------------------------------- the check
 
 
@@ -396,8 +411,10 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
     """Check *model* now: write the report, record it, publish metrics, send the event when drifted.
 
     Returns the report (docs/monitoring.md "Report": the shape of docs/drift.md plus ``checked_at``,
-    ``report_key``, ``baseline_key`` and ``capture``). ``events=None`` sends no event (the report
-    still says ``drift_detected``); ``emit=None`` publishes no metrics.
+    ``report_key``, ``baseline_key``, ``capture`` and, when checked, ``distributions`` (reference vs
+    current shares per feature, for plots); the returned dict also names ``html_report_key``, the
+    HTML report written after the JSON one (None if that failed), docs/reports.md). ``events=None``
+    sends no event (the report still says ``drift_detected``); ``emit=None`` publishes no metrics.
     """
     settings = settings or DriftSettings()
     now = (now or datetime.now(UTC)).astimezone(UTC)
@@ -418,6 +435,8 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
         window = read_capture_window(s3, bucket, model, features, settings.window, now=now,
                                      lookback_days=settings.lookback_days)
         body = check_drift(baseline, window.columns, min_rows=settings.min_rows, share=settings.share)
+        if not body["skipped"]:  # reference vs current shares per feature, for the HTML report's plots
+            body["distributions"] = current_distributions(baseline, window.columns)
         if body["skipped"]:
             body["reason"] = (f"{window.rows} captured rows in the last {settings.lookback_days} days, fewer than "
                               f"min_rows={settings.min_rows}: not checked")
@@ -428,9 +447,15 @@ def run_check(model: str, *, registry, s3, bucket: str, settings: DriftSettings 
                               "skipped": body["skipped"], "reason": body["reason"], "share": body["share"],
                               "min_rows": settings.min_rows, "checked_at": utc_iso(now),
                               "report_key": report_key(model, now), **extra}
+    if body.get("distributions"):
+        report["distributions"] = body["distributions"]
+    # Where the HTML report of this check goes (written below, once this JSON is in place to be read).
+    report["html_report_key"] = html_report_key(model, now)
     s3.put_object(Bucket=bucket, Key=report["report_key"], ContentType="application/json",
                   Body=json.dumps(report, allow_nan=False, indent=1).encode())
     record_check(registry, report)
+    if html_report(s3, bucket, registry, model, now=now) is None:
+        report["html_report_key"] = None  # the JSON names the key it was meant for; nothing is there
     if emit is not None:
         emit(report)
     if report["drift_detected"] and events is not None:

@@ -1,7 +1,8 @@
 """Drift function: one drift check of one model (scheduled per model, or `shipyard drift check`).
 
 Event: ``{"model": "<name>"}`` (the schedule's input). Answer: the report written to
-``drift/<model>/<timestamp>.json`` (see docs/monitoring.md) plus ``report_uri`` (s3://…). The rules live in
+``drift/<model>/<timestamp>.json`` (see docs/monitoring.md) plus ``report_uri`` (s3://…) and ``html_report_uri``
+(the HTML report, reports/<model>/<ts>.html; null if it could not be written). The rules live in
 ``functions.drift.check``; this handler parses, calls and logs.
 
 Environment: REGISTRY_TABLE, ARTIFACT_BUCKET, SHIPYARD_MODELS, DRIFT_MODELS (JSON model ->
@@ -50,6 +51,9 @@ def handler(event: dict, context: Any) -> dict:
         extra={"version": report["version"], "rows": report["rows"], "skipped": report["skipped"],
                "reason": report["reason"], "drift_detected": report["drift_detected"],
                "drifted_share": report["drifted_share"], "drifted_features": report["drifted_features"],
-               "report_key": report["report_key"]},
+               "report_key": report["report_key"], "html_report_key": report.get("html_report_key")},
     )
-    return {**report, "report_uri": f"s3://{os.environ['ARTIFACT_BUCKET']}/{report['report_key']}"}
+    bucket = os.environ["ARTIFACT_BUCKET"]
+    html = report.get("html_report_key")
+    return {**report, "report_uri": f"s3://{bucket}/{report['report_key']}",
+            "html_report_uri": f"s3://{bucket}/{html}" if html else None}
