@@ -72,10 +72,12 @@ def test_a_2500_row_file_is_predicted_in_3_requests_with_its_ids_in_order(shipya
         "shipyard: request 3/3: 2,500 of 2,500 rows predicted"]
     written = list(csv.reader((tmp_path / "out.csv").open()))
     classes = trained["animals"]["schema"]["classes"]
-    assert written[0] == ["customer", "line", "prediction", *(f"probability_{c}" for c in classes), "version"]
+    assert written[0] == ["customer", "line", "prediction", *(f"probability_{c}" for c in classes), "version",
+                          "inference_id"]
     assert [r[0] for r in written[1:]] == ids and [int(r[1]) for r in written[1:]] == list(range(2, 2502))
-    assert {r[2] for r in written[1:]} <= set(classes) and {r[-1] for r in written[1:]} == {str(version)}
-    assert all(abs(sum(map(float, r[3:-1])) - 1) < 1e-3 for r in written[1:])
+    assert {r[2] for r in written[1:]} <= set(classes) and {r[-2] for r in written[1:]} == {str(version)}
+    assert all(abs(sum(map(float, r[3:-2])) - 1) < 1e-3 for r in written[1:])
+    assert len({r[-1] for r in written[1:]}) == 2500  # the API's generated inference ids: one per row
 
 
 def test_an_excel_csv_with_a_bom_is_predicted(shipyard, tmp_path):
