@@ -35,7 +35,10 @@ from infra.commandline import (  # noqa: F401 - CliError, EXIT_* and stack_outpu
 from infra.config import ARCHITECTURES, AUTH_MODES
 from infra.localstart import LocalStartError, start_local_cloud
 from infra.logs import cmd_logs
+from infra.quality_cli import add_parser as add_quality_parser
+from infra.quality_cli import with_labels_sources
 from infra.release_cli import add_parser as add_release_parser
+from infra.report_cli import add_parser as add_report_parser
 from infra.runs import cmd_runs, cmd_wait
 
 
@@ -86,6 +89,8 @@ def cmd_lineage(args) -> int:
         if ds:
             print(f"  dataset    s3://{ds.get('bucket')}/{ds.get('key')} (version {ds.get('version_id', '-')}, "
                   f"sha256 {str(ds.get('sha256', '-'))[:12]}…)")
+            if sources := with_labels_sources(ds):
+                print(f"  sources    {sources} (quality retraining)")
             dropped = ds.get("dropped") or {}
             if dropped.get("rows"):
                 lines = ", ".join(map(str, dropped.get("lines") or []))
@@ -532,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_parser(sub)  # shipyard batch MODEL FILE (infra/batch_cli.py)
     add_approval_parsers(sub)  # shipyard approve|reject MODEL VERSION (infra/approval_cli.py)
     add_release_parser(sub)  # shipyard release status MODEL (infra/release_cli.py)
+    add_quality_parser(sub)  # shipyard quality check MODEL (infra/quality_cli.py)
 
     p = sub.add_parser("logs", help="a function's CloudWatch Logs (train, validate, inference, … or a name)")
     p.add_argument("function", help="train, validate, allocate, record, inference, drift, retrain, … or a "
@@ -546,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--function", help="drift function name (default: SHIPYARD_DRIFT_FUNCTION, else <stack>-drift)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=cmd_drift_check)
+    add_report_parser(sub)
 
     local = sub.add_parser("local", help="the local cloud").add_subparsers(dest="local_command", required=True)
     p = local.add_parser("up", help="run the synthesized stack locally")

@@ -50,6 +50,8 @@ from functions.core.layout import (
     METRIC_ROWS_CHECKED,
     METRICS_NAMESPACE,
 )
+from functions.core.report import QUALITY_PREFIX as REPORTS_READ_PREFIX
+from functions.core.report import REPORTS_PREFIX
 from functions.drift import drift_function_name
 from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec, rate_seconds
@@ -227,6 +229,11 @@ class DriftMonitor(Construct):
         registry.grant_read_capture(self.function)     # list + read capture/<m>/…
         registry.grant_write_artifacts(self.function, DRIFT_PREFIX)  # drift/<m>/<timestamp>.json
         registry.grant_write_drift_items(self.function)  # PutItem only, model partitions only
+        # The HTML report written after each check (functions/core/report.py, docs/reports.md): it reads
+        # the newest quality check and writes reports/<m>/<timestamp>.html.
+        registry.grant_read_artifacts(self.function, REPORTS_READ_PREFIX)  # quality/<m>/<checked_at>.json
+        registry.grant_write_artifacts(self.function, REPORTS_PREFIX)  # reports/<m>/<timestamp>.html
+        self.registry_bucket_name = registry.artifact_bucket.bucket_name
         self.event_bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")
         self.event_bus.grant_put_events_to(self.function)
 
@@ -351,8 +358,18 @@ class DriftMonitor(Construct):
 
     # ------------------------------------------------------------------ dashboard
 
+    def report_link_widget(self, model: str) -> cloudwatch.TextWidget:
+        """A markdown link to the model's HTML reports (``reports/<model>/``) in the S3 console."""
+        url = (f"https://console.aws.amazon.com/s3/buckets/{self.registry_bucket_name}"
+               f"?prefix={REPORTS_PREFIX}{model}/")
+        return cloudwatch.TextWidget(
+            markdown=(f"**{model}**: [HTML reports]({url}) (versions, drift per feature with distributions, "
+                      f"quality over time; `shipyard report {model} --open` makes a fresh one)"),
+            width=24, height=1)
+
     def dashboard_widgets(self) -> list[list[cloudwatch.IWidget]]:
-        """One dashboard row per model: drifted share vs its alarm, every feature's score, rows checked."""
+        """Two dashboard rows per model: drifted share vs its alarm, every feature's score, rows checked;
+        then a link to the model's HTML reports."""
         rows = []
         for model, model_spec in self.models.items():
             spec = model_spec.drift
@@ -384,6 +401,7 @@ class DriftMonitor(Construct):
                     width=8,
                 ),
             ])
+            rows.append([self.report_link_widget(model)])
         return rows
 
 
