@@ -139,6 +139,13 @@ def bodies(operation, doc, schema):
     if content:
         from_doc = from_schema(content["schema"], doc).map(json.dumps)
     near = st.fixed_dictionaries({"instances": instances(schema)}).map(json.dumps)
+    # the caller's inference ids beside them: one unique string per instance, or anything else
+    with_ids = st.fixed_dictionaries({"instances": instances(schema)}).flatmap(
+        lambda b: st.fixed_dictionaries({"instances": st.just(b["instances"]), "ids": st.one_of(
+            st.lists(st.text(min_size=1, max_size=8), min_size=len(b["instances"]),
+                     max_size=len(b["instances"]), unique=True),
+            st.just([f"id-{i}" for i in range(len(b["instances"]))]),
+            json_values)})).map(json.dumps)
     garbage = st.one_of(
         st.just(""),
         st.text(max_size=40),
@@ -152,7 +159,7 @@ def bodies(operation, doc, schema):
         ]),
         json_values.map(json.dumps),
     )
-    return st.none() | from_doc | near | near | garbage
+    return st.none() | from_doc | near | near | with_ids | garbage
 
 
 def path_value(param):
@@ -241,7 +248,12 @@ def test_no_input_yields_a_5xx(api):
                    or [response.get("headers", {}).get("X-Model-Version")])
             assert got[0] == str(payload["version"])
             sent = json.loads(base64.b64decode(body) if encoded else body)
-            assert len(payload["predictions"]) == len(sent["instances"])
+            assert len(payload["predictions"]) == len(payload["inference_ids"]) == len(sent["instances"])
+            if isinstance(sent.get("ids"), list):  # the caller's ids, answered as sent
+                assert payload["inference_ids"] == sent["ids"]
+            else:  # generated: <request id>-<index>
+                assert payload["inference_ids"] == [f"{event['requestContext']['requestId']}-{i}"
+                                                    for i in range(len(sent["instances"]))]
 
     run()
     print("fuzz statuses:", dict(sorted(seen["statuses"].items())))
