@@ -14,7 +14,7 @@ export OMP_NUM_THREADS := 1
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 
-.PHONY: venv checkov asl test lint demo bench layers synth clean
+.PHONY: venv checkov asl chromium test lint demo bench layers synth clean
 
 venv: $(STAMP)
 
@@ -47,7 +47,16 @@ $(ASL_VALIDATOR): tools/asl/package.json tools/asl/package-lock.json | $(STAMP)
 	$(BIN)/npm ci --prefix $(VENV)/asl --no-audit --no-fund
 	@touch $@
 
-test: venv checkov asl
+# Headless Chromium renders the HTML report in tests/unit/test_report_render.py (docs/reports.md).
+# Debian/Ubuntu: apt-get as root, else through sudo; anything else must install it by hand.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium; \
+	  else false; fi; } || { echo "make chromium: cannot install Chromium (needs root or sudo with apt-get);" \
+	  "install it yourself (apt-get install chromium, or your system's package) and run make test again" >&2; exit 1; }
+
+test: venv checkov asl chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
