@@ -36,6 +36,7 @@ from functions.core.layout import (
     MODELS_PREFIX,
     PREDICTIONS_PREFIX,
 )
+from functions.quality import LABELS_PREFIX  # grant_read_labels
 
 DATASET_INDEX = "by-dataset"
 
@@ -376,6 +377,10 @@ class ModelRegistry(Construct):
     def grant_write_predictions(self, grantee: iam.IGrantable) -> iam.Grant:
         """Put batch scoring output (``predictions/*`` of the data bucket); no reading."""
         return self._grant_objects(grantee, self.data_bucket, ["s3:PutObject"], PREDICTIONS_PREFIX)
+
+    def grant_read_labels(self, grantee: iam.IGrantable) -> iam.Grant:
+        """List and read ground-truth labels (``labels/*`` of the data bucket): the quality check."""
+        return self._grant_read(grantee, self.data_bucket, ["s3:GetObject"], LABELS_PREFIX)
 
     def grant_list_datasets(self, grantee: iam.IGrantable) -> iam.Grant:
         """List datasets and their versions (``datasets/*`` of the data bucket), no reading: drift

@@ -224,6 +224,17 @@ class ShipyardStack(Stack):
             dead_letter_queue=self.dead_letters.target_queue,
         )
 
+        # ------------------------------------------------------------ model quality (docs/quality.md)
+        # Only models with a "quality" block are checked; none: no quality resources at all.
+        self.quality = None
+        if any(spec.quality is not None for spec in config.models.values()):
+            from infra.quality import QualityMonitor
+
+            self.quality = QualityMonitor(
+                self, "Quality", registry=self.registry, models=config.models, alarm_topic=self.alarm_topic,
+                state_machine=self.pipeline.state_machine, architecture=config.architecture, layers=layers,
+                dead_letter_queue=self.dead_letters.target_queue)
+
         # ------------------------------------------------------------ dashboard
         self.dashboard = cloudwatch.Dashboard(
             self,
@@ -257,6 +268,10 @@ class ShipyardStack(Stack):
         self.alarms.watch_functions_in(self)
         for row in self.drift.dashboard_widgets():
             self.dashboard.add_widgets(*row)
+        if self.quality is not None:
+            self.alarms.show(*self.quality.alarms.values())
+            for row in self.quality.dashboard_widgets():
+                self.dashboard.add_widgets(*row)
         for row in self.alarms.dashboard_widgets():
             self.dashboard.add_widgets(*row)
         # Every alarm must match the topic's aws:SourceArn pattern, or its notifications are refused.

@@ -601,20 +601,17 @@ def send_event(events, report: Mapping[str, Any], bucket: str, event_bus: str = 
                                 f"{err.code}: {err.error_message}") from None
 
 
-def write_html_report(report: Mapping[str, Any], *, s3, bucket: str, registry) -> str | None:
-    """The HTML report (``functions.core.report``) after the JSON; a failure is logged, never raised."""
+def write_html_report(report: Mapping[str, Any], *, s3, bucket: str, registry, now: datetime) -> str | None:
+    """``reports/<model>/<ts>.html`` (:func:`functions.core.report.write_report`, which reads the quality
+    history and the newest quality JSON: call it after both are written); its key, or None when it
+    failed: a report failure is logged and never fails the check."""
     try:
-        from functions.core import report as html
-    except ImportError:
-        # TODO(report): functions.core.report is not there yet; call its write_report once it is.
-        return None
-    try:
-        writer = getattr(html, "write_report", None)
-        if writer is None:
-            return None
-        return writer(report["model"], s3=s3, bucket=bucket, registry=registry)
-    except Exception:  # noqa: BLE001 - a report failure must never fail the check
-        logger.exception("HTML report of model %s failed (the quality check itself is done)", report["model"])
+        from functions.core.report import write_report
+
+        return write_report(s3, bucket, registry, report["model"], now=now)
+    except Exception:  # noqa: BLE001 - the check's JSON report, item, metrics and event stand
+        logger.exception("model %r: the HTML report could not be written (the quality check itself is done)",
+                         report["model"])
         return None
 
 
@@ -643,7 +640,7 @@ def run_check(model: str, *, registry, s3, bucket: str, data_bucket: str, settin
     if emit is not None:
         emit(report)
     if html:
-        write_html_report(report, s3=s3, bucket=bucket, registry=registry)
+        report["html_report_key"] = write_html_report(report, s3=s3, bucket=bucket, registry=registry, now=now)
     if report["degraded"] and events is not None:
         report["event_id"] = send_event(events, {**report, "retrain_mode": settings.retrain}, bucket, event_bus)
     return report

@@ -73,6 +73,11 @@ _ANIMALS = {"target": "species", "task": "classification", "estimator": "sklearn
 MODELS["approval"] = {**_ANIMALS, "release": {"approval": "manual", "approval_timeout": "1h"}}
 MODELS["canary"] = {**_ANIMALS, "release": {"mode": "canary", "percent": 50, "bake": "30m"}}
 MODELS["shadowed"] = {**_ANIMALS, "release": {"mode": "shadow", "bake": "5m", "agreement": 0.8, "min_samples": 5}}
+# Model quality on live traffic (tests/pipeline/test_quality_local.py): hourly checks, a day's window,
+# few labels; retraining on the dataset plus the labelled traffic. Used by that file only.
+MODELS["graded"] = {**_ANIMALS, "max_regression": 1.0,
+                    "quality": {"schedule": "rate(1 hour)", "min_labels": 20, "window": "1d", "min_score": 0.7,
+                                "retrain": "dataset+labels"}}
 MAX_DATASET_BYTES = 192 * 1024  # breast-cancer, the largest real set here, is 122 KB
 CONFIG = {"stack_name": "Shipyard", "api": {"auth": "iam"}, "models": MODELS}
 
