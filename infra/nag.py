@@ -199,6 +199,18 @@ def acknowledge_findings(stack) -> None:
         "Each check writes a new report drift/<model>/<timestamp>.json, a key known only at run "
         "time; s3:PutObject on the drift/ prefix only (no read, no delete).",
     )
+    _ack(
+        drift.role,
+        f"AwsSolutions-IAM5[Resource::{artifacts}/reports/*]",
+        "After each check the drift function writes the model's HTML report reports/<model>/<timestamp>.html "
+        "(docs/reports.md), a key known only at run time; s3:PutObject on the reports/ prefix only.",
+    )
+    _ack(
+        drift.role,
+        f"AwsSolutions-IAM5[Resource::{artifacts}/quality/*]",
+        "The HTML report shows the newest quality check, quality/<model>/<checked_at>.json, found by "
+        "listing at run time; Get/GetObjectVersion on the quality/ prefix only (read-only).",
+    )
 
     # -- REST API --------------------------------------------------------------------------
     api = inference.api
