@@ -212,6 +212,10 @@ def acknowledge_findings(stack) -> None:
         "listing at run time; Get/GetObjectVersion on the quality/ prefix only (read-only).",
     )
 
+    # -- Model quality (infra/quality.py): the construct names its own prefix-scoped findings ----
+    if getattr(stack, "quality", None) is not None:
+        stack.quality.acknowledge_nag_findings()
+
     # -- REST API --------------------------------------------------------------------------
     api = inference.api
     cloudwatch_role = api.node.try_find_child("CloudWatchRole")

@@ -236,6 +236,51 @@ class QualityMonitor(Construct):
         if self.dead_letters is not None:
             self.dead_letters.allow_rules_in(self)
 
+    # ------------------------------------------------------------------ cdk-nag
+
+    def acknowledge_nag_findings(self) -> None:
+        """Acknowledge the prefix-scoped S3 findings (AwsSolutions-IAM5) of this construct's roles, each with
+        its reason (called by infra/nag.py ``acknowledge_findings``)."""
+        from aws_cdk import Acknowledgment, Validations
+
+        stack = Stack.of(self)
+
+        def arn(bucket) -> str:
+            return f"<{stack.get_logical_id(bucket.node.default_child)}.Arn>"
+
+        artifacts, data = arn(self.registry.artifact_bucket), arn(self.registry.data_bucket)
+
+        def ack(role, resource: str, reason: str) -> None:
+            Validations.of(role).acknowledge(Acknowledgment(id=f"AwsSolutions-IAM5[Resource::{resource}]",
+                                                            reason=reason))
+
+        capture = ("The quality check joins captured predictions, objects Firehose names at delivery time "
+                   "(capture/<model>/YYYY/MM/DD/HH/<generated>); Get/GetObjectVersion on capture/ only.")
+        labels = ("Ground truth is any CSV a team uploads under labels/<model>/ (names chosen at run time); "
+                  "s3:GetObject on the labels/ prefix of the data bucket only (read-only).")
+        ack(self.role, f"{artifacts}/capture/*", capture)
+        ack(self.role, f"{data}/labels/*", labels)
+        ack(self.role, f"{artifacts}/quality/*", "Each check writes quality/<model>/<checked_at>.json, a key known "
+            "only at run time, and the HTML report reads the newest one; Get/Put on the quality/ prefix only.")
+        ack(self.role, f"{artifacts}/reports/*", "After each check the HTML report reports/<model>/<timestamp>.html "
+            "(docs/reports.md), a key known only at run time; s3:PutObject on the reports/ prefix only.")
+        ack(self.role, f"{artifacts}/models/*", "The HTML report shows the production version's baseline "
+            "(models/<model>/v<N>/baseline.json, N known at run time); read-only, models/ prefix only.")
+        ack(self.role, f"{artifacts}/drift/*", "The HTML report shows the newest drift report "
+            "(drift/<model>/<timestamp>.json, found by listing); read-only, drift/ prefix only.")
+        if self.retrain_function is None:
+            return
+        role = self.retrain_role
+        ack(role, f"{data}/datasets/*", "Retraining with labels reads the model's newest dataset (any name and "
+            "object version under datasets/<model>/, known at run time); read-only, datasets/ prefix only.")
+        ack(role, f"{artifacts}/capture/*", capture)
+        ack(role, f"{data}/labels/*", labels)
+        for model, spec in self.models.items():
+            if spec.quality.retrain == "dataset+labels":
+                ack(role, f"{data}/datasets/{model}/retrain-*", "The combined dataset "
+                    f"datasets/{model}/retrain-<timestamp>-with-labels.csv is named at run time; s3:PutObject on "
+                    "that name pattern of that model only.")
+
     # ------------------------------------------------------------------ grants
 
     def grant_run_check(self, grantee: iam.IGrantable) -> iam.Grant:
