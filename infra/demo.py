@@ -1,7 +1,9 @@
 """`shipyard demo`: the whole loop on the local cloud, step by step, ending in a summary.
 
 upload → train → validate → promote → predictions over HTTP → drifted traffic → scheduled drift
-check → alarm → retrain → a second version promoted or rejected → lineage and audit.
+check → alarm → retrain → a second version promoted or rejected → lineage and audit → model quality:
+predictions with inference ids → labels that disagree → quality check → quality alarm → retraining on
+the dataset plus the labelled traffic.
 
 Every step checks what really happened (registry, S3, HTTP answers, alarm states) and the demo
 exits non-zero if any step did not happen. It uses the iris data set that ships with scikit-learn.
@@ -27,6 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "iris"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 DEMO_EMAIL = "you@example.com"
+QUALITY_PREDICTIONS = 100  # the quality step's predictions, all labelled (cdk.json: quality.min_labels 50)
 
 
 class StepFailed(Exception):
@@ -227,6 +230,81 @@ class Demo:
             raise StepFailed("the audit log is empty")
         return f"{len(history)} audit event(s)"
 
+    def quality(self) -> str:
+        """Predictions → labels that disagree → quality check (as `shipyard quality check`) → degraded →
+        the quality alarm → retraining on the newest dataset plus the labelled traffic."""
+        X, _, names = iris_rows()
+        rng = np.random.default_rng(16)
+        picked = X[rng.integers(0, len(X), QUALITY_PREDICTIONS)]
+        ids = [f"demo-{i}" for i in range(QUALITY_PREDICTIONS)]
+        rows = [dict(zip(FEATURES, map(float, r))) for r in picked]
+        status, _, answer = self.api("POST", f"/models/{MODEL}/predict", {"instances": rows, "ids": ids})
+        if status != 200:
+            raise StepFailed(f"predict answered {status}: {answer.get('message')}")
+        if answer.get("inference_ids") != ids:
+            raise StepFailed(f"the answer carries inference ids {str(answer.get('inference_ids'))[:80]}, not the "
+                             "ids sent")
+        # ground truth arrives later: it disagrees with 4 of 5 predictions
+        wrong = {n: names[(i + 1) % len(names)] for i, n in enumerate(names)}
+        labels = [(i, wrong[p] if k % 5 else p) for k, (i, p) in enumerate(zip(ids, answer["predictions"]))]
+        body = "inference_id,species\n" + "".join(f"{i},{t}\n" for i, t in labels)
+        key = f"labels/{MODEL}/demo-labels.csv"
+        self.cloud.client("s3").put_object(Bucket=self.outputs["DataBucketName"], Key=key, Body=body.encode())
+        self.cloud.wait_idle()
+        self.out(f"  {len(ids)} predictions (ids {ids[0]}…{ids[-1]}) from v{answer['version']}; "
+                 f"s3://{self.outputs['DataBucketName']}/{key}: {len(labels)} labels, "
+                 f"{sum(1 for k in range(len(labels)) if k % 5)} disagree")
+        runs_before = len(self.cloud.client("stepfunctions").list_executions(
+            stateMachineArn=self.outputs["PipelineArn"])["executions"])
+        report = self.run_quality_check()
+        if not report.get("degraded"):
+            raise StepFailed(f"the quality check did not find {MODEL} degraded: score {report.get('score')}, "
+                             f"reason {report.get('reason')}")
+        self.out(f"  {report['report_key']}: {report['metric']} {report['score']:.3f} < min_score "
+                 f"{report['min_score']:g} on {report['labels']['matched']} labelled predictions "
+                 f"(coverage {report['coverage']:.2f})")
+        deadline = time.time() + 60
+        while True:
+            self.cloud.evaluate_alarms()
+            changes = [c for c in self.cloud.alarm_changes
+                       if c["to"] == "ALARM" and c["alarm"].endswith(f"{MODEL}-quality")]
+            if changes:
+                break
+            if time.time() > deadline:
+                raise StepFailed(f"the quality alarm of {MODEL} did not go to ALARM")
+            time.sleep(1)
+        self.out(f"  {changes[0]['alarm']} → ALARM")
+        executions = self.wait_for_pipeline(runs_before + 1)
+        sfn = self.cloud.client("stepfunctions")
+        retrains = [d for d in (sfn.describe_execution(executionArn=e["executionArn"]) for e in executions)
+                    if (json.loads(d["input"]).get("trigger") or {}).get("source") == "quality"]
+        if not retrains:
+            raise StepFailed("Quality Degraded started no retraining run")
+        trigger = json.loads(retrains[0]["input"])["trigger"]
+        dataset = json.loads(retrains[0]["input"])["dataset"]["key"]
+        self.wait_for_pipeline(len(executions))
+        registry = self.registry()
+        made = [v for v in registry.list_versions(MODEL)
+                if ((v.get("lineage") or {}).get("dataset") or {}).get("key") == dataset]
+        outcome = f"v{made[0]['version']} {made[0]['status']}" if made else "no version"
+        self.state["quality"] = {"report": report["report_key"], "dataset": dataset, "outcome": outcome}
+        return (f"{MODEL} degraded ({report['metric']} {report['score']:.2f}), {changes[0]['alarm']} → ALARM, "
+                f"retrained on {dataset} ({trigger['base_dataset']['key']} + {trigger['labels']['rows']} labelled "
+                f"predictions): {outcome}")
+
+    def run_quality_check(self) -> dict:
+        """Invoke the stack's quality function now, as `shipyard quality check` does."""
+        client = self.cloud.client("lambda")
+        names = [f["FunctionName"] for page in client.get_paginator("list_functions").paginate()
+                 for f in page["Functions"] if f["FunctionName"].endswith("-quality")]
+        if not names:
+            raise StepFailed(f"no quality function: give {MODEL} a 'quality' block in cdk.json")
+        answer = client.invoke(FunctionName=names[0], Payload=json.dumps({"model": MODEL}).encode())
+        report = json.loads(answer["Payload"].read() or b"null")
+        if answer.get("FunctionError") or not isinstance(report, dict):
+            raise StepFailed(f"the quality check failed: {str(report)[:300]}")
+        return report
+
     def run(self) -> bool:
         plan = [
             ("Upload the iris dataset to the data bucket", self.upload),
@@ -237,6 +315,7 @@ class Demo:
             ("Drift alarm → SNS", self.alarm),
             ("Retrain on drift → second version", self.retrain),
             ("Lineage and audit log", self.lineage),
+            ("Model quality: labels → quality alarm → retrain", self.quality),
         ]
         for name, fn in plan:
             if not self.step(name, fn) and name.startswith(("Upload", "Pipeline")):

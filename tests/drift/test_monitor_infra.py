@@ -45,9 +45,9 @@ def _drift_function(synth):
 
 def _schedules(synth) -> dict[str, dict]:
     out = {}
-    for rule in _by_type(synth, "AWS::Events::Rule").values():
+    for logical_id, rule in _by_type(synth, "AWS::Events::Rule").items():
         props = rule["Properties"]
-        if "ScheduleExpression" in props:
+        if "ScheduleExpression" in props and logical_id.startswith("Drift"):  # not the quality schedules
             (target,) = props["Targets"]
             out[json.loads(target["Input"])["model"]] = {"expression": props["ScheduleExpression"], "target": target}
     return out
@@ -198,9 +198,10 @@ def test_stack_alarms_cover_api_every_function_and_the_pipeline(default):
     assert alarms["Shipyard-artifact-integrity"]["MetricName"] == "ArtifactIntegrityFailures"
     # 2 per function + API 3 (5XX, p99, artifact integrity) + pipeline 2 + drift 1 per model + the
     # events' dead-letter queue 1 + capture delivery 1 per capture stream (Firehose) + unowned uploads 1
-    # + failed batch scoring runs 1
+    # + failed batch scoring runs 1 + model quality 1 per model with a quality block (infra/quality.py)
     streams = _by_type(default, "AWS::KinesisFirehose::DeliveryStream")
-    assert len(every) == 2 * len(functions) + 3 + 2 + 1 + 1 + len(streams) + 1 + 1
+    quality = [a for a in every if str(a.get("AlarmName", "")).endswith("-quality")]
+    assert len(every) == 2 * len(functions) + 3 + 2 + 1 + 1 + len(streams) + 1 + 1 + len(quality)
 
 
 def test_dashboard_shows_drift_per_model_and_every_alarm(variant):

@@ -55,10 +55,11 @@ SKIPS: dict[str, tuple[str, tuple[str, ...] | None]] = {
         "would throttle a bulk upload's reports). Batch scoring: Prepare and Summarize run once per run, and "
         "ScoreBatch's concurrency is capped by the Distributed Map's MaxConcurrency (infra/batch.py). The "
         "approval function answers a person's approve/reject, a handful of calls per release; the release "
-        "function runs once a minute per running release.",
+        "function runs once a minute per running release. The quality functions run once per schedule "
+        "(a day by default) and once per Quality Degraded event.",
         ("PipelineAllocate", "PipelineValidate", "PipelineRecord", "DriftFunction", "DriftRetrain",
          "UploadsFunction", "BatchPrepare", "BatchScoreBatch", "BatchSummarize", "ApprovalFunction",
-         "PipelineRelease")),
+         "PipelineRelease", "QualityFunction", "QualityRetrain")),
 }
 
 
