@@ -238,7 +238,11 @@ class Demo:
         picked = X[rng.integers(0, len(X), QUALITY_PREDICTIONS)]
         ids = [f"demo-{i}" for i in range(QUALITY_PREDICTIONS)]
         rows = [dict(zip(FEATURES, map(float, r))) for r in picked]
-        status, _, answer = self.api("POST", f"/models/{MODEL}/predict", {"instances": rows, "ids": ids})
+        # pinned to the production version: the quality check judges production, and the API may still
+        # answer from the version it cached before the drift retraining's promotion
+        production = self.registry().get_alias(MODEL)
+        status, _, answer = self.api("POST", f"/models/{MODEL}/predict?version={production}",
+                                     {"instances": rows, "ids": ids})
         if status != 200:
             raise StepFailed(f"predict answered {status}: {answer.get('message')}")
         if answer.get("inference_ids") != ids:

@@ -8,7 +8,7 @@ from infra.demo import Demo
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ["Upload", "Pipeline", "Predict", "Send drifted traffic", "Scheduled drift check", "Drift alarm",
-         "Retrain", "Lineage"]
+         "Retrain", "Lineage", "Model quality"]
 
 
 def test_demo_runs_the_whole_loop_and_exits_zero():
@@ -22,6 +22,10 @@ def test_demo_runs_the_whole_loop_and_exits_zero():
     for step, row in zip(STEPS, rows):
         assert step in row
     assert "v2 production" in proc.stdout or "v2 rejected" in proc.stdout
+    # the quality step: labels that disagree → degraded → its alarm → retraining on dataset + labels
+    quality = rows[STEPS.index("Model quality")]
+    assert "iris degraded (accuracy" in quality and "Shipyard-iris-quality → ALARM" in quality, quality
+    assert "-with-labels.csv (datasets/iris/iris.csv + 100 labelled predictions)" in quality, quality
     assert "demo complete" in proc.stdout
 
 
