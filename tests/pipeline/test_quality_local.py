@@ -121,6 +121,10 @@ def test_predictions_labels_quality_alarm_and_retraining(cloud, registry, monkey
     assert lines[-1].startswith(f"report: s3://{cloud.outputs['ArtifactBucketName']}/quality/{MODEL}/")
     latest = quality_reports(cloud)[-1]
     assert latest["degraded"] is True and latest["score"] == pytest.approx(5 / 40)
+    # the HTML report after each check (functions.core.report), its failures never the check's
+    html = s3.list_objects_v2(Bucket=cloud.outputs["ArtifactBucketName"], Prefix=f"reports/{MODEL}/")
+    assert html.get("KeyCount", 0) >= 2, html
+    assert not [line for line in cloud.log_lines if "HTML report could not be written" in str(line)]
 
     # the alarm: ModelQuality < 0.7 → ALARM (to the alarm topic)
     changes = cloud.evaluate_alarms()

@@ -267,3 +267,49 @@ def test_settings_from_env():
     assert (s.metric, s.min_score, s.min_labels, s.window, s.retrain) == ("f1", 0.7, 3, 3600, "dataset")
     with pytest.raises(quality.QualityCheckError, match="no quality monitoring"):
         quality.settings_from_env("prices", env)
+
+
+# --------------------------------------------------------------------------- retraining
+
+
+def test_retraining_modes_start_the_pipeline_with_their_trigger(aws):
+    from functions.quality.retraining import labelled_rows, start_retraining
+
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    iam = boto3.client("iam", region_name="us-east-1")
+    role = iam.create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    arn = sfn.create_state_machine(name="pipeline", roleArn=role, definition=json.dumps(
+        {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}))["stateMachineArn"]
+    s3 = aws["s3"]
+    base = s3.put_object(Bucket="data", Key="datasets/animals/first.csv",
+                         Body=b"x,colour,species\n1.0,red,cat\n2.0,blue,dog\n")["VersionId"]
+    promote(aws)
+    put_capture(aws, ids=["a", "b", "c"], predictions=["cat", "cat", "dog"], at=datetime.now(UTC) - timedelta(hours=1))
+    put_labels(aws, [("a", "dog"), ("b", "cat"), ("zz", "cat")])
+    s = settings(retrain="dataset+labels")
+    kw = dict(spec={"target": "species"}, settings=s, s3=s3, sfn=sfn, state_machine_arn=arn, data_bucket="data",
+              artifact_bucket="artifacts", trigger={"event_id": "e1"})
+    plain = start_retraining("animals", mode="dataset", **kw)
+    doc = json.loads(sfn.describe_execution(executionArn=plain["execution_arn"])["input"])
+    assert doc["force"] is True and doc["dataset"]["key"] == "datasets/animals/first.csv"
+    assert doc["trigger"] == {"event_id": "e1", "source": "quality", "mode": "dataset"}
+    combined = start_retraining("animals", mode="dataset+labels", **kw)
+    doc = json.loads(sfn.describe_execution(executionArn=combined["execution_arn"])["input"])
+    key = doc["dataset"]["key"]
+    assert key.startswith("datasets/animals/retrain-") and key.endswith("-with-labels.csv") and "force" not in doc
+    assert doc["trigger"]["source"] == "quality" and doc["trigger"]["base_dataset"] == {
+        "bucket": "data", "key": "datasets/animals/first.csv", "version_id": base}
+    assert doc["trigger"]["labels"] == {"files": ["labels/animals/a.csv"], "rows": 2, "skipped_instances": 0}
+    obj = s3.get_object(Bucket="data", Key=key, VersionId=doc["dataset"]["version_id"])
+    assert obj["Body"].read().decode().splitlines() == ["x,colour,species", "1.0,red,cat", "2.0,blue,dog",
+                                                        "0.0,,dog", "1.0,,cat"]
+    assert obj["Metadata"] == {"shipyard-source": "quality", "base-dataset-key": "datasets/animals/first.csv",
+                               "base-dataset-version-id": base, "label-files": "labels/animals/a.csv",
+                               "labelled-rows": "2"}
+    # a combined dataset is never the base of the next one
+    again = start_retraining("animals", mode="dataset+labels", **kw)
+    assert again["base_dataset"]["key"] == "datasets/animals/first.csv"
+    # arrays in the dataset's feature order (the header without the target) fit too
+    pairs = [quality.Pair("i", "1", [3.0, "red"], "cat", None, None, "dog", "f")]
+    assert labelled_rows(pairs, ["x", "colour", "species"], "species") == ([["3.0", "red", "dog"]], 0)
+    assert labelled_rows(pairs, ["x", "species"], "species") == ([], 1)
