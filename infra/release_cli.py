@@ -124,8 +124,8 @@ def cmd_release_status(args, *, cloudwatch: Any = None, now: datetime | None = N
             print(json.dumps({"model": args.model, "production": production, "release": None,
                               "log": log[-LOG_ENTRIES:]}, indent=2, default=str))
             return EXIT_OK
-        where = f"v{production}" if production is not None else "no version yet"
-        print(f"no release running for {args.model}; production is {where}")
+        where = f"production is v{production}" if production is not None else "no production version yet"
+        print(f"no release running for {args.model}; {where}")
         if log:
             print("\n".join(_log_lines(log)[1:]))
         return EXIT_OK
