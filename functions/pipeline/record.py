@@ -1,5 +1,7 @@
 """Outcome states Promote, Reject and MarkFailed, and the manual approval's AwaitApproval,
-AwaitShadowDecision and Approved: a registry change and a `shipyard` event each.
+AwaitShadowDecision and Approved: a registry change and a `shipyard` event each; and
+``execution_ended`` (not a state: the EventBridge rule on the pipeline's executions that ended ABORTED,
+TIMED_OUT or FAILED closes what such a run left open, ``steps.execution_ended``).
 
 One function for them all (they need the same permissions: write the registry, put events on the
 default bus); the state machine names the step in the input's ``action``. ``await_approval``
@@ -25,8 +27,17 @@ def _mark_failed(event, reg, events, *, execution_arn):
         delete_alarms=(lambda names: client("cloudwatch").delete_alarms(AlarmNames=names)) if prefix else None)
 
 
+def _execution_ended(event, reg, events, *, execution_arn):
+    # The EventBridge rule on the pipeline's ABORTED/TIMED_OUT/FAILED executions (infra/pipeline.py): the
+    # event's execution_arn is the ended execution's; its stranded release's alarms go as MarkFailed's do.
+    prefix = os.environ.get("ALARM_PREFIX")
+    return steps.execution_ended(
+        event, reg, events, alarm_prefix=prefix or "",
+        delete_alarms=(lambda names: client("cloudwatch").delete_alarms(AlarmNames=names)) if prefix else None)
+
+
 ACTIONS = {"promote": steps.promote, "reject": steps.reject, "mark_failed": _mark_failed,
-           "await_approval": _await_approval, "approved": steps.approved}
+           "await_approval": _await_approval, "approved": steps.approved, "execution_ended": _execution_ended}
 
 
 @step

@@ -55,6 +55,8 @@ from functions.core.layout import (
     release_alarm_names,
 )
 from functions.core.registry import (
+    AWAITING_APPROVAL,
+    RELEASE_MODES,
     AliasConflict,
     ApprovalError,
     InvalidTransition,
@@ -807,17 +809,138 @@ def _decision_logged(registry: Registry, model: str, version: int, kind: str) ->
     return False
 
 
-def end_own_release(registry: Registry, model: str, version: int, reason: str, execution_arn: str) -> bool:
+def end_own_release(registry: Registry, model: str, version: int, reason: str, execution_arn: str, *,
+                    kind: str = "release_failed") -> bool:
     """End the model's running release when it is this version's (MarkFailed): the release log says
-    ``release_failed``; a release of another version is left alone. True when the version had one."""
+    ``release_failed`` (``execution_ended``: ``release_orphaned``); a release of another version is left
+    alone. True when the version had one."""
     release = registry.get_release(model)
     if not release or int(release.get("version") or 0) != int(version):
         return False
     try:
-        registry.end_release(model, release["id"], reason=reason, actor=execution_arn, kind="release_failed")
+        registry.end_release(model, release["id"], reason=reason, actor=execution_arn, kind=kind)
     except ReleaseConflict:
         pass  # ended meanwhile
     return True
+
+
+# ---------------------------------------------------------------------------- an execution that ended early
+
+# The statuses a run leaves its version in while it still has work to do: what an execution that ended
+# without recording an outcome strands.
+OPEN_STATUSES = ("training", "candidate", AWAITING_APPROVAL, *RELEASE_MODES)
+ENDED_ERRORS = {"ABORTED": "ExecutionAborted", "TIMED_OUT": "ExecutionTimedOut", "FAILED": "ExecutionFailed"}
+
+
+def execution_ended(event: Mapping[str, Any], registry: Registry, events, *,
+                    delete_alarms: Callable[[list[str]], Any] | None = None, alarm_prefix: str = "") -> dict:
+    """A pipeline execution ended ABORTED, TIMED_OUT or FAILED (the EventBridge rule on Step Functions'
+    `Execution Status Change`, ``action: execution_ended``): its Catch may never have run (StopExecution,
+    the execution timeout, a local cloud restarted), so what the run still held is closed here.
+
+    Every version of the model (from the execution's input) whose ``execution_arn`` is this execution and
+    whose status is still open (training, candidate, awaiting_approval, canary, shadow) becomes `failed`
+    with ``ExecutionAborted: …`` / ``ExecutionTimedOut: …`` / ``ExecutionFailed: …``; its running release is
+    ended (release log ``release_orphaned``) and its two alarms deleted; an undecided approval is closed
+    (rejected by the execution, so a late ``shipyard approve`` is refused); `Pipeline Failed` is sent per
+    version. A version already recorded (MarkFailed ran, it was promoted or rejected) is left alone, so a
+    FAILED execution that recorded its failure changes nothing and sends nothing; production is never moved.
+    """
+    arn = str(event.get("execution_arn") or "")
+    status = str(event.get("status") or "")
+    if status not in ENDED_ERRORS or not arn:
+        return {"ended": False, "why": f"status {status!r} of {arn!r} needs nothing"}
+    run = _execution_input(event.get("input"))
+    model = run.get("model")
+    if not isinstance(model, str) or not model:
+        return {"ended": False, "why": "the execution's input names no model"}
+    when = _stop_time(event.get("stop_date"))
+    release = registry.get_release(model) or {}
+    production = registry.get_alias(model)
+    marked = []
+    for rec in registry.list_versions(model):
+        if rec.get("execution_arn") != arn or rec.get("status") not in OPEN_STATUSES:
+            continue
+        version = int(rec["version"])
+        ours = bool(release) and (release.get("execution_arn") == arn or int(release.get("version") or 0) == version)
+        reason = _ended_reason(status, when, event, release if ours else None, rec.get("status"), production)
+        try:
+            registry.record_failure(model, version, reason, only_from=OPEN_STATUSES)
+        except (InvalidTransition, VersionNotFound):
+            continue  # it moved on meanwhile (a decision, a promotion): its status says what happened
+        if ours and release.get("id"):
+            try:
+                registry.end_release(model, release["id"], reason=reason, actor=arn, kind="release_orphaned")
+            except ReleaseConflict:
+                pass  # ended meanwhile
+            if delete_alarms:
+                names = release_alarm_names(alarm_prefix, model, int(release.get("version") or version))
+                try:
+                    delete_alarms(names)
+                except Exception as err:  # noqa: BLE001 - the failure is recorded; the alarms are clutter
+                    logger.warning("release alarms %s not deleted: %s", names, err)
+        _close_approval(registry, model, version, arn, reason)
+        logger.warning("%s v%s: execution %s ended %s; marked failed", model, version, arn, status)
+        detail = {"model": model, "version": version, "execution_arn": arn, "reason": reason,
+                  "error": ENDED_ERRORS[status], "status": "failed",
+                  "dataset": run.get("dataset") or (rec.get("lineage") or {}).get("dataset")}
+        put_event(events, PIPELINE_FAILED, detail, arn)
+        marked.append(version)
+    return {"ended": True, "model": model, "status": status, "failed": marked}
+
+
+def _execution_input(raw: Any) -> dict:
+    """The execution's input as the rule passes it (``detail.input``: a JSON string; a dict in tests)."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    try:
+        doc = json.loads(raw) if isinstance(raw, str | bytes) and raw else {}
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _stop_time(stop_date: Any) -> str:
+    """``detail.stopDate`` (epoch milliseconds, a number or its text) as ISO UTC; now when absent."""
+    try:
+        return _iso(float(stop_date) / 1000)
+    except (TypeError, ValueError):
+        return _iso(time.time())
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value in ("", "null")
+
+
+def _ended_reason(status: str, when: str, event: Mapping[str, Any], release: Mapping[str, Any] | None,
+                  version_status: Any, production: int | None) -> str:
+    why = {"ABORTED": "stopped by an operator, or the local cloud restarted",
+           "TIMED_OUT": "it ran past the pipeline's execution timeout"}.get(status)
+    if why is None:  # FAILED where no Catch reached (e.g. States.Runtime) or MarkFailed itself failed
+        said = [str(x) for x in (event.get("error"), event.get("cause")) if not _missing(x)]
+        why = "failed: " + ": ".join(said) if said else "failed where no Catch reached"
+    prod = f"production v{production} untouched" if production is not None else "no production version"
+    if release:
+        what = f"its {release.get('mode') or 'running'} release was ended, {prod}"
+    elif version_status == AWAITING_APPROVAL:
+        what = f"its approval was closed, {prod}"
+    else:
+        what = prod
+    return bounded(f"{ENDED_ERRORS[status]}: the pipeline execution ended {status} at {when} before recording an "
+                   f"outcome ({why}); {what}", "the execution's history", MAX_REASON_CHARS)
+
+
+def _close_approval(registry: Registry, model: str, version: int, execution_arn: str, reason: str) -> None:
+    """Reject the version's undecided approval for the ended execution (its task token is dead): a late
+    ``shipyard approve``/``reject`` is told it was decided, by the execution, and why."""
+    approval = registry.get_approval(model, version)
+    if not approval or approval.get("decision") or approval.get("execution_arn") != execution_arn:
+        return
+    try:
+        registry.decide(model, version, "reject", actor=execution_arn, reason=reason)
+    except ApprovalError:
+        return  # decided just now
+    registry.log_release_event(model, "approval_closed", version=version, actor=execution_arn, reason=reason)
 
 
 # EventBridge error codes of a refused entry that a retry of the state may get past.
