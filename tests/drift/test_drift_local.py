@@ -149,11 +149,13 @@ def test_drifted_traffic_to_alarm_and_retraining(cloud, monkeypatch, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert "DRIFT DETECTED" in lines[0] and "500 rows checked" in lines[0]
-    table = lines[1:-1]
+    table = lines[1:-2]
     assert table[0].split()[:3] == ["feature", "type", "statistic"]
     drift_column = [row.split()[5] for row in table[2:]]
     assert drift_column == sorted(drift_column) and drift_column[0] == "DRIFTED"  # drifted features first
-    assert lines[-1].startswith(f"report: s3://{cloud.outputs['ArtifactBucketName']}/drift/{MODEL}/")
+    bucket = cloud.outputs["ArtifactBucketName"]
+    assert lines[-2].startswith(f"report: s3://{bucket}/drift/{MODEL}/")
+    assert lines[-1].startswith(f"html report: s3://{bucket}/reports/{MODEL}/")  # docs/reports.md
     assert len(drift_history(registry, MODEL)) == 2
     assert cli.main(["drift", "check", "nope"]) == 1
     assert "model 'nope'" in capsys.readouterr().err

@@ -102,13 +102,15 @@ def test_drift_function_has_least_privilege(default):
         "s3:ListBucket", "s3:PutObject", "events:PutEvents"}
     text = json.dumps(statements)
     (put,) = [s for s in statements if s["Action"] == "s3:PutObject"]
-    assert put["Resource"]["Fn::Join"][1][-1] == "/drift/*"  # writes reports only
+    # writes its drift reports and the model's HTML report only (docs/reports.md)
+    resources = put["Resource"] if isinstance(put["Resource"], list) else [put["Resource"]]
+    assert sorted(r["Fn::Join"][1][-1] for r in resources) == ["/drift/*", "/reports/*"]
     (item,) = [s for s in statements if s["Action"] == "dynamodb:PutItem"]
     assert item["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["MODEL#*"]}}
     reads = [s for s in statements if s["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]]
     prefixes = sorted(r["Fn::Join"][1][-1] for s in reads for r in (s["Resource"] if isinstance(s["Resource"], list)
                                                                     else [s["Resource"]]))
-    assert prefixes == ["/capture/*", "/models/*"]
+    assert prefixes == ["/capture/*", "/models/*", "/quality/*"]  # quality/: the HTML report's quality section
     (listing,) = [s for s in statements if s["Action"] == "s3:ListBucket"]
     assert "Condition" not in listing  # no s3:prefix: S3 answers a missing key 404, not 403 (infra/registry.py)
     assert "UpdateItem" not in text and "DeleteItem" not in text and "TransactWriteItems" not in text
