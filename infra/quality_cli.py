@@ -13,6 +13,8 @@ from typing import Any
 
 from infra.commandline import EXIT_OK, CliError, _stack_name, _table
 
+MALFORMED_SHOWN = 3  # problems with the label files printed (the JSON report keeps more)
+
 
 def add_parser(sub) -> None:
     quality = sub.add_parser("quality", help="model quality on labelled live traffic").add_subparsers(
@@ -69,6 +71,8 @@ def format_quality_report(report: dict) -> str:
                                          ("files", "rows", "matched", "unmatched", "late", "malformed", "duplicates")))
     if labels.get("malformed_files"):
         lines.append("malformed files: " + ", ".join(labels["malformed_files"]))
+    # what was wrong, not only where: the first few problems the check kept
+    lines.extend(f"  {example}" for example in (labels.get("malformed_examples") or [])[:MALFORMED_SHOWN])
     if report.get("retrain"):
         lines.append(f"retrain: {report['retrain'].get('mode')} (on the Quality Degraded event)")
     lines.append(f"report: {report.get('report_uri') or report.get('report_key') or '-'}")

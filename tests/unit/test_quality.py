@@ -313,3 +313,19 @@ def test_retraining_modes_start_the_pipeline_with_their_trigger(aws):
     pairs = [quality.Pair("i", "1", [3.0, "red"], "cat", None, None, "dog", "f")]
     assert labelled_rows(pairs, ["x", "colour", "species"], "species") == ([["3.0", "red", "dog"]], 0)
     assert labelled_rows(pairs, ["x", "species"], "species") == ([], 1)
+
+
+def test_the_cli_says_what_was_wrong_with_a_label_file():
+    """Found by hand: a ';'-separated file with an 'id' column was only listed as malformed; the
+    check's examples say why, and `shipyard quality check` prints them."""
+    from infra.quality_cli import format_quality_report
+
+    why = ("labels/penguins/bad.csv: no column 'inference_id' or 'species' in the header "
+           "(expected 'inference_id' and the target 'species')")
+    out = format_quality_report({
+        "model": "penguins", "metric": "accuracy", "min_score": 0.0, "version": 1, "score": 1.0, "degraded": False,
+        "skipped": False, "window": {"start": "a", "end": "b"}, "captured": 120, "coverage": 0.83, "min_labels": 30,
+        "versions": {}, "labels": {"files": 2, "rows": 126, "matched": 100, "malformed": 21,
+                                   "malformed_files": ["labels/penguins/bad.csv"], "malformed_examples": [why]}})
+    assert "malformed files: labels/penguins/bad.csv" in out
+    assert "  " + why in out.splitlines()
