@@ -32,6 +32,7 @@ from pathlib import Path
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -56,7 +57,7 @@ from infra.lambdas import functions_code, shipyard_function
 from infra.registry import CANDIDATE_ATTRIBUTES, ModelRegistry
 from infra.release import ProgressiveRelease
 from infra.trainjob import SageMakerTraining
-from infra.workflow import WorkflowRuns, upload_rule
+from infra.workflow import UPLOAD_MAX_EVENT_AGE, UPLOAD_RETRY_ATTEMPTS, WorkflowRuns, upload_rule
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HANDLERS = {
@@ -92,6 +93,9 @@ def state_machine_log_group_name(stack_name: str) -> str:
     """``/aws/vendedlogs/states/<stack>-pipeline``: see ``TrainingPipeline``'s log group."""
     return f"/aws/vendedlogs/states/{stack_name}-pipeline"
 
+
+# The end statuses whose execution may not have recorded its outcome (no Catch ran): the `execution_ended` rule's.
+EXECUTION_ENDED_STATUSES = ("ABORTED", "TIMED_OUT", "FAILED")
 
 # A result or state over Step Functions' 256 KiB payload quota. AWS documents it as a terminal error
 # that a States.ALL catcher does not catch: every Catch names it first.
@@ -448,8 +452,39 @@ class TrainingPipeline(WorkflowRuns, Construct):
                                 "time": events.EventField.time},
                 })
             self.rules[name] = rule
+        self.execution_ended_rule = self._execution_ended_rule()
         if self.dead_letters is not None:
             self.dead_letters.allow_rules_in(self)
+
+    def _execution_ended_rule(self) -> events.Rule:
+        """Step Functions' `Execution Status Change` of this state machine's executions that ended ABORTED,
+        TIMED_OUT or FAILED → Record (``action: execution_ended``): a run stopped by an operator, past the
+        execution timeout, or failed where no Catch reached records no outcome itself, so its version (a
+        canary still serving, an approval nobody can decide) is closed here (docs/release.md). The upload
+        rules' retries, event age and dead-letter queue; the Lambda permission admits this rule only."""
+        rule = events.Rule(
+            self, "ExecutionEnded",
+            description="Pipeline executions that ended ABORTED, TIMED_OUT or FAILED: Record closes what they "
+                        "left open",
+            event_pattern=events.EventPattern(
+                source=["aws.states"], detail_type=["Step Functions Execution Status Change"],
+                detail={"status": list(EXECUTION_ENDED_STATUSES),
+                        "stateMachineArn": [self.state_machine.state_machine_arn]}))
+        detail = "$.detail."
+        rule.add_target(targets.LambdaFunction(
+            self.record_function,
+            event=events.RuleTargetInput.from_object({
+                "action": "execution_ended",
+                "execution_arn": events.EventField.from_path(detail + "executionArn"),
+                "status": events.EventField.from_path(detail + "status"),
+                "input": events.EventField.from_path(detail + "input"),  # the execution input, a JSON string
+                "error": events.EventField.from_path(detail + "error"),
+                "cause": events.EventField.from_path(detail + "cause"),
+                "stop_date": events.EventField.from_path(detail + "stopDate"),  # epoch milliseconds
+            }),
+            retry_attempts=UPLOAD_RETRY_ATTEMPTS, max_event_age=UPLOAD_MAX_EVENT_AGE,
+            dead_letter_queue=self.dead_letter_queue))
+        return rule
 
     def use_alarm_topic(self, topic: sns.ITopic) -> None:
         """A manual approval's message goes to ``topic`` (Record may publish there, nowhere else), and
