@@ -60,6 +60,18 @@ def quality_alarm_name(prefix: str, model: str) -> str:
     return f"{prefix}{model}-quality"
 
 
+def floor_warning(model: str, metric: str, floor: float) -> str | None:
+    """What synth says when the quality alarm of a higher-is-better metric can never fire: a floor at or
+    below the metric's least value (found by hand: a model without min_score, default 0, had an alarm
+    that no score reaches). r2 has none (it can be negative), nor do the error metrics (their case is
+    the ceiling warning above)."""
+    if metric in _LOWER_IS_BETTER or metric == "r2" or floor > 0:
+        return None
+    return (f"model {model}: its quality min_score is {floor:g} (the model's min_score, default 0) and {metric} is "
+            "never below it: the quality alarm cannot fire and no Quality Degraded is sent; set quality.min_score "
+            "(e.g. 0.9)")
+
+
 class QualityMonitor(Construct):
     """Scheduled quality checks of the models that configure ``quality``, their alarms, retraining."""
 
@@ -168,6 +180,8 @@ class QualityMonitor(Construct):
                     f"model {model}: {spec.metric} is an error (lower is better) and its min_score is {floor:g}, "
                     "which sets no ceiling (as in the gate): no quality alarm; set quality.min_score")
                 continue
+            if (warning := floor_warning(model, spec.metric, floor)) is not None:
+                Annotations.of(self).add_warning_v2("shipyard:quality-without-floor", warning)
             self.alarms[model] = threshold_alarm(
                 self, f"Alarm-{model}",
                 self.metric_model_quality(model, spec.metric, period=schedule_period(q.schedule)),

@@ -52,3 +52,15 @@ def test_bad_values_name_model_and_key(quality, key):
 def test_not_an_object():
     with pytest.raises(ConfigError, match="key 'quality'"):
         load_config({"models": {"animals": {"target": "species", "quality": "daily"}}})
+
+
+def test_synth_warns_when_the_quality_alarm_can_never_fire():
+    """Found by hand: a penguins model with a quality block and no min_score (default 0) reported
+    "quality ok: accuracy 0.2"; its alarm (accuracy < 0) could never fire. Synth now says so."""
+    from infra.quality import floor_warning
+
+    warning = floor_warning("penguins", "accuracy", 0.0)
+    assert "penguins" in warning and "cannot fire" in warning and "quality.min_score" in warning
+    assert floor_warning("penguins", "accuracy", 0.9) is None
+    assert floor_warning("prices", "r2", 0.0) is None  # r2 can be negative: 0 is a real floor
+    assert floor_warning("prices", "rmse", 0.0) is None  # the error metrics' case is the ceiling warning
