@@ -49,8 +49,8 @@ _active_lock = threading.Lock()
 _active: LocalCloud | None = None
 
 # Where a running local cloud hooks into moto, in the order they are installed (and uninstalled).
-_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, distributedmap.SEAM, sns.SEAM, sts.SEAM,
-          sagemaker_mod.SEAM, cloudwatch_mod.SEAM)
+_SEAMS = (lambda_runtime.SEAM, events_mod.SEAM, stepfunctions_mod.SEAM, stepfunctions_mod.STATUS_EVENTS,
+          distributedmap.SEAM, sns.SEAM, sts.SEAM, sagemaker_mod.SEAM, cloudwatch_mod.SEAM)
 
 
 _WAIT_CONDITION_WARNING = ".*WaitConditionHandle.*"
@@ -420,6 +420,7 @@ class LocalCloud:
         self.bus.authorizer = self.iam
         events_mod.SEAM.install(self.bus)
         stepfunctions_mod.SEAM.install(self.clock)
+        stepfunctions_mod.STATUS_EVENTS.install(self.bus)  # Step Functions Execution Status Change events
         # Distributed Map children run at most as many at once as a function has workers
         distributedmap.SEAM.install(self.map_concurrency or self.runtime.concurrency)
         sns.SEAM.install(self)

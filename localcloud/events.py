@@ -439,6 +439,17 @@ def s3_event(account_id: str, region: str, bucket: str, key: Any, event_name: st
     }
 
 
+def put_service_event(account_id: str, region: str, event: dict) -> None:
+    """An AWS service's event (S3's, Step Functions' status changes) on the account's default bus, as AWS
+    sends it: to every rule there (no PutEvents, no caller to authorize), delivered as the bus delivers."""
+    from moto.events import models as events_models
+
+    backend = events_models.events_backends[account_id][region]
+    default = backend.event_buses.get("default")
+    for rule in list(default.rules.values()) if default else []:
+        rule.send_to_targets(copy.deepcopy(event))
+
+
 # --------------------------------------------------------------------------- the moto seams
 
 def _patch(seam: Seam) -> None:
@@ -459,10 +470,7 @@ def _patch(seam: Seam) -> None:
         try:
             event = s3_event(account_id, bucket.region_name, bucket.name, key,
                              str(getattr(event_name, "value", event_name)))
-            backend = events_models.events_backends[account_id][bucket.region_name]
-            default = backend.event_buses.get("default")
-            for rule in list(default.rules.values()) if default else []:
-                rule.send_to_targets(copy.deepcopy(event))
+            put_service_event(account_id, bucket.region_name, event)
         except Exception as err:  # noqa: BLE001 - asynchronous in AWS: never fails the upload
             bus.log(f"[events] S3 event for s3://{bucket.name}/{key.name} not sent: {err}")
 

@@ -44,7 +44,10 @@ time, DynamoDB stream records. Without a state directory nothing survives a stop
 **Running executions at shutdown end ABORTED**, as after a region failure: an execution still
 running when the state is saved is restored with status `ABORTED`, its stop date the time of the
 save, and an `ExecutionAborted` history event with error `LocalCloud.Stopped`; nothing resumes
-it. Start the pipeline again (upload the dataset again, `shipyard train`) to redo its work.
+it. Once everything is back, each gets the `Step Functions Execution Status Change` event (status
+`ABORTED`, that error and cause) AWS sends for an execution that ended (localcloud/stepfunctions.py):
+the pipeline's rule on it closes what the run left open (a canary release, an approval). Start the
+pipeline again (upload the dataset again, `shipyard train`) to redo its work.
 
 When it is saved: at `stop()` (so Ctrl-C and SIGTERM, which `shipyard local up` turns into a
 stop, save it), right after the first start (the names), and every `interval` seconds while
@@ -79,6 +82,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import stepfunctions
 from .template import ACCOUNT_ID, Template
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -390,12 +394,16 @@ def restore(cloud: LocalCloud, saved: Saved) -> dict[str, int]:
         table.items.update(items)
         counts["items"] += sum(len(v) if isinstance(v, dict) else 1 for v in items.values())
 
+    aborted = []  # running at the save: restored ABORTED, and their status change event is due
     for lid, records in (data.get("stepfunctions") or {}).items():
         sm = b["stepfunctions"].describe_state_machine(ids[lid])
         for record in records:
-            sm.executions.append(_restored_execution(record, sm, saved.saved_at))
+            execution = _restored_execution(record, sm, saved.saved_at)
+            sm.executions.append(execution)
             cloud.cloudwatch._seen_executions.add(record["arn"])  # not "finished since the last look"
             counts["executions"] += 1
+            if record["status"] == "RUNNING":
+                aborted.append(execution)
 
     for lid, blob in (data.get("sqs") or {}).items():
         queue = b["sqs"].queues[ids[lid].rstrip("/").rsplit("/", 1)[-1]]
@@ -422,7 +430,21 @@ def restore(cloud: LocalCloud, saved: Saved) -> dict[str, int]:
                 counts["log_events"] += len(stream.events)
                 top = max([top, *(e.event_id for e in stream.events)])
         LogEvent._event_id = max(LogEvent._event_id, top + 1)  # moto numbers events per process: no duplicates
+    if aborted and cloud.bus is not None:
+        # Their `Step Functions Execution Status Change` (ABORTED), as AWS sends for an execution that
+        # ended: a rule on it (the pipeline's execution_ended) closes what the run left open. Sent on the
+        # bus's workers once everything is back; delivered as every event is, asynchronously.
+        def announce() -> None:
+            for execution in aborted:
+                stepfunctions.put_status_change(cloud.bus, execution, error=_STOPPED_ERROR, cause=_STOPPED_CAUSE)
+
+        cloud.bus.submit(announce)
     return counts
+
+
+# An execution running when the state was saved: restored ABORTED with this error and cause.
+_STOPPED_ERROR = "LocalCloud.Stopped"
+_STOPPED_CAUSE = "the local cloud stopped while the execution ran"
 
 
 def _restored_execution(record: dict[str, Any], sm: Any, saved_at: float) -> Any:
@@ -447,9 +469,7 @@ def _restored_execution(record: dict[str, Any], sm: Any, saved_at: float) -> Any
         record.update(status="ABORTED", stop_date=stopped)
         last = history[-1]["id"] if history else 0
         history.append({"timestamp": stopped, "type": "ExecutionAborted", "id": last + 1, "previousEventId": last,
-                        "executionAbortedEventDetails": {
-                            "error": "LocalCloud.Stopped",
-                            "cause": "the local cloud stopped while the execution ran"}})
+                        "executionAbortedEventDetails": {"error": _STOPPED_ERROR, "cause": _STOPPED_CAUSE}})
     e = RestoredExecution()
     e.name = record["name"]
     e.exec_arn = e.execution_arn = record["arn"]

@@ -29,12 +29,27 @@ passes it, so ``cloud.advance(86400)`` ends a day-long approval in milliseconds.
 installed, and a Wait state waits on the clock until its end or until its execution stops
 (`_ExecutionStopped`). A ``Timestamp`` is measured against the clock in UTC (moto compared it
 with the naive local ``datetime.now()``).
+
+Step Functions' EventBridge events: AWS puts a ``Step Functions Execution Status Change`` event on the
+default bus whenever a standard workflow's execution starts (``RUNNING``) and ends (``SUCCEEDED``,
+``FAILED``, ``TIMED_OUT``, ``ABORTED``); moto sends none. `STATUS_EVENTS` (its ``current`` the local
+cloud's `EventBus`) sends them: after moto's ``Execution.start`` and its
+``BaseExecutionWorkerCommunication.terminated`` (where an execution that ended, StopExecution's too,
+gets its status), shaped by `status_change_event` as AWS documents it ("Step Functions event examples":
+source ``aws.states``, the execution's ARN as the one resource, detail ``executionArn``,
+``stateMachineArn``, ``name``, ``status``, ``startDate``/``stopDate`` in epoch milliseconds, ``input``,
+``output``, their ``inputDetails``/``outputDetails``, ``error``, ``cause`` and the redrive fields),
+through `events.put_service_event` to the default bus's rules. Express workflows send none, as in AWS.
+Delivery is asynchronous, so (as in AWS) a rule's target may see an execution's events out of order.
+A state directory's executions that were running at the save are restored ABORTED and get their event
+too (localcloud/state.py, `put_status_change`).
 """
 from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from .clock import ClockEvent, LocalClock
@@ -247,3 +262,110 @@ def _patch_clock(seam: Seam) -> None:
 
 
 SEAM = Seam(_patch)
+
+
+# --------------------------------------------------------------------------- execution status change events
+
+STATUS_CHANGE = "Step Functions Execution Status Change"
+_ENDED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+def _epoch_ms(moment: Any) -> int | None:
+    if moment is None:
+        return None
+    if isinstance(moment, datetime):
+        return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+    return int(float(moment) * 1000)  # epoch seconds
+
+
+def _text(value: Any) -> str | None:
+    """An error or cause as the event carries it: None for none (moto's StopExecution passes '')."""
+    return None if value in (None, "") else str(value)
+
+
+def status_change_event(execution: Any, *, status: str | None = None, error: Any = None, cause: Any = None) -> dict:
+    """The ``Step Functions Execution Status Change`` event of moto's ``execution`` (its status unless
+    ``status``; ``error``/``cause`` default to the execution's), shaped as AWS sends it."""
+    from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
+
+    status = status or execution.exec_status.value
+    machine = execution.state_machine
+    version_arn = None
+    if getattr(machine, "source_arn", None):  # started through a version: the event names both
+        version_arn = machine.arn
+    raw = execution.execution_input
+    output = None
+    if status == "SUCCEEDED" and getattr(execution, "output", None) is not None:
+        output = execution.output if isinstance(execution.output, str) else to_json_str(
+            execution.output, separators=(",", ":"))
+    stopped = status in _ENDED
+    redrivable = status in ("FAILED", "TIMED_OUT", "ABORTED")
+    detail = {
+        "executionArn": execution.exec_arn,
+        "stateMachineArn": getattr(machine, "source_arn", None) or execution.state_machine_arn,
+        "stateMachineVersionArn": version_arn,
+        "stateMachineAliasArn": None,
+        "name": execution.name,
+        "status": status,
+        "startDate": _epoch_ms(execution.start_date),
+        "stopDate": _epoch_ms(execution.stop_date) if stopped else None,
+        "input": raw if isinstance(raw, str) else json.dumps(raw, separators=(",", ":")),
+        "output": output,
+        "inputDetails": {"included": True},
+        "outputDetails": {"included": True} if output is not None else None,
+        "error": _text(error if error is not None else getattr(execution, "error", None)),
+        "cause": _text(cause if cause is not None else getattr(execution, "cause", None)),
+        "redriveCount": 0,
+        "redriveDate": None,
+        "redriveStatus": "REDRIVABLE" if redrivable else "NOT_REDRIVABLE",
+        "redriveStatusReason": None if redrivable else f"Execution is {status} and cannot be redriven",
+    }
+    at = execution.stop_date if stopped and execution.stop_date is not None else execution.start_date
+    moment = datetime.fromtimestamp((_epoch_ms(at) or 0) / 1000, UTC)
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": STATUS_CHANGE, "source": "aws.states",
+            "account": execution.account_id, "time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": execution.region_name, "resources": [execution.exec_arn], "detail": detail}
+
+
+def put_status_change(bus: Any, execution: Any, **kwargs: Any) -> None:
+    """Put ``execution``'s status change event (`status_change_event`'s keywords) on its account's
+    default bus through ``bus`` (an `EventBus`; None: no local cloud, nothing sent). Never raises: AWS
+    sends these best effort, and a failure must not touch the execution."""
+    # moto keeps the machine's type in ``type`` (its ``sm_type`` says STANDARD for every machine)
+    kind = getattr(getattr(execution, "state_machine", None), "type", None) or getattr(execution, "sm_type", "STANDARD")
+    if bus is None or getattr(kind, "value", kind) != "STANDARD":  # Express workflows send none
+        return
+    from .events import put_service_event
+
+    try:
+        event = status_change_event(execution, **kwargs)
+        put_service_event(execution.account_id, execution.region_name, event)
+    except Exception as err:  # noqa: BLE001 - best effort, as in AWS
+        bus.log(f"[states] status change of {getattr(execution, 'exec_arn', '?')} not sent: {err!r}")
+
+
+def _patch_status_events(seam: Seam) -> None:
+    """An event when an execution starts and when it ends (``seam.current``: the `EventBus`)."""
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
+
+    def start(self) -> None:
+        if not self.exec_worker:  # sent before its worker runs: a quick execution's end is sent after it
+            put_status_change(seam.current, self, status="RUNNING", error=None, cause=None)
+        seam["start"](self)
+
+    def terminated(self) -> None:
+        seam["terminated"](self)
+        execution = self.execution
+        kwargs: dict[str, Any] = {}
+        env = getattr(execution.exec_worker, "env", None)
+        state = env.program_state() if env is not None else None
+        if isinstance(state, ProgramStopped):  # StopExecution's error and cause (moto keeps them only here)
+            kwargs = {"error": _text(state.error) or "", "cause": _text(state.cause) or ""}
+        put_status_change(seam.current, execution, **kwargs)
+
+    seam.replace(Execution, "start", start)
+    seam.replace(BaseExecutionWorkerCommunication, "terminated", terminated)
+
+
+STATUS_EVENTS = Seam(_patch_status_events)
