@@ -461,52 +461,40 @@ class Registry:
     def put_drift_check(self, model: str, check: dict) -> dict:
         """Append a drift check (needs ``checked_at``; sk ``D#<checked_at>#<8 hex>``, so two checks in
         one millisecond both land). Returns the stored attributes."""
-        if not check.get("checked_at"):
-            raise ValueError(f"drift check of model {model!r} needs 'checked_at'")
-        item = {"kind": "drift_check", **check, "model": _check_model(model)}
-        sk = f"{DRIFT_SK_PREFIX}{item['checked_at']}#{uuid.uuid4().hex[:8]}"
-        self.client.put_item(TableName=self.table_name,
-                             Item=_item({"pk": f"MODEL#{model}", "sk": sk, **item}),
-                             ConditionExpression="attribute_not_exists(sk)")
-        return item
+        return self._put_check(model, check, "drift_check", DRIFT_SK_PREFIX)
 
     def drift_history(self, model: str, limit: int | None = None) -> list[dict]:
         """Drift checks of `model`, newest first; at most `limit` (follows pagination)."""
-        kw: dict[str, Any] = {"TableName": self.table_name,
-                              "KeyConditionExpression": "pk = :pk AND begins_with(sk, :d)",
-                              "ExpressionAttributeValues": {":pk": {"S": f"MODEL#{_check_model(model)}"},
-                                                            ":d": {"S": DRIFT_SK_PREFIX}},
-                              "ScanIndexForward": False}
-        items: list[dict] = []
-        while True:
-            if limit:
-                kw["Limit"] = int(limit) - len(items)
-            resp = self.client.query(**kw)
-            items.extend(_public(_plain(i)) for i in resp.get("Items", []))
-            if "LastEvaluatedKey" not in resp or (limit and len(items) >= int(limit)):
-                return items[:limit] if limit else items
-            kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return self._checks(model, DRIFT_SK_PREFIX, limit)
 
     # ------------------------------------------------------------ quality checks
 
     def put_quality_check(self, model: str, check: dict) -> dict:
         """Append a model quality check (needs ``checked_at``; sk ``Q#<checked_at>#<8 hex>``, so two
         checks in one millisecond both land). Returns the stored attributes."""
+        return self._put_check(model, check, "quality_check", QUALITY_SK_PREFIX)
+
+    def quality_history(self, model: str, limit: int | None = None) -> list[dict]:
+        """Quality checks of `model`, newest first; at most `limit` (follows pagination)."""
+        return self._checks(model, QUALITY_SK_PREFIX, limit)
+
+    def _put_check(self, model: str, check: dict, kind: str, prefix: str) -> dict:
+        """One scheduled check's item (``<prefix><checked_at>#<8 hex>``), never overwriting another."""
         if not check.get("checked_at"):
-            raise ValueError(f"quality check of model {model!r} needs 'checked_at'")
-        item = {"kind": "quality_check", **check, "model": _check_model(model)}
-        sk = f"{QUALITY_SK_PREFIX}{item['checked_at']}#{uuid.uuid4().hex[:8]}"
+            raise ValueError(f"{kind.replace('_', ' ')} of model {model!r} needs 'checked_at'")
+        item = {"kind": kind, **check, "model": _check_model(model)}
+        sk = f"{prefix}{item['checked_at']}#{uuid.uuid4().hex[:8]}"
         self.client.put_item(TableName=self.table_name,
                              Item=_item({"pk": f"MODEL#{model}", "sk": sk, **item}),
                              ConditionExpression="attribute_not_exists(sk)")
         return item
 
-    def quality_history(self, model: str, limit: int | None = None) -> list[dict]:
-        """Quality checks of `model`, newest first; at most `limit` (follows pagination)."""
+    def _checks(self, model: str, prefix: str, limit: int | None) -> list[dict]:
+        """The items of one kind of check, newest first; at most `limit` (follows pagination)."""
         kw: dict[str, Any] = {"TableName": self.table_name,
-                              "KeyConditionExpression": "pk = :pk AND begins_with(sk, :q)",
+                              "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
                               "ExpressionAttributeValues": {":pk": {"S": f"MODEL#{_check_model(model)}"},
-                                                            ":q": {"S": QUALITY_SK_PREFIX}},
+                                                            ":p": {"S": prefix}},
                               "ScanIndexForward": False}
         items: list[dict] = []
         while True:
