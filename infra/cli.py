@@ -29,6 +29,7 @@ from infra.commandline import (  # noqa: F401 - CliError, EXIT_* and stack_outpu
     _stack_name,
     _table,
     caller_arn,
+    run_check,
     stack_outputs,
     unknown_model,
 )
@@ -385,37 +386,13 @@ def format_drift_report(report: dict) -> str:
 
 def cmd_drift_check(args) -> int:
     """Invoke the stack's drift function now (same code, metrics, event and alarm as the schedule)."""
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import ClientError
-
     from functions.drift import drift_function_name
 
     stack = _stack_name(args)
     function = args.function or os.environ.get("SHIPYARD_DRIFT_FUNCTION") or drift_function_name(stack)
-    client = boto3.client("lambda", config=Config(read_timeout=960, connect_timeout=10, retries={"max_attempts": 0}))
-    try:
-        answer = client.invoke(FunctionName=function, Payload=json.dumps({"model": args.model}).encode())
-    except ClientError as err:
-        code = err.response.get("Error", {}).get("Code")
-        if code == "ResourceNotFoundException":
-            raise CliError(f"drift function {function!r} of stack {stack!r} not found; deploy the stack "
-                           "(`cdk deploy`), start it locally (`shipyard local up`), or name it with --function"
-                           ) from err
-        raise CliError(f"cannot invoke drift function {function!r}: {err}") from err
-    raw = answer["Payload"].read()
-    try:
-        report = json.loads(raw or b"null")
-    except json.JSONDecodeError:
-        report = {"errorMessage": raw.decode(errors="replace")[:500]}
-    if answer.get("FunctionError") or not isinstance(report, dict) or "features" not in report:
-        detail = report if not isinstance(report, dict) else report.get("errorMessage", report)
-        kind = (report.get("errorType") + ": ") if isinstance(report, dict) and report.get("errorType") else ""
-        raise CliError(f"the drift check of model {args.model!r} failed: {kind}{detail}")
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_drift_report(report))
+    report = run_check(function, args.model, stack=stack, what="drift", expect="features", not_found=(
+        "deploy the stack (`cdk deploy`), start it locally (`shipyard local up`), or name it with --function"))
+    print(json.dumps(report, indent=2) if args.json else format_drift_report(report))
     return EXIT_OK
 
 

@@ -115,3 +115,30 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def run_check(function: str, model: str, *, stack: str, what: str, expect: str, not_found: str) -> dict:
+    """Invoke a stack's check function (drift, quality) for *model* now, as its schedule does, and return
+    the report it answers; a missing function (*not_found* says what to do), a function error or an
+    answer without the *expect* key is a CliError naming *what* failed."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    client = boto3.client("lambda", config=Config(read_timeout=960, connect_timeout=10, retries={"max_attempts": 0}))
+    try:
+        answer = client.invoke(FunctionName=function, Payload=json.dumps({"model": model}).encode())
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            raise CliError(f"{what} function {function!r} of stack {stack!r} not found; {not_found}") from err
+        raise CliError(f"cannot invoke {what} function {function!r}: {err}") from err
+    raw = answer["Payload"].read()
+    try:
+        report = json.loads(raw or b"null")
+    except json.JSONDecodeError:
+        report = {"errorMessage": raw.decode(errors="replace")[:500]}
+    if answer.get("FunctionError") or not isinstance(report, dict) or expect not in report:
+        detail = report if not isinstance(report, dict) else report.get("errorMessage", report)
+        kind = (report.get("errorType") + ": ") if isinstance(report, dict) and report.get("errorType") else ""
+        raise CliError(f"the {what} check of model {model!r} failed: {kind}{detail}")
+    return report

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from infra.commandline import EXIT_OK, CliError, _stack_name, _table
+from infra.commandline import EXIT_OK, _stack_name, _table, run_check
 
 MALFORMED_SHOWN = 3  # problems with the label files printed (the JSON report keeps more)
 
@@ -81,33 +81,13 @@ def format_quality_report(report: dict) -> str:
 
 def cmd_quality_check(args) -> int:
     """Invoke the stack's quality function now."""
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import ClientError
-
     from functions.quality import quality_function_name
 
     stack = _stack_name(args)
     function = args.function or os.environ.get("SHIPYARD_QUALITY_FUNCTION") or quality_function_name(stack)
-    client = boto3.client("lambda", config=Config(read_timeout=960, connect_timeout=10, retries={"max_attempts": 0}))
-    try:
-        answer = client.invoke(FunctionName=function, Payload=json.dumps({"model": args.model}).encode())
-    except ClientError as err:
-        code = err.response.get("Error", {}).get("Code")
-        if code == "ResourceNotFoundException":
-            raise CliError(f"quality function {function!r} of stack {stack!r} not found; give a model a 'quality' "
-                           "block in cdk.json and deploy (`cdk deploy`) or start it locally (`shipyard local up`), "
-                           "or name it with --function") from err
-        raise CliError(f"cannot invoke quality function {function!r}: {err}") from err
-    raw = answer["Payload"].read()
-    try:
-        report = json.loads(raw or b"null")
-    except json.JSONDecodeError:
-        report = {"errorMessage": raw.decode(errors="replace")[:500]}
-    if answer.get("FunctionError") or not isinstance(report, dict) or "labels" not in report:
-        detail = report if not isinstance(report, dict) else report.get("errorMessage", report)
-        kind = (report.get("errorType") + ": ") if isinstance(report, dict) and report.get("errorType") else ""
-        raise CliError(f"the quality check of model {args.model!r} failed: {kind}{detail}")
+    report = run_check(function, args.model, stack=stack, what="quality", expect="labels", not_found=(
+        "give a model a 'quality' block in cdk.json and deploy (`cdk deploy`) or start it locally "
+        "(`shipyard local up`), or name it with --function"))
     print(json.dumps(report, indent=2) if args.json else format_quality_report(report))
     return EXIT_OK
 
