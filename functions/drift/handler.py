@@ -17,19 +17,15 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 
 from functions.core import clients
+from functions.core.checkevent import model_of
 from functions.drift.check import DriftCheckError, run_check, settings_from_env
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-drift"))
 tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-drift"))
 
 def parse_event(event: Any) -> str:
-    """The model to check: ``{"model": "iris"}`` (also accepted inside an EventBridge ``detail``)."""
-    if isinstance(event, dict) and isinstance(event.get("detail"), dict) and "model" not in event:
-        event = event["detail"]
-    model = event.get("model") if isinstance(event, dict) else None
-    if not isinstance(model, str) or not model:
-        raise DriftCheckError(f'expected an event {{"model": "<name>"}}, got {str(event)[:200]}')
-    return model
+    """The model to check (functions/core/checkevent.py)."""
+    return model_of(event, DriftCheckError)
 
 
 @logger.inject_lambda_context(log_event=True)

@@ -16,6 +16,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 
 from functions.core import clients
+from functions.core.checkevent import model_of
 from functions.quality.check import QualityCheckError, run_check, settings_from_env
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-quality"))
@@ -23,13 +24,8 @@ tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "shipyard-qual
 
 
 def parse_event(event: Any) -> str:
-    """The model to check: ``{"model": "iris"}`` (also accepted inside an EventBridge ``detail``)."""
-    if isinstance(event, dict) and isinstance(event.get("detail"), dict) and "model" not in event:
-        event = event["detail"]
-    model = event.get("model") if isinstance(event, dict) else None
-    if not isinstance(model, str) or not model:
-        raise QualityCheckError(f'expected an event {{"model": "<name>"}}, got {str(event)[:200]}')
-    return model
+    """The model to check (functions/core/checkevent.py)."""
+    return model_of(event, QualityCheckError)
 
 
 @logger.inject_lambda_context(log_event=True)
