@@ -278,7 +278,7 @@ def _epoch_ms(moment: Any) -> int | None:
     return int(float(moment) * 1000)  # epoch seconds
 
 
-def _text(value: Any) -> str | None:
+def _given(value: Any) -> str | None:
     """An error or cause as the event carries it: None for none (moto's StopExecution passes '')."""
     return None if value in (None, "") else str(value)
 
@@ -313,8 +313,8 @@ def status_change_event(execution: Any, *, status: str | None = None, error: Any
         "output": output,
         "inputDetails": {"included": True},
         "outputDetails": {"included": True} if output is not None else None,
-        "error": _text(error if error is not None else getattr(execution, "error", None)),
-        "cause": _text(cause if cause is not None else getattr(execution, "cause", None)),
+        "error": _given(error if error is not None else getattr(execution, "error", None)),
+        "cause": _given(cause if cause is not None else getattr(execution, "cause", None)),
         "redriveCount": 0,
         "redriveDate": None,
         "redriveStatus": "REDRIVABLE" if redrivable else "NOT_REDRIVABLE",
@@ -361,7 +361,7 @@ def _patch_status_events(seam: Seam) -> None:
         env = getattr(execution.exec_worker, "env", None)
         state = env.program_state() if env is not None else None
         if isinstance(state, ProgramStopped):  # StopExecution's error and cause (moto keeps them only here)
-            kwargs = {"error": _text(state.error) or "", "cause": _text(state.cause) or ""}
+            kwargs = {"error": _given(state.error) or "", "cause": _given(state.cause) or ""}
         put_status_change(seam.current, execution, **kwargs)
 
     seam.replace(Execution, "start", start)
