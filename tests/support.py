@@ -1,4 +1,5 @@
 """Helpers shared by tests: AWS resources shaped exactly as the stack declares them."""
+import contextlib
 
 
 def create_registry_table(client, name: str = "registry") -> str:
@@ -50,3 +51,28 @@ def local_up_kwargs(monkeypatch, *flags: str) -> dict:
     monkeypatch.setattr(cli, "start_local_cloud", start)
     assert cli.main(["local", "up", *flags]) == cli.EXIT_ERROR
     return seen
+
+
+DATASET = {"bucket": "data", "key": "datasets/iris/a.csv", "version_id": "v1", "sha256": "ab" * 32}
+
+
+@contextlib.contextmanager
+def moto_registry(known_models=("iris",)):
+    """A Registry over a fresh moto DynamoDB table (the release and approval unit tests)."""
+    import boto3
+    from moto import mock_aws
+
+    from functions.core.registry import Registry
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_registry_table(client, "registry")
+        yield Registry("registry", client=client, known_models=list(known_models))
+
+
+def candidate_version(reg, model: str = "iris", *, execution_arn: str | None = None) -> int:
+    """Allocate a version of `model` and record it as a candidate (an artifact key, no real artifact)."""
+    v = reg.allocate_version(model, execution_arn=execution_arn, dataset=DATASET)["version"]
+    reg.record_candidate(model, v, artifact_key=f"models/{model}/v{v}/model.onnx", artifact_sha256="cd" * 32,
+                         schema={"features": []}, metrics={"accuracy": 0.9})
+    return v

@@ -3,18 +3,14 @@ and ``shipyard approve|reject`` (infra/approval_cli.py) against a stand-in API."
 import argparse
 import json
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from functions.approval import handler as approval_handler
 from functions.approval.service import ApprovalApiError, decide_release, model_name, parse_reason, version_number
 from functions.core import clients
-from functions.core.registry import Registry
-from tests.support import create_registry_table
+from tests.support import DATASET, candidate_version, moto_registry
 
-DATASET = {"bucket": "data", "key": "datasets/iris/a.csv", "version_id": "v1", "sha256": "ab" * 32}
 ALICE = "arn:aws:sts::123456789012:assumed-role/Approvers/alice"
 
 
@@ -34,16 +30,12 @@ class Sfn:
 
 @pytest.fixture
 def reg():
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        create_registry_table(client, "registry")
-        yield Registry("registry", client=client, known_models=["iris"])
+    with moto_registry() as registry:
+        yield registry
 
 
 def awaiting(reg, model="iris"):
-    v = reg.allocate_version(model, dataset=DATASET)["version"]
-    reg.record_candidate(model, v, artifact_key=f"models/{model}/v{v}/model.onnx", artifact_sha256="cd" * 32,
-                         schema={"features": []}, metrics={"accuracy": 0.9})
+    v = candidate_version(reg, model)
     reg.request_approval(model, v, task_token=f"token-{v}", execution_arn="arn:aws:states:us-east-1:1:execution:p:e",
                          timeout_at="2026-12-08T00:00:00Z")
     return v

@@ -1,34 +1,23 @@
 """The registry's release model (docs/release.md): running releases, the release log, approvals."""
-import boto3
 import pytest
-from moto import mock_aws
 
 from functions.core.registry import (
     AliasConflict,
     ApprovalError,
     InvalidTransition,
-    Registry,
     ReleaseConflict,
     VersionNotFound,
 )
-from tests.support import create_registry_table
-
-DATASET = {"bucket": "data", "key": "datasets/iris/a.csv", "version_id": "v1", "sha256": "ab" * 32}
+from tests.support import candidate_version, moto_registry
 
 
 @pytest.fixture
 def reg():
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        create_registry_table(client, "registry")
-        yield Registry("registry", client=client, known_models=["iris"])
+    with moto_registry() as registry:
+        yield registry
 
 
-def candidate(reg, model="iris"):
-    v = reg.allocate_version(model, dataset=DATASET)["version"]
-    reg.record_candidate(model, v, artifact_key=f"models/{model}/v{v}/model.onnx", artifact_sha256="cd" * 32,
-                         schema={"features": []}, metrics={"accuracy": 0.9})
-    return v
+candidate = candidate_version
 
 
 @pytest.fixture
