@@ -35,8 +35,9 @@ default bus whenever a standard workflow's execution starts (``RUNNING``) and en
 ``FAILED``, ``TIMED_OUT``, ``ABORTED``); moto sends none. `STATUS_EVENTS` (its ``current`` the local
 cloud's `EventBus`) sends them: after moto's ``Execution.start`` and its
 ``BaseExecutionWorkerCommunication.terminated`` (where an execution that ended, StopExecution's too,
-gets its status), shaped by `status_change_event` as AWS documents it ("Step Functions event examples":
-source ``aws.states``, the execution's ARN as the one resource, detail ``executionArn``,
+gets its status; ``Execution.stop`` also wakes a task waiting for its task token, which moto's stop
+left waiting until the task's timeout), shaped by `status_change_event` as AWS documents it ("Step
+Functions event examples": source ``aws.states``, the execution's ARN as the one resource, detail ``executionArn``,
 ``stateMachineArn``, ``name``, ``status``, ``startDate``/``stopDate`` in epoch milliseconds, ``input``,
 ``output``, their ``inputDetails``/``outputDetails``, ``error``, ``cause`` and the redrive fields),
 through `events.put_service_event` to the default bus's rules. Express workflows send none, as in AWS.
@@ -364,7 +365,17 @@ def _patch_status_events(seam: Seam) -> None:
             kwargs = {"error": _given(state.error) or "", "cause": _given(state.cause) or ""}
         put_status_change(seam.current, execution, **kwargs)
 
+    def stop(self, stop_date, error, cause) -> None:
+        seam["stop"](self, stop_date, error, cause)
+        # A task waiting for its task token (or an activity) waits on its callback endpoint until the
+        # task's timeout: moto's stop does not wake it, so the execution would not end (nor be reported
+        # ABORTED) until then. AWS ends it at once: wake every endpoint; the stopped frame then ends.
+        pool = getattr(getattr(getattr(self.exec_worker, "env", None), "callback_pool_manager", None), "_pool", None)
+        for endpoint in list((pool or {}).values()):
+            endpoint.interrupt_all()
+
     seam.replace(Execution, "start", start)
+    seam.replace(Execution, "stop", stop)
     seam.replace(BaseExecutionWorkerCommunication, "terminated", terminated)
 
 

@@ -313,3 +313,42 @@ def test_function_log_lines_still_buffered_at_the_stop_are_saved(asset_dir, tmp_
         assert [e["message"] for e in events] == ["the last line before the stop"]
     finally:
         cloud.stop()
+
+
+def test_an_execution_restored_aborted_sends_its_status_change_event(asset_dir, tmp_path):
+    """A restart ends a running execution ABORTED; a rule on Step Functions' status changes gets its
+    event once the restored cloud is up (the pipeline's ExecutionEnded rule ends its release so)."""
+    extra = {
+        "Seen": {"Type": "AWS::SQS::Queue"},
+        "Ended": {"Type": "AWS::Events::Rule", "Properties": {
+            "EventPattern": {"source": ["aws.states"], "detail-type": ["Step Functions Execution Status Change"],
+                             "detail": {"status": ["ABORTED"]}},
+            "Targets": [{"Id": "Seen", "Arn": {"Fn::GetAtt": ["Seen", "Arn"]}}]}},
+    }
+    state = tmp_path / "state"
+    cloud = _start(_small(asset_dir, extra), [], aws_port=0, api_port=0, state_dir=state, iam=False)
+    try:
+        ids = dict(cloud.physical_ids)
+        running = cloud.client("stepfunctions").start_execution(
+            stateMachineArn=ids["Waiting"], name="cut-short", input='{"model": "iris"}')["executionArn"]
+        cloud.wait_idle()
+        assert "Messages" not in cloud.client("sqs").receive_message(QueueUrl=ids["Seen"])  # RUNNING: not matched
+    finally:
+        cloud.stop()
+
+    cloud = _start(_small(asset_dir, extra), [], aws_port=0, api_port=0, state_dir=state, iam=False)
+    try:
+        cloud.wait_idle()
+        sqs = cloud.client("sqs")
+        deadline, bodies = time.time() + 10, []
+        while not bodies and time.time() < deadline:
+            bodies = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=ids["Seen"]).get("Messages", [])]
+        (event,) = bodies
+        assert event["source"] == "aws.states" and event["resources"] == [running]
+        detail = event["detail"]
+        assert detail["executionArn"] == running and detail["stateMachineArn"] == ids["Waiting"]
+        assert detail["status"] == "ABORTED" and detail["name"] == "cut-short"
+        assert detail["input"] == '{"model": "iris"}'
+        assert detail["error"] == "LocalCloud.Stopped" and isinstance(detail["stopDate"], int)
+    finally:
+        cloud.stop()

@@ -362,3 +362,70 @@ def test_a_failure_during_a_release_ends_it_and_removes_its_alarms(cloud, run, r
     assert registry.get_release("canary") is None
     assert kinds(registry, "canary", version)[-1] == "release_failed"
     assert not cw.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]
+
+
+# ---------------------------------------------------------------------------- an execution that ends early
+
+
+def _refresh_serving(cloud, model: str) -> None:
+    """``GET /models/<model>``: the inference function reads the registry again (its cached alias and release)."""
+    import requests
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = cloud.outputs["ApiUrl"] + f"models/{model}"
+    req = AWSRequest(method="GET", url=url)
+    SigV4Auth(Credentials("testing", "testing"), "execute-api", "us-east-1").add_auth(req)
+    assert requests.get(url, headers=dict(req.headers), timeout=120).status_code == 200
+
+
+def test_a_stopped_canary_run_ends_its_release_and_fails_the_version(cloud, run, registry):
+    """``aws stepfunctions stop-execution`` while the canary bakes: the execution ends ABORTED without its
+    Catch; Step Functions' status change event reaches Record (the ExecutionEnded rule), which fails the
+    version, ends the release, deletes its alarms and sends `Pipeline Failed`. Production is untouched."""
+    r, arn, version = _canary_run(cloud, run, registry, seed=61)
+    production = registry.get_alias("canary")
+    assert registry.get_release("canary")["version"] == version
+    until(lambda: in_state(cloud, arn) == "Bake")
+    prefix = f"Shipyard-canary-v{version}-"
+    cw = cloud.client("cloudwatch")
+    assert len(cw.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]) == 2
+    cloud.client("stepfunctions").stop_execution(executionArn=arn)
+    assert ended(cloud, arn, 10)["status"] == "ABORTED"
+    started = time.time()
+    rec = until(lambda: (v := registry.get_version("canary", version))["status"] == "failed" and v, 10)
+    assert time.time() - started < 10
+    assert rec["reason"].startswith("ExecutionAborted: the pipeline execution ended ABORTED at "), rec["reason"]
+    assert f"its canary release was ended, production v{production} untouched" in rec["reason"]
+    until(lambda: registry.get_release("canary") is None, 10)
+    assert registry.get_alias("canary") == production
+    assert kinds(registry, "canary", version)[-1] == "release_orphaned"
+    until(lambda: not cw.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"], 10)
+    cloud.wait_idle()
+    (failed,) = [e for e in events_of(cloud, "Pipeline Failed") if e["detail"]["version"] == version]
+    assert failed["detail"]["error"] == "ExecutionAborted" and failed["detail"]["execution_arn"] == arn
+    # every caller is answered by production now
+    _refresh_serving(cloud, "canary")
+    answers = [_predict(cloud, "canary", f"caller-{i}") for i in range(8)]
+    assert all(a.status_code == 200 and a.json().get("version") == production for a in answers), \
+        [(a.status_code, a.text[:200]) for a in answers]
+
+
+def test_a_stopped_run_awaiting_approval_is_failed_and_cannot_be_decided(cloud, run, registry):
+    from functions.core.registry import ApprovalError
+
+    production = registry.get_alias("approval")
+    r = run("approval", data.animals(seed=62))
+    arn = execution_arn_of(cloud, r)
+    version = version_of(registry, r)
+    awaiting(registry, "approval", version)
+    until(lambda: in_state(cloud, arn) == "AwaitApproval")
+    cloud.client("stepfunctions").stop_execution(executionArn=arn)
+    assert ended(cloud, arn, 10)["status"] == "ABORTED"
+    rec = until(lambda: (v := registry.get_version("approval", version))["status"] == "failed" and v, 10)
+    assert rec["reason"].startswith("ExecutionAborted: ") and "its approval was closed" in rec["reason"]
+    assert registry.get_alias("approval") == production
+    with pytest.raises(ApprovalError, match=f"already decided: reject by {arn}"):
+        decide(cloud, registry, "approval", version, "approve")
+    assert kinds(registry, "approval", version) == ["approval_requested", "approval_closed"]
