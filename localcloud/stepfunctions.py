@@ -347,6 +347,7 @@ def put_status_change(bus: Any, execution: Any, **kwargs: Any) -> None:
 
 def _patch_status_events(seam: Seam) -> None:
     """An event when an execution starts and when it ends (``seam.current``: the `EventBus`)."""
+    from moto.stepfunctions.parser.api import ExecutionStatus
     from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
     from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
 
@@ -361,16 +362,25 @@ def _patch_status_events(seam: Seam) -> None:
         kwargs: dict[str, Any] = {}
         env = getattr(execution.exec_worker, "env", None)
         state = env.program_state() if env is not None else None
+        stopped = getattr(execution, "_localcloud_stop", None)
+        if stopped is not None and execution.exec_status != ExecutionStatus.ABORTED:
+            # moto lets an error raised while the stopped execution winds down (the woken task) replace
+            # its stop: StopExecution ends an execution ABORTED, as in AWS
+            execution.exec_status, execution.error, execution.cause = ExecutionStatus.ABORTED, None, None
+            state = ProgramStopped(stop_date=stopped[0], error=stopped[1], cause=stopped[2])
         if isinstance(state, ProgramStopped):  # StopExecution's error and cause (moto keeps them only here)
             kwargs = {"error": _given(state.error) or "", "cause": _given(state.cause) or ""}
         put_status_change(seam.current, execution, **kwargs)
 
     def stop(self, stop_date, error, cause) -> None:
+        env = getattr(self.exec_worker, "env", None)
+        if env is not None and env.is_running():  # a stop that stops it (not one of an ended execution)
+            self._localcloud_stop = (stop_date, error, cause)
         seam["stop"](self, stop_date, error, cause)
         # A task waiting for its task token (or an activity) waits on its callback endpoint until the
         # task's timeout: moto's stop does not wake it, so the execution would not end (nor be reported
         # ABORTED) until then. AWS ends it at once: wake every endpoint; the stopped frame then ends.
-        pool = getattr(getattr(getattr(self.exec_worker, "env", None), "callback_pool_manager", None), "_pool", None)
+        pool = getattr(getattr(env, "callback_pool_manager", None), "_pool", None)
         for endpoint in list((pool or {}).values()):
             endpoint.interrupt_all()
 
