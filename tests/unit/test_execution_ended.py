@@ -3,14 +3,12 @@ its Catch (StopExecution, the execution timeout, a local cloud restarted) left o
 EventBridge rule's Record action (docs/release.md "If the run's execution ends early")."""
 import json
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from functions.core.layout import PIPELINE_FAILED
-from functions.core.registry import ApprovalError, Registry
+from functions.core.registry import ApprovalError
 from functions.pipeline import steps
-from tests.support import create_registry_table
+from tests.support import moto_registry
 
 DATASET = {"bucket": "data", "key": "datasets/iris/a.csv", "version_id": "v1", "sha256": "ab" * 32}
 RUN = "arn:aws:states:us-east-1:123456789012:execution:Pipeline:run-2"
@@ -30,10 +28,8 @@ class Events:
 
 @pytest.fixture
 def reg():
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        create_registry_table(client, "registry")
-        yield Registry("registry", client=client, known_models=["iris"])
+    with moto_registry() as registry:
+        yield registry
 
 
 def candidate(reg, execution_arn):
