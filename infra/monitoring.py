@@ -49,9 +49,8 @@ from functions.core.layout import (
     METRIC_DRIFTED_SHARE,
     METRIC_ROWS_CHECKED,
     METRICS_NAMESPACE,
+    REPORTS_PREFIX,
 )
-from functions.core.report import QUALITY_PREFIX as REPORTS_READ_PREFIX
-from functions.core.report import REPORTS_PREFIX
 from functions.drift import drift_function_name
 from functions.pipeline.execution import spec_document
 from infra.config import ModelSpec, rate_seconds
@@ -231,8 +230,7 @@ class DriftMonitor(Construct):
         registry.grant_write_drift_items(self.function)  # PutItem only, model partitions only
         # The HTML report written after each check (functions/core/report.py, docs/reports.md): it reads
         # the newest quality check and writes reports/<m>/<timestamp>.html.
-        registry.grant_read_artifacts(self.function, REPORTS_READ_PREFIX)  # quality/<m>/<checked_at>.json
-        registry.grant_write_artifacts(self.function, REPORTS_PREFIX)  # reports/<m>/<timestamp>.html
+        registry.grant_write_reports(self.function)
         self.registry_bucket_name = registry.artifact_bucket.bucket_name
         self.event_bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")
         self.event_bus.grant_put_events_to(self.function)

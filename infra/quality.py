@@ -32,7 +32,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from functions.core.layout import DATASETS_PREFIX, DRIFT_PREFIX, EVENT_SOURCE, METRICS_NAMESPACE, VERSION_DIMENSION
+from functions.core.layout import DATASETS_PREFIX, EVENT_SOURCE, METRICS_NAMESPACE, VERSION_DIMENSION
 from functions.pipeline.execution import spec_document
 from functions.quality import (
     METRIC_LABEL_COVERAGE,
@@ -40,7 +40,6 @@ from functions.quality import (
     METRIC_MODEL_QUALITY,
     QUALITY_DEGRADED,
     QUALITY_PREFIX,
-    REPORTS_PREFIX,
     quality_function_name,
 )
 from functions.quality.check import DEFAULT_LATE_LOOKBACK_SECONDS, settings_document
@@ -151,10 +150,7 @@ class QualityMonitor(Construct):
         registry.grant_read_capture(self.function)             # capture/<m>/… (predictions, ids)
         registry.grant_read_labels(self.function)              # labels/<m>/*.csv (data bucket)
         registry.grant_write_artifacts(self.function, QUALITY_PREFIX)  # quality/<m>/<timestamp>.json
-        registry.grant_write_artifacts(self.function, REPORTS_PREFIX)  # reports/<m>/<timestamp>.html, which
-        registry.grant_read_models(self.function)                      # reads the baseline,
-        registry.grant_read_artifacts(self.function, DRIFT_PREFIX)     # the newest drift report
-        registry.grant_read_artifacts(self.function, QUALITY_PREFIX)   # and the newest quality report
+        registry.grant_write_reports(self.function)  # reports/<m>/<timestamp>.html after each check
         registry.grant_write_drift_items(self.function)        # Q#… items: PutItem in model partitions only
         self.event_bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")
         self.event_bus.grant_put_events_to(self.function)

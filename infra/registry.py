@@ -357,6 +357,17 @@ class ModelRegistry(Construct):
         """Put objects into the artifacts bucket under *prefix* (e.g. ``drift/``)."""
         return self._grant_objects(grantee, self.artifact_bucket, ["s3:PutObject"], prefix)
 
+    def grant_write_reports(self, grantee: iam.IGrantable) -> iam.Grant:
+        """What ``functions.core.report.write_report`` needs (docs/reports.md): read the production
+        baseline (``models/``), the newest drift and quality reports (``drift/``, ``quality/``), and put
+        ``reports/<model>/<ts>.html``. The drift and quality checks write one after each check."""
+        from functions.core.layout import DRIFT_PREFIX, QUALITY_PREFIX, REPORTS_PREFIX
+
+        self.grant_read_models(grantee)
+        for prefix in (DRIFT_PREFIX, QUALITY_PREFIX):
+            self.grant_read_artifacts(grantee, prefix)
+        return self.grant_write_artifacts(grantee, REPORTS_PREFIX)
+
     def grant_read_capture(self, grantee: iam.IGrantable) -> iam.Grant:
         """List and read captured inference records (``capture/*``): the drift check."""
         return self.grant_read_artifacts(grantee, CAPTURE_PREFIX)

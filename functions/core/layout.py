@@ -23,6 +23,9 @@ MODELS_PREFIX = "models/"  # models/<model>/v<N>/{model.onnx, metrics.json, base
 CAPTURE_PREFIX = "capture/"  # capture/<model>/YYYY/MM/DD/HH/… (Firehose)
 CAPTURE_ERROR_PREFIX = "capture-errors/"  # what Firehose failed to deliver
 DRIFT_PREFIX = "drift/"  # drift/<model>/<timestamp>.json
+QUALITY_PREFIX = "quality/"  # quality/<model>/<checked_at>.json (docs/quality.md)
+REPORTS_PREFIX = "reports/"  # reports/<model>/<timestamp>.html (docs/reports.md)
+LABELS_PREFIX = "labels/"  # data bucket: labels/<model>/<any>.csv (inference_id + the target column)
 BATCH_RESULTS_PREFIX = "batch-results/"  # the batch Map's ResultWriter: <map run id>/manifest.json
 
 

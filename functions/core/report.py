@@ -43,12 +43,10 @@ from functions.core.drift import (
     category_counts,
     numeric_values,
 )
-from functions.core.layout import DRIFT_PREFIX, models_prefix
+from functions.core.layout import DRIFT_PREFIX, QUALITY_PREFIX, REPORTS_PREFIX, models_prefix
 
 logger = logging.getLogger(__name__)
 
-REPORTS_PREFIX = "reports/"  # reports/<model>/<timestamp>.html
-QUALITY_PREFIX = "quality/"  # quality/<model>/<checked_at>.json (the quality check)
 CONTENT_TYPE = "text/html; charset=utf-8"
 #: Equal-width bins of a numeric feature's plot between the baseline's 0.5 % and 99.5 % quantiles,
 #: plus one bin below and one above for the tails.

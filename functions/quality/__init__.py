@@ -5,9 +5,8 @@ The names below are what the check, the construct (infra/quality.py), the CLI an
 on. Dependency-free, so the CLI and the CDK app import them without numpy.
 """
 
-LABELS_PREFIX = "labels/"    # data bucket: labels/<model>/<any>.csv (inference_id + the target column)
-QUALITY_PREFIX = "quality/"  # artifacts bucket: quality/<model>/<checked_at>.json
-REPORTS_PREFIX = "reports/"  # artifacts bucket: reports/<model>/<timestamp>.html (functions.core.report)
+from functions.core.layout import LABELS_PREFIX, QUALITY_PREFIX, REPORTS_PREFIX  # noqa: F401 (this package's names)
+
 QUALITY_DEGRADED = "Quality Degraded"
 ID_COLUMN = "inference_id"
 RETRAIN_MODES = ("dataset", "dataset+labels")

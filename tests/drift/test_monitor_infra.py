@@ -110,7 +110,7 @@ def test_drift_function_has_least_privilege(default):
     reads = [s for s in statements if s["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]]
     prefixes = sorted(r["Fn::Join"][1][-1] for s in reads for r in (s["Resource"] if isinstance(s["Resource"], list)
                                                                     else [s["Resource"]]))
-    assert prefixes == ["/capture/*", "/models/*", "/quality/*"]  # quality/: the HTML report's quality section
+    assert prefixes == ["/capture/*", "/drift/*", "/models/*", "/quality/*"]  # drift/, quality/: its HTML report
     (listing,) = [s for s in statements if s["Action"] == "s3:ListBucket"]
     assert "Condition" not in listing  # no s3:prefix: S3 answers a missing key 404, not 403 (infra/registry.py)
     assert "UpdateItem" not in text and "DeleteItem" not in text and "TransactWriteItems" not in text

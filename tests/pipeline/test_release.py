@@ -140,7 +140,21 @@ def kinds(registry, model: str, version: int) -> list[str]:
 # ---------------------------------------------------------------------------- manual approval
 
 
+def _topic_queue(cloud) -> str:
+    """An SQS queue subscribed (raw) to the alarm topic: what an e-mail subscriber would get."""
+    sqs, sns = cloud.client("sqs"), cloud.client("sns")
+    url = sqs.create_queue(QueueName="approval-messages")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic = cloud.outputs["AlarmTopicArn"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"}, "Action": "sqs:SendMessage",
+         "Resource": arn, "Condition": {"ArnEquals": {"aws:SourceArn": topic}}}]})})
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    return url
+
+
 def test_an_approved_run_is_promoted_and_the_log_names_who_approved(cloud, run, registry):
+    queue = _topic_queue(cloud)
     r = run("approval", data.animals(seed=21))
     arn = execution_arn_of(cloud, r)
     version = version_of(registry, r)
@@ -150,6 +164,13 @@ def test_an_approved_run_is_promoted_and_the_log_names_who_approved(cloud, run, 
                               if e["detail"]["version"] == version], 20, 0.2)
     assert asked["detail"]["model"] == "approval" and asked["detail"]["candidate_score"] > 0.6
     assert asked["detail"]["approve"] == f"shipyard approve approval {version}"
+    # the message to the alarm topic (an e-mail with alarm_email) says what to decide, with the gate's scores
+    sqs = cloud.client("sqs")
+    (message,) = until(lambda: [m["Body"] for m in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)
+                                .get("Messages", []) if f"Model approval version {version} " in m["Body"]], 20, 0.2)
+    for words in (f"shipyard approve approval {version}", f"shipyard reject approval {version} --reason",
+                  f"Gate: accuracy {asked['detail']['candidate_score']:.4f} (candidate v{version})", "Decide by "):
+        assert words in message, (words, message)
 
     decide(cloud, registry, "approval", version, "approve", reason="looks good")
     assert ended(cloud, arn)["status"] == "SUCCEEDED"
