@@ -373,7 +373,8 @@ def test_a_failure_during_a_release_ends_it_and_removes_its_alarms(cloud, run, r
     assert registry.get_release("canary")["version"] == version
     cw = cloud.client("cloudwatch")
     prefix = f"Shipyard-canary-v{version}-"
-    assert len(cw.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]) == 2
+    # StartRelease marks the version canary, then creates the alarms: wait for both
+    until(lambda: len(cw.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]) == 2, 20)
     cloud.faults.refuse("GraniteServiceVersion20100801.DescribeAlarms", 1)
     end = bake(cloud, arn)
     assert end["status"] == "FAILED", end
