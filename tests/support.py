@@ -76,3 +76,15 @@ def candidate_version(reg, model: str = "iris", *, execution_arn: str | None = N
     reg.record_candidate(model, v, artifact_key=f"models/{model}/v{v}/model.onnx", artifact_sha256="cd" * 32,
                          schema={"features": []}, metrics={"accuracy": 0.9})
     return v
+
+
+class RecordingFirehose:
+    """A Firehose client that keeps the capture lines it is given (decoded JSON), for inference tests."""
+
+    def __init__(self):
+        self.lines = []
+
+    def put_record(self, DeliveryStreamName, Record):
+        import json
+
+        self.lines.append(json.loads(Record["Data"]))

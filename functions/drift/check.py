@@ -43,6 +43,7 @@ from functions.core.artifacts import (
     describe_s3_error,
     get_verified,
 )
+from functions.core.checkevent import model_settings
 from functions.core.drift import NUMBER, STRING, check_drift
 from functions.core.eventbus import EventNotDelivered, put_event
 from functions.core.layout import (
@@ -104,17 +105,7 @@ def settings_from_env(model: str, environ: Mapping[str, str] | None = None) -> D
     """Settings of *model* from ``DRIFT_MODELS`` (JSON model -> {window, share, ...}),
     ``DRIFT_MIN_ROWS`` and ``DRIFT_LOOKBACK_DAYS``."""
     env = os.environ if environ is None else environ
-    raw = env.get("DRIFT_MODELS") or "{}"
-    try:
-        models = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise DriftCheckError(f"DRIFT_MODELS is not valid JSON ({err}); expected model -> settings") from None
-    if not isinstance(models, dict):
-        raise DriftCheckError(f"DRIFT_MODELS must be a JSON object of model -> settings, got {raw[:100]!r}")
-    if model not in models:
-        raise DriftCheckError(
-            f"model {model!r} has no drift monitoring configured; configured: {sorted(models) or 'none'}")
-    spec = models[model] or {}
+    spec = model_settings(env, "DRIFT_MODELS", model, DriftCheckError, what="drift monitoring")
     try:
         min_rows = int(env.get("DRIFT_MIN_ROWS") or DEFAULT_DRIFT_MIN_ROWS)
         lookback = int(env.get("DRIFT_LOOKBACK_DAYS") or DEFAULT_DRIFT_LOOKBACK_DAYS)

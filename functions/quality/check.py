@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from functions.core import metrics as metric_functions
+from functions.core.checkevent import model_settings
 from functions.core.eventbus import EventNotDelivered, put_event
 from functions.core.layout import CAPTURE_PREFIX, METRICS_NAMESPACE, VERSION_DIMENSION
 from functions.core.registry import utc_iso
@@ -118,17 +119,8 @@ def settings_document(spec: Any) -> dict:
 def settings_from_env(model: str, environ: Mapping[str, str] | None = None) -> QualitySettings:
     """Settings of *model* from ``QUALITY_MODELS`` (JSON model -> settings) and ``QUALITY_LATE_LOOKBACK``."""
     env = os.environ if environ is None else environ
-    raw = env.get("QUALITY_MODELS") or "{}"
-    try:
-        models = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise QualityCheckError(f"QUALITY_MODELS is not valid JSON ({err}); expected model -> settings") from None
-    if not isinstance(models, dict):
-        raise QualityCheckError(f"QUALITY_MODELS must be a JSON object of model -> settings, got {raw[:100]!r}")
-    if model not in models:
-        raise QualityCheckError(f"model {model!r} has no quality monitoring configured (a 'quality' block in "
-                                f"cdk.json); configured: {sorted(models) or 'none'}")
-    spec = dict(models[model] or {})
+    spec = model_settings(env, "QUALITY_MODELS", model, QualityCheckError,
+                          what="quality monitoring (a 'quality' block in cdk.json)")
     try:
         late = int(env.get("QUALITY_LATE_LOOKBACK") or DEFAULT_LATE_LOOKBACK_SECONDS)
     except ValueError as err:

@@ -16,18 +16,13 @@ from functions.inference import handler, service
 from functions.inference.openapi import openapi_schema, validating_app
 from tests import models
 from tests.models import LambdaContext, rest_event
-from tests.support import create_artifact_bucket, create_registry_table
+from tests.support import RecordingFirehose, create_artifact_bucket, create_registry_table
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics")
 MODELS = ["iris", "prices"]
 
 
-class Firehose:
-    def __init__(self):
-        self.lines = []
-
-    def put_record(self, DeliveryStreamName, Record):
-        self.lines.append(json.loads(Record["Data"]))
+Firehose = RecordingFirehose
 
 
 @pytest.fixture(scope="module")

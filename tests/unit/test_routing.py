@@ -17,7 +17,7 @@ from functions.core.registry import Registry
 from functions.inference import service
 from tests import models
 from tests.models import invoke
-from tests.support import create_artifact_bucket, create_registry_table
+from tests.support import RecordingFirehose, create_artifact_bucket, create_registry_table
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics")
 MODELS = ["iris", "prices"]
@@ -31,14 +31,7 @@ class Clock:
         return self.now
 
 
-class Firehose:
-    """Records what capture puts."""
-
-    def __init__(self):
-        self.lines = []
-
-    def put_record(self, DeliveryStreamName, Record):
-        self.lines.append(json.loads(Record["Data"]))
+Firehose = RecordingFirehose
 
 
 @pytest.fixture(scope="module")
