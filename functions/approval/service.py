@@ -8,7 +8,8 @@ release log with the caller's identity. A token Step Functions no longer knows (
 out, the run ended) is a 409 saying the approval expired; the decision stays on the approval item.
 
 Deliberately small: no ONNX, no Powertools resolver (``functions.inference.service`` imports
-onnxruntime at module level, so its validators are mirrored here, with the same messages).
+onnxruntime at module level); the rule for names and versions is the registry's (``is_model_name``,
+``MAX_VERSION``), as the inference API's.
 """
 from __future__ import annotations
 
@@ -18,10 +19,8 @@ from urllib.parse import unquote
 
 from botocore.exceptions import ClientError
 
-from functions.core.registry import ApprovalError, ModelNotFound, Registry, VersionNotFound
+from functions.core.registry import MAX_VERSION, ApprovalError, ModelNotFound, Registry, VersionNotFound, is_model_name
 
-MAX_VERSION = 9_999_999_999  # versions are stored zero-padded to 10 digits (as functions/inference/service.py)
-MAX_NAME_LENGTH = 255
 MAX_REASON_LENGTH = 2000
 RELEASE_EVENTS = {"approve": "approved", "reject": "rejected"}
 # Step Functions' answers for a token it no longer waits on
@@ -40,7 +39,7 @@ class ApprovalApiError(Exception):
 def model_name(raw: str | None) -> str:
     """The decoded model name of the path (404 for a name that cannot be a model)."""
     name = unquote(raw or "")
-    if not (0 < len(name) <= MAX_NAME_LENGTH and "#" not in name and name.isprintable()):
+    if not is_model_name(name):
         raise ApprovalApiError(404, "unknown model: a model name is 1 to 255 printable characters without '#'")
     return name
 

@@ -183,6 +183,18 @@ def _esk(alias: str, seq: int) -> str:
     return f"E#{alias}#{seq:010d}"
 
 
+# Versions are stored zero-padded to 10 digits (``_vsk``): none can be larger. Model names in API paths:
+# 1 to 255 printable characters without '#' (the key separator).
+MAX_VERSION = 9_999_999_999
+MAX_NAME_LENGTH = 255
+
+
+def is_model_name(name: str) -> bool:
+    """Whether `name` (decoded from a request path) can be a model's. ``isprintable`` also refuses lone
+    surrogates, so a valid name is UTF-8 encodable; invalid names never reach DynamoDB."""
+    return 0 < len(name) <= MAX_NAME_LENGTH and "#" not in name and name.isprintable()
+
+
 def _check_model(model: str) -> str:
     if not isinstance(model, str) or not model or "#" in model:
         raise ValueError(f"model name must be a non-empty string without '#', got {model!r}")

@@ -47,7 +47,7 @@ from functions.core.layout import (
     METRIC_VERSION_PREDICTIONS,
 )
 from functions.core.onnx_model import ModelFormatError, OnnxModel, PredictionError
-from functions.core.registry import ModelNotFound, Registry, VersionNotFound
+from functions.core.registry import MAX_VERSION, ModelNotFound, Registry, VersionNotFound, is_model_name
 from functions.core.schema import FeatureSchema, SchemaError
 from functions.inference import emf
 
@@ -59,8 +59,6 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Ship
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 # Version numbers are stored zero-padded to 10 digits; anything larger cannot exist.
-MAX_VERSION = 9_999_999_999
-MAX_NAME_LENGTH = 255
 MAX_SESSIONS = 16
 MAX_ALIAS_ENTRIES = 1024
 ROUTING_KEY_HEADER = "X-Routing-Key"  # a caller's stable key for canary routing (else the request id)
@@ -312,8 +310,7 @@ def model_name(raw: str) -> str:
     segment is decoded here. Invalid names never reach DynamoDB.
     """
     name = unquote(raw)
-    # isprintable() also refuses lone surrogates (category Cs), so a valid name is UTF-8 encodable.
-    if not (0 < len(name) <= MAX_NAME_LENGTH and "#" not in name and name.isprintable()):
+    if not is_model_name(name):
         raise ModelNotFound("unknown model: a model name is 1 to 255 printable characters without '#'")
     return name
 

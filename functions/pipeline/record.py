@@ -19,21 +19,22 @@ def _await_approval(event, reg, events, *, execution_arn):
                                 topic_arn=os.environ.get("ALARM_TOPIC_ARN") or None)
 
 
-def _mark_failed(event, reg, events, *, execution_arn):
-    # A failed release's two alarms are deleted too (ALARM_PREFIX: the stack's, all Record may delete).
+def _release_alarms() -> dict:
+    """How MarkFailed and execution_ended delete a failed release's two alarms (``ALARM_PREFIX``: the
+    stack's, the only alarms Record may delete; none without it)."""
     prefix = os.environ.get("ALARM_PREFIX")
-    return steps.mark_failed(
-        event, reg, events, execution_arn=execution_arn, alarm_prefix=prefix or "",
-        delete_alarms=(lambda names: client("cloudwatch").delete_alarms(AlarmNames=names)) if prefix else None)
+    return {"alarm_prefix": prefix or "",
+            "delete_alarms": (lambda names: client("cloudwatch").delete_alarms(AlarmNames=names)) if prefix else None}
+
+
+def _mark_failed(event, reg, events, *, execution_arn):
+    return steps.mark_failed(event, reg, events, execution_arn=execution_arn, **_release_alarms())
 
 
 def _execution_ended(event, reg, events, *, execution_arn):
     # The EventBridge rule on the pipeline's ABORTED/TIMED_OUT/FAILED executions (infra/pipeline.py): the
-    # event's execution_arn is the ended execution's; its stranded release's alarms go as MarkFailed's do.
-    prefix = os.environ.get("ALARM_PREFIX")
-    return steps.execution_ended(
-        event, reg, events, alarm_prefix=prefix or "",
-        delete_alarms=(lambda names: client("cloudwatch").delete_alarms(AlarmNames=names)) if prefix else None)
+    # event's execution_arn is the ended execution's.
+    return steps.execution_ended(event, reg, events, **_release_alarms())
 
 
 ACTIONS = {"promote": steps.promote, "reject": steps.reject, "mark_failed": _mark_failed,
